@@ -1,0 +1,28 @@
+# Two commands on a fresh machine:  `make run` (dashboard on the demo data)  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup run test lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) -m streamlit run app/Home.py --server.address 127.0.0.1 --server.headless true \
+		--browser.gatherUsageStats false --server.enableXsrfProtection true
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(PY) -m ruff check core train app tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
