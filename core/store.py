@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def default_db() -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def quote(name: str) -> str:
@@ -580,9 +580,10 @@ class LabelStore:
             ids = members[row["target"]] if row["target_kind"] == "person" else [path_ids[row["target"]]]
             replay.loc[[i for i in ids if i in replay.index], row["attribute"]] = row["new_value"]
         current = self.current_labels(derived=False).set_index("item_id")[schema.names].astype(str)
-        diff = (replay != current.loc[replay.index])
-        return [f"item {i}: {a} replay={replay.at[i, a]!r} current={current.at[i, a]!r}"
-                for i, a in zip(*[list(x) for x in diff.to_numpy().nonzero()])]
+        current = current.loc[replay.index]
+        rows, cols = (replay != current).to_numpy().nonzero()
+        return [f"item {replay.index[r]}: {replay.columns[c]} replay={replay.iat[r, c]!r} current={current.iat[r, c]!r}"
+                for r, c in zip(rows, cols)]
 
     # ---- snapshots ---------------------------------------------------------------------------------------
     def snapshot(self, directory: str | os.PathLike[str] | None = None) -> Snapshot:
