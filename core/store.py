@@ -728,9 +728,10 @@ class LabelStore:
         row = self.conn.execute("SELECT * FROM locks WHERE name = ?", (name,)).fetchone()
         return dict(row) if row else None
 
-    def set_lock_pid(self, name: str, pid: int) -> None:
+    def update_lock(self, name: str, *, run_id: int | None, pid: int | None) -> None:
+        """Point a held lock at the run and process that now own it."""
         with self.transaction() as conn:
-            conn.execute("UPDATE locks SET pid = ? WHERE name = ?", (pid, name))
+            conn.execute("UPDATE locks SET run_id = ?, pid = ? WHERE name = ?", (run_id, pid, name))
 
     def release_lock(self, name: str, *, run_id: int | None = None) -> None:
         """Release a lock (only if ``run_id`` holds it, when given)."""

@@ -1,0 +1,159 @@
+"""Background jobs: the dashboard's only way to start training, scoring or prediction.
+
+A job is ``python -m train <command> --run-id N ...`` started as a detached subprocess in its own
+process group. Its state lives in the store (the ``runs`` row and a ``job`` lock), never in the
+browser session, so a page reload or a second tab sees the same truth. One job at a time: the lock
+names the run and process holding it; a lock whose process is gone is stale and is recovered
+(its run is marked failed with the tail of its log).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core.store import LabelStore, StoreError, now
+
+JOB_LOCK = "job"
+COMMANDS = {"fit": "train", "score": "score", "predict": "predict"}  # CLI command -> runs.kind
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class JobBusy(StoreError):
+    """Another job holds the lock."""
+
+
+def process_alive(pid: int | None) -> bool:
+    """True while ``pid`` runs (reaps it first if it is our finished child, so zombies count as gone)."""
+    if not pid:
+        return False
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: fall through to the signal probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie of another parent is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def log_tail(path: str | None, lines: int = 30) -> str:
+    if not path or not Path(path).exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 16_384))
+        return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def recover_stale(store: LabelStore) -> str | None:
+    """Release the job lock if its process is gone; fail its run if that never finished. Returns a note."""
+    holder = store.lock_holder(JOB_LOCK)
+    if holder is None:
+        return None
+    same_host = holder["host"] == socket.gethostname()
+    if holder["pid"] and (not same_host or process_alive(holder["pid"])):
+        return None
+    if holder["pid"] is None and holder["run_id"] is None:
+        return None  # being taken right now by a starter
+    note = None
+    if holder["run_id"] is not None:
+        run = store.run(holder["run_id"])
+        if run["status"] in ("queued", "running"):
+            tail = log_tail(run.get("log_path")) or "the job's process ended without recording a result"
+            store.update_run(run["id"], status="failed", finished_at=now(), error_tail=tail)
+            note = f"run #{run['id']} had stopped without finishing; marked failed"
+    store.release_lock(JOB_LOCK, run_id=holder["run_id"]) if holder["run_id"] is not None else \
+        store.release_lock(JOB_LOCK)
+    return note
+
+
+def running_job(store: LabelStore) -> dict | None:
+    """The run that holds the job lock (after stale-lock recovery), or None."""
+    recover_stale(store)
+    holder = store.lock_holder(JOB_LOCK)
+    if holder is None or holder["run_id"] is None:
+        return None
+    return store.run(holder["run_id"])
+
+
+def start(store: LabelStore, command: str, options: list[str] | None = None, *,
+          config: dict | None = None, env: dict[str, str] | None = None) -> int:
+    """Start ``python -m train <command> --db <store> --run-id N <options>`` detached; returns N.
+
+    Raises ``JobBusy`` (nothing started, no run row written) when another job runs.
+    """
+    if command not in COMMANDS:
+        raise StoreError(f"unknown job {command!r}; choose one of {', '.join(COMMANDS)}")
+    recover_stale(store)
+    holder = store.acquire_lock(JOB_LOCK, run_id=None, pid=os.getpid())
+    if holder is not None:
+        raise JobBusy(f"run #{holder['run_id']} is still running (one job at a time); wait or cancel it")
+    try:
+        run_id = store.create_run(COMMANDS[command], config or {"options": options or []}, status="queued")
+        log_dir = store.path.resolve().parent / "runs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"job-{run_id}.log"
+        argv = [sys.executable, "-m", "train", command, "--db", str(store.path.resolve()), "--run-id", str(run_id),
+                *(options or [])]
+        child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO_ROOT), "TQDM_DISABLE": "1",
+                     "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        store.update_lock(JOB_LOCK, run_id=run_id, pid=process.pid)
+        store.update_run(run_id, pid=process.pid, log_path=str(log_path))
+    except BaseException:
+        store.release_lock(JOB_LOCK)
+        raise
+    return run_id
+
+
+def cancel(store: LabelStore, run_id: int, *, grace_s: float = 20.0) -> str:
+    """Stop a job cleanly: SIGTERM to its process group (the trainer saves ``last`` and marks itself
+    cancelled), SIGKILL after ``grace_s``. Returns what happened."""
+    run = store.run(run_id)
+    pid = run.get("pid")
+    if run["status"] not in ("queued", "running") or not process_alive(pid):
+        recover_stale(store)
+        return f"run #{run_id} is not running ({run['status']})"
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    forced = process_alive(pid)
+    if forced:
+        os.killpg(pid, signal.SIGKILL)
+        while process_alive(pid):
+            time.sleep(0.1)
+    if store.run(run_id)["status"] in ("queued", "running"):
+        store.update_run(run_id, status="cancelled", finished_at=now(),
+                         error_tail="cancelled" + (" (killed after the grace period)" if forced else ""))
+    store.release_lock(JOB_LOCK, run_id=run_id)
+    return f"run #{run_id} cancelled" + (" (forced)" if forced else "")
+
+
+def wait(store: LabelStore, run_id: int, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict:
+    """Block until the run leaves queued/running (for tests and scripts); returns the run row."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = store.run(run_id)
+        if run["status"] not in ("queued", "running"):
+            return run
+        if not process_alive(run.get("pid")):
+            recover_stale(store)
+        time.sleep(poll_s)
+    raise TimeoutError(f"run #{run_id} still {store.run(run_id)['status']} after {timeout_s:.0f} s")
