@@ -379,6 +379,84 @@ class LabelStore:
         return self._query(f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
                            f" FROM {table} c JOIN items i ON i.id = c.item_id GROUP BY {cols} ORDER BY {cols}")
 
+    def changed_counts(self) -> dict[str, int]:
+        """Per stored attribute, how many labelled images differ from their original label now."""
+        names = self.schema.names
+        sums = ", ".join(f"coalesce(sum(c.{quote(a)} IS NOT o.{quote(a)}), 0)" for a in names)
+        row = self.conn.execute(f"SELECT {sums} FROM current c JOIN original o ON o.item_id = c.item_id").fetchone()
+        return {name: int(value) for name, value in zip(names, row)}
+
+    def select_items(self, *, split: str | None = None, person: str | None = None, path_contains: str | None = None,
+                     labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,
+                     original: bool = False, corrected: bool | str | None = None, issue_kind: str | None = None,
+                     offset: int = 0, limit: int | None = 50) -> tuple[pd.DataFrame, int]:
+        """One page of items matching every filter (ordered by path) and how many match in total.
+
+        ``labels`` maps a stored attribute or a binned target (``age_group``: class name or code) to
+        one value or a list of values; ``ranges`` maps an integer attribute to an inclusive
+        (low, high). Label filters read the current labels, or the ingested ones with
+        ``original=True`` (so a chart of original labels opens exactly its images). ``person`` is a
+        person key; ``path_contains`` a case-insensitive substring; ``corrected`` True/False for images
+        with/without any changed label, or an attribute name for images where that one changed;
+        ``issue_kind`` a data-issue kind (``"any"`` for any). Rows: item_id, path, person, split, hash,
+        width, height, the current <attributes> (None for unlabelled items) and corrected (0/1).
+        Only the requested page is read.
+        """
+        schema = self.schema
+        source = "o" if original else "c"
+        clauses: list[str] = []
+        params: list[Any] = []
+        ranges = dict(ranges or {})
+        for name, wanted in (labels or {}).items():
+            binned = next((b for b in schema.binned if b.name == name), None)
+            values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+            if binned is not None:  # a bin is an inclusive age range on the stored attribute
+                parts = []
+                for value in values:
+                    code = binned.classes.index(value) if value in binned.classes else int(value)
+                    low = binned.edges[code - 1] if code > 0 else -(2**62)
+                    high = binned.edges[code] - 1 if code < len(binned.edges) else 2**62
+                    parts.append(f"{source}.{quote(binned.source)} BETWEEN ? AND ?")
+                    params += [low, high]
+                clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
+                continue
+            attribute = schema.attribute(name)
+            clauses.append(f"{source}.{quote(name)} IN ({', '.join('?' * len(values))})" if values else "0")
+            params += [attribute.parse(v) for v in values]
+        for name, (low, high) in ranges.items():
+            clauses.append(f"{source}.{quote(schema.attribute(name).name)} BETWEEN ? AND ?")
+            params += [int(low), int(high)]
+        if split:
+            clauses.append("i.split = ?")
+            params.append(split)
+        if person:
+            clauses.append("p.key = ?")
+            params.append(person)
+        if path_contains:
+            clauses.append("instr(lower(i.path), ?) > 0")
+            params.append(path_contains.lower())
+        differs = " OR ".join(f"c.{quote(a)} IS NOT o.{quote(a)}" for a in schema.names)
+        if isinstance(corrected, str):  # images whose value of this attribute differs from the original
+            clauses.append(f"c.item_id IS NOT NULL AND c.{quote(schema.attribute(corrected).name)}"
+                           f" IS NOT o.{quote(corrected)}")
+        elif corrected is not None:
+            clauses.append(f"c.item_id IS NOT NULL AND ({differs}) = ?")
+            params.append(int(bool(corrected)))
+        if issue_kind:
+            kind_clause = "" if issue_kind == "any" else " AND d.kind = ?"
+            clauses.append(f"EXISTS (SELECT 1 FROM data_issues d WHERE d.item_id = i.id{kind_clause})")
+            params += [] if issue_kind == "any" else [issue_kind]
+        joins = (" FROM items i LEFT JOIN persons p ON p.id = i.person_id"
+                 " LEFT JOIN current c ON c.item_id = i.id LEFT JOIN original o ON o.item_id = i.id")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = int(self.conn.execute(f"SELECT count(*){joins}{where}", params).fetchone()[0])
+        page = f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}" if limit is not None else ""
+        frame = self._query(
+            "SELECT i.id AS item_id, i.path, p.key AS person, i.split, i.hash, i.width, i.height,"
+            f" {', '.join('c.' + quote(a) for a in schema.names)}, coalesce(({differs}), 0) AS corrected"
+            f"{joins}{where} ORDER BY i.path{page}", params)
+        return frame, total
+
     # ---- corrections ------------------------------------------------------------------------------------
     def _resolve(self, target: str | int, attribute: str) -> tuple[str, list[int], str]:
         """(target kind, item ids, canonical target text) for an image path / item id / person key."""
@@ -467,8 +545,12 @@ class LabelStore:
     # ---- reviews ------------------------------------------------------------------------------------------
     def mark_reviewed(self, target: str | int, attribute: str, *, annotator: str, verdict: str = "correct",
                       score_run: int | None = None, note: str = "") -> int:
-        """Record a verdict (``correct`` = label checked and right, ``skip``) so items can leave a queue."""
-        if verdict not in ("correct", "skip"):
+        """Record a verdict (``correct`` = label checked and right, ``skip``) so items can leave a queue.
+
+        ``reopen`` withdraws the earlier verdicts on the target (the dashboard's undo of a verdict):
+        the reviews table stays append-only and the newest verdict is the one that counts.
+        """
+        if verdict not in ("correct", "skip", "reopen"):
             raise StoreError(f"unknown verdict {verdict!r}")
         if not str(annotator).strip():
             raise StoreError("an annotator name is required")

@@ -1,0 +1,197 @@
+"""Aggregates for the dashboard's charts: pure pandas on top of the store's SQL ``GROUP BY`` verbs.
+
+Every function takes a ``LabelStore`` and returns a small DataFrame (one row per bar or cell), so
+the dashboard can cache it by ``store.version()``. Counts come from ``store.count_by`` (SQL), never
+from loading the label table, so they stay cheap at 200,000 images. Binned targets (``age_group``)
+are derived from the stored integer counts with the schema's edges, which keeps person counts exact:
+every person has one age, so summing persons over the ages of a bin counts each person once.
+
+Each row also carries ``filter``: the keyword arguments of ``store.select_items`` that select
+exactly the images behind that bar or cell (click a bar, open those images).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.schema import Schema
+from core.store import LabelStore
+
+
+def overview(store: LabelStore) -> dict[str, int]:
+    """Headline numbers: images, labelled images, eval images, people, corrections, corrected images."""
+    counts = store.count_by([store.schema.names[0]])
+    _, n_items = store.select_items(limit=0)
+    _, n_eval = store.select_items(split="eval", limit=0)
+    changed = store.changed_counts()
+    return {
+        "images": n_items,
+        "labelled": int(counts["images"].sum()),
+        "eval": n_eval,
+        "people": len(store.persons()),
+        "corrections": store.n_corrections(),
+        "changed_labels": int(sum(changed.values())),
+    }
+
+
+def _sources(schema: Schema, targets: list[str]) -> list[str]:
+    """Stored attributes behind the targets, once each, in order."""
+    out: list[str] = []
+    for target in targets:
+        source = schema.target_source(target)
+        if source not in out:
+            out.append(source)
+    return out
+
+
+def _derive(schema: Schema, frame: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """Add binned targets (as class names) to a count_by frame of their stored sources."""
+    frame = frame.copy()
+    for binned in schema.binned:
+        if binned.name in targets and len(frame):
+            frame[binned.name] = [binned.classes[c] for c in binned.codes(frame[binned.source])]
+    return frame
+
+
+def grouped_counts(store: LabelStore, targets: list[str], *, original: bool = False) -> pd.DataFrame:
+    """Images and persons per combination of targets (stored or binned), in class order.
+
+    Columns: the targets, ``images``, ``persons``. Empty combinations are left out.
+    """
+    schema = store.schema
+    raw = _derive(schema, store.count_by(_sources(schema, targets), original=original), targets)
+    if raw.empty:
+        return pd.DataFrame(columns=[*targets, "images", "persons"])
+    out = raw.groupby(targets, sort=False, as_index=False)[["images", "persons"]].sum()
+    # Class order (wear, incorrect, not_wear), not alphabetical; integer attributes sort by value.
+    rank = {t: out[t].map(_class_order(schema, t)).fillna(out[t] if out[t].dtype.kind in "iuf" else 0)
+            for t in targets}
+    order = pd.DataFrame(rank).sort_values(targets, kind="stable").index
+    return out.loc[order].reset_index(drop=True)
+
+
+def _class_order(schema: Schema, target: str) -> dict[Any, int]:
+    """Class name -> position for categorical targets; {} for integer attributes."""
+    if target in schema.names and schema.attribute(target).kind == "integer":
+        return {}
+    return {name: i for i, name in enumerate(schema.target_classes(target))}
+
+
+def _filter(values: dict[str, Any], original: bool = False) -> dict[str, Any]:
+    """``select_items`` keyword arguments for images whose targets have these values."""
+    labels = {k: int(v) if isinstance(v, np.integer) else v for k, v in values.items()}
+    return {"labels": labels, "original": original}
+
+
+def target_counts(store: LabelStore, target: str) -> pd.DataFrame:
+    """Original vs current image counts per class of one target.
+
+    Columns: ``value``, ``original``, ``current``, ``persons`` (current), ``filter_original``,
+    ``filter_current``. Every class of the target appears, with 0 where it has no image.
+    """
+    schema = store.schema
+    current = grouped_counts(store, [target]).set_index(target)
+    original = grouped_counts(store, [target], original=True).set_index(target)
+    values = list(schema.target_classes(target))
+    out = pd.DataFrame({
+        "value": values,
+        "original": [int(original["images"].get(v, 0)) for v in values],
+        "current": [int(current["images"].get(v, 0)) for v in values],
+        "persons": [int(current["persons"].get(v, 0)) for v in values],
+    })
+    out["filter_original"] = [_filter({target: v}, original=True) for v in values]
+    out["filter_current"] = [_filter({target: v}) for v in values]
+    return out
+
+
+def class_counts(store: LabelStore) -> pd.DataFrame:
+    """The combined classes (18 for the competition): ``class``, ``name``, ``original``, ``current``,
+    ``persons``, ``filter``. Every class appears, with 0 where it is empty."""
+    schema = store.schema
+    targets = list(schema.class_attributes)
+    names = schema.class_names()
+    rows = []
+    for original in (False, True):
+        counts = grouped_counts(store, targets, original=original)
+        codes = {t: counts[t].map(_class_order(schema, t)).to_numpy() for t in targets} if len(counts) else {}
+        classes = schema.encode_class(codes) if len(counts) else np.array([], dtype=np.int64)
+        rows.append(pd.DataFrame({"class": classes, "images": counts["images"].to_numpy(),
+                                  "persons": counts["persons"].to_numpy()}))
+    current, original = (r.set_index("class") for r in rows)
+    decoded = schema.decode_class(np.arange(len(names)))
+    return pd.DataFrame({
+        "class": np.arange(len(names)),
+        "name": names,
+        "original": [int(original["images"].get(k, 0)) for k in range(len(names))],
+        "current": [int(current["images"].get(k, 0)) for k in range(len(names))],
+        "persons": [int(current["persons"].get(k, 0)) for k in range(len(names))],
+        "filter": [_filter({t: schema.target_classes(t)[int(decoded[t][k])] for t in targets})
+                   for k in range(len(names))],
+    })
+
+
+def integer_histogram(store: LabelStore, attribute: str) -> pd.DataFrame:
+    """Persons and images per value of an integer attribute (current labels), every value between
+    the smallest and largest present: ``value``, ``persons``, ``images``, ``filter``."""
+    counts = store.count_by([attribute])
+    if counts.empty:
+        return pd.DataFrame(columns=["value", "persons", "images", "filter"])
+    counts = counts.set_index(attribute)
+    values = np.arange(int(counts.index.min()), int(counts.index.max()) + 1)
+    return pd.DataFrame({
+        "value": values,
+        "persons": [int(counts["persons"].get(v, 0)) for v in values],
+        "images": [int(counts["images"].get(v, 0)) for v in values],
+        "filter": [{"ranges": {attribute: (int(v), int(v))}, "original": False} for v in values],
+    })
+
+
+def bin_edges(store: LabelStore, attribute: str) -> list[int]:
+    """The bin edges defined on an integer attribute (``age`` -> [30, 60]); [] when none."""
+    return [e for b in store.schema.binned if b.source == attribute for e in b.edges]
+
+
+def heatmap(store: LabelStore, rows: str, columns: str) -> pd.DataFrame:
+    """Persons per (row class, column class) of two targets, current labels, every cell present.
+
+    Columns: ``row``, ``column``, ``persons``, ``images``, ``filter`` (long form; pivot to draw).
+    """
+    schema = store.schema
+    counts = grouped_counts(store, [rows, columns]).set_index([rows, columns])
+    cells = []
+    for row in schema.target_classes(rows):
+        for column in schema.target_classes(columns):
+            key = (row, column)
+            found = key in counts.index
+            cells.append({"row": row, "column": column,
+                          "persons": int(counts.at[key, "persons"]) if found else 0,
+                          "images": int(counts.at[key, "images"]) if found else 0,
+                          "filter": _filter({rows: row, columns: column})})
+    return pd.DataFrame(cells)
+
+
+def images_per_person(store: LabelStore) -> pd.DataFrame:
+    """How many people have n images: ``images`` (per person), ``persons``."""
+    persons = store.persons()
+    if persons.empty:
+        return pd.DataFrame(columns=["images", "persons"])
+    out = persons["n_images"].value_counts().sort_index()
+    return pd.DataFrame({"images": out.index.astype(int), "persons": out.to_numpy(dtype=int)})
+
+
+def corrections_by_attribute(store: LabelStore) -> pd.DataFrame:
+    """Per stored attribute: ``corrections`` logged (reverts excluded), ``reverts``, ``changed_images``
+    (labelled images whose current value differs from the original now), ``filter`` (those images)."""
+    schema = store.schema
+    log = store.history()
+    changed = store.changed_counts()
+    rows = []
+    for name in schema.names:
+        mine = log[log["attribute"] == name] if len(log) else log
+        reverts = int((mine["source"] == "revert").sum()) if len(mine) else 0
+        rows.append({"attribute": name, "corrections": len(mine) - reverts, "reverts": reverts,
+                     "changed_images": changed.get(name, 0), "filter": {"corrected": name}})
+    return pd.DataFrame(rows)
