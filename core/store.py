@@ -399,7 +399,8 @@ class LabelStore:
         person key; ``path_contains`` a case-insensitive substring; ``corrected`` True/False for images
         with/without any changed label, or an attribute name for images where that one changed;
         ``issue_kind`` a data-issue kind (``"any"`` for any). Rows: item_id, path, person, split, hash,
-        width, height, the current <attributes> (None for unlabelled items) and corrected (0/1).
+        width, height, the current <attributes> (None for unlabelled items), corrected (0/1) and
+        ``<attribute>_original`` (the ingested labels).
         Only the requested page is read.
         """
         schema = self.schema
@@ -451,10 +452,11 @@ class LabelStore:
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         total = int(self.conn.execute(f"SELECT count(*){joins}{where}", params).fetchone()[0])
         page = f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}" if limit is not None else ""
+        originals = ", ".join(f'o.{quote(a)} AS "{a}_original"' for a in schema.names)
         frame = self._query(
             "SELECT i.id AS item_id, i.path, p.key AS person, i.split, i.hash, i.width, i.height,"
-            f" {', '.join('c.' + quote(a) for a in schema.names)}, coalesce(({differs}), 0) AS corrected"
-            f"{joins}{where} ORDER BY i.path{page}", params)
+            f" {', '.join('c.' + quote(a) for a in schema.names)}, coalesce(({differs}), 0) AS corrected,"
+            f" {originals}{joins}{where} ORDER BY i.path{page}", params)
         return frame, total
 
     # ---- corrections ------------------------------------------------------------------------------------

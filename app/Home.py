@@ -1,0 +1,50 @@
+"""labelfix dashboard: ``streamlit run app/Home.py`` (the README's ``make run``).
+
+The store is ``$LABELS_DB`` (default ``labels.db``). On a first start with an empty store the demo
+dataset is generated and ingested (``core.bootstrap``), with a notice. Pages are thin scripts in
+``pages/`` that call ``core``; shared widgets are in ``app/ui.py``, ``actions.py`` and ``views.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/Home.py` puts app/ on sys.path, not the repository root that holds core/.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import ui  # noqa: E402
+from core.bootstrap import auto_demo_enabled, ensure_demo  # noqa: E402
+from core.store import StoreError  # noqa: E402
+
+st.set_page_config(page_title="labelfix", page_icon="🏷️", layout="wide")
+
+store = ui.get_store()
+if store.is_empty and auto_demo_enabled():
+    with st.status("First start: generating and ingesting the demo dataset (about a minute)…", expanded=True):
+        try:
+            st.session_state["_bootstrap_notice"] = ensure_demo(store)
+        except (StoreError, OSError, ValueError) as error:
+            st.error(ui.plain(f"Could not create the demo dataset: {error}"))
+
+PAGES = [
+    st.Page("pages/distributions.py", title="Distributions", icon="📊", default=True),
+    st.Page("pages/review.py", title="Review queue", icon="🔎"),
+    st.Page("pages/browse.py", title="Browse", icon="🖼️"),
+    st.Page("pages/history.py", title="History", icon="📜"),
+    st.Page("pages/health.py", title="Data health", icon="🩺"),
+]
+page = st.navigation(PAGES)
+
+ui.annotator_sidebar()
+st.sidebar.caption(ui.plain(f"Store: {store.path}"))
+if not store.is_empty:
+    st.sidebar.caption(ui.plain(f"Dataset: {store.root}"))
+notice = st.session_state.get("_bootstrap_notice")
+if notice:
+    st.info(ui.plain(notice), icon="ℹ️")
+page.run()

@@ -1,0 +1,46 @@
+"""Data health: ingest problems (files left out) and image issues (duplicates, dark, blurry, unreadable)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import ui
+
+store = ui.get_store()
+st.title("Data health")
+if not ui.require_data(store):
+    st.stop()
+
+problems = store.problems()
+issues = store.data_issues()
+cells = st.columns(3)
+cells[0].metric("Ingest problems", f"{len(problems):,}")
+cells[1].metric("Image issues", f"{len(issues):,}")
+cells[2].metric("Images with an issue", f"{issues['item_id'].nunique() if len(issues) else 0:,}")
+
+st.subheader("Ingest problems")
+if problems.empty:
+    st.success("Every file ingested cleanly.")
+else:
+    st.caption("Files and rows left out of the label table, one reason each (fix them in the dataset and re-ingest).")
+    st.dataframe(problems[["path", "reason", "kind"]], hide_index=True)
+
+st.subheader("Image issues")
+if issues.empty:
+    st.info("No image checks stored yet. Run `python -m core check` (exact and near duplicates, dark or blurry "
+            "images); the scoring job runs them too.")
+    st.stop()
+counts = issues["kind"].value_counts()
+kind = st.selectbox("Kind", ["all", *counts.index], key="health_kind",
+                    format_func=lambda k: k if k == "all" else f"{k} ({counts[k]:,})")
+chosen = issues if kind == "all" else issues[issues["kind"] == kind]
+st.dataframe(chosen[["path", "kind", "detail", "score"]], hide_index=True)
+offset = ui.pager(len(chosen), "health_page")
+page = chosen.iloc[offset:offset + ui.PAGE_SIZE]
+grid = st.columns(6)
+for position, row in enumerate(page.itertuples(index=False)):
+    with grid[position % 6]:
+        st.image(ui.thumb(store, row.path), width="stretch")
+        st.caption(ui.plain(f"{row.kind}: {row.path}"))
+        if row.detail:
+            st.caption(ui.plain(row.detail))

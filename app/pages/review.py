@@ -1,0 +1,131 @@
+"""Review queue: the current score run's most suspicious images and people, with relabeling actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app import actions, charts, ui, views
+from core import review
+from core.store import StoreError
+
+store = ui.get_store()
+st.title("Review queue")
+ui.show_flash()
+if not ui.require_data(store):
+    st.stop()
+schema = store.schema
+
+run_id = store.current_score_run()
+if run_id is None:
+    st.info("No score run yet, so there is no ranked queue. Create one with `python -m train score` "
+            "(cross-validated model disagreement; add `--db` for another store), or Rescore on the Train page. "
+            "Meanwhile every image can be browsed and relabeled below.")
+    views.browse_view(store, key="review_browse", source="review")
+    st.stop()
+
+run = store.run(run_id)
+units = ui.queue(store, run_id)
+status_table = ui.statuses(store, run["created_at"])
+reviewed, flagged = review.progress(units, status_table)
+st.progress(reviewed / flagged if flagged else 1.0,
+            text=f"Reviewed {reviewed:,} of {flagged:,} flagged (score run #{run_id}, {len(units):,} units ranked)")
+
+with st.expander("Filters", expanded=True):
+    top = st.columns(4)
+    attributes = list(dict.fromkeys(units["attribute"]))
+    attribute = top[0].selectbox("Attribute", ["all", *attributes], key="review_attribute")
+    classes = sorted({str(v) for v in units["given"].dropna()} | {str(v) for v in units["suggested"].dropna()})
+    if attribute != "all":
+        chosen = units[units["attribute"] == attribute]
+        classes = sorted({str(v) for v in chosen["given"].dropna()} | {str(v) for v in chosen["suggested"].dropna()})
+    given = top[1].selectbox("Given label", ["any", *classes], key="review_given")
+    suggested = top[2].selectbox("Suggested label", ["any", *classes], key="review_suggested")
+    status = top[3].selectbox("Status", ["unreviewed", "all", "skipped", "reviewed", "corrected"], key="review_status")
+    bottom = st.columns([2, 1, 1])
+    highest = float(units["score"].max()) if len(units) else 1.0
+    min_score = bottom[0].slider("Score at least", 0.0, max(highest, 1.0), 0.0, key="review_min_score")
+    flagged_only = bottom[1].toggle("Flagged only", value=True, key="review_flagged")
+    issues = store.data_issues()
+    kinds = sorted(issues["kind"].unique()) if len(issues) else []
+    issue = bottom[2].selectbox("Data issue", ["-", "any", *kinds], key="review_issue")
+
+issue_items = None
+if issue != "-":
+    chosen_issues = issues if issue == "any" else issues[issues["kind"] == issue]
+    issue_items = set(chosen_issues["item_id"].astype(int))
+rows = review.filter_queue(units, status_table, attribute=None if attribute == "all" else attribute,
+                           given=None if given == "any" else given,
+                           suggested=None if suggested == "any" else suggested, min_score=min_score,
+                           flagged_only=flagged_only, status=None if status == "all" else status,
+                           issue_items=issue_items)
+if rows.empty:
+    st.success("Nothing left to review with these filters.")
+    actions.undo_button("review_empty_undo")
+    st.stop()
+
+# Focus follows a unit (key), not a position: after a verdict the unit may leave the filtered list.
+keys = list(rows["key"])
+focus = st.session_state.get("review_focus")
+position = keys.index(focus) if focus in keys else min(int(st.session_state.get("review_pos", 0)), len(keys) - 1)
+st.session_state["review_pos"] = position
+offset = position - position % ui.PAGE_SIZE
+
+
+def focus_on(to: int) -> None:
+    """Focus the unit at ``to`` (clamped) of the list as drawn."""
+    to = max(0, min(to, len(keys) - 1))
+    st.session_state["review_focus"] = keys[to]
+    st.session_state["review_pos"] = to
+
+
+page_rows = rows.iloc[offset:offset + ui.PAGE_SIZE]
+st.caption(f"{len(rows):,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · shortcuts: "
+           "A accept, K label is correct, S skip, 1-3 set class, N next, P previous, U undo")
+paging = st.columns([1, 1, 6])
+paging[0].button("◀ Page", key="review_page_back", on_click=focus_on, args=(offset - ui.PAGE_SIZE,), disabled=offset == 0)
+paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(offset + ui.PAGE_SIZE,),
+                 disabled=offset + ui.PAGE_SIZE >= len(keys))
+captions = [f"{r.attribute}: {r.given} → {r.suggested} · {r.score:.2f}" for r in page_rows.itertuples(index=False)]
+ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
+           on_pick=lambda i: focus_on(offset + i))
+st.divider()
+
+unit: dict[str, Any] = rows.iloc[position].to_dict()
+try:
+    shown = store.label_of(unit["target"], unit["stored"])
+except StoreError as error:
+    shown = None
+    st.warning(ui.plain(str(error)))
+left, right = st.columns([3, 2])
+with left:
+    if unit["scope"] == "person":
+        st.subheader(ui.plain(f"Person {unit['target']}: {unit['attribute']}"))
+        ui.person_strip(store, unit["target"], highlight=unit["path"])
+    else:
+        st.subheader(ui.plain(f"Image: {unit['attribute']}"))
+        st.image(ui.thumb(store, unit["path"], None, 384))
+        st.text(unit["path"])
+        if unit.get("person"):
+            with st.expander("All images of this person"):
+                ui.person_strip(store, unit["person"], highlight=unit["path"])
+with right:
+    shown_text = shown
+    if unit["attribute"] != unit["stored"] and shown is not None:  # age_group: show the age and its bin
+        binned = next(b for b in schema.binned if b.name == unit["attribute"])
+        shown_text = f"{shown} ({binned.classes[int(binned.codes([shown])[0])]})"
+    facts = st.columns(4)
+    facts[0].metric("Given (scored)", str(unit["given"]))
+    facts[1].metric(f"Current {unit['stored']}", str(shown_text))
+    facts[2].metric("Suggested", str(unit["suggested"]))
+    facts[3].metric("Score", f"{unit['score']:.3f}")
+    st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
+                        "score = how strongly the out-of-fold model disagrees with the given label"))
+    probs = review.probabilities(unit["detail"])
+    if probs:
+        st.plotly_chart(charts.probabilities(probs), key="review_probs", width="stretch")
+    actions.unit_actions(schema, {"target": unit["target"], "attribute": unit["stored"], "scored": unit["attribute"],
+                                  "shown": shown, "suggested": unit["suggested"]},
+                         key="review_act", source="review", score_run=run_id,
+                         on_next=lambda: focus_on(position + 1), on_previous=lambda: focus_on(position - 1))

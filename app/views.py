@@ -1,0 +1,165 @@
+"""The image browser (Browse page, and the Review page before any score run exists).
+
+Filters become ``store.select_items`` arguments; only the visible page of 24 images is read and
+thumbnailed. A chart click on the Distributions page arrives as ``?filter=<json>`` in the URL, so a
+refresh keeps the selection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import streamlit as st
+
+from app import actions, ui
+from core.store import LabelStore
+
+# Keys a chart filter may carry (anything else in the URL is ignored, never passed to the store).
+CHART_KEYS = ("labels", "ranges", "original", "corrected")
+
+
+def chart_filter() -> dict[str, Any]:
+    """The chart selection from ``?filter=`` ({} when none or unreadable)."""
+    text = st.query_params.get("filter")
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {k: data[k] for k in CHART_KEYS if isinstance(data, dict) and k in data}
+
+
+def describe(selection: dict[str, Any]) -> str:
+    """Plain words for a chart filter: ``mask = wear, gender = male (original labels)``."""
+    parts = [f"{k} = {v}" for k, v in selection.get("labels", {}).items()]
+    parts += [f"{k} = {lo}" if lo == hi else f"{k} in {lo}..{hi}" for k, (lo, hi) in selection.get("ranges", {}).items()]
+    if selection.get("corrected"):
+        parts.append(f"{selection['corrected']} corrected")
+    return ", ".join(parts) + (" (original labels)" if selection.get("original") else "")
+
+
+def _filters(store: LabelStore, key: str) -> dict[str, Any]:
+    """Filter widgets -> ``select_items`` keyword arguments."""
+    schema = store.schema
+    kwargs: dict[str, Any] = {"labels": {}, "ranges": {}}
+    with st.expander("Filters", expanded=True):
+        top = st.columns(4)
+        split = top[0].selectbox("Split", ["all", "train", "eval"], key=f"{key}_split")
+        person = top[1].text_input("Person (folder name)", key=f"{key}_person")
+        path = top[2].text_input("Path contains", key=f"{key}_path")
+        issue = top[3].selectbox("Data issue", ["-", "any", *_issue_kinds(store)], key=f"{key}_issue")
+        labels = st.columns(len(schema.targets) + 1)
+        for column, target in zip(labels, schema.targets):
+            chosen = column.multiselect(target, list(schema.target_classes(target)), key=f"{key}_{target}")
+            if chosen:
+                kwargs["labels"][target] = chosen
+        corrected = labels[-1].selectbox("Corrected", ["all", "corrected", "unchanged"], key=f"{key}_corrected")
+        for attribute in schema.attributes:
+            if attribute.kind == "integer":
+                low, high = attribute.minimum or 0, attribute.maximum or 120
+                chosen = st.slider(attribute.name, low, high, (low, high), key=f"{key}_{attribute.name}_range")
+                if tuple(chosen) != (low, high):
+                    kwargs["ranges"][attribute.name] = chosen
+    kwargs.update(split=None if split == "all" else split, person=person.strip() or None,
+                  path_contains=path.strip() or None, issue_kind=None if issue == "-" else issue,
+                  corrected={"all": None, "corrected": True, "unchanged": False}[corrected])
+    return kwargs
+
+
+def _issue_kinds(store: LabelStore) -> list[str]:
+    issues = store.data_issues()
+    return sorted(issues["kind"].unique()) if len(issues) else []
+
+
+def _merge(widgets: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
+    """Chart selection AND widget filters (the chart's label source decides ``original``)."""
+    merged = dict(widgets)
+    merged["labels"] = {**widgets["labels"], **selection.get("labels", {})}
+    merged["ranges"] = {**widgets["ranges"], **{k: tuple(v) for k, v in selection.get("ranges", {}).items()}}
+    merged["original"] = bool(selection.get("original", False))
+    if selection.get("corrected"):
+        merged["corrected"] = selection["corrected"]
+    return merged
+
+
+def browse_view(store: LabelStore, *, key: str, source: str) -> None:
+    """Filters, a paged thumbnail gallery and the focused image with its relabeling actions."""
+    schema = store.schema
+    selection = chart_filter()
+    if selection:
+        info, clear = st.columns([5, 1], vertical_alignment="center")
+        info.info(ui.plain(f"Chart selection: {describe(selection)}"))
+        if clear.button("Clear selection", key=f"{key}_clear"):
+            del st.query_params["filter"]
+            st.rerun()
+    kwargs = _merge(_filters(store, key), selection)
+    signature = json.dumps(kwargs, sort_keys=True, default=str)
+    if st.session_state.get(f"{key}_signature") != signature:  # new filters: start at the top
+        st.session_state[f"{key}_signature"] = signature
+        st.session_state[f"{key}_pos"] = 0
+    _, total = store.select_items(**kwargs, limit=0)
+    if total == 0:
+        st.warning("No image matches these filters.")
+        return
+    position = min(int(st.session_state.get(f"{key}_pos", 0)), total - 1)
+    offset = position - position % ui.PAGE_SIZE
+    rows, _ = store.select_items(**kwargs, offset=offset, limit=ui.PAGE_SIZE)
+
+    def go(to: int) -> None:
+        st.session_state[f"{key}_pos"] = max(0, min(to, total - 1))
+
+    st.caption(f"{total:,} image(s) · showing {offset + 1:,}–{offset + len(rows):,} · "
+               "shortcuts: N next, P previous, K all labels correct, U undo")
+    paging = st.columns([1, 1, 6])
+    paging[0].button("◀ Page", key=f"{key}_page_back", on_click=go, args=(offset - ui.PAGE_SIZE,),
+                     disabled=offset == 0)
+    paging[1].button("Page ▶", key=f"{key}_page_next", on_click=go, args=(offset + ui.PAGE_SIZE,),
+                     disabled=offset + ui.PAGE_SIZE >= total)
+    captions = [_caption(schema.names, row) for row in rows.to_dict("records")]
+    ui.gallery(store, rows, captions, focus=position - offset, key=key, on_pick=lambda i: go(offset + i))
+    st.divider()
+    image_panel(store, rows.iloc[position - offset].to_dict(), key=key, source=source,
+                on_next=lambda: go(position + 1), on_previous=lambda: go(position - 1))
+
+
+def _caption(names: list[str], row: dict[str, Any]) -> str:
+    """Short gallery caption: file name and current labels (or 'eval')."""
+    name = str(row["path"]).rsplit("/", 1)[-1]
+    if row.get("split") == "eval" or row.get(names[0]) is None:
+        return f"{name} · eval"
+    return f"{name} · " + "/".join(str(row[n]) for n in names) + (" ✎" if row.get("corrected") else "")
+
+
+def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: str, on_next: Any,
+                on_previous: Any) -> None:
+    """One image large, its labels (current vs original), its person's images and the actions."""
+    schema = store.schema
+    left, right = st.columns([2, 3])
+    with left:
+        st.image(ui.thumb(store, item["path"], item.get("hash"), 384), width="stretch")
+        st.text(item["path"])
+    with right:
+        if item.get("split") == "eval" or item.get(schema.names[0]) is None:
+            st.subheader("Eval image (unlabelled)")
+            _predictions(store, item)
+            return
+        st.subheader(ui.plain(f"Person {item.get('person')}") if item.get("person") else "Image")
+        original = {n: item.get(f"{n}_original") for n in schema.names}
+        st.dataframe(ui.label_table(schema.names, item, original), hide_index=True)
+        actions.image_actions(schema, item, key=f"{key}_act", source=source, on_next=on_next,
+                              on_previous=on_previous)
+    if item.get("person"):
+        with st.expander("All images of this person", expanded=True):
+            ui.person_strip(store, item["person"], highlight=item["path"])
+
+
+def _predictions(store: LabelStore, item: dict[str, Any]) -> None:
+    """Predicted class and probabilities of an eval image from the newest prediction run, if any."""
+    runs = store.runs(kind="predict")
+    done = runs[runs["status"] == "done"] if len(runs) else runs
+    if done.empty:
+        st.caption("No prediction yet: run `python -m train predict` (or Predict eval on the Train page).")
+        return
+    st.caption(f"Newest prediction: run #{int(done.iloc[0]['id'])}")

@@ -1,0 +1,286 @@
+"""Review actions and the review queue, as plain functions the dashboard (and any script) calls.
+
+A *unit* of review is one label decision: an image for an image-scope attribute (``mask``) or a
+person for a person-scope one (``gender``, ``age``). Its ``target`` is the image path or the
+person key, exactly as ``LabelStore.correct`` and ``mark_reviewed`` name it, and its
+``attribute`` is the stored attribute (``age_group`` flags are decided on ``age``).
+
+Every action takes the value the reviewer was shown (``shown``) and passes it to the store as
+``expected``: if someone changed the label meanwhile the action is refused with a conflict and
+nothing is overwritten. Actions return an ``Outcome`` instead of raising, so a page can show it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.schema import Schema, SchemaError
+from core.store import ConflictError, LabelStore, StoreError
+
+# Sources of corrections the dashboard writes; undo only takes back these (imports have History).
+DASHBOARD_SOURCES = ("review", "browse")
+STATUSES = ("unreviewed", "skipped", "reviewed", "corrected")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did: ``ok``, a one-line plain-text ``message``, ``conflict`` when refused
+    because the label changed meanwhile, and the id of the correction or verdict written."""
+
+    ok: bool
+    message: str
+    conflict: bool = False
+    record_id: int | None = None
+
+
+def stored_attribute(schema: Schema, attribute: str) -> str:
+    """The stored attribute a (possibly binned) target is decided on: ``age_group`` -> ``age``."""
+    return schema.target_source(attribute)
+
+
+def target_of(schema: Schema, attribute: str, path: str, person: str | None) -> str:
+    """The store target of a unit: the person key for person-scope attributes, else the path."""
+    scope = schema.scope(stored_attribute(schema, attribute))
+    return str(person) if scope == "person" and person else path
+
+
+def suggestion_value(schema: Schema, attribute: str, suggested: Any, current: Any) -> Any:
+    """The stored value that accepting ``suggested`` writes.
+
+    For a binned target the suggestion is a bin (``>=60``); the nearest age inside it is written,
+    so accepting "30-59" for a 29-year-old sets 30 and a wrong bin never moves an age further than
+    needed. Other attributes take the suggestion as it is.
+    """
+    for binned in schema.binned:
+        if binned.name == attribute:
+            code = binned.classes.index(suggested) if suggested in binned.classes else int(suggested)
+            low = binned.edges[code - 1] if code > 0 else None
+            high = binned.edges[code] - 1 if code < len(binned.edges) else None
+            value = int(current)
+            if low is not None:
+                value = max(value, low)
+            if high is not None:
+                value = min(value, high)
+            return value
+    return suggested
+
+
+def set_label(store: LabelStore, target: str, attribute: str, value: Any, *, shown: Any, annotator: str,
+              reason: str = "", source: str = "review") -> Outcome:
+    """Correct one stored attribute of an image or person from ``shown`` to ``value``."""
+    try:
+        correction_id = store.correct(target, attribute, value, expected=shown, annotator=annotator,
+                                      reason=reason, source=source)
+    except ConflictError as error:
+        return Outcome(False, f"Conflict, nothing written: {error}", conflict=True)
+    except (StoreError, SchemaError) as error:
+        return Outcome(False, str(error))
+    return Outcome(True, f"{target}: {attribute} {shown} -> {value} (correction #{correction_id})",
+                   record_id=correction_id)
+
+
+def verdict(store: LabelStore, target: str, attribute: str, *, shown: Any, annotator: str, kind: str = "correct",
+            score_run: int | None = None) -> Outcome:
+    """Record "label is correct" (``kind="correct"``) or ``skip`` for a unit.
+
+    The label must still be ``shown``: confirming a value someone else just changed would confirm
+    the wrong thing, so that is a conflict too.
+    """
+    try:
+        current = store.label_of(target, attribute)
+        if shown is not None and str(current) != str(shown):
+            return Outcome(False, f"Conflict, nothing written: {target}: {attribute} is now {current!r}, not"
+                                  f" {shown!r} (someone changed it meanwhile); look again", conflict=True)
+        review_id = store.mark_reviewed(target, attribute, annotator=annotator, verdict=kind, score_run=score_run)
+    except (StoreError, SchemaError) as error:
+        return Outcome(False, str(error))
+    said = "label is correct" if kind == "correct" else "skipped"
+    return Outcome(True, f"{target}: {attribute} {current} - {said}", record_id=review_id)
+
+
+def last_action(store: LabelStore, annotator: str) -> dict[str, Any] | None:
+    """The annotator's newest action that undo can take back, or None.
+
+    Corrections from the dashboard that are not reverted yet, and verdicts not withdrawn by a
+    later ``reopen`` of the same unit. Read from the database, so it survives a browser refresh.
+    """
+    log = store.history(annotator=annotator)
+    candidates: list[dict[str, Any]] = []
+    if len(log):
+        live = log[log["source"].isin(DASHBOARD_SOURCES) & log["reverted_by"].isna()]
+        if len(live):
+            row = live.iloc[0]  # history is newest first
+            candidates.append({"kind": "correction", "id": int(row["id"]), "target": row["target"],
+                               "attribute": row["attribute"], "at": row["created_at"],
+                               "text": f"{row['target']}: {row['attribute']} {row['old_value']} -> {row['new_value']}"})
+    reviews = store.reviews()
+    if len(reviews):
+        mine = reviews[reviews["annotator"] == annotator].sort_values("id")
+        reopened: dict[tuple[str, str], int] = {}
+        for row in mine.itertuples(index=False):
+            if row.verdict == "reopen":
+                reopened[(row.target, row.attribute)] = row.id
+        live_verdicts = [r for r in mine.itertuples(index=False)
+                         if r.verdict != "reopen" and reopened.get((r.target, r.attribute), -1) < r.id]
+        if live_verdicts:
+            row = live_verdicts[-1]
+            candidates.append({"kind": "verdict", "id": int(row.id), "target": row.target, "attribute": row.attribute,
+                               "at": row.created_at, "text": f"{row.target}: {row.attribute} marked {row.verdict}"})
+    return max(candidates, key=lambda c: c["at"]) if candidates else None
+
+
+def undo_last(store: LabelStore, annotator: str) -> Outcome:
+    """Take back the annotator's newest action: revert a correction (a logged revert) or reopen a verdict."""
+    action = last_action(store, annotator)
+    if action is None:
+        return Outcome(False, "Nothing to undo: no correction or verdict of yours is still standing.")
+    try:
+        if action["kind"] == "correction":
+            record = store.revert(action["id"], annotator=annotator, reason="undo")
+        else:
+            record = store.mark_reviewed(action["target"], action["attribute"], annotator=annotator, verdict="reopen")
+    except ConflictError as error:
+        return Outcome(False, f"Conflict, nothing undone: {error}", conflict=True)
+    except StoreError as error:
+        return Outcome(False, str(error))
+    return Outcome(True, f"Undone: {action['text']}", record_id=record)
+
+
+def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
+    """Review status of every unit someone acted on (since ``since``, an ISO time, when given).
+
+    Columns: ``target``, ``attribute`` (stored), ``status`` (``corrected`` beats the newest verdict:
+    ``reviewed`` for "label is correct", ``skipped``). Units not listed are ``unreviewed``.
+    """
+    frames = []
+    log = store.history()
+    if len(log):
+        live = log[(log["source"] != "revert") & log["reverted_by"].isna()]
+        if since:
+            live = live[live["created_at"] >= since]
+        frames.append(live[["target", "attribute"]].drop_duplicates().assign(status="corrected", rank=0))
+    reviews = store.reviews()
+    if len(reviews):
+        if since:
+            reviews = reviews[reviews["created_at"] >= since]
+        newest = reviews.sort_values("id").drop_duplicates(["target", "attribute"], keep="last")
+        newest = newest[newest["verdict"] != "reopen"]
+        named = newest["verdict"].map({"correct": "reviewed", "skip": "skipped"})
+        frames.append(newest[["target", "attribute"]].assign(status=named, rank=1))
+    if not frames:
+        return pd.DataFrame(columns=["target", "attribute", "status"])
+    both = pd.concat(frames, ignore_index=True).sort_values("rank", kind="stable")
+    return both.drop_duplicates(["target", "attribute"])[["target", "attribute", "status"]].reset_index(drop=True)
+
+
+def queue(store: LabelStore, run_id: int) -> pd.DataFrame:
+    """The ranked review queue of a score run: one row per unit, most suspicious first.
+
+    Person-scope rows of the run (one per image) collapse to one row per person, represented by
+    its most suspicious image; its ``score`` is that image's. Columns: ``key`` (``target|attribute``),
+    ``target``, ``scope``, ``attribute`` (as scored, e.g. ``age_group``), ``stored`` (``age``),
+    ``item_id``, ``path``, ``person``, ``given``, ``suggested``, ``score``, ``is_issue``, ``detail``.
+    """
+    schema = store.schema
+    scores = store.scores(run_id)
+    columns = ["key", "target", "scope", "attribute", "stored", "item_id", "path", "person", "given", "suggested",
+               "score", "is_issue", "detail"]
+    if scores.empty:
+        return pd.DataFrame(columns=columns)
+    known = [a for a in scores["attribute"].unique() if _is_target(schema, a)]
+    scores = scores[scores["attribute"].isin(known)].copy()
+    scores["stored"] = scores["attribute"].map(lambda a: stored_attribute(schema, a))
+    scores["scope"] = scores["stored"].map(schema.scope)
+    person_scope = (scores["scope"] == "person") & scores["person"].notna()
+    scores["target"] = np.where(person_scope, scores["person"], scores["path"])
+    for name in known:  # scores may hold class codes; show class names
+        rows = scores["attribute"] == name
+        for column in ("given", "suggested"):
+            scores.loc[rows, column] = scores.loc[rows, column].map(lambda v, n=name: _class_name(schema, n, v))
+    ranked = scores.sort_values("score", ascending=False, kind="stable")
+    ranked = ranked.drop_duplicates(["target", "attribute"]).reset_index(drop=True)
+    ranked["key"] = ranked["target"] + "|" + ranked["attribute"]
+    ranked["is_issue"] = ranked["is_issue"].fillna(0).astype(int)
+    return ranked[columns]
+
+
+def filter_queue(units: pd.DataFrame, status_table: pd.DataFrame, *, attribute: str | None = None,
+                 given: str | None = None, suggested: str | None = None, min_score: float | None = None,
+                 flagged_only: bool = False, status: str | None = None,
+                 issue_items: set[int] | None = None) -> pd.DataFrame:
+    """The queue rows matching every filter, with a ``status`` column, in queue order.
+
+    ``status`` is one of ``STATUSES`` (None for all); ``issue_items`` keeps units whose image (or,
+    for a person, any image of the queue row) has a data issue.
+    """
+    rows = units
+    if attribute:
+        rows = rows[rows["attribute"] == attribute]
+    if given:
+        rows = rows[rows["given"].astype(str) == str(given)]
+    if suggested:
+        rows = rows[rows["suggested"].astype(str) == str(suggested)]
+    if min_score is not None:
+        rows = rows[rows["score"] >= min_score]
+    if flagged_only:
+        rows = rows[rows["is_issue"] == 1]
+    if issue_items is not None:
+        rows = rows[rows["item_id"].isin(issue_items)]
+    rows = rows.merge(status_table.rename(columns={"attribute": "stored"}), on=["target", "stored"], how="left")
+    rows["status"] = rows["status"].fillna("unreviewed")
+    if status:
+        rows = rows[rows["status"] == status]
+    return rows.reset_index(drop=True)
+
+
+def progress(units: pd.DataFrame, status_table: pd.DataFrame) -> tuple[int, int]:
+    """(reviewed, flagged): flagged units of the queue with a verdict "correct" or a correction."""
+    flagged = units[units["is_issue"] == 1]
+    done = status_table[status_table["status"].isin(["reviewed", "corrected"])]
+    decided = flagged.merge(done.rename(columns={"attribute": "stored"}), on=["target", "stored"], how="inner")
+    return len(decided), len(flagged)
+
+
+def probabilities(detail: Any) -> dict[str, float]:
+    """Class -> probability from a score row's ``detail`` (JSON text or dict); {} when it has none."""
+    if isinstance(detail, str):
+        try:
+            detail = json.loads(detail)
+        except ValueError:
+            return {}
+    if not isinstance(detail, dict):
+        return {}
+    for key in ("probabilities", "pred_probs", "probs", "proba"):
+        found = detail.get(key)
+        if isinstance(found, dict):
+            return {str(k): float(v) for k, v in found.items()}
+    return {}
+
+
+def _is_target(schema: Schema, name: str) -> bool:
+    try:
+        schema.scope(stored_attribute(schema, name))
+    except SchemaError:
+        return False
+    return True
+
+
+def _class_name(schema: Schema, target: str, value: Any) -> Any:
+    """A class code (0, "2", 2.0) -> its name; names and integer-attribute values pass through."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        classes = schema.target_classes(target)
+    except SchemaError:
+        return value
+    if str(value) in classes:
+        return str(value)
+    try:
+        return classes[int(float(value))]
+    except (ValueError, IndexError):
+        return value
