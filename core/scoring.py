@@ -1,0 +1,364 @@
+"""Suspicious-label scores: pure functions on ``labels`` and out-of-sample ``pred_probs`` arrays.
+
+cleanlab does the per-image work (``find_label_issues``, self-confidence, normalised margin); this
+module adds what it lacks for datasets with several images per person:
+
+* ``image_scores``   one row per image: cleanlab's quality scores, flag and suggestion.
+* ``group_scores``   one row per person (group) for person-scope attributes: the images'
+  probabilities combined into one distribution, then confident learning run on the groups, so a
+  mislabelled person is flagged once with all its images as evidence.
+* ``mask_swap_scores`` one row per person holding both classes of a pair (incorrect/not_wear): the
+  log-likelihood ratio of the swapped against the given assignment.
+* ``model_disagreement`` a second signal when several models scored the same images.
+* ``review_queue``   all of the above in one ranked table; ``queue_items`` expands it to one row
+  per (image, attribute) for storage; ``array_issues`` is the array CLI's table.
+
+The score, everywhere: ``score = 1 - P(given label)`` under the model's (combined) probabilities,
+i.e. the model's probability that the given label is wrong. For a swap it is the probability that
+the swapped assignment is the right one of the two. All scores are probabilities in [0, 1], so they
+compare across attributes and levels; higher means more suspicious.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_normalized_margin_for_each_label, get_self_confidence_for_each_label
+
+EPS = 1e-4  # probability floor before logs: one image can lower a class by at most log(1/EPS)/m nats
+
+
+def check_pred_probs(pred_probs: Any, n: int | None = None, name: str = "pred_probs") -> np.ndarray:
+    """Validate probabilities: shape (n, k) with k >= 2, finite, in [0, 1], rows summing to 1 (±1e-3).
+
+    Returns float64 (n, k) with rows renormalised exactly; raises ``ValueError`` naming the problem.
+    """
+    probs = np.asarray(pred_probs)
+    if probs.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, k), got shape {probs.shape}")
+    if n is not None and probs.shape[0] != n:
+        raise ValueError(f"{name} has {probs.shape[0]} rows but labels has {n}")
+    if probs.shape[1] < 2:
+        raise ValueError(f"{name} needs at least 2 classes (columns), got {probs.shape[1]}")
+    if not np.issubdtype(probs.dtype, np.floating):
+        raise ValueError(f"{name} must hold floats, got dtype {probs.dtype}")
+    probs = probs.astype(np.float64)
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs > 1).any(axis=1)
+    bad |= np.abs(probs.sum(axis=1) - 1) > 1e-3
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name} row {row} is not a probability distribution ({probs[row].tolist()}); "
+                         f"{int(bad.sum())} bad row(s) in all; pass softmax outputs")
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def check_inputs(labels: Any, pred_probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``labels`` (n,) int class indices in [0, k) against ``pred_probs`` (n, k).
+
+    Returns (labels int64 (n,), pred_probs float64 (n, k)); raises ``ValueError`` with the reason.
+    """
+    given = np.asarray(labels)
+    if given.ndim != 1:
+        raise ValueError(f"labels must be 1-D (n,), got shape {given.shape}")
+    if len(given) == 0:
+        raise ValueError("labels is empty")
+    if not np.issubdtype(given.dtype, np.integer):
+        raise ValueError(f"labels must hold integer class indices, got dtype {given.dtype}"
+                         " (convert with labels.astype(int) if they are whole numbers)")
+    probs = check_pred_probs(pred_probs, len(given))
+    outside = (given < 0) | (given >= probs.shape[1])
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"labels[{row}] = {given[row]} is not a class index in [0, {probs.shape[1]})")
+    return given.astype(np.int64), probs
+
+
+def check_groups(groups: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate group ids (n,) of any hashable dtype: (codes int64 (n,) in order of first appearance, ids (g,))."""
+    ids = np.asarray(groups)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"groups must have shape ({n},) like labels, got {ids.shape}")
+    codes, uniques = pd.factorize(ids)
+    if (codes < 0).any():
+        raise ValueError(f"groups[{int(np.flatnonzero(codes < 0)[0])}] is missing (NaN/None)")
+    return codes.astype(np.int64), np.asarray(uniques)
+
+
+def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:
+    """Per-image label quality, one row per input row in order.
+
+    Parameters
+    ----------
+    labels : (n,) int, given class indices.
+    pred_probs : (n, k) float, out-of-sample probabilities (rows sum to 1).
+    filter_by : cleanlab ``find_label_issues`` method for ``is_issue`` (default: cleanlab's default).
+
+    Returns
+    -------
+    DataFrame with columns ``given``; ``self_confidence`` = P(given); ``normalized_margin`` =
+    (P(given) - max other P + 1) / 2 (cleanlab, lower = worse); ``is_issue`` (cleanlab's flag);
+    ``suggested`` (argmax class), ``suggested_prob``; ``score`` = 1 - self_confidence.
+    """
+    given, probs = check_inputs(labels, pred_probs)
+    self_confidence = get_self_confidence_for_each_label(given, probs)
+    return pd.DataFrame({
+        "given": given,
+        "self_confidence": self_confidence,
+        "normalized_margin": get_normalized_margin_for_each_label(given, probs),
+        "is_issue": find_label_issues(given, probs, filter_by=filter_by),
+        "suggested": probs.argmax(axis=1),
+        "suggested_prob": probs.max(axis=1),
+        "score": 1.0 - self_confidence,
+    })
+
+
+def combine_probs(pred_probs: np.ndarray, codes: np.ndarray, n_groups: int, method: str = "geometric") -> np.ndarray:
+    """Combine image probabilities (n, k) into one distribution per group (n_groups, k).
+
+    ``geometric`` (default): normalised mean of log-probabilities, a product of experts tempered by
+    the group size. The images of one person are independent views of one true class, so the
+    posterior multiplies their likelihoods; a plain product would count m near-identical photos
+    as m independent witnesses and be overconfident, the mean of logs counts them as one. A class
+    any image rules out is strongly, but (with the ``EPS`` floor) not infinitely, penalised.
+    ``arithmetic``: mean of probabilities (a mixture; one confident image weighs less).
+    """
+    k = pred_probs.shape[1]
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)[:, None]
+    if method == "arithmetic":
+        sums = np.zeros((n_groups, k))
+        np.add.at(sums, codes, pred_probs)
+        return sums / counts
+    if method != "geometric":
+        raise ValueError(f"unknown combine method {method!r} (use 'geometric' or 'arithmetic')")
+    logs = np.zeros((n_groups, k))
+    np.add.at(logs, codes, np.log(np.clip(pred_probs, EPS, 1.0)))
+    logs /= counts
+    combined = np.exp(logs - logs.max(axis=1, keepdims=True))
+    return combined / combined.sum(axis=1, keepdims=True)
+
+
+def group_scores(labels: Any, pred_probs: Any, groups: Any, *, combine: str = "geometric",
+                 filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:
+    """Person-level verdicts for a person-scope attribute: one row per group, in order of first appearance.
+
+    The group's images' probabilities are combined (``combine_probs``) and cleanlab's
+    ``find_label_issues`` runs on the groups: per-class thresholds are the average combined
+    self-confidence of the groups given that class (confident learning at group level), so the
+    decision is calibrated like cleanlab's and a wrong person is flagged once. A group whose images
+    carry different given labels is flagged as ``inconsistent`` whatever the model says; its
+    ``given`` is the most common label (ties: the more probable one).
+
+    Parameters
+    ----------
+    labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids (person keys).
+
+    Returns
+    -------
+    DataFrame columns: ``group`` (id), ``rows`` (tuple of row indices), ``n_images``, ``given``,
+    ``inconsistent`` (bool), ``self_confidence`` (combined P(given)), ``suggested`` (combined argmax),
+    ``suggested_prob``, ``n_against`` (images whose own argmax differs from ``given``),
+    ``score`` = 1 - self_confidence, ``is_issue`` (cleanlab at group level, or inconsistent),
+    ``probs`` (combined distribution, (k,) array).
+    """
+    given, probs = check_inputs(labels, pred_probs)
+    codes, ids = check_groups(groups, len(given))
+    n_groups, k = len(ids), probs.shape[1]
+    combined = combine_probs(probs, codes, n_groups, combine)
+    votes = np.zeros((n_groups, k))
+    np.add.at(votes, (codes, given), 1.0)
+    group_given = (votes + 1e-6 * combined).argmax(axis=1)  # mode; ties go to the more probable class
+    inconsistent = (votes > 0).sum(axis=1) > 1
+    self_confidence = combined[np.arange(n_groups), group_given]
+    flagged = find_label_issues(group_given, combined, filter_by=filter_by) if n_groups > 1 else np.zeros(1, bool)
+    against = np.bincount(codes, weights=probs.argmax(axis=1) != group_given[codes], minlength=n_groups)
+    order = np.argsort(codes, kind="stable")
+    rows = np.split(order, np.cumsum(np.bincount(codes, minlength=n_groups))[:-1])
+    return pd.DataFrame({
+        "group": ids, "rows": [tuple(int(i) for i in r) for r in rows], "n_images": votes.sum(axis=1).astype(int),
+        "given": group_given, "inconsistent": inconsistent, "self_confidence": self_confidence,
+        "suggested": combined.argmax(axis=1), "suggested_prob": combined.max(axis=1),
+        "n_against": against.astype(int), "score": 1.0 - self_confidence, "is_issue": flagged | inconsistent,
+        "probs": list(combined),
+    })
+
+
+def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[int, int] = (1, 2),
+                     min_log_ratio: float = 0.0) -> pd.DataFrame:
+    """Swapped pairs within a person: is exchanging classes ``pair`` (incorrect, not_wear) more likely?
+
+    For a group with images A given ``pair[0]`` and images B given ``pair[1]``::
+
+        log_ratio = sum_A log p(pair[1]) + sum_B log p(pair[0]) - sum_A log p(pair[0]) - sum_B log p(pair[1])
+
+    the log-likelihood ratio of the swapped against the given assignment (probabilities floored
+    at ``EPS``). ``swap_prob = sigmoid(log_ratio)`` is the probability that the swapped assignment
+    is the right one of the two (equal prior odds); ``is_issue = log_ratio > min_log_ratio``.
+    One misread image cannot do it: both sides must favour the other class.
+
+    Returns one row per group holding both classes (first appearance order): ``group``,
+    ``rows_first`` and ``rows_second`` (tuples of row indices), ``log_ratio``, ``swap_prob``, ``is_issue``.
+    """
+    given, probs = check_inputs(labels, pred_probs)
+    codes, ids = check_groups(groups, len(given))
+    first, second = pair
+    logs = np.log(np.clip(probs, EPS, 1.0))
+    sign = np.where(given == first, 1.0, np.where(given == second, -1.0, 0.0))
+    gain = sign * (logs[:, second] - logs[:, first])  # per image: log p(other of pair) - log p(given)
+    ratio = np.bincount(codes, weights=gain, minlength=len(ids))
+    has_first = np.bincount(codes, weights=given == first, minlength=len(ids)) > 0
+    has_second = np.bincount(codes, weights=given == second, minlength=len(ids)) > 0
+    out = []
+    for g in np.flatnonzero(has_first & has_second):
+        members = np.flatnonzero(codes == g)
+        out.append({"group": ids[g], "rows_first": tuple(int(i) for i in members[given[members] == first]),
+                    "rows_second": tuple(int(i) for i in members[given[members] == second]),
+                    "log_ratio": float(ratio[g]), "swap_prob": float(1.0 / (1.0 + np.exp(-ratio[g]))),
+                    "is_issue": bool(ratio[g] > min_log_ratio)})
+    columns = ["group", "rows_first", "rows_second", "log_ratio", "swap_prob", "is_issue"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def model_disagreement(pred_probs_list: Sequence[Any], *, method: str = "js") -> np.ndarray:
+    """Disagreement of several models on the same items: mean over model pairs, shape (n,) float in [0, 1].
+
+    ``js``: Jensen-Shannon distance (square root of the JS divergence in bits; a metric, 0 for
+    identical rows, 1 for disjoint ones). ``tv``: total-variation distance, half the L1 difference.
+    Fewer than two models give zeros.
+    """
+    arrays = [check_pred_probs(p, name=f"pred_probs_list[{i}]") for i, p in enumerate(pred_probs_list)]
+    if not arrays:
+        raise ValueError("pred_probs_list is empty")
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"all pred_probs must share one shape, got {[a.shape for a in arrays]}")
+    if method not in ("js", "tv"):
+        raise ValueError(f"unknown disagreement method {method!r} (use 'js' or 'tv')")
+    total = np.zeros(len(arrays[0]))
+    pairs = list(combinations(arrays, 2))
+    for a, b in pairs:
+        if method == "tv":
+            total += 0.5 * np.abs(a - b).sum(axis=1)
+            continue
+        middle = 0.5 * (a + b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl_a = np.where(a > 0, a * np.log2(a / middle), 0.0).sum(axis=1)
+            kl_b = np.where(b > 0, b * np.log2(b / middle), 0.0).sum(axis=1)
+        total += np.sqrt(np.clip(0.5 * (kl_a + kl_b), 0.0, 1.0))
+    return total / max(len(pairs), 1)
+
+
+QUEUE_COLUMNS = ["kind", "attribute", "target", "rows", "given", "suggested", "score", "is_issue", "disagreement",
+                 "detail"]
+
+
+def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], groups: Any = None, *,
+                 person_scope: Collection[str] = (), swap: tuple[str, int, int] | None = None,
+                 combine: str = "geometric") -> pd.DataFrame:
+    """One ranked queue over attributes: flagged first, then by ``score`` (P(given label wrong)), descending.
+
+    Parameters
+    ----------
+    labels : attribute -> (n,) int class indices, all for the same n images.
+    pred_probs : attribute -> (n, k) float, or a list of such arrays from several models (their mean
+        is scored and ``model_disagreement`` fills the ``disagreement`` column; else NaN).
+    groups : (n,) person ids; required when ``person_scope`` or ``swap`` is given.
+    person_scope : attributes decided per person (``group_scores``), e.g. {"gender", "age_group"}.
+    swap : (attribute, first, second), e.g. ("mask", 1, 2): flagged swaps (``mask_swap_scores``)
+        enter the queue and replace the image rows of their images for that attribute.
+
+    Returns
+    -------
+    DataFrame, one row per unit: ``kind`` (image | person | swap), ``attribute``, ``target`` (row
+    index for an image, group id otherwise), ``rows`` (tuple of row indices: the evidence),
+    ``given``, ``suggested`` (class indices; a swap's are the first image's), ``score`` in [0, 1],
+    ``is_issue``, ``disagreement``, ``detail`` (dict: probabilities and the numbers behind the verdict).
+    """
+    if (person_scope or swap) and groups is None:
+        raise ValueError("groups are needed for person-scope attributes and swaps")
+    frames = []
+    for attribute, given in labels.items():
+        raw = pred_probs[attribute]
+        models = list(raw) if isinstance(raw, list | tuple) else [raw]
+        probs = np.mean([check_pred_probs(m, len(np.asarray(given))) for m in models], axis=0)
+        spread = model_disagreement(models) if len(models) > 1 else np.full(len(probs), np.nan)
+        if attribute in person_scope:
+            table = group_scores(given, probs, groups, combine=combine)
+            frames.append(pd.DataFrame({
+                "kind": "person", "attribute": attribute, "target": table["group"], "rows": table["rows"],
+                "given": table["given"], "suggested": table["suggested"], "score": table["score"],
+                "is_issue": table["is_issue"], "disagreement": [spread[list(r)].mean() for r in table["rows"]],
+                "detail": [{"probabilities": p.round(4).tolist(), "n_images": n, "n_against": a, "inconsistent": i}
+                           for p, n, a, i in table[["probs", "n_images", "n_against", "inconsistent"]].itertuples(
+                               index=False, name=None)]}))
+            continue
+        table = image_scores(given, probs)
+        keep = np.ones(len(table), bool)
+        if swap is not None and swap[0] == attribute:
+            swaps = mask_swap_scores(given, probs, groups, pair=(swap[1], swap[2]))
+            swaps = swaps[swaps["is_issue"]]
+            rows = [r1 + r2 for r1, r2 in zip(swaps["rows_first"], swaps["rows_second"])]
+            for r in rows:
+                keep[list(r)] = False
+            frames.append(pd.DataFrame({
+                "kind": "swap", "attribute": attribute, "target": swaps["group"], "rows": rows, "given": swap[1],
+                "suggested": swap[2], "score": swaps["swap_prob"], "is_issue": True,
+                "disagreement": [spread[list(r)].mean() for r in rows],
+                "detail": [{"log_ratio": round(x, 3), "pair": [swap[1], swap[2]]} for x in swaps["log_ratio"]]}))
+        table = table[keep]
+        frames.append(pd.DataFrame({
+            "kind": "image", "attribute": attribute, "target": table.index, "rows": [(i,) for i in table.index],
+            "given": table["given"], "suggested": table["suggested"], "score": table["score"],
+            "is_issue": table["is_issue"], "disagreement": spread[table.index],
+            "detail": [{"probabilities": probs[i].round(4).tolist(), "normalized_margin": round(float(m), 4)}
+                       for i, m in zip(table.index, table["normalized_margin"])]}))
+    queue = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
+    if queue is None:
+        return pd.DataFrame(columns=QUEUE_COLUMNS)
+    queue["is_issue"] = queue["is_issue"].astype(bool)
+    queue = queue.sort_values(["is_issue", "score"], ascending=[False, False], kind="stable")
+    return queue[QUEUE_COLUMNS].reset_index(drop=True)
+
+
+def queue_items(queue: pd.DataFrame) -> pd.DataFrame:
+    """Expand a ``review_queue`` to one row per (image row, attribute), for ``LabelStore.save_scores``.
+
+    A person's or swap's verdict, score and suggestion go to each of its images (a swap's second
+    images get the pair reversed). Columns: ``row``, ``attribute``, ``kind``, ``target``, ``given``,
+    ``suggested``, ``score``, ``is_issue``, ``disagreement``, ``detail``; sorted by (attribute, row).
+    """
+    out = []
+    for unit in queue.itertuples(index=False):
+        half = len(unit.rows) // 2 if unit.kind == "swap" else len(unit.rows)
+        for position, row in enumerate(unit.rows):
+            flip = position >= half  # swap: rows_first come first in ``rows``
+            out.append({"row": int(row), "attribute": unit.attribute, "kind": unit.kind, "target": unit.target,
+                        "given": unit.suggested if flip else unit.given,
+                        "suggested": unit.given if flip else unit.suggested,
+                        "score": unit.score, "is_issue": unit.is_issue, "disagreement": unit.disagreement,
+                        "detail": unit.detail})
+    columns = ["row", "attribute", "kind", "target", "given", "suggested", "score", "is_issue", "disagreement", "detail"]
+    return pd.DataFrame(out, columns=columns).sort_values(["attribute", "row"], kind="stable").reset_index(drop=True)
+
+
+def array_issues(labels: Any, pred_probs: Any, groups: Any = None) -> pd.DataFrame:
+    """The array CLI's table: one row per input row, in order.
+
+    Without groups: ``index``, ``score`` (1 - P(given)), ``is_issue`` (cleanlab's ``find_label_issues``),
+    ``suggested`` (argmax class). With groups, also ``group``; every row of a group carries the
+    group's verdict from ``group_scores``: ``score`` = 1 - combined P(group's label), ``is_issue``
+    (identical within the group) and ``suggested`` (the group's combined argmax).
+    """
+    if groups is None:
+        table = image_scores(labels, pred_probs)
+        return pd.DataFrame({"index": np.arange(len(table)), "score": table["score"].to_numpy(),
+                             "is_issue": table["is_issue"].to_numpy(), "suggested": table["suggested"].to_numpy()})
+    given, probs = check_inputs(labels, pred_probs)
+    codes, _ = check_groups(groups, len(given))
+    table = group_scores(given, probs, groups)
+    return pd.DataFrame({"index": np.arange(len(given)), "score": table["score"].to_numpy()[codes],
+                         "is_issue": table["is_issue"].to_numpy()[codes],
+                         "suggested": table["suggested"].to_numpy()[codes], "group": np.asarray(groups)})
