@@ -229,57 +229,62 @@ def _person_problem(images_dir: Path, folder: str, line: int, row: dict[str, str
 def _scan_person(scan: Scan, folder: str, labels: dict[str, Any], source_id: str) -> None:
     """Add a person's seven images as candidates; missing, doubled and unexpected files as problems."""
     where = f"train/images/{folder}"
-    by_stem: dict[str, list[str]] = {}
+    by_stem: dict[str, list[os.DirEntry[str]]] = {}
     for entry in os.scandir(scan.root / where):
         if _hidden(entry.name):
             continue
         stem, _, suffix = entry.name.rpartition(".")
         if entry.is_file() and stem in MASK_FILES and f".{suffix.lower()}" in COMPETITION_SUFFIXES:
-            by_stem.setdefault(stem, []).append(entry.name)
+            by_stem.setdefault(stem, []).append(entry)
         else:
             scan.problems.append((f"{where}/{entry.name}",
                                   f"unexpected {'file' if entry.is_file() else 'entry'} in a person folder"
                                   f" (expected {EXPECTED_FILES}); left out"))
     for stem, mask in MASK_FILES.items():
-        names = sorted(by_stem.get(stem, []))
-        if not names:
+        entries = sorted(by_stem.get(stem, []), key=lambda e: e.name)
+        if not entries:
             scan.problems.append((f"{where}/{stem}", f"missing {stem} (no {stem}.jpg, .jpeg or .png)"))
-        elif len(names) > 1:
-            scan.problems.append((f"{where}/{stem}", f"{len(names)} files for {stem} ({', '.join(names)});"
-                                                     " neither is used"))
+        elif len(entries) > 1:
+            names = ", ".join(e.name for e in entries)
+            scan.problems.append((f"{where}/{stem}", f"{len(entries)} files for {stem} ({names}); neither is used"))
         else:
-            _add(scan, f"{where}/{names[0]}", folder, "train", source_id, {**labels, "mask": mask})
+            _add(scan, f"{where}/{entries[0].name}", folder, "train", source_id, {**labels, "mask": mask},
+                 entry=entries[0])
 
 
 def _scan_eval(scan: Scan) -> None:
     """Register eval/info.csv's images (unlabelled); missing and unlisted files are problems."""
     info, images = scan.root / "eval" / "info.csv", scan.root / "eval" / "images"
-    files = sorted(e.name for e in os.scandir(images) if not _hidden(e.name)) if images.is_dir() else []
+    files = {e.name: e for e in os.scandir(images) if not _hidden(e.name)} if images.is_dir() else {}
     if not info.is_file():
         if files:
             scan.problems.append(("eval/info.csv", f"missing; the {len(files)} files in eval/images are left out"))
         return
-    table = _read_csv(info, ("ImageID",))
+    table = _read_csv(info, ("ImageID",), allow_empty=True)  # a dataset without eval images is fine
     listed: dict[str, int] = {}
     for line, row in _rows(table):
         image_id = row["ImageID"]
         where = f"eval/images/{image_id}"
         if not image_id:
             scan.problems.append((f"eval/info.csv:{line}", "empty ImageID"))
-        elif image_id in listed:
+            continue
+        if image_id in listed:
             scan.problems.append((where, f"eval/info.csv line {line} repeats line {listed[image_id]}; ignored"))
-        else:
-            listed[image_id] = line
+            continue
+        listed[image_id] = line
+        if image_id not in files:  # an ImageID naming a subfolder path must still stay inside eval/images
             try:
-                if not resolve_inside(images, image_id).is_file():
-                    scan.problems.append((where, f"listed in eval/info.csv line {line} but the file is missing"))
+                if resolve_inside(images, image_id).is_file():
+                    _add(scan, where, None, "eval", image_id, {}, line=line)
                     continue
             except PathRefused as refused:
                 scan.problems.append((where, f"eval/info.csv line {line}: {refused.reason}"))
                 continue
-            _add(scan, where, None, "eval", image_id, {})
+            scan.problems.append((where, f"listed in eval/info.csv line {line} but the file is missing"))
+        else:
+            _add(scan, where, None, "eval", image_id, {}, line=line, entry=files[image_id])
     scan.problems += [(f"eval/images/{name}", "not listed in eval/info.csv; left out")
-                      for name in files if name not in listed]
+                      for name in sorted(files) if name not in listed]
 
 
 # ---- csv and folder ------------------------------------------------------------------------------------
@@ -345,7 +350,7 @@ def scan_folder(root: Path) -> Scan:
                 path = Path(directory, name).relative_to(root).as_posix()
                 if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                     scan.problems.append((path, "not an image file (by its extension); left out"))
-                elif _add(scan, path, path, "train", None, {"label": entry.name}):
+                elif _add(scan, path, path, "train", None, {"label": entry.name}):  # symlinks are resolved
                     scan.persons[path] = (None, json.dumps({"class_folder": entry.name}))
     scan.schema = _generic(root, {"label": [c.labels["label"] for c in scan.candidates]})
     return scan
@@ -353,22 +358,30 @@ def scan_folder(root: Path) -> Scan:
 
 # ---- helpers -------------------------------------------------------------------------------------------
 def _add(scan: Scan, path: str, person: str | None, split: str, source_id: str | None,
-         labels: dict[str, Any], line: int | None = None) -> bool:
-    """Append a candidate if its file is a regular file inside the root; else record why not."""
+         labels: dict[str, Any], line: int | None = None, entry: os.DirEntry[str] | None = None) -> bool:
+    """Append a candidate if its file is a regular file inside the root; else record why not.
+
+    ``entry``: the file as listed in a folder already confined to the root; unless it is a symlink
+    it needs no resolving (saves a realpath per image on the full dataset).
+    """
+    if entry is not None and not entry.is_symlink() and entry.is_file():
+        scan.candidates.append(Candidate(path, Path(entry.path), person, split, source_id, labels))
+        return True
+    where = "" if line is None else f"line {line}: "
     try:
         file = resolve_inside(scan.root, path)
     except PathRefused as refused:
-        scan.problems.append((path, refused.reason if line is None else f"line {line}: {refused.reason}"))
+        scan.problems.append((path, where + refused.reason))
         return False
     if not file.is_file():
-        scan.problems.append((path, "file not found" if line is None else f"line {line}: file not found"))
+        scan.problems.append((path, where + "file not found"))
         return False
     scan.candidates.append(Candidate(path, file, person, split, source_id, labels))
     return True
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """A label CSV as stripped strings; IngestError for an unreadable file or missing columns."""
+def _read_csv(path: Path, required: tuple[str, ...], allow_empty: bool = False) -> pd.DataFrame:
+    """A label CSV as stripped strings; IngestError for an unreadable file, missing columns, no rows."""
     try:
         table = read_table(path)
     except StoreError as error:
@@ -376,7 +389,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise IngestError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.columns)})")
-    if table.empty:
+    if table.empty and not allow_empty:
         raise IngestError(f"{path}: no data rows")
     return table.apply(lambda column: column.str.strip())
 

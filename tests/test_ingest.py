@@ -124,6 +124,30 @@ def test_reingest_after_source_edits(tmp_path: Path) -> None:
         (root / "eval" / "images" / f"{0:040x}.jpg").unlink()
         result = ingest(root, store)
         assert [reason for _, reason in result.problems] == ["listed in eval/info.csv line 2 but the file is missing"]
+        (root / "eval" / "info.csv").write_text("ImageID,ans\n")  # no eval rows at all is fine, not fatal
+        result = ingest(root, store)
+        assert result.problems == [(f"eval/images/{1:040x}.jpg", "not listed in eval/info.csv; left out")]
+
+
+def test_competition_refuses_symlinks_and_ids_leaving_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    expected = build_clean_competition(root, n_persons=2)
+    outside = write_image(tmp_path / "elsewhere" / "face.jpg")
+    person = next(iter(expected.persons))
+    (root / "train" / "images" / person / "mask1.jpg").unlink()
+    (root / "train" / "images" / person / "mask1.jpg").symlink_to(outside)
+    inside = root / "train" / "images" / person / "mask2.jpg"
+    (root / "eval" / "images" / "alias.jpg").symlink_to(inside)  # a symlink that stays inside is fine
+    with open(root / "eval" / "info.csv", "a") as info:
+        info.write(f"../train/images/{person}/mask3.jpg,0\nalias.jpg,0\n")
+    with LabelStore(tmp_path / "labels.db") as store:
+        result = ingest(root, store)
+        assert sorted(result.problems) == [
+            (f"eval/images/../train/images/{person}/mask3.jpg",
+             "eval/info.csv line 4: '..' leads outside the dataset root"),
+            (f"train/images/{person}/mask1.jpg", f"a symlink leads outside the dataset root (to {os.path.realpath(outside)})")]
+        assert result.report.n_items == expected.n_items - 1 + 1
+        assert "eval/images/alias.jpg" in set(store.items()["path"])
 
 
 # ---- fatal problems leave the store untouched ---------------------------------------------------------------
