@@ -1,0 +1,158 @@
+"""Command line for the trainer: ``python -m train {fit,runs,diff,predict} --help``.
+
+Thin argument parsing over ``train.fit``, ``train.predict`` and the store's journal. Every ``--db``
+defaults to ``$LABELS_DB``, else ``labels.db``. ``fit`` also runs under
+``torchrun --nproc_per_node N -m train fit ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import MISSING, fields
+
+import pandas as pd
+
+from core.schema import SchemaError
+from core.store import LabelStore, StoreError, default_db
+from train.checkpoint import CheckpointError
+from train.loop import TrainConfig
+
+# How a TrainConfig annotation (a string, under postponed evaluation) becomes an argparse option.
+_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float, "str | None": str}
+
+
+def _db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=default_db(), help="label store (default: $LABELS_DB, else labels.db)")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with the field's help text and default."""
+    for spec in fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        text = spec.metadata.get("help", "")
+        shown = "" if "default" in text else f" (default: {default})"  # some texts say their default in words
+        if spec.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{text} (default: {'on' if default else 'off'})")
+        elif spec.type == "tuple[int, int]":
+            parser.add_argument(flag, type=int, nargs=2, metavar=("W", "H"), default=default,
+                                help=f"{text} (default: {' '.join(map(str, default))})")
+        else:
+            parser.add_argument(flag, type=_TYPES[spec.type], default=default, choices=spec.metadata.get("choices"),
+                                help=text + shown)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from train.loop import fit
+
+    values = {spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)}
+    result = fit(TrainConfig.from_dict(values), db=args.db, run_id=args.run_id, resume=args.resume,
+                 echo=not args.quiet)
+    if result["status"] == "cancelled":
+        print(f"run {result['run_id']} cancelled; resume with: python -m train fit --resume {result['run_id']}")
+        return 130
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from train.compare import runs_table
+
+    with LabelStore(args.db) as store:
+        if args.json:
+            runs = store.runs(None if args.kind == "all" else args.kind)
+            keep = ["id", "kind", "status", "best_checkpoint", "metrics", "config", "snapshot_hash", "n_corrections",
+                    "git_commit", "git_dirty", "seed", "host", "created_at", "started_at", "finished_at", "progress",
+                    "run_dir", "log_path", "error_tail"]
+            records = [{k: (None if _is_missing(v) else v) for k, v in row.items() if k in keep}
+                       for row in runs.to_dict("records")]
+            print(json.dumps(records, indent=1, default=str))
+            return 0
+        table = runs_table(store, None if args.kind == "all" else args.kind)
+    if table.empty:
+        print("no runs yet: python -m train fit")
+        return 0
+    with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from train.compare import diff_runs, format_diff
+
+    with LabelStore(args.db) as store:
+        diff = diff_runs(store, args.run_a, args.run_b)
+    print(json.dumps(diff, indent=1, default=str) if args.json else format_diff(diff))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from train.predict import checkpoints_of_runs, predict
+
+    with LabelStore(args.db) as store:
+        paths = list(args.checkpoint or []) + (checkpoints_of_runs(store, args.run) if args.run else [])
+        submission = predict(paths, args.out, store=store, info=args.info, tta=args.tta, batch_size=args.batch_size,
+                             threads=args.threads, device=args.device)
+    print(f"wrote {args.out}: {len(submission)} rows from {len(paths)} checkpoint(s), tta {args.tta}; "
+          f"probabilities in {args.out.rsplit('.', 1)[0]}.probs.csv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train on a snapshot of the current labels (journaled, checkpointed)")
+    _add_config_options(p)
+    p.add_argument("--resume", type=int, default=None, metavar="RUN_ID",
+                   help="continue run RUN_ID from its last checkpoint with its own config (default: start a new run)")
+    p.add_argument("--run-id", type=int, default=None,
+                   help="adopt this queued journal row instead of creating one (used by job launchers)")
+    p.add_argument("--quiet", action="store_true", help="no console output (the run's log file still gets it)")
+    _db(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("runs", help="list training runs (the experiment journal)")
+    p.add_argument("--json", action="store_true", help="JSON: id, status, best_checkpoint, metrics, config, ...")
+    p.add_argument("--kind", default="train", help="train, score, predict or all (default: train)")
+    _db(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("diff", help="which config values and labels differ between two runs")
+    p.add_argument("run_a", type=int)
+    p.add_argument("run_b", type=int)
+    p.add_argument("--json", action="store_true", help="print the diff as JSON")
+    _db(p)
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("predict", help="predict eval/info.csv in submission format (ensemble, TTA)")
+    p.add_argument("--checkpoint", action="append", help="checkpoint file; repeat to ensemble (default: none)")
+    p.add_argument("--run", action="append", type=int, help="use this run's best checkpoint; repeat to ensemble")
+    p.add_argument("--tta", choices=["none", "flip"], default="none", help="test-time augmentation (default: none)")
+    p.add_argument("--out", default="submission.csv", help="submission file (default: submission.csv)")
+    p.add_argument("--info", default=None, help="info.csv to fill (default: <dataset root>/eval/info.csv)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    _db(p)
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (StoreError, SchemaError, CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

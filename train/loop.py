@@ -1,0 +1,281 @@
+"""The training loop, readable top to bottom: config, then ``fit`` = snapshot -> data -> model -> epochs.
+
+    from train import fit
+    result = fit(db="labels.db", epochs=5)          # -> {"run_id", "status", "best_checkpoint", ...}
+
+Under ``torchrun --nproc_per_node N`` the same function runs on every rank: DDP on gloo (CPU) or
+nccl (GPU); rank 0 takes the snapshot, writes the journal rows and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from core.schema import Schema
+from core.store import LabelStore, now, read_snapshot
+from train import checkpoint as ckpt
+from train import distributed as dist
+from train.data import (
+    CachedImages,
+    EpochSampler,
+    ImageCache,
+    augment,
+    balanced_weights,
+    keep_batch,
+    normalise,
+    person_folds,
+)
+from train.journal import Progress, SignalFlag, StopRequested, run_logger
+from train.metrics import classification_metrics, predicted_codes
+from train.model import HeadsModel, heads_for, load_pretrained, make_loss
+from train.runs import checkpoint_meta, finish_run, open_run, retention, summary
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; the CLI builds its flags (and --help defaults) from these fields."""
+
+    model: str = field(default="resnet10t", metadata={"help": "timm model name, trained from scratch"})
+    img_size: tuple[int, int] = field(default=(96, 128), metadata={"help": "input size W H in pixels"})
+    epochs: int = field(default=6, metadata={"help": "passes over the training people"})
+    batch_size: int = field(default=64, metadata={"help": "images per step, summed over all ranks"})
+    lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (warm-up, then cosine decay)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length in epochs"})
+    heads: str = field(default="multi", metadata={"help": "multi: one head per target; single: one 18-class head",
+                                                  "choices": ["multi", "single"]})
+    loss: str = field(default="ce", metadata={"help": "ce, smooth (label smoothing) or focal",
+                                              "choices": ["ce", "smooth", "focal"]})
+    label_smoothing: float = field(default=0.1, metadata={"help": "smoothing for --loss smooth"})
+    focal_gamma: float = field(default=2.0, metadata={"help": "focusing parameter for --loss focal"})
+    balanced: bool = field(default=False, metadata={"help": "sample classes equally often (with replacement)"})
+    age_threshold: int | None = field(default=None, metadata={"help": "train with the old-age bin at this age "
+                                                                       "(e.g. 58); validation keeps the schema's "
+                                                                       "(default: the schema's bins)"})
+    augment: bool = field(default=True, metadata={"help": "flip, small affine warp and colour jitter"})
+    drop_rate: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
+    pretrained_file: str | None = field(default=None, metadata={"help": "local weights (.safetensors or "
+                                                                         "state-dict .pth) to start from (default: "
+                                                                         "none, from scratch)"})
+    val_folds: int = field(default=5, metadata={"help": "person-grouped folds; one of them validates"})
+    val_fold: int = field(default=0, metadata={"help": "which fold validates"})
+    seed: int = field(default=0, metadata={"help": "seed for folds, init, sampling and augmentation"})
+    threads: int = field(default=2, metadata={"help": "CPU threads (shared by the ranks of a CPU torchrun)"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if present), cpu or cuda",
+                                                  "choices": ["auto", "cpu", "cuda"]})
+    keep_top: int = field(default=1, metadata={"help": "epoch checkpoints kept, best by val macro F1"})
+    keep_mb: float | None = field(default=None, metadata={"help": "disk budget of this run's checkpoints "
+                                                                    "in MB (default: none)"})
+    keep_mb_all: float | None = field(default=None, metadata={"help": "disk budget of all runs in --out, MB "
+                                                                        "(default: none)"})
+    snapshot: str | None = field(default=None, metadata={"help": "label snapshot file (default: take one now)"})
+    out: str | None = field(default=None, metadata={"help": "folder of run folders (default: runs/ beside the db)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "image cache (default: <db>.d/cache)"})
+
+    def __post_init__(self) -> None:
+        self.img_size = tuple(int(v) for v in self.img_size)  # JSON gives lists back
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int | None = None,
+        resume: int | None = None, echo: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train one run; returns {run_id, status, best_checkpoint, run_dir, metrics}.
+
+    ``run_id`` adopts a queued journal row (a job launcher's); ``resume`` continues run ``resume``
+    from its ``last`` checkpoint with optimizer, scheduler and RNG state. Raises on failure (the run
+    row says ``failed`` with the error tail); SIGTERM/SIGINT end it as ``cancelled``.
+    """
+    config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
+    world = dist.setup(config.device)
+    torch.set_num_threads(max(1, config.threads // world.size) if world.device.type == "cpu" else config.threads)
+    store = LabelStore(db)
+    plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None
+    plan = dist.broadcast_json(world, plan)  # run id, folder and full config, decided once by rank 0
+    config, run_id, run_dir = TrainConfig.from_dict(plan["config"]), plan["run_id"], Path(plan["run_dir"])
+    log = run_logger(run_dir / "train.log" if world.is_main else None, echo=echo and world.is_main)
+    result = {"run_id": run_id, "status": "running", "best_checkpoint": None, "run_dir": str(run_dir), "metrics": {}}
+    try:
+        with SignalFlag() as stop:
+            result.update(_train(config, store, world, run_id, run_dir, plan.get("resume_from"), log, stop))
+        result["status"] = "done"
+    except StopRequested:
+        result["status"] = "cancelled"
+    except BaseException:
+        if world.is_main:
+            log.error(traceback.format_exc())
+            finish_run(store, run_id, "failed", error_tail=traceback.format_exc()[-4000:])
+        raise
+    finally:
+        dist.teardown(world)
+    if world.is_main:
+        finish_run(store, run_id, result["status"])
+        log.info(f"run {run_id} {result['status']}: best {result['best_checkpoint']}")
+    store.close()
+    return result
+
+
+def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: int, run_dir: Path,
+           resume_from: str | None, log, stop: SignalFlag) -> dict[str, Any]:
+    # ---- data: the snapshot's labelled images, one person-grouped fold held out --------------------------
+    labels, snap = read_snapshot(config.snapshot)
+    schema = Schema.from_dict(snap["schema"])
+    train_schema = schema.with_bins("age_group", (30, config.age_threshold)) if config.age_threshold else schema
+    folds = person_folds(labels, config.val_folds, config.seed)
+    train_items, val_items = np.flatnonzero(folds != config.val_fold), np.flatnonzero(folds == config.val_fold)
+    heads = heads_for(train_schema, config.heads)
+    head_names = [h.name for h in heads]
+    train_codes = train_schema.codes(labels)
+    if config.heads == "single":
+        train_codes["class"] = train_schema.encode_class(train_codes)
+    targets = np.stack([train_codes[name] for name in head_names], 1)  # (n, n_heads) int64
+    cache_dir = Path(config.cache_dir) if config.cache_dir else store.files_dir / "cache"
+    for turn in (0, 1):  # rank 0 decodes the cache, the others open it after
+        if world.is_main == (turn == 0):
+            cache = ImageCache.open(snap["root"], labels["path"].tolist(), labels["hash"].tolist(), config.img_size,
+                                    cache_dir, threads=config.threads, progress=world.is_main)
+        dist.barrier(world)
+    log.info(f"run {run_id}: {len(train_items)} training and {len(val_items)} validation images "
+             f"({labels['person'].nunique()} people), snapshot {snap['hash'][:12]}, {config.model} "
+             f"{config.img_size[0]}x{config.img_size[1]}, {world.size} process(es) on {world.device}")
+
+    # ---- model, optimizer, schedule --------------------------------------------------------------------
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate)
+    if config.pretrained_file:
+        for note in load_pretrained(model, config.pretrained_file):
+            log.info(note)
+    mean, std = model.mean_std
+    model = model.to(world.device, memory_format=torch.channels_last)
+    train_set = CachedImages(cache, train_items, targets[train_items])
+    sampler = EpochSampler(len(train_set), world.rank, world.size, config.seed,
+                           weights=_balance_weights(train_codes, train_schema, train_items) if config.balanced else None)
+    per_rank = max(1, config.batch_size // world.size)
+    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=keep_batch, drop_last=True,
+                        pin_memory=world.device.type == "cuda")
+    steps = max(1, len(loader))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = config.warmup_epochs * steps
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 1% of the peak
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup
+        progress = (step - warmup) / max(1.0, config.epochs * steps - warmup)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    start_epoch = 0
+    if resume_from:  # continue where `last` left off: weights, optimizer, schedule, RNG
+        model.load_state_dict(ckpt.read_tensors(resume_from, "model."))
+        resume_meta = ckpt.read_meta(resume_from)
+        ckpt.restore_state(resume_from, optimizer, scheduler, resume_meta["resume"])
+        start_epoch = int(resume_meta["epoch"])
+        log.info(f"resumed from {resume_from} after epoch {start_epoch}")
+    net = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None) \
+        if world.distributed else model
+    loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma)
+    progress = Progress(store if world.is_main else None, run_id, config.epochs, start_epoch)
+    evaluate_truth = schema.codes(labels.iloc[val_items])  # the schema's own bins, whatever training used
+
+    # ---- epochs ----------------------------------------------------------------------------------------
+    for epoch in range(start_epoch, config.epochs):
+        started, seen, loss_sum = time.monotonic(), 0, torch.zeros((), device=world.device)
+        net.train()
+        sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + world.rank)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not world.is_main or None,
+                   leave=False, mininterval=1.0)
+        for step, (images, batch_targets, _) in enumerate(bar):
+            if dist.any_rank(world, stop.raised is not None):
+                raise StopRequested()
+            images = images.to(world.device, non_blocking=True)
+            batch_targets = batch_targets.to(world.device, non_blocking=True)
+            x = augment(images, generator, mean, std) if config.augment else \
+                normalise(images, mean, std).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=world.device.type == "cuda"):
+                outputs = net(x)
+            loss = sum(loss_fn(outputs[name], batch_targets[:, i]) for i, name in enumerate(head_names))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(images)
+            seen += len(images)
+            progress.update(epoch, step + 1, steps, seen * world.size)
+        seconds = time.monotonic() - started
+        if not world.is_main:  # rank 0 alone validates and writes; the others wait for the next epoch
+            dist.barrier(world)
+            continue
+        progress.update(epoch, steps, steps, seen * world.size, phase="validate", force=True)
+        probs, val_loss = predict_probs(model, cache, val_items, mean, std, world.device, config.batch_size * 2,
+                                        targets=targets[val_items], head_names=head_names, loss_fn=loss_fn)
+        metrics = {"epoch": epoch + 1, "train_loss": float(loss_sum.item()) / max(1, seen), "val_loss": val_loss,
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                   "images_per_s": round(seen * world.size / max(seconds, 1e-9), 1),
+                   **classification_metrics(schema, evaluate_truth, predicted_codes(schema, head_names, probs))}
+        store.record_epoch(run_id, epoch + 1, metrics)
+        meta = checkpoint_meta(config, model, heads, schema, train_schema, snap, run_id, epoch + 1, metrics)
+        retention(config, store, model, optimizer, scheduler, meta, run_dir, log)
+        store.update_run(run_id, metrics=summary(store, run_id), best_checkpoint=str(run_dir / "best.safetensors"))
+        log.info(_epoch_line(metrics, config.epochs, head_names))
+        dist.barrier(world)
+    return {"best_checkpoint": str(run_dir / "best.safetensors"), "metrics": summary(store, run_id)
+            if world.is_main else {}}
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, cache: ImageCache, items: np.ndarray, mean, std, device: torch.device,
+                  batch_size: int = 128, *, tta: str = "none", targets: np.ndarray | None = None,
+                  head_names: list[str] | None = None, loss_fn=None) -> tuple[dict[str, np.ndarray], float | None]:
+    """Softmax probabilities {head: (n, k) float32} for cache items, in ``items`` order, plus the mean
+    loss when ``targets`` (n, n_heads) are given. ``tta="flip"`` averages with the mirrored image."""
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {}
+    loss_sum, count = 0.0, 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        x = normalise(cache.batch(chunk).to(device), mean, std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+            if tta == "flip":
+                flipped = model(x.flip(3))
+        for name, value in logits.items():
+            p = value.float().softmax(1)
+            if tta == "flip":
+                p = (p + flipped[name].float().softmax(1)) / 2
+            out.setdefault(name, []).append(p.cpu().numpy())
+        if targets is not None and loss_fn is not None:
+            t = torch.as_tensor(targets[start:start + batch_size], device=device)
+            loss = sum(loss_fn(logits[n].float(), t[:, i]) for i, n in enumerate(head_names or list(logits)))
+            loss_sum, count = loss_sum + float(loss) * len(chunk), count + len(chunk)
+    model.train()
+    return {k: np.concatenate(v) for k, v in out.items()}, (loss_sum / count if count else None)
+
+
+def _balance_weights(codes: dict[str, np.ndarray], schema: Schema, items: np.ndarray) -> np.ndarray:
+    """Weight per training row, shape (n,): 1 / frequency of its combined class (first target if none)."""
+    key = schema.encode_class({n: codes[n] for n in schema.class_attributes}) if schema.class_attributes \
+        else codes[schema.targets[0]]
+    return balanced_weights(key[items])
+
+
+def _epoch_line(metrics: dict[str, Any], epochs: int, head_names: list[str]) -> str:
+    accs = " ".join(f"{k[4:]} {v:.3f}" for k, v in metrics.items() if k.startswith("acc_") and k != "acc_class")
+    return (f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.4f}  val_loss "
+            f"{metrics['val_loss'] or float('nan'):.4f}  acc {accs}  macro_f1 {metrics.get('macro_f1', float('nan')):.4f}"
+            f"  ({metrics['seconds']:.1f} s, {metrics['images_per_s']:.0f} img/s)  {now()[11:19]}")

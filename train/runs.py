@@ -1,0 +1,146 @@
+"""Run bookkeeping for ``train/loop.py``: opening/resuming a journal row, checkpoint metadata, retention.
+
+Every write goes through store verbs (``create_run``, ``update_run``, ``record_epoch``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.schema import Schema
+from core.store import LabelStore, StoreError, now, read_snapshot
+from train import checkpoint as ckpt
+from train.journal import environment, git_state, pid_alive
+from train.model import Head, HeadsModel
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+
+
+def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resume: int | None = None,
+             world_size: int = 1) -> dict[str, Any]:
+    """Create (or adopt, or resume) the journal row and run folder; returns the plan every rank follows.
+
+    The plan: ``run_id``, ``run_dir``, ``config`` (full, with the snapshot file and output folder
+    filled in) and ``resume_from`` (the ``last`` checkpoint when resuming, else None).
+    """
+    if resume is not None:
+        row = store.run(resume)
+        if row["kind"] != "train":
+            raise StoreError(f"run #{resume} is a {row['kind']} run, not a training run")
+        if row["status"] == "done":
+            raise StoreError(f"run #{resume} already finished; start a new run instead")
+        if row["status"] == "running" and row["host"] == socket.gethostname() and pid_alive(row["pid"]) \
+                and row["pid"] != os.getpid():
+            raise StoreError(f"run #{resume} is still running (pid {row['pid']}); stop it first")
+        last = Path(row["run_dir"]) / LAST
+        store.update_run(resume, status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None,
+                         error_tail=None)
+        return {"run_id": int(resume), "run_dir": row["run_dir"], "config": row["config"],
+                "resume_from": str(last) if last.exists() else None}
+    if config.snapshot:  # a given snapshot file: read_snapshot verifies its hash
+        snapshot_path = Path(config.snapshot).resolve()
+        _, snap = read_snapshot(snapshot_path)
+    else:  # the store's current (corrected) labels, frozen now
+        taken = store.snapshot()
+        snapshot_path = taken.path.resolve()
+        snap = {"hash": taken.hash, "n_corrections": taken.n_corrections}
+    out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
+    full = {**asdict(config), "snapshot": str(snapshot_path), "out": str(out)}
+    if run_id is None:
+        run_id = store.create_run("train", full, status="running")
+    run_dir = out / f"{run_id:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    commit, dirty = git_state()
+    store.update_run(run_id, status="running", config=full, snapshot_hash=snap["hash"],
+                     n_corrections=snap["n_corrections"], git_commit=commit,
+                     git_dirty=None if dirty is None else int(dirty), environment=environment(world_size),
+                     seed=config.seed, host=socket.gethostname(), pid=os.getpid(), started_at=now(),
+                     run_dir=str(run_dir), log_path=str(run_dir / "train.log"))
+    return {"run_id": int(run_id), "run_dir": str(run_dir), "config": full, "resume_from": None}
+
+
+def finish_run(store: LabelStore, run_id: int, status: str, *, error_tail: str | None = None) -> None:
+    fields: dict[str, Any] = {"status": status, "finished_at": now()}
+    if error_tail is not None:
+        fields["error_tail"] = error_tail
+    store.update_run(run_id, **fields)
+
+
+def checkpoint_meta(config: Any, model: HeadsModel, heads: list[Head], schema: Schema, train_schema: Schema,
+                    snap: dict[str, Any], run_id: int, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to use a checkpoint without the code's config files (JSON-ready)."""
+    mean, std = model.mean_std
+    value = metrics.get("macro_f1")
+    if value is None:  # no combined class: mean per-target accuracy ranks checkpoints instead
+        accs = [v for k, v in metrics.items() if k.startswith("acc_")]
+        value = sum(accs) / len(accs) if accs else 0.0
+    return {
+        "model": config.model, "drop_rate": config.drop_rate, "head_mode": config.heads,
+        "heads": [{"name": h.name, "classes": list(h.classes)} for h in heads],
+        "image_size": list(config.img_size), "mean": list(mean), "std": list(std),
+        "input": "RGB, resized to image_size (w, h) by core.images.load_rgb, /255, then (x - mean) / std; "
+                 "NCHW float; the model returns {head: logits}",
+        "schema": schema.to_dict(), "train_schema": train_schema.to_dict(),
+        "snapshot_hash": snap["hash"], "n_corrections": snap.get("n_corrections"),
+        "config": asdict(config), "run_id": run_id, "epoch": epoch,
+        "metric": {"name": "val_macro_f1" if "macro_f1" in metrics else "val_mean_accuracy", "value": value},
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("confusion_")},
+        "versions": environment()["packages"], "torch": torch.__version__, "created_at": now(),
+    }
+
+
+def retention(config: Any, store: LabelStore, model: HeadsModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+              meta: dict[str, Any], run_dir: Path, log: Any) -> None:
+    """End of an epoch: write ``last`` (with resume state), keep the top-k, then apply disk budgets."""
+    state = model.state_dict()
+    tensors, resume = ckpt.resume_state(optimizer, scheduler)
+    ckpt.write_checkpoint(run_dir / LAST, state, {**meta, "resume": resume}, extra=tensors)
+    saved, deleted = ckpt.keep_top_k(run_dir, state, meta, meta["epoch"], meta["metric"]["value"], config.keep_top)
+    if saved is not None:
+        top = ckpt.top_checkpoints(run_dir)
+        log.info(f"saved {saved.name} ({meta['metric']['name']} {meta['metric']['value']:.4f})"
+                 + (" - new best" if top and top[0][2] == saved else ""))
+    for path in deleted:
+        log.info(f"removed {path.name}: no longer in the top {config.keep_top}")
+    budgets = []
+    if config.keep_mb is not None:
+        budgets.append(("this run", [run_dir], config.keep_mb))
+    if config.keep_mb_all is not None:
+        out = run_dir.parent
+        budgets.append((f"all runs in {out}", [p for p in out.iterdir() if p.is_dir()], config.keep_mb_all))
+    if not budgets:
+        return
+    active = store.runs("train")
+    protect = [run_dir / LAST] + [Path(d) / LAST for d, s in zip(active["run_dir"], active["status"])
+                                  if d and s in ("running", "queued")]
+    for label, dirs, megabytes in budgets:
+        removed, used = ckpt.enforce_budget(dirs, int(megabytes * 1e6), protect)
+        for path in removed:
+            log.info(f"disk budget ({label}, {megabytes} MB): deleted {path}")
+        if used > megabytes * 1e6:
+            log.info(f"disk budget ({label}): {used / 1e6:.1f} MB used > {megabytes} MB, but only best and "
+                     "running runs' last checkpoints remain; nothing else to delete")
+
+
+def summary(store: LabelStore, run_id: int) -> dict[str, Any]:
+    """The run row's ``metrics``: epochs done, best epoch by val macro F1, and that epoch's and the last's scalars."""
+    epochs = store.epochs(run_id)
+    if epochs.empty:
+        return {"epochs_done": 0}
+    records = epochs.to_dict("records")
+    key = "macro_f1" if "macro_f1" in epochs else "val_loss"
+    best = max(records, key=lambda r: (r[key] if key == "macro_f1" else -r[key], -r["epoch"]))
+
+    def scalars(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    return {"epochs_done": int(epochs["epoch"].max()), "best_epoch": int(best["epoch"]),
+            "best_macro_f1": best.get("macro_f1"), "best": scalars(best), "last": scalars(records[-1])}
