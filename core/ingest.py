@@ -50,7 +50,7 @@ class Candidate:
     """One image file the layout names, with what the layout says about it (before inspection)."""
 
     path: str  # relative to the dataset root, forward slashes: the item's key in the store
-    file: Path  # real path, already confined to the root
+    file: str  # real path, already confined to the root (str: pathlib costs ~1 s per 20k files)
     person: str | None
     split: str
     source_id: str | None
@@ -80,6 +80,7 @@ class IngestResult:
     n_persons: int
     n_files: int  # files opened and decoded
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds of scan, inspect, store
 
     def summary(self) -> str:
         """One line: counts, problems and the inspection rate."""
@@ -113,12 +114,15 @@ def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = No
     else:
         raise IngestError(f"unknown format {fmt!r}; use competition, csv or folder")
     _check_store_accepts(store, scan)
+    phases = {"scan": time.perf_counter() - started}
     if not scan.candidates:
         raise IngestError(f"{root}: empty dataset, no image files found{_first_problems(scan.problems)}")
 
     problems = list(scan.problems)
     rows = []
-    for candidate, facts in zip(scan.candidates, inspect_many([c.file for c in scan.candidates], workers)):
+    inspected = inspect_many([c.file for c in scan.candidates], workers)
+    phases["inspect"] = time.perf_counter() - started - phases["scan"]
+    for candidate, facts in zip(scan.candidates, inspected):
         if isinstance(facts, str):
             problems.append((candidate.path, facts))
             continue
@@ -128,7 +132,7 @@ def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = No
                      **{name: candidate.labels.get(name) for name in scan.schema.names}})
     if not any(row["split"] == "train" for row in rows):
         raise IngestError(f"{root}: no readable labelled image{_first_problems(problems)}")
-    items = pd.DataFrame(rows)
+    items = pd.DataFrame(rows, dtype=object)  # plain objects: iterating arrow-backed strings is slow
     used = sorted(set(items["person"].dropna()))
     persons = pd.DataFrame([(key, *scan.persons[key]) for key in used], columns=["person", "source_id", "info"])
     report = store.ingest(root=scan.root, schema=scan.schema, dataset_format=scan.fmt, persons=persons,
@@ -136,8 +140,10 @@ def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = No
     # The store adds its own problems (labels that changed since the first ingest): report those too.
     stored = store.problems()
     stored = stored[stored["kind"] == "ingest"]
+    seconds = time.perf_counter() - started
+    phases["store"] = seconds - phases["scan"] - phases["inspect"]
     return IngestResult(report, list(stored[["path", "reason"]].itertuples(index=False, name=None)), scan.root,
-                        scan.fmt, len(used), len(scan.candidates), time.perf_counter() - started)
+                        scan.fmt, len(used), len(scan.candidates), seconds, phases)
 
 
 def detect_format(root: Path) -> str:
@@ -166,6 +172,7 @@ def scan_competition(root: Path) -> Scan:
         raise IngestError(f"{images_dir}: missing; the competition layout needs train/images/<person folder>/")
     table = _read_csv(csv_path, ("id", "gender", "race", "age", "path"))
     scan = Scan("competition", root, COMPETITION)
+    listing = {e.name: e for e in os.scandir(images_dir) if not _hidden(e.name)}
     rows_by_folder: dict[str, list[tuple[int, dict[str, str]]]] = {}
     for line, row in _rows(table):
         if not row["path"]:
@@ -181,7 +188,7 @@ def scan_competition(root: Path) -> Scan:
                                          " labels for this folder; person left out"))
             continue
         scan.problems += [(where, f"train.csv line {n} repeats line {line}; ignored") for n, _ in rows[1:]]
-        reason = _person_problem(images_dir, folder, line, row)
+        reason = _person_problem(images_dir, listing.get(folder), folder, line, row)
         if reason:
             scan.problems.append((where, reason))
             continue
@@ -189,8 +196,8 @@ def scan_competition(root: Path) -> Scan:
                   "age": COMPETITION.attribute("age").parse(row["age"])}
         scan.persons[folder] = (row["id"], json.dumps({"race": row["race"], "line": line}))
         _scan_person(scan, folder, labels, row["id"])
-    for entry in sorted(os.scandir(images_dir), key=lambda e: e.name):
-        if _hidden(entry.name) or entry.name in rows_by_folder:
+    for name, entry in sorted(listing.items()):
+        if name in rows_by_folder:
             continue
         kind = "folder has no row in train/train.csv" if entry.is_dir() else "unexpected file in train/images"
         scan.problems.append((f"train/images/{entry.name}", f"{kind}; left out"))
@@ -198,16 +205,21 @@ def scan_competition(root: Path) -> Scan:
     return scan
 
 
-def _person_problem(images_dir: Path, folder: str, line: int, row: dict[str, str]) -> str | None:
-    """Why a train.csv row cannot be used (None if it can): path, folder name, labels, agreement."""
+def _person_problem(images_dir: Path, entry: os.DirEntry[str] | None, folder: str, line: int,
+                    row: dict[str, str]) -> str | None:
+    """Why a train.csv row cannot be used (None if it can): path, folder name, labels, agreement.
+
+    ``entry`` is the folder as listed in train/images (None if absent).
+    """
     if "/" in folder or "\\" in folder or folder in (".", ".."):
         return f"train.csv line {line}: path must name one folder inside train/images"
-    try:
-        folder_path = resolve_inside(images_dir, folder)
-    except PathRefused as refused:
-        return f"train.csv line {line}: {refused.reason}"
-    if not folder_path.is_dir():
+    if entry is None or not entry.is_dir():
         return f"listed in train.csv line {line} but the folder does not exist"
+    if entry.is_symlink():  # a plain name in a listed folder can only leave the root through a link
+        try:
+            resolve_inside(images_dir, folder)
+        except PathRefused as refused:
+            return f"train.csv line {line}: {refused.reason}"
     match = FOLDER_NAME.match(folder)
     if match is None:
         return "folder name does not match {id}_{gender}_{race}_{age}"
@@ -365,7 +377,7 @@ def _add(scan: Scan, path: str, person: str | None, split: str, source_id: str |
     it needs no resolving (saves a realpath per image on the full dataset).
     """
     if entry is not None and not entry.is_symlink() and entry.is_file():
-        scan.candidates.append(Candidate(path, Path(entry.path), person, split, source_id, labels))
+        scan.candidates.append(Candidate(path, entry.path, person, split, source_id, labels))
         return True
     where = "" if line is None else f"line {line}: "
     try:
@@ -376,7 +388,7 @@ def _add(scan: Scan, path: str, person: str | None, split: str, source_id: str |
     if not file.is_file():
         scan.problems.append((path, where + "file not found"))
         return False
-    scan.candidates.append(Candidate(path, file, person, split, source_id, labels))
+    scan.candidates.append(Candidate(path, str(file), person, split, source_id, labels))
     return True
 
 
