@@ -2,7 +2,7 @@
 
 The store is ``$LABELS_DB`` (default ``labels.db``). On a first start with an empty store the demo
 dataset is generated and ingested (``core.bootstrap``), with a notice. Pages are thin scripts in
-``pages/`` that call ``core``; shared widgets are in ``app/ui.py``, ``actions.py`` and ``views.py``.
+``app_pages/`` that call ``core``; shared widgets are in ``app/ui.py``, ``actions.py`` and ``views.py``.
 """
 
 from __future__ import annotations
@@ -21,30 +21,41 @@ from app import ui  # noqa: E402
 from core.bootstrap import auto_demo_enabled, ensure_demo  # noqa: E402
 from core.store import StoreError  # noqa: E402
 
-st.set_page_config(page_title="labelfix", page_icon="🏷️", layout="wide")
 
-store = ui.get_store()
-if store.is_empty and auto_demo_enabled():
-    with st.status("First start: generating and ingesting the demo dataset (about a minute)…", expanded=True):
-        try:
-            st.session_state["_bootstrap_notice"] = ensure_demo(store)
-        except (StoreError, OSError, ValueError) as error:
-            st.error(ui.plain(f"Could not create the demo dataset: {error}"))
+def main() -> None:
+    """Set up the page, fill an empty store with the demo, then run the chosen page."""
+    st.set_page_config(page_title="labelfix", page_icon="🏷️", layout="wide")
 
-PAGES = [
-    st.Page("pages/distributions.py", title="Distributions", icon="📊", default=True),
-    st.Page("pages/review.py", title="Review queue", icon="🔎"),
-    st.Page("pages/browse.py", title="Browse", icon="🖼️"),
-    st.Page("pages/history.py", title="History", icon="📜"),
-    st.Page("pages/health.py", title="Data health", icon="🩺"),
-]
-page = st.navigation(PAGES)
+    store = ui.get_store()
+    if store.is_empty and auto_demo_enabled():
+        with st.status("First start: generating and ingesting the demo dataset (about a minute)…", expanded=True):
+            try:
+                st.session_state["_bootstrap_notice"] = ensure_demo(store)
+            except (StoreError, OSError, ValueError) as error:
+                st.error(ui.plain(f"Could not create the demo dataset: {error}"))
 
-ui.annotator_sidebar()
-st.sidebar.caption(ui.plain(f"Store: {store.path}"))
-if not store.is_empty:
-    st.sidebar.caption(ui.plain(f"Dataset: {store.root}"))
-notice = st.session_state.get("_bootstrap_notice")
-if notice:
-    st.info(ui.plain(notice), icon="ℹ️")
-page.run()
+    # Not a folder named pages/: Streamlit would treat that as the old automatic multipage layout and
+    # run those scripts without this entry point (no sidebar, no first-start demo) on some runs.
+    pages = [
+        st.Page("app_pages/distributions.py", title="Distributions", icon="📊", default=True),
+        st.Page("app_pages/review.py", title="Review queue", icon="🔎"),
+        st.Page("app_pages/browse.py", title="Browse", icon="🖼️"),
+        st.Page("app_pages/history.py", title="History", icon="📜"),
+        st.Page("app_pages/health.py", title="Data health", icon="🩺"),
+    ]
+    page = st.navigation(pages)
+
+    ui.annotator_sidebar()
+    st.sidebar.caption(ui.plain(f"Store: {store.path}"))
+    if not store.is_empty:
+        st.sidebar.caption(ui.plain(f"Dataset: {store.root}"))
+    notice = st.session_state.get("_bootstrap_notice")
+    if notice:
+        st.info(ui.plain(notice), icon="ℹ️")
+    page.run()
+
+
+# Streamlit runs this file as __main__. Worker processes started with "spawn" (the demo generator,
+# ingest) re-import it as __mp_main__: they must not run the app (that would recurse into the demo).
+if __name__ == "__main__":
+    main()

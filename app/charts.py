@@ -115,4 +115,4 @@ def clickable(figure: go.Figure, filters: Filters, key: str) -> None:
     event = st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points", width="stretch")
     chosen = selected_filter(event, filters)
     if chosen is not None:
-        st.switch_page("pages/browse.py", query_params={"filter": json.dumps(chosen, default=int)})
+        st.switch_page("app_pages/browse.py", query_params={"filter": json.dumps(chosen, default=int)})

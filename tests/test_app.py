@@ -1,0 +1,251 @@
+"""Dashboard pages through Streamlit's AppTest: every page on an empty store, a demo store and after
+corrections; relabeling through the review page (store, history, undo, conflicts); chart clicks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import charts, ui
+from core import review, stats
+from core.demo import generate
+from core.ingest import ingest
+from core.store import LabelStore
+from tests.app_data import add_score_run
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
+PAGES = ["app_pages/distributions.py", "app_pages/review.py", "app_pages/browse.py", "app_pages/history.py", "app_pages/health.py"]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real demo (12 people, 48×64 images), generated once for the whole session."""
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    generate(root, persons=12, image_size=(48, 64))
+    return root
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The store path the app opens (``LABELS_DB``); the first-start demo is off unless a test turns it on."""
+    path = tmp_path / "labels.db"
+    monkeypatch.setenv("LABELS_DB", str(path))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    return path
+
+
+@pytest.fixture
+def store(db: Path, demo_root: Path) -> LabelStore:
+    store = LabelStore(db)
+    ingest(demo_root, store)
+    yield store
+    store.close()
+
+
+def open_page(page: str, annotator: str = "tester", query: dict[str, str] | None = None) -> AppTest:
+    """Run the app (Home.py with navigation) on ``page``, as a signed-in annotator."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["annotator"] = annotator
+    at.query_params.update(query or {})
+    return at.switch_page(page).run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def first_unit(store: LabelStore, run_id: int, **filters: object) -> dict:
+    """The unit the review page focuses first with its default filters (flagged, unreviewed)."""
+    units = review.queue(store, run_id)
+    rows = review.filter_queue(units, review.statuses(store, store.run(run_id)["created_at"]), flagged_only=True,
+                               status="unreviewed", **filters)
+    return rows.iloc[0].to_dict()
+
+
+def test_every_page_on_an_empty_store(db: Path) -> None:
+    for page in PAGES:
+        at = open_page(page)
+        assert_clean(at)
+        assert any("store is empty" in i.value for i in at.info), page
+
+
+def test_first_start_generates_and_ingests_the_demo(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "1")
+    monkeypatch.setenv("LABELS_DEMO_DIR", str(tmp_path / "demo"))
+    monkeypatch.setenv("LABELS_DEMO_PERSONS", "3")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert_clean(at)
+    assert any("First start" in i.value for i in at.info)
+    with LabelStore(db) as store:
+        assert not store.is_empty
+        assert store.count_by(["gender"])["images"].sum() == 21  # 3 people × 7 images
+    assert (tmp_path / "demo" / "train" / "train.csv").is_file()
+
+
+def test_every_page_on_the_demo_store(store: LabelStore) -> None:
+    for page in PAGES:
+        at = open_page(page)
+        assert_clean(at)
+    distributions = open_page("app_pages/distributions.py")
+    assert len(distributions.get("plotly_chart")) >= 7  # classes, 3 targets, age, heatmap, people, corrections
+    review_page = open_page("app_pages/review.py")
+    assert any("python -m train score" in i.value for i in review_page.info)  # no score run yet
+    assert review_page.image  # the browser below still shows images
+
+
+def test_every_page_after_corrections(store: LabelStore) -> None:
+    labels = store.current_labels()
+    person = labels["person"].iloc[0]
+    first = store.correct(person, "gender", "male" if labels["gender"].iloc[0] == "female" else "female",
+                          expected=labels["gender"].iloc[0], annotator="ana", reason="beard")
+    store.correct(labels["path"].iloc[3], "mask", "incorrect" if labels["mask"].iloc[3] != "incorrect" else "wear",
+                  expected=labels["mask"].iloc[3], annotator="ben")
+    store.revert(first, annotator="ana")
+    store.mark_reviewed(labels["path"].iloc[5], "mask", annotator="ben")
+    store.save_data_issues(labels[["item_id"]].head(3).assign(kind="dark", detail="mean 12", score=0.9), ["dark"])
+    add_score_run(store)
+    for page in PAGES:
+        assert_clean(open_page(page))
+    health = open_page("app_pages/health.py")
+    assert health.image  # thumbnails of the flagged images
+
+
+def test_review_correction_is_stored_logged_and_undone(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    unit = first_unit(store, run_id)
+    before = store.label_of(unit["target"], unit["stored"])
+    expected = review.suggestion_value(store.schema, unit["attribute"], unit["suggested"], before)
+
+    at = open_page("app_pages/review.py")
+    assert_clean(at)
+    assert at.button(key="review_act_accept").proto.shortcut.upper() == "A"
+    at.button(key="review_act_accept").click().run()
+    assert_clean(at)
+    assert str(store.label_of(unit["target"], unit["stored"])) == str(expected)
+    entry = store.history(limit=1).iloc[0]
+    assert (entry["target"], entry["attribute"], entry["annotator"], entry["source"]) == (
+        unit["target"], unit["stored"], "tester", "review")
+    assert entry["old_value"] == str(before)
+
+    at.button(key="review_act_undo").click().run()
+    assert_clean(at)
+    assert str(store.label_of(unit["target"], unit["stored"])) == str(before)
+    assert store.history(limit=1).iloc[0]["reverts"] == entry["id"]
+
+
+def test_person_scope_accept_changes_all_the_persons_images(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    unit = first_unit(store, run_id, attribute="gender")
+    at = open_page("app_pages/review.py")
+    at.selectbox(key="review_attribute").set_value("gender").run()
+    at.button(key="review_act_accept").click().run()
+    assert_clean(at)
+    images, total = store.select_items(person=unit["target"], limit=None)
+    assert total == 7 and set(images["gender"]) == {unit["suggested"]}
+
+
+def test_conflicting_correction_is_shown_not_written(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    unit = first_unit(store, run_id, attribute="mask")
+    at = open_page("app_pages/review.py")
+    at.selectbox(key="review_attribute").set_value("mask").run()
+    shown = store.label_of(unit["target"], "mask")
+    meanwhile = next(v for v in store.schema.attribute("mask").classes if v not in (shown, unit["suggested"]))
+    store.correct(unit["target"], "mask", meanwhile, expected=shown, annotator="someone else")
+
+    at.button(key="review_act_accept").click().run()
+    assert_clean(at)
+    assert any("Conflict" in e.value for e in at.error)
+    assert store.label_of(unit["target"], "mask") == meanwhile
+    assert store.history(limit=1).iloc[0]["annotator"] == "someone else"
+
+
+def test_label_is_correct_and_skip_leave_the_queue_and_count(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    first = first_unit(store, run_id)
+    at = open_page("app_pages/review.py")
+    progress_before = at.get("progress")[0].proto.text
+    at.button(key="review_act_keep").click().run()
+    assert_clean(at)
+    reviews = store.reviews()
+    assert (reviews.iloc[0]["target"], reviews.iloc[0]["verdict"]) == (first["target"], "correct")
+    assert at.get("progress")[0].proto.text != progress_before
+    assert first_unit(store, run_id)["key"] != first["key"]  # left the unreviewed queue
+    at.button(key="review_act_skip").click().run()
+    assert store.reviews().iloc[0]["verdict"] == "skip"
+    at.button(key="review_act_undo").click().run()  # undo withdraws the skip
+    assert store.reviews().iloc[0]["verdict"] == "reopen"
+
+
+def test_relabel_in_browse_without_a_score_run(store: LabelStore) -> None:
+    at = open_page("app_pages/browse.py")
+    at.selectbox(key="browse_split").set_value("train").run()
+    item, _ = store.select_items(split="train", limit=1)
+    path, mask = item["path"].iloc[0], item["mask"].iloc[0]
+    new = next(v for v in store.schema.attribute("mask").classes if v != mask)
+    key = f"browse_act_mask_{int(item['item_id'].iloc[0])}"
+    at.selectbox(key=key).set_value(new).run()
+    at.button(key="browse_act_set_mask").click().run()
+    assert_clean(at)
+    assert store.label_of(path, "mask") == new
+    assert store.history(limit=1).iloc[0]["source"] == "browse"
+
+
+def test_actions_need_an_annotator(store: LabelStore) -> None:
+    at = open_page("app_pages/browse.py", annotator="")
+    at.selectbox(key="browse_split").set_value("train").run()
+    assert at.button(key="browse_act_set_mask").disabled
+    home = AppTest.from_file(APP, default_timeout=60).run()  # the sidebar of the app's first page
+    assert any("Type your name" in c.value for c in home.sidebar.caption)
+    home.sidebar.text_input(key="annotator").input("ana").run()
+    assert home.query_params["annotator"] == "ana"  # kept in the URL: a refresh keeps the name
+
+
+def test_every_chart_bar_opens_exactly_its_images(store: LabelStore) -> None:
+    classes = stats.class_counts(store)
+    figure, filters = charts.original_vs_current(classes, "name", "classes")
+    for trace, column in ((0, "current"), (1, "original")):
+        for index, count in enumerate(classes[column]):
+            event = {"selection": {"points": [{"curve_number": trace, "point_index": index}]}}
+            chosen = charts.selected_filter(event, filters)
+            assert store.select_items(**chosen, limit=0)[1] == count
+    cells = stats.heatmap(store, "gender", "age_group")
+    for chosen, images in zip(cells["filter"], cells["images"]):
+        assert store.select_items(**chosen, limit=0)[1] == images
+    ages = stats.integer_histogram(store, "age")
+    for chosen, images in zip(ages["filter"], ages["images"]):
+        assert store.select_items(**json.loads(json.dumps(chosen)), limit=0)[1] == images
+
+
+def test_browse_shows_the_chart_selection(store: LabelStore) -> None:
+    chosen = stats.class_counts(store)["filter"].iloc[0]
+    at = open_page("app_pages/browse.py", query={"filter": json.dumps(chosen)})
+    assert_clean(at)
+    total = store.select_items(**chosen, limit=0)[1]
+    assert any(c.value.startswith(f"{total:,} image(s)") for c in at.caption)
+    assert any("Chart selection" in i.value for i in at.info)
+
+
+def test_history_revert_and_export(store: LabelStore) -> None:
+    labels = store.current_labels()
+    path, mask = labels["path"].iloc[0], labels["mask"].iloc[0]
+    new = next(v for v in store.schema.attribute("mask").classes if v != mask)
+    correction = store.correct(path, "mask", new, expected=mask, annotator="ana", reason="**bold** <b>x</b>")
+    at = open_page("app_pages/history.py")
+    assert at.number_input(key="history_revert_id").value == correction
+    at.button(key="history_revert").click().run()
+    assert_clean(at)
+    assert store.label_of(path, "mask") == mask
+    at.button(key="history_export").click().run()
+    assert_clean(at)
+    assert at.get("download_button")
+    assert any(t.value == f"snapshot {store.snapshot().hash}" for t in at.text)
+
+
+def test_user_text_is_escaped() -> None:
+    assert ui.plain("**x** [a](http://e) <b>") == r"\*\*x\*\* \[a\]\(http\:\/\/e\) \<b\>".replace(r"\/", "/")
+    sources = "\n".join(p.read_text() for p in Path(APP).parent.rglob("*.py"))
+    assert "unsafe_allow_html" not in sources and "st.html" not in sources
