@@ -77,7 +77,7 @@ def format_diff(diff: dict[str, Any]) -> str:
     if labels["added"] or labels["removed"]:
         lines.append(f"  images: {labels['added']} added, {labels['removed']} removed")
     for name, info in labels["attributes"].items():
-        who = f" ({info['people']} people)" if info["people"] else ""
+        who = f" ({info['people']} {'person' if info['people'] == 1 else 'people'})" if info["people"] else ""
         detail = ", ".join(f"{k} {v}" for k, v in list(info["changes"].items())[:8])
         lines.append(f"  {name}: {info['images']} image(s) changed{who}" + (f": {detail}" if detail else ""))
     return "\n".join(lines)

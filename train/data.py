@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def _decode_into(path: Path, root: str | os.PathLike[str], relative_paths: list[
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         jobs = pool.map(decode, range(len(relative_paths)))
         for _ in tqdm(jobs, total=len(relative_paths), desc=f"caching images at {width}x{height}",
-                      disable=not progress, leave=False):
+                      disable=None if progress else True, leave=False):  # None: only on a terminal
             pass
     array.flush()  # data on disk before the name appears: readers never see a partial cache
     os.replace(tmp, path)
@@ -202,8 +203,10 @@ def person_folds(labels: pd.DataFrame, k: int = 5, seed: int = 0, *, stratify: s
     strata = labels[stratify].astype(str).to_numpy() if stratify in labels else np.zeros(len(labels), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = np.full(len(labels), -1, dtype=np.int64)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), strata, labels[group].to_numpy())):
-        folds[held_out] = fold
+    with warnings.catch_warnings():  # rare classes (18 of them, few people) cannot fill k folds: expected
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), strata, labels[group].to_numpy())):
+            folds[held_out] = fold
     return folds
 
 
