@@ -2,20 +2,18 @@
 
 Formats (``fmt``; ``None`` detects them in this order):
 
-``competition``  ``ROOT/train/train.csv`` (id,gender,race,age,path) + ``ROOT/train/images/<folder>/``
-                 holding mask1..mask5, incorrect_mask, normal as .jpg/.jpeg/.png; optionally
-                 ``ROOT/eval/info.csv`` (ImageID,ans) + ``ROOT/eval/images/<ImageID>`` (split ``eval``,
-                 unlabelled). People are keyed by folder name (one csv id can name two people).
-``csv``          a CSV file, or a folder holding ``labels.csv``/``train.csv``: a path column (relative to
-                 the CSV's folder) and label columns; the CSV's folder is the dataset root.
-``folder``       ``ROOT/<class>/<images>`` (subfolders of a class folder count as that class); one
-                 attribute ``label``; each image is its own person. Split folders such as
-                 ``ROOT/train/<class>`` are not understood: point ROOT at the split folder.
+``competition``  ``ROOT/train/train.csv`` (id,gender,race,age,path) + ``ROOT/train/images/<folder>/`` with
+                 mask1..mask5, incorrect_mask, normal as .jpg/.jpeg/.png; optionally ``ROOT/eval/info.csv``
+                 (ImageID,ans) + ``ROOT/eval/images/<ImageID>`` (split ``eval``, unlabelled). People are
+                 keyed by folder name: one csv id can name two people.
+``csv``          a CSV file (or a folder holding ``labels.csv``/``train.csv``, the dataset root): a path
+                 column relative to the CSV's folder, and label columns.
+``folder``       ``ROOT/<class>/<images>`` (subfolders count as the class); one attribute ``label``; each
+                 image is its own person. Split folders (``ROOT/train/<class>``) are not understood.
 
-Nothing is written until the scan is complete. Fatal problems (no root, no or unreadable label CSV,
-missing columns, no usable image) raise ``IngestError`` before any write, so the store is unchanged.
-Everything else is a per-file or per-row problem ``(path, reason)``: that file or person is left
-out and the rest ingests. Hidden files and macOS ``._*`` AppleDouble files are skipped silently.
+Nothing is written until the scan is complete: fatal problems raise ``IngestError`` first, so the
+store is unchanged. Everything else is a per-file or per-row problem ``(path, reason)``: that file
+or person is left out and the rest ingests. Hidden and macOS ``._*`` files are skipped silently.
 """
 
 from __future__ import annotations
@@ -207,10 +205,7 @@ def scan_competition(root: Path) -> Scan:
 
 def _person_problem(images_dir: Path, entry: os.DirEntry[str] | None, folder: str, line: int,
                     row: dict[str, str]) -> str | None:
-    """Why a train.csv row cannot be used (None if it can): path, folder name, labels, agreement.
-
-    ``entry`` is the folder as listed in train/images (None if absent).
-    """
+    """Why a train.csv row cannot be used (None if it can); ``entry``: the folder as listed, or None."""
     if "/" in folder or "\\" in folder or folder in (".", ".."):
         return f"train.csv line {line}: path must name one folder inside train/images"
     if entry is None or not entry.is_dir():
@@ -286,15 +281,14 @@ def _scan_eval(scan: Scan) -> None:
         listed[image_id] = line
         if image_id not in files:  # an ImageID naming a subfolder path must still stay inside eval/images
             try:
-                if resolve_inside(images, image_id).is_file():
-                    _add(scan, where, None, "eval", image_id, {}, line=line)
-                    continue
+                found = resolve_inside(images, image_id).is_file()
             except PathRefused as refused:
                 scan.problems.append((where, f"eval/info.csv line {line}: {refused.reason}"))
                 continue
-            scan.problems.append((where, f"listed in eval/info.csv line {line} but the file is missing"))
-        else:
-            _add(scan, where, None, "eval", image_id, {}, line=line, entry=files[image_id])
+            if not found:
+                scan.problems.append((where, f"listed in eval/info.csv line {line} but the file is missing"))
+                continue
+        _add(scan, where, None, "eval", image_id, {}, line=line, entry=files.get(image_id))
     scan.problems += [(f"eval/images/{name}", "not listed in eval/info.csv; left out")
                       for name in sorted(files) if name not in listed]
 
@@ -318,11 +312,11 @@ def scan_csv(root: Path, label_columns: list[str] | None, path_column: str, pers
         raise IngestError(f"{csv_path}: no label column(s) {', '.join(missing)} (columns: {', '.join(table.columns)})")
     if not label_columns:
         raise IngestError(f"{csv_path}: no label column besides {path_column!r}; add one or name it with --label-columns")
-    for column in label_columns:
-        try:
-            quote(column)
-        except SchemaError as error:
-            raise IngestError(f"{csv_path}: {error}") from None
+    try:
+        for column in label_columns:
+            quote(column)  # the store's rule for column names, checked before the slow part
+    except SchemaError as error:
+        raise IngestError(f"{csv_path}: {error}") from None
     scan = Scan("csv", base, COMPETITION)  # the real schema is known once the rows are read
     seen: dict[str, int] = {}
     for line, row in _rows(table):
