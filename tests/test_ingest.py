@@ -21,6 +21,7 @@ from tests.fixtures import (
     build_csv_dataset,
     build_folder_dataset,
     write_image,
+    write_person,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,12 +141,18 @@ def test_competition_refuses_symlinks_and_ids_leaving_the_root(tmp_path: Path) -
     (root / "eval" / "images" / "alias.jpg").symlink_to(inside)  # a symlink that stays inside is fine
     with open(root / "eval" / "info.csv", "a") as info:
         info.write(f"../train/images/{person}/mask3.jpg,0\nalias.jpg,0\n")
+    write_person(tmp_path / "elsewhere", "000009_male_Asian_33")  # a whole person folder linked in from outside
+    (root / "train" / "images" / "000009_male_Asian_33").symlink_to(tmp_path / "elsewhere" / "000009_male_Asian_33")
+    with open(root / "train" / "train.csv", "a") as rows:
+        rows.write("000009,male,Asian,33,000009_male_Asian_33\n")
     with LabelStore(tmp_path / "labels.db") as store:
         result = ingest(root, store)
-        assert sorted(result.problems) == [
+        assert sorted(result.problems) == sorted([
             (f"eval/images/../train/images/{person}/mask3.jpg",
              "eval/info.csv line 4: '..' leads outside the dataset root"),
-            (f"train/images/{person}/mask1.jpg", f"a symlink leads outside the dataset root (to {os.path.realpath(outside)})")]
+            ("train/images/000009_male_Asian_33", "train.csv line 4: a symlink leads outside the dataset root"
+                                                  f" (to {os.path.realpath(tmp_path / 'elsewhere')}/000009_male_Asian_33)"),
+            (f"train/images/{person}/mask1.jpg", f"a symlink leads outside the dataset root (to {os.path.realpath(outside)})")])
         assert result.report.n_items == expected.n_items - 1 + 1
         assert "eval/images/alias.jpg" in set(store.items()["path"])
 
