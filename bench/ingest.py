@@ -121,7 +121,7 @@ def timed_ingest(root: Path, workers: int) -> Run:
             result = ingest(root, store, workers=workers)
             wall, after = time.perf_counter() - started, os.times()
     run = Run(wall, after.user + after.system - before.user - before.system,
-              after.children_user + after.children_system - before.children_user - before.children_system,
+              max(0.0, after.children_user + after.children_system - before.children_user - before.children_system),
               result.report.n_items, result.phases)
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phases.items())
     print(f"  workers={workers}: {result.summary()}; CPU {run.cpu_main:.1f} s main + {run.cpu_workers:.1f} s"
