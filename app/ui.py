@@ -1,5 +1,5 @@
-"""Shared pieces of the dashboard pages: the session's store, the annotator, messages, cached
-aggregates and thumbnails. No SQL here: everything goes through ``core``.
+"""Shared pieces of the dashboard pages: the session's store, the annotator, messages, the cached
+review queue and thumbnails. No SQL here: everything goes through ``core``.
 
 User text (paths, person keys, reasons, names) reaches the page only through ``plain()`` (markdown
 escaped) or through data widgets (``st.dataframe``), never as HTML.
@@ -12,12 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core import review, stats
+from core import review
 from core.images import thumbnail
 from core.store import LabelStore, StoreError, default_db
 
@@ -89,14 +88,20 @@ def require_data(store: LabelStore) -> bool:
     return True
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _stat(_store: LabelStore, db: str, version: tuple[int, ...], name: str, args: tuple[Any, ...]) -> Any:
-    return getattr(stats, name)(_store, *args)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _queue_facts(_store: LabelStore, db: str, run_id: int) -> dict[str, Any]:
+    units = queue(_store, run_id)
+    attributes = [str(a) for a in units["attribute"].unique()]
+    classes = {a: sorted({str(v) for v in units.loc[units["attribute"] == a, "given"].dropna().unique()}
+                         | {str(v) for v in units.loc[units["attribute"] == a, "suggested"].dropna().unique()})
+               for a in attributes}
+    return {"attributes": attributes, "classes": classes,
+            "max_score": float(units["score"].max()) if len(units) else 1.0}
 
 
-def stat(store: LabelStore, name: str, *args: Any) -> Any:
-    """``core.stats.<name>(store, *args)``, cached until the store's next write."""
-    return _stat(store, str(store.path), store.version(), name, args)
+def queue_facts(store: LabelStore, run_id: int) -> dict[str, Any]:
+    """Filter choices of a score run's queue: attributes, classes per attribute, highest score."""
+    return _queue_facts(store, str(store.path), run_id)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -122,21 +127,24 @@ def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner=False)
-def placeholder(size: int) -> np.ndarray:
-    """A grey 'no preview' tile for images that are missing or unreadable."""
-    tile = Image.new("RGB", (size * 3 // 4, size), (222, 222, 226))
-    draw = ImageDraw.Draw(tile)
-    draw.text((8, size // 2 - 6), "no preview", fill=(110, 110, 120))
-    return np.asarray(tile)
+def placeholder(folder: str, size: int) -> str:
+    """A grey 'no preview' tile (a file, so Streamlit serves it without re-encoding on every run)."""
+    path = Path(folder) / f"placeholder_{size}.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tile = Image.new("RGB", (size * 3 // 4, size), (222, 222, 226))
+        ImageDraw.Draw(tile).text((8, size // 2 - 6), "no preview", fill=(110, 110, 120))
+        tile.save(path)
+    return str(path)
 
 
-def thumb(store: LabelStore, path: str, content_hash: str | None = None, size: int = 160) -> Any:
-    """A thumbnail for ``st.image``: the cached file, or the placeholder when the image is missing,
+def thumb(store: LabelStore, path: str, content_hash: str | None = None, size: int = 160) -> str:
+    """A thumbnail file for ``st.image``: the cached one, or the placeholder when the image is missing,
     unreadable or outside the dataset root (those are Data health's business, not a crash here)."""
     try:
         return str(thumbnail(store, path, size, content_hash_hex=content_hash if isinstance(content_hash, str) else None))
     except (OSError, ValueError, StoreError, Image.DecompressionBombError):
-        return placeholder(size)
+        return placeholder(str(store.files_dir / "thumbs"), size)
 
 
 def gallery(store: LabelStore, rows: pd.DataFrame, captions: list[str], *, focus: int | None,

@@ -182,31 +182,40 @@ def queue(store: LabelStore, run_id: int) -> pd.DataFrame:
     """The ranked review queue of a score run: one row per unit, most suspicious first.
 
     Person-scope rows of the run (one per image) collapse to one row per person, represented by
-    its most suspicious image; its ``score`` is that image's. Columns: ``key`` (``target|attribute``),
-    ``target``, ``scope``, ``attribute`` (as scored, e.g. ``age_group``), ``stored`` (``age``),
-    ``item_id``, ``path``, ``person``, ``given``, ``suggested``, ``score``, ``is_issue``, ``detail``.
+    its most suspicious image; its ``score`` is that image's. Columns: ``key`` (``target|attribute``
+    as scored, unique), ``unit`` (``target|stored``, what verdicts and corrections name), ``target``,
+    ``scope``, ``attribute`` (as scored, e.g. ``age_group``), ``stored`` (``age``), ``item_id``,
+    ``path``, ``person``, ``given``, ``suggested`` (class names), ``score``, ``is_issue``, ``detail``.
     """
     schema = store.schema
     scores = store.scores(run_id)
-    columns = ["key", "target", "scope", "attribute", "stored", "item_id", "path", "person", "given", "suggested",
-               "score", "is_issue", "detail"]
+    columns = ["key", "unit", "target", "scope", "attribute", "stored", "item_id", "path", "person", "given",
+               "suggested", "score", "is_issue", "detail"]
     if scores.empty:
         return pd.DataFrame(columns=columns)
     known = [a for a in scores["attribute"].unique() if _is_target(schema, a)]
     scores = scores[scores["attribute"].isin(known)].copy()
-    scores["stored"] = scores["attribute"].map(lambda a: stored_attribute(schema, a))
-    scores["scope"] = scores["stored"].map(schema.scope)
+    scores["stored"] = scores["attribute"].map({a: stored_attribute(schema, a) for a in known})
+    scores["scope"] = scores["stored"].map({a: schema.scope(stored_attribute(schema, a)) for a in known})
     person_scope = (scores["scope"] == "person") & scores["person"].notna()
     scores["target"] = np.where(person_scope, scores["person"], scores["path"])
-    for name in known:  # scores may hold class codes; show class names
-        rows = scores["attribute"] == name
-        for column in ("given", "suggested"):
-            scores.loc[rows, column] = scores.loc[rows, column].map(lambda v, n=name: _class_name(schema, n, v))
     ranked = scores.sort_values("score", ascending=False, kind="stable")
     ranked = ranked.drop_duplicates(["target", "attribute"]).reset_index(drop=True)
+    for name in known:  # scores may hold class codes; show class names
+        rows = (ranked["attribute"] == name).to_numpy()
+        for column in ("given", "suggested"):
+            values = ranked.loc[rows, column]
+            names = {v: _class_name(schema, name, v) for v in values.dropna().unique()}
+            ranked.loc[rows, column] = values.map(names)
     ranked["key"] = ranked["target"] + "|" + ranked["attribute"]
+    ranked["unit"] = ranked["target"] + "|" + ranked["stored"]
     ranked["is_issue"] = ranked["is_issue"].fillna(0).astype(int)
     return ranked[columns]
+
+
+def status_lookup(status_table: pd.DataFrame) -> dict[str, str]:
+    """``target|attribute`` -> status, from ``statuses()``."""
+    return dict(zip(status_table["target"] + "|" + status_table["attribute"], status_table["status"]))
 
 
 def filter_queue(units: pd.DataFrame, status_table: pd.DataFrame, *, attribute: str | None = None,
@@ -215,24 +224,25 @@ def filter_queue(units: pd.DataFrame, status_table: pd.DataFrame, *, attribute: 
                  issue_items: set[int] | None = None) -> pd.DataFrame:
     """The queue rows matching every filter, with a ``status`` column, in queue order.
 
-    ``status`` is one of ``STATUSES`` (None for all); ``issue_items`` keeps units whose image (or,
-    for a person, any image of the queue row) has a data issue.
+    ``status`` is one of ``STATUSES`` (None for all); ``issue_items`` keeps units whose
+    representative image has a data issue. Cheap filters run first, so the status lookup only
+    touches the rows that are left (this runs on every click, on up to 600,000 scored rows).
     """
-    rows = units
+    keep = np.ones(len(units), dtype=bool)
     if attribute:
-        rows = rows[rows["attribute"] == attribute]
+        keep &= (units["attribute"] == attribute).to_numpy()
     if given:
-        rows = rows[rows["given"].astype(str) == str(given)]
+        keep &= (units["given"] == given).to_numpy(dtype=bool, na_value=False)
     if suggested:
-        rows = rows[rows["suggested"].astype(str) == str(suggested)]
+        keep &= (units["suggested"] == suggested).to_numpy(dtype=bool, na_value=False)
     if min_score is not None:
-        rows = rows[rows["score"] >= min_score]
+        keep &= (units["score"] >= min_score).to_numpy()
     if flagged_only:
-        rows = rows[rows["is_issue"] == 1]
+        keep &= (units["is_issue"] == 1).to_numpy()
     if issue_items is not None:
-        rows = rows[rows["item_id"].isin(issue_items)]
-    rows = rows.merge(status_table.rename(columns={"attribute": "stored"}), on=["target", "stored"], how="left")
-    rows["status"] = rows["status"].fillna("unreviewed")
+        keep &= units["item_id"].isin(issue_items).to_numpy()
+    rows = units[keep].copy()
+    rows["status"] = rows["unit"].map(status_lookup(status_table)).fillna("unreviewed")
     if status:
         rows = rows[rows["status"] == status]
     return rows.reset_index(drop=True)
@@ -240,10 +250,10 @@ def filter_queue(units: pd.DataFrame, status_table: pd.DataFrame, *, attribute: 
 
 def progress(units: pd.DataFrame, status_table: pd.DataFrame) -> tuple[int, int]:
     """(reviewed, flagged): flagged units of the queue with a verdict "correct" or a correction."""
-    flagged = units[units["is_issue"] == 1]
-    done = status_table[status_table["status"].isin(["reviewed", "corrected"])]
-    decided = flagged.merge(done.rename(columns={"attribute": "stored"}), on=["target", "stored"], how="inner")
-    return len(decided), len(flagged)
+    flagged = units["unit"][(units["is_issue"] == 1).to_numpy()]
+    lookup = status_lookup(status_table)
+    done = {unit for unit, status in lookup.items() if status in ("reviewed", "corrected")}
+    return int(flagged.isin(done).sum()), len(flagged)
 
 
 def probabilities(detail: Any) -> dict[str, float]:

@@ -8,6 +8,10 @@ every person has one age, so summing persons over the ages of a bin counts each 
 
 Each row also carries ``filter``: the keyword arguments of ``store.select_items`` that select
 exactly the images behind that bar or cell (click a bar, open those images).
+
+Pass a ``Counts(store)`` instead of the store to let several aggregates share their queries: it
+answers every ``count_by`` from one GROUP BY over all attributes (current and original) plus one
+over the person-scope attributes, which is what the dashboard caches per store version.
 """
 
 from __future__ import annotations
@@ -21,19 +25,73 @@ from core.schema import Schema
 from core.store import LabelStore
 
 
-def overview(store: LabelStore) -> dict[str, int]:
-    """Headline numbers: images, labelled images, eval images, people, corrections, corrected images."""
-    counts = store.count_by([store.schema.names[0]])
+class Counts:
+    """Memoised ``count_by`` answers for one state of the store (build a new one after a write).
+
+    Grouping by fewer attributes is summed from a wider table when that is exact: dropping a
+    person-scope attribute never counts a person twice (each person has one value of it), dropping
+    an image-scope one would, so those groupings fall back to their own query.
+    """
+
+    def __init__(self, store: LabelStore, originals: dict[tuple[str, ...], pd.DataFrame] | None = None):
+        """``originals``: a memo of original-label tables to share between versions (original labels
+        only change with an ingest, so a caller may keep it per ingest and skip those queries)."""
+        self.store = store
+        self.schema = store.schema
+        self._tables: dict[tuple[tuple[str, ...], bool], pd.DataFrame] = {}
+        self._originals = originals if originals is not None else {}
+        self._memo: dict[str, Any] = {}
+
+    def _table(self, sources: tuple[str, ...], original: bool) -> pd.DataFrame:
+        if original:
+            if sources not in self._originals:
+                self._originals[sources] = self.store.count_by(list(sources), original=True)
+            return self._originals[sources]
+        if (sources, False) not in self._tables:
+            self._tables[(sources, False)] = self.store.count_by(list(sources))
+        return self._tables[(sources, False)]
+
+    def _once(self, name: str) -> Any:
+        """A store read shared by several aggregates (persons, changed_counts, history)."""
+        if name not in self._memo:
+            self._memo[name] = getattr(self.store, name)()
+        return self._memo[name]
+
+    def count_by(self, sources: list[str], *, original: bool = False) -> pd.DataFrame:
+        """Same columns as ``LabelStore.count_by(sources)``, from the widest exact table."""
+        names = tuple(self.schema.names)
+        person_scope = tuple(n for n in names if self.schema.scope(n) == "person")
+        for wide in (names, person_scope):
+            dropped = set(wide) - set(sources)
+            if set(sources) <= set(wide) and all(self.schema.scope(n) == "person" for n in dropped):
+                table = self._table(wide, original)
+                if not dropped:
+                    return table[[*sources, "images", "persons"]]
+                if table.empty:
+                    return pd.DataFrame(columns=[*sources, "images", "persons"])
+                summed = table.groupby(list(sources), as_index=False)[["images", "persons"]].sum()
+                return summed.sort_values(list(sources), kind="stable").reset_index(drop=True)
+        return self._table(tuple(sources), original)
+
+
+def _counts(source: LabelStore | Counts) -> Counts:
+    return source if isinstance(source, Counts) else Counts(source)
+
+
+def overview(source: LabelStore | Counts) -> dict[str, int]:
+    """Headline numbers: images, labelled images, eval images, people, corrections, changed labels."""
+    counts = _counts(source)
+    store = counts.store
+    labelled = counts.count_by([counts.schema.names[0]])
     _, n_items = store.select_items(limit=0)
     _, n_eval = store.select_items(split="eval", limit=0)
-    changed = store.changed_counts()
     return {
         "images": n_items,
-        "labelled": int(counts["images"].sum()),
+        "labelled": int(labelled["images"].sum()),
         "eval": n_eval,
-        "people": len(store.persons()),
+        "people": len(counts._once("persons")),
         "corrections": store.n_corrections(),
-        "changed_labels": int(sum(changed.values())),
+        "changed_labels": int(sum(counts._once("changed_counts").values())),
     }
 
 
@@ -56,13 +114,14 @@ def _derive(schema: Schema, frame: pd.DataFrame, targets: list[str]) -> pd.DataF
     return frame
 
 
-def grouped_counts(store: LabelStore, targets: list[str], *, original: bool = False) -> pd.DataFrame:
+def grouped_counts(source: LabelStore | Counts, targets: list[str], *, original: bool = False) -> pd.DataFrame:
     """Images and persons per combination of targets (stored or binned), in class order.
 
     Columns: the targets, ``images``, ``persons``. Empty combinations are left out.
     """
-    schema = store.schema
-    raw = _derive(schema, store.count_by(_sources(schema, targets), original=original), targets)
+    counts = _counts(source)
+    schema = counts.schema
+    raw = _derive(schema, counts.count_by(_sources(schema, targets), original=original), targets)
     if raw.empty:
         return pd.DataFrame(columns=[*targets, "images", "persons"])
     out = raw.groupby(targets, sort=False, as_index=False)[["images", "persons"]].sum()
@@ -86,15 +145,16 @@ def _filter(values: dict[str, Any], original: bool = False) -> dict[str, Any]:
     return {"labels": labels, "original": original}
 
 
-def target_counts(store: LabelStore, target: str) -> pd.DataFrame:
+def target_counts(source: LabelStore | Counts, target: str) -> pd.DataFrame:
     """Original vs current image counts per class of one target.
 
     Columns: ``value``, ``original``, ``current``, ``persons`` (current), ``filter_original``,
     ``filter_current``. Every class of the target appears, with 0 where it has no image.
     """
-    schema = store.schema
-    current = grouped_counts(store, [target]).set_index(target)
-    original = grouped_counts(store, [target], original=True).set_index(target)
+    counts = _counts(source)
+    schema = counts.schema
+    current = grouped_counts(counts, [target]).set_index(target)
+    original = grouped_counts(counts, [target], original=True).set_index(target)
     values = list(schema.target_classes(target))
     out = pd.DataFrame({
         "value": values,
@@ -107,19 +167,20 @@ def target_counts(store: LabelStore, target: str) -> pd.DataFrame:
     return out
 
 
-def class_counts(store: LabelStore) -> pd.DataFrame:
+def class_counts(source: LabelStore | Counts) -> pd.DataFrame:
     """The combined classes (18 for the competition): ``class``, ``name``, ``original``, ``current``,
     ``persons``, ``filter``. Every class appears, with 0 where it is empty."""
-    schema = store.schema
+    counts = _counts(source)
+    schema = counts.schema
     targets = list(schema.class_attributes)
     names = schema.class_names()
     rows = []
     for original in (False, True):
-        counts = grouped_counts(store, targets, original=original)
-        codes = {t: counts[t].map(_class_order(schema, t)).to_numpy() for t in targets} if len(counts) else {}
-        classes = schema.encode_class(codes) if len(counts) else np.array([], dtype=np.int64)
-        rows.append(pd.DataFrame({"class": classes, "images": counts["images"].to_numpy(),
-                                  "persons": counts["persons"].to_numpy()}))
+        grouped = grouped_counts(counts, targets, original=original)
+        codes = {t: grouped[t].map(_class_order(schema, t)).to_numpy() for t in targets} if len(grouped) else {}
+        classes = schema.encode_class(codes) if len(grouped) else np.array([], dtype=np.int64)
+        rows.append(pd.DataFrame({"class": classes, "images": grouped["images"].to_numpy(),
+                                  "persons": grouped["persons"].to_numpy()}))
     current, original = (r.set_index("class") for r in rows)
     decoded = schema.decode_class(np.arange(len(names)))
     return pd.DataFrame({
@@ -133,10 +194,10 @@ def class_counts(store: LabelStore) -> pd.DataFrame:
     })
 
 
-def integer_histogram(store: LabelStore, attribute: str) -> pd.DataFrame:
+def integer_histogram(source: LabelStore | Counts, attribute: str) -> pd.DataFrame:
     """Persons and images per value of an integer attribute (current labels), every value between
     the smallest and largest present: ``value``, ``persons``, ``images``, ``filter``."""
-    counts = store.count_by([attribute])
+    counts = _counts(source).count_by([attribute])
     if counts.empty:
         return pd.DataFrame(columns=["value", "persons", "images", "filter"])
     counts = counts.set_index(attribute)
@@ -149,45 +210,47 @@ def integer_histogram(store: LabelStore, attribute: str) -> pd.DataFrame:
     })
 
 
-def bin_edges(store: LabelStore, attribute: str) -> list[int]:
+def bin_edges(source: LabelStore | Counts, attribute: str) -> list[int]:
     """The bin edges defined on an integer attribute (``age`` -> [30, 60]); [] when none."""
-    return [e for b in store.schema.binned if b.source == attribute for e in b.edges]
+    return [e for b in _counts(source).schema.binned if b.source == attribute for e in b.edges]
 
 
-def heatmap(store: LabelStore, rows: str, columns: str) -> pd.DataFrame:
+def heatmap(source: LabelStore | Counts, rows: str, columns: str) -> pd.DataFrame:
     """Persons per (row class, column class) of two targets, current labels, every cell present.
 
     Columns: ``row``, ``column``, ``persons``, ``images``, ``filter`` (long form; pivot to draw).
     """
-    schema = store.schema
-    counts = grouped_counts(store, [rows, columns]).set_index([rows, columns])
+    counts = _counts(source)
+    schema = counts.schema
+    grouped = grouped_counts(counts, [rows, columns]).set_index([rows, columns])
     cells = []
     for row in schema.target_classes(rows):
         for column in schema.target_classes(columns):
             key = (row, column)
-            found = key in counts.index
+            found = key in grouped.index
             cells.append({"row": row, "column": column,
-                          "persons": int(counts.at[key, "persons"]) if found else 0,
-                          "images": int(counts.at[key, "images"]) if found else 0,
+                          "persons": int(grouped.at[key, "persons"]) if found else 0,
+                          "images": int(grouped.at[key, "images"]) if found else 0,
                           "filter": _filter({rows: row, columns: column})})
     return pd.DataFrame(cells)
 
 
-def images_per_person(store: LabelStore) -> pd.DataFrame:
+def images_per_person(source: LabelStore | Counts) -> pd.DataFrame:
     """How many people have n images: ``images`` (per person), ``persons``."""
-    persons = store.persons()
+    persons = _counts(source)._once("persons")
     if persons.empty:
         return pd.DataFrame(columns=["images", "persons"])
     out = persons["n_images"].value_counts().sort_index()
     return pd.DataFrame({"images": out.index.astype(int), "persons": out.to_numpy(dtype=int)})
 
 
-def corrections_by_attribute(store: LabelStore) -> pd.DataFrame:
+def corrections_by_attribute(source: LabelStore | Counts) -> pd.DataFrame:
     """Per stored attribute: ``corrections`` logged (reverts excluded), ``reverts``, ``changed_images``
     (labelled images whose current value differs from the original now), ``filter`` (those images)."""
-    schema = store.schema
-    log = store.history()
-    changed = store.changed_counts()
+    counts = _counts(source)
+    schema = counts.schema
+    log = counts._once("history")
+    changed = counts._once("changed_counts")
     rows = []
     for name in schema.names:
         mine = log[log["attribute"] == name] if len(log) else log

@@ -12,7 +12,8 @@ if not ui.require_data(store):
     st.stop()
 schema = store.schema
 
-numbers = ui.stat(store, "overview")
+distributions = charts.cached(store)
+numbers = distributions.overview
 cells = st.columns(6)
 for cell, (label, name) in zip(cells, [("images", "images"), ("labelled", "labelled"), ("eval", "eval"),
                                        ("people", "people"), ("corrections", "corrections"),
@@ -20,47 +21,33 @@ for cell, (label, name) in zip(cells, [("images", "images"), ("labelled", "label
     cell.metric(label, f"{numbers[name]:,}")
 st.caption("Click a bar or cell to open exactly those images in Browse.")
 
-if schema.class_attributes and len(schema.class_attributes) > 1:
-    classes = ui.stat(store, "class_counts")
-    figure, filters = charts.original_vs_current(classes, "name", f"{len(classes)} classes: current vs original")
-    figure.update_layout(xaxis_tickangle=-45, height=380)
-    charts.clickable(figure, filters, "classes")
+figures = distributions.figures
 
+
+def draw(name: str) -> None:
+    """Draw one chart of ``charts.build_all`` if this dataset has it."""
+    if name in figures:
+        charts.clickable(*figures[name], name)
+
+
+draw("classes")
 targets = schema.targets
-for column, target in zip(st.columns(min(len(targets), 3)), targets[:3]):
-    with column:
-        figure, filters = charts.original_vs_current(ui.stat(store, "target_counts", target), "value", target)
-        charts.clickable(figure, filters, f"target_{target}")
-for column, target in zip(st.columns(3), targets[3:]):
-    with column:
-        figure, filters = charts.original_vs_current(ui.stat(store, "target_counts", target), "value", target)
-        charts.clickable(figure, filters, f"target_{target}")
-
-integers = [a.name for a in schema.attributes if a.kind == "integer"]
-person_targets = [t for t in targets if schema.scope(schema.target_source(t)) == "person"]
+for row in range(0, len(targets), 3):
+    for column, target in zip(st.columns(3), targets[row:row + 3]):
+        with column:
+            draw(f"target_{target}")
 left, right = st.columns([3, 2])
 with left:
-    for attribute in integers:
-        binned = [b for b in schema.binned if b.source == attribute]
-        names = list(binned[0].classes) if binned else []
-        figure, filters = charts.age_histogram(ui.stat(store, "integer_histogram", attribute),
-                                               ui.stat(store, "bin_edges", attribute), names, attribute)
-        charts.clickable(figure, filters, f"histogram_{attribute}")
+    for attribute in (a.name for a in schema.attributes if a.kind == "integer"):
+        draw(f"histogram_{attribute}")
 with right:
-    if len(person_targets) >= 2:
-        figure, filters = charts.heatmap(ui.stat(store, "heatmap", person_targets[0], person_targets[1]),
-                                         person_targets[0], person_targets[1])
-        charts.clickable(figure, filters, "heatmap")
-
+    draw("heatmap")
 left, right = st.columns([3, 2])
 with left:
-    if schema.class_attributes:
-        figure, filters = charts.people_vs_images(ui.stat(store, "class_counts"))
-        charts.clickable(figure, filters, "people_vs_images")
+    draw("people_vs_images")
 with right:
-    figure, filters = charts.corrections(ui.stat(store, "corrections_by_attribute"))
-    charts.clickable(figure, filters, "corrections")
-    per_person = ui.stat(store, "images_per_person")
+    draw("corrections")
+    per_person = distributions.images_per_person
     if len(per_person):
         st.caption("Images per person: " + ", ".join(f"{int(r.persons):,} people have {int(r.images)}"
                                                       for r in per_person.itertuples(index=False)))

@@ -34,18 +34,14 @@ st.progress(reviewed / flagged if flagged else 1.0,
 
 with st.expander("Filters", expanded=True):
     top = st.columns(4)
-    attributes = list(dict.fromkeys(units["attribute"]))
-    attribute = top[0].selectbox("Attribute", ["all", *attributes], key="review_attribute")
-    classes = sorted({str(v) for v in units["given"].dropna()} | {str(v) for v in units["suggested"].dropna()})
-    if attribute != "all":
-        chosen = units[units["attribute"] == attribute]
-        classes = sorted({str(v) for v in chosen["given"].dropna()} | {str(v) for v in chosen["suggested"].dropna()})
+    facts = ui.queue_facts(store, run_id)
+    attribute = top[0].selectbox("Attribute", ["all", *facts["attributes"]], key="review_attribute")
+    classes = facts["classes"].get(attribute) or sorted({c for cs in facts["classes"].values() for c in cs})
     given = top[1].selectbox("Given label", ["any", *classes], key="review_given")
     suggested = top[2].selectbox("Suggested label", ["any", *classes], key="review_suggested")
     status = top[3].selectbox("Status", ["unreviewed", "all", "skipped", "reviewed", "corrected"], key="review_status")
     bottom = st.columns([2, 1, 1])
-    highest = float(units["score"].max()) if len(units) else 1.0
-    min_score = bottom[0].slider("Score at least", 0.0, max(highest, 1.0), 0.0, key="review_min_score")
+    min_score = bottom[0].slider("Score at least", 0.0, max(facts["max_score"], 1.0), 0.0, key="review_min_score")
     flagged_only = bottom[1].toggle("Flagged only", value=True, key="review_flagged")
     issues = store.data_issues()
     kinds = sorted(issues["kind"].unique()) if len(issues) else []

@@ -1,0 +1,68 @@
+"""One real-browser test: Chromium (Debian's, through Playwright) relabels an image on the running
+dashboard with a keyboard shortcut, and the store changes. CI installs /usr/bin/chromium."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from core import review
+from core.demo import generate
+from core.ingest import ingest
+from core.store import LabelStore
+from tests.app_data import add_score_run, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"),
+]
+
+
+def wait_for(condition, timeout: float = 20.0) -> bool:
+    """Poll ``condition()`` until it is truthy or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_relabel_with_a_keyboard_shortcut_changes_the_store(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    generate(tmp_path / "demo", persons=6, image_size=(48, 64))
+    db = tmp_path / "labels.db"
+    with LabelStore(db) as store:
+        ingest(tmp_path / "demo", store)
+        run_id = add_score_run(store)
+        units = review.filter_queue(review.queue(store, run_id), review.statuses(store), flagged_only=True,
+                                    status="unreviewed")
+        unit = units.iloc[0]
+        before = store.label_of(unit["target"], unit["stored"])
+        expected = review.suggestion_value(store.schema, unit["attribute"], unit["suggested"], before)
+
+    with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/review?annotator=browser-test")
+            # CSS/text locators: role queries walk the accessibility tree and take seconds on this page.
+            page.locator("button:has-text('Accept')").first.wait_for(timeout=60_000)
+            page.locator("h1:has-text('Review queue')").click()  # focus the page, not a text field
+            page.keyboard.press("a")
+            with LabelStore(db) as store:
+                changed = wait_for(lambda: store.n_corrections() > 0)
+                assert changed, "pressing A did not write a correction"
+                entry = store.history(limit=1).iloc[0]
+                assert (entry["target"], entry["attribute"], entry["annotator"], entry["source"]) == (
+                    unit["target"], unit["stored"], "browser-test", "review")
+                assert str(store.label_of(unit["target"], unit["stored"])) == str(expected) != str(before)
+            page.locator("text=correction #").first.wait_for(timeout=20_000)  # the page confirms it
+        finally:
+            browser.close()
