@@ -49,13 +49,14 @@ def load(root: Path) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
 
 
 def small_cnn(width: int = 32) -> nn.Module:
-    """Five stride-2 stages (3x3 conv, BN, ReLU, then a second conv): ~0.05 GFLOPs at 96x128."""
+    """Stride-2 stages of 3x3 conv + BN + ReLU, a second conv from the 32x24 stage on: ~0.04 GMACs at 96x128."""
+    plan = [(width * 3 // 4, 2), (width, 2), (width, 1), (2 * width, 2), (2 * width, 1), (4 * width, 2),
+            (4 * width, 1), (6 * width, 2)]  # (channels, stride); first stage is single: it is the costly one
     layers: list[nn.Module] = []
     channels = 3
-    for out in (width, width, 2 * width, 4 * width, 6 * width):
-        for stride in (2, 1):
-            layers += [nn.Conv2d(channels, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            channels = out
+    for out, stride in plan:
+        layers += [nn.Conv2d(channels, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        channels = out
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
@@ -100,7 +101,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train(model: nn.Module, images: np.ndarray, codes: dict[str, np.ndarray], epochs: int, batch: int,
-          seed: int) -> None:
+          seed: int, device: str = "cpu") -> None:
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(images) / batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -112,28 +113,28 @@ def train(model: nn.Module, images: np.ndarray, codes: dict[str, np.ndarray], ep
         order = torch.randperm(len(images), generator=gen)
         for start in range(0, len(images), batch):
             index = order[start:start + batch]
-            x = augment(to_input(images[index.numpy()]), gen)
+            x = augment(to_input(images[index.numpy()]), gen).to(device)
             out = model(x)
-            loss = sum(F.cross_entropy(out[name], targets[name][index]) for name in HEADS)
+            loss = sum(F.cross_entropy(out[name], targets[name][index].to(device)) for name in HEADS)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
         print(f"epoch {epoch + 1}/{epochs}: loss {total / len(images):.3f} ({time.perf_counter() - started:.0f} s)",
               flush=True)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+def predict(model: nn.Module, images: np.ndarray, batch: int = 256, device: str = "cpu") -> dict[str, np.ndarray]:
     """Predicted code per head, with horizontal-flip test-time augmentation."""
     model.eval()
     outs: dict[str, list[np.ndarray]] = {name: [] for name in HEADS}
     for start in range(0, len(images), batch):
-        x = to_input(images[start:start + batch])
+        x = to_input(images[start:start + batch]).to(device)
         a, b = model(x), model(x.flip(3))
         for name in HEADS:
-            outs[name].append((a[name].softmax(1) + b[name].softmax(1)).argmax(1).numpy())
+            outs[name].append((a[name].softmax(1) + b[name].softmax(1)).argmax(1).cpu().numpy())
     return {name: np.concatenate(v) for name, v in outs.items()}
 
 
@@ -146,6 +147,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--model", default="small", help="'small' (built-in CNN) or a timm model name, e.g. resnet10t")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device; the recorded numbers use cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -160,11 +162,12 @@ def main() -> int:
     people = np.unique(person)
     held = set(np.random.default_rng(args.seed).permutation(people)[: len(people) // 5])
     test = np.array([p in held for p in person])
-    model = MultiHead(args.model)
+    model = MultiHead(args.model).to(args.device)
     started = time.perf_counter()
-    train(model, images[~test], {k: v[~test] for k, v in codes.items()}, args.epochs, args.batch, args.seed)
+    train(model, images[~test], {k: v[~test] for k, v in codes.items()}, args.epochs, args.batch, args.seed,
+          args.device)
     seconds = time.perf_counter() - started
-    predicted = predict(model, images[test])
+    predicted = predict(model, images[test], device=args.device)
 
     truth = {k: v[test] for k, v in codes.items()}
     accuracy = {name: float((predicted[name] == truth[name]).mean()) for name in HEADS}
@@ -175,9 +178,9 @@ def main() -> int:
     for name in HEADS:
         print(f"  {name:<10} accuracy {accuracy[name]:.3f}  (bar {BARS[name]:.2f})")
     print(f"  18-class   accuracy {float((pred_class == true_class).mean()):.3f}  macro F1 {macro_f1:.3f}")
-    age_confusion = pd.crosstab(pd.Series(truth["age_group"], name="true age group"),
-                                pd.Series(predicted["age_group"], name="predicted"))
-    print(age_confusion.to_string())
+    for name in ("mask", "age_group"):  # rows: true code, columns: predicted code
+        print(pd.crosstab(pd.Series(truth[name], name=f"true {name}"), pd.Series(predicted[name], name="predicted"))
+              .to_string())
     missed = [name for name in HEADS if accuracy[name] < BARS[name]]
     if missed:
         print(f"FAILED: below the bar for {', '.join(missed)}")

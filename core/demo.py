@@ -44,7 +44,7 @@ OWNED = ("train", "eval", "truth.csv", "truth_eval.csv")  # what an overwrite ma
 SKINS = ((242, 208, 182), (232, 192, 160), (218, 174, 140), (200, 154, 118), (180, 132, 100))
 HAIRS = ((24, 22, 22), (36, 28, 24), (52, 38, 30), (70, 50, 36))
 MASKS = ((240, 240, 242), (160, 200, 232), (34, 34, 40), (150, 150, 156), (40, 52, 92),
-         (236, 182, 192), (202, 190, 160), (92, 122, 82))
+         (240, 150, 190), (120, 100, 170), (92, 122, 82))  # no skin-like colours: a chin mask must show
 JEWELS = ((232, 190, 60), (215, 215, 228), (246, 240, 228), (200, 40, 60))
 LIPSTICKS = ((196, 34, 56), (214, 82, 112), (150, 40, 72))
 
@@ -142,17 +142,17 @@ class _Face:
 def _draw_person(rng: np.random.Generator, gender: str, age: int) -> tuple[Image.Image, _Face]:
     """Draw one identity without a mask in front of a textured wall: RGB design canvas and landmarks."""
     male = gender == "male"
-    look = age + rng.normal(0, 1.2)  # apparent age: people of one age look a little different
+    look = age + rng.normal(0, 1.0)  # apparent age: people of one age look a little different
     t = float(np.clip((look - 18) / 42, 0, 1))  # 0 looks 18, 1 looks 60
-    grey = float(np.clip((look - 27) / 33, 0, 1)) ** 1.4  # fraction of grey hair, faster late in life
+    grey = float(np.clip((look - 27) / 33, 0, 1)) ** 1.8  # fraction of grey hair, faster late in life
     cx, cy = 192 + rng.normal(0, 4), 222 + rng.normal(0, 5)
-    a, b = (88 if male else 77) + rng.normal(0, 3), 104 + rng.normal(0, 4)
+    a, b = (90 if male else 76) + rng.normal(0, 3), 104 + rng.normal(0, 4)
     a_low = a * (1 + 0.12 * t + (0.04 if male else -0.04))  # jowls widen the lower face with age
     b_low = b * (1 + 0.06 * t)  # and the chin drops
     n_low = rng.uniform(2.8, 3.4) if male else rng.uniform(1.7, 2.1)  # square jaw vs pointed chin
     skin = _mix(np.array(SKINS[rng.integers(len(SKINS))]) + rng.normal(0, 5, 3), (150, 118, 80), 0.22 * t)
     hair0 = np.array(HAIRS[rng.integers(len(HAIRS))]) + rng.normal(0, 4, 3)
-    silver = np.array((206, 206, 212)) + rng.normal(0, 6)
+    silver = _mix((168, 168, 174), (238, 238, 240), np.clip((look - 50) / 10, 0, 1)) + rng.normal(0, 5)  # whitens
     hair = _mix(hair0, silver, grey)
     eye_y, nose_y, mouth_y = cy - 0.05 * b, cy + 0.32 * b, cy + 0.6 * b
     theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)
@@ -168,8 +168,9 @@ def _draw_person(rng: np.random.Generator, gender: str, age: int) -> tuple[Image
     texture = np.clip(wall + rng.normal(0, 10, (5, 4, 3)), 0, 255).astype(np.uint8)  # smooth blotches
     canvas = Image.fromarray(texture).resize(DESIGN, Image.Resampling.BILINEAR)
     d = ImageDraw.Draw(canvas)
-    d.ellipse((cx - 180, cy + b + 45, cx + 180, cy + b + 340), fill=_rgb(rng.integers(30, 230, 3)))  # shoulders
-    style = rng.choice(["long", "bob", "short"], p=[0.84, 0.14, 0.02] if not male else [0.06, 0.04, 0.90])
+    shoulders = (186 if male else 150) + rng.normal(0, 6)
+    d.ellipse((cx - shoulders, cy + b + 45, cx + shoulders, cy + b + 340), fill=_rgb(rng.integers(30, 230, 3)))
+    style = rng.choice(["long", "bob", "short"], p=[0.84, 0.14, 0.02] if not male else [0.04, 0.04, 0.92])
     if style != "short":  # hair behind the head, down to the shoulders or the jaw
         bottom = cy + b + rng.uniform(60, 120) if style == "long" else cy + 0.55 * b
         d.rounded_rectangle((cx - a - 30, cy - b - 16, cx + a + 30, bottom), radius=45, fill=_rgb(hair))
@@ -200,16 +201,16 @@ def _draw_person(rng: np.random.Generator, gender: str, age: int) -> tuple[Image
         d.line([(cx + side * 16, nose_y + 4), (cx + side * 27, mouth_y + 8)], fill=line(28, 14), width=2)
 
     # eyes, brows (thick and low for most men, thin and arched for women), eyeliner for most women
-    liner = not male and rng.random() < 0.85
-    brow = rng.uniform(8, 12) if male else rng.uniform(3.5, 5.5)
+    liner = not male and rng.random() < 0.9
+    brow = rng.uniform(9, 13) if male else rng.uniform(3, 5)
     brow_color = _rgb(_mix(hair0, silver, 0.5 * grey), 0.9)
     for side in (-1, 1):
         ex = cx + side * 0.4 * a
         d.ellipse((ex - 13, eye_y - 6, ex + 13, eye_y + 6), fill=(238, 236, 230), outline=(30, 24, 22),
-                  width=3 if liner else 1)
+                  width=4 if liner else 1)
         d.ellipse((ex - 5, eye_y - 5, ex + 5, eye_y + 5), fill=(45, 32, 25))
         if liner:
-            d.line([(ex + side * 12, eye_y - 3), (ex + side * 20, eye_y - 8)], fill=(20, 16, 16), width=3)
+            d.line([(ex + side * 11, eye_y - 3), (ex + side * 22, eye_y - 10)], fill=(20, 16, 16), width=4)
         by = eye_y - (16 if male else 21)
         arch = 0 if male else 6
         d.line([(ex - side * 14, by), (ex + side * 2, by - arch), (ex + side * 17, by + 2)], fill=brow_color,
@@ -228,9 +229,9 @@ def _draw_person(rng: np.random.Generator, gender: str, age: int) -> tuple[Image
 
     # nose and mouth
     d.line([(cx - 3, eye_y + 10), (cx - 6, nose_y - 6)], fill=_rgb(skin, 0.8), width=3)
-    d.ellipse((cx - 15, nose_y - 9, cx + 15, nose_y + 6), fill=_rgb(skin, 0.93))
-    for side in (-1, 1):
-        d.ellipse((cx + side * 8 - 4, nose_y - 1, cx + side * 8 + 4, nose_y + 4), fill=_rgb(skin, 0.45))
+    d.ellipse((cx - 16, nose_y - 10, cx + 16, nose_y + 6), fill=_rgb(skin, 0.9))
+    for side in (-1, 1):  # dark nostrils: what shows that a mask sits below the nose
+        d.ellipse((cx + side * 8 - 5, nose_y - 2, cx + side * 8 + 5, nose_y + 4), fill=_rgb(skin, 0.35))
     lips = LIPSTICKS[rng.integers(3)] if not male and rng.random() < 0.65 else _rgb(skin * (0.85, 0.62, 0.62))
     half = 20 if male else 18
     d.ellipse((cx - half, mouth_y - 6, cx + half, mouth_y + 6), fill=lips)
@@ -276,10 +277,10 @@ def _draw_mask(canvas: Image.Image, face: _Face, state: str, rng: np.random.Gene
     d = ImageDraw.Draw(canvas)
     color = np.array(MASKS[rng.integers(len(MASKS))]) + rng.normal(0, 6, 3)
     if state == "wear":
-        top, bump = face.eye_y + 19 + rng.uniform(-3, 4), 7  # the nose bridge pushes the edge up
-    else:
-        top, bump = (face.nose_y + 11 if rng.random() < 0.6 else face.mouth_y + 13) + rng.uniform(-2, 3), 0
-    bottom = face.chin_y + 9 + (6 if top > face.mouth_y else 0)
+        top, bump = face.eye_y + 17 + rng.uniform(-3, 4), 8  # the nose bridge pushes the edge up
+    else:  # under the nose (nostrils show) or down on the chin (lips show)
+        top, bump = (face.nose_y + 12 if rng.random() < 0.6 else face.mouth_y + 10) + rng.uniform(-1, 3), 0
+    bottom = face.chin_y + 9 + (8 if top > face.mouth_y else 0)
     mid = (top + bottom) / 2
     w_top, w_mid = face.half_width(top) + 6, face.half_width(mid) + 4
     w_low = 0.6 * face.half_width(bottom - 12) + 6
