@@ -53,9 +53,10 @@ def phash(gray: np.ndarray) -> str:
     """256-bit perceptual hash of a grey image (h, w), as 64 hex digits.
 
     Shrink to 32×32, take the 16×16 lowest-frequency DCT coefficients, bit = coefficient above their
-    median. Re-encoding, resizing and brightness changes move it by a few bits (under 4 % on the demo
-    faces); pictures of different people of one dataset stay 12 % or more apart. The classic 64-bit
-    hashes (8×8 dHash/pHash) put many *different* similar-looking faces within 3 %, hence 256 bits.
+    median. Re-encoding, resizing and brightness changes move it by a few bits (at most 10 of 256 in
+    a trial on the demo faces), while 99 % of those faces had no other person's image within 31 bits.
+    The classic 64-bit hashes (8×8 dHash/pHash) put many *different* similar-looking faces within
+    2-3 bits of each other, hence 256 bits.
     """
     small = np.asarray(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.BOX),
                        dtype=np.float64)
