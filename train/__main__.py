@@ -1,6 +1,6 @@
-"""Command line for the trainer: ``python -m train {fit,runs,diff,predict} --help``.
+"""Command line for the trainer: ``python -m train {fit,score,runs,diff,predict} --help``.
 
-Thin argument parsing over ``train.fit``, ``train.predict`` and the store's journal. Every ``--db``
+Thin argument parsing over ``train.fit``, ``train.score``, ``train.predict`` and the store's journal. Every ``--db``
 defaults to ``$LABELS_DB``, else ``labels.db``. ``fit`` also runs under
 ``torchrun --nproc_per_node N -m train fit ...`` (DDP).
 """
@@ -27,11 +27,16 @@ def _db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=default_db(), help="label store (default: $LABELS_DB, else labels.db)")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, with the field's help text and default."""
+def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
+                        defaults: dict[str, object] | None = None) -> None:
+    """One option per TrainConfig field (but ``exclude``), with the field's help text and default
+    (``defaults`` overrides some, e.g. score's epochs)."""
     for spec in fields(TrainConfig):
+        if spec.name in exclude:
+            continue
         flag = "--" + spec.name.replace("_", "-")
         default = spec.default if spec.default is not MISSING else spec.default_factory()
+        default = (defaults or {}).get(spec.name, default)
         text = spec.metadata.get("help", "")
         shown = "" if "default" in text else f" (default: {default})"  # some texts say their default in words
         if spec.type == "bool":
@@ -54,6 +59,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if result["status"] == "cancelled":
         print(f"run {result['run_id']} cancelled; resume with: python -m train fit --resume {result['run_id']}")
         return 130
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from train.score import NOT_FOR_SCORE, score
+
+    values = {spec.name: getattr(args, spec.name) for spec in fields(TrainConfig) if spec.name not in NOT_FOR_SCORE}
+    result = score(TrainConfig.from_dict(values), db=args.db, folds=args.folds, run_id=args.run_id,
+                   resume=args.resume, echo=not args.quiet)
+    if result["status"] == "cancelled":
+        print(f"score run {result['run_id']} cancelled; resume with: python -m train score --resume {result['run_id']}")
+        return 130
+    print(f"score run {result['run_id']} done in {result['seconds']:.0f} s: flagged {result['flagged']}; "
+          "review them on the dashboard's Review page")
     return 0
 
 
@@ -117,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no console output (the run's log file still gets it)")
     _db(p)
     p.set_defaults(func=cmd_fit)
+
+    from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS
+
+    p = sub.add_parser("score", help="cross-validated label-issue scores of the current labels (journaled, resumable)")
+    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
+                   help=f"person-grouped folds; each image is scored by the model trained on the others "
+                        f"(default: {DEFAULT_FOLDS})")
+    _add_config_options(p, exclude=NOT_FOR_SCORE, defaults=SCORE_DEFAULTS)
+    p.add_argument("--resume", type=int, default=None, metavar="RUN_ID",
+                   help="continue score run RUN_ID with its own config, skipping its finished folds")
+    p.add_argument("--run-id", type=int, default=None,
+                   help="adopt this queued journal row instead of creating one (used by job launchers)")
+    p.add_argument("--quiet", action="store_true", help="no console output (the run's log file still gets it)")
+    _db(p)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("runs", help="list training runs (the experiment journal)")
     p.add_argument("--json", action="store_true", help="JSON: id, status, best_checkpoint, metrics, config, ...")

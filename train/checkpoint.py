@@ -157,6 +157,13 @@ def restore_state(path: str | os.PathLike[str], optimizer: torch.optim.Optimizer
         state.setdefault(int(param), {}).update(values)
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in scalars["param_groups"]]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    # safetensors stores plain contiguous tensors; give moments their parameter's layout (channels_last)
+    # back, or the update takes another kernel path and the resumed run drifts in the last bits.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     scheduler.load_state_dict(resume["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]

@@ -101,12 +101,13 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     row says ``failed`` with the error tail); SIGTERM/SIGINT end it as ``cancelled``.
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
-    world = dist.setup(config.device)
-    torch.set_num_threads(max(1, config.threads // world.size) if world.device.type == "cpu" else config.threads)
+    world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
     store = LabelStore(db)
     plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None
     plan = dist.broadcast_json(world, plan)  # run id, folder and full config, decided once by rank 0
     config, run_id, run_dir = TrainConfig.from_dict(plan["config"]), plan["run_id"], Path(plan["run_dir"])
+    # Threads change CPU results in the last bits, so they follow the run's config (also on resume).
+    torch.set_num_threads(max(1, config.threads // world.size) if world.device.type == "cpu" else config.threads)
     log = run_logger(run_dir / "train.log" if world.is_main else None, echo=echo and world.is_main)
     result = {"run_id": run_id, "status": "running", "best_checkpoint": None, "run_dir": str(run_dir), "metrics": {}}
     try:

@@ -1,0 +1,457 @@
+"""Cross-validated scoring: out-of-fold probabilities for every labelled image, then ``core.scoring``.
+
+    python -m train score --db labels.db --folds 3          # or: from train.score import score
+    result = score(db="labels.db", folds=3, epochs=5)       # {"run_id", "status", "run_dir", "flagged", ...}
+
+1. A snapshot of the current labels, split into person-grouped, stratified folds by ``person_folds``
+   (the function fit's validation split comes from), so no image is scored by a model that saw it or
+   any image of its person.
+2. Per fold a fresh model (``fit``'s options: model, size, epochs, loss, ...) trains on the other
+   folds; its softmax probabilities for the held-out images go to ``fold-<i>.npy`` in the run folder
+   (written atomically), so a killed run resumed with ``--resume`` skips the folds it finished.
+3. The folds are joined into ``oof_<target>.npy`` (n, k) in ``items.csv`` order, for benches to reuse;
+   ``score_rows`` turns them into one row per image and target (image verdicts for ``mask``, one
+   verdict per person for ``gender`` and ``age_group``, incorrect/not_wear swaps per person, the
+   disagreement with the previous finished score run as a second signal) and ``save_scores`` stores
+   them. The run becomes "current" (``store.current_score_run()``) only once its scores are saved.
+
+Journal: a ``runs`` row of kind ``score`` (config, snapshot hash, environment, progress with fold,
+epoch, step and ETA); one ``epochs`` row per fold (its number is the fold's, 1-based) with the
+held-out accuracies against the given labels. Data checks (``core.checks``) run first when they have
+not run since the last ingest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from core.checks import run_data_checks
+from core.schema import Schema
+from core.scoring import image_scores, model_disagreement, queue_items, review_queue
+from core.store import LabelStore, StoreError, now, read_snapshot
+from train.data import (
+    CachedImages,
+    EpochSampler,
+    ImageCache,
+    augment,
+    balanced_weights,
+    keep_batch,
+    normalise,
+    person_folds,
+)
+from train.journal import SignalFlag, StopRequested, environment, git_state, pid_alive, run_logger
+from train.loop import TrainConfig, predict_probs
+from train.metrics import classification_metrics, predicted_codes
+from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
+
+DEFAULT_FOLDS = 3
+# Score defaults that differ from fit's: 3 folds x 5 epochs keep the default demo under 6 minutes on 2 cores.
+SCORE_DEFAULTS: dict[str, Any] = {"epochs": 5}
+# fit options that mean nothing here (one fold validates, checkpoint retention) or would change the classes
+# scored (training bins differ from the schema's): left out of the score CLI, refused by ``score``.
+NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold")
+
+
+def score(config: TrainConfig | None = None, *, db: str | None = None, folds: int = DEFAULT_FOLDS,
+          run_id: int | None = None, resume: int | None = None, echo: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Run a cross-validated score run; returns {run_id, status, run_dir, n_items, flagged, compared_with, seconds}.
+
+    ``overrides`` are ``TrainConfig`` fields (``model``, ``img_size``, ``epochs``, ...); ``run_id``
+    adopts a queued journal row (a job launcher's); ``resume`` continues score run ``resume`` with its
+    own config, skipping its finished folds. SIGTERM/SIGINT end it as ``cancelled``; other errors mark
+    it ``failed`` (with the error tail) and are raised.
+    """
+    refused = sorted(k for k in overrides if k in NOT_FOR_SCORE and overrides[k] != getattr(TrainConfig(), k))
+    if refused:
+        raise ValueError(f"score does not take {', '.join(refused)} (a fit option; scoring uses the schema's classes)")
+    base = asdict(config) if config is not None else {**asdict(TrainConfig()), **SCORE_DEFAULTS}
+    config = TrainConfig.from_dict({**base, **overrides})
+    started = time.monotonic()
+    store = LabelStore(db)
+    plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
+    run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
+    log = run_logger(run_dir / "score.log", echo=echo)
+    result: dict[str, Any] = {"run_id": run_id, "status": "running", "run_dir": str(run_dir)}
+    try:
+        with SignalFlag() as stop:
+            result.update(_score(plan, store, run_dir, log, stop))
+        result["status"] = "done"
+    except StopRequested:
+        result["status"] = "cancelled"
+        store.update_run(run_id, status="cancelled", finished_at=now())
+        log.info(f"score run {run_id} cancelled; resume with: python -m train score --resume {run_id}")
+    except BaseException:
+        log.error(traceback.format_exc())
+        store.update_run(run_id, status="failed", finished_at=now(), error_tail=traceback.format_exc()[-4000:])
+        raise
+    finally:
+        store.close()
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def open_score_run(store: LabelStore, config: TrainConfig, folds: int, *, run_id: int | None = None,
+                   resume: int | None = None) -> dict[str, Any]:
+    """Create, adopt (``run_id``) or resume (``resume``) the journal row and run folder.
+
+    Returns the plan: ``run_id``, ``run_dir``, ``config`` (full, with snapshot file, folds and output
+    folder) and ``resumed``.
+    """
+    if resume is not None:
+        row = store.run(resume)
+        if row["kind"] != "score":
+            raise StoreError(f"run #{resume} is a {row['kind']} run, not a score run")
+        if row["status"] == "done":
+            raise StoreError(f"score run #{resume} already finished; start a new one instead")
+        if row["status"] == "running" and row["host"] == socket.gethostname() and pid_alive(row["pid"]) \
+                and row["pid"] != os.getpid():
+            raise StoreError(f"score run #{resume} is still running (pid {row['pid']}); stop it first")
+        store.update_run(resume, status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None,
+                         error_tail=None)
+        return {"run_id": int(resume), "run_dir": row["run_dir"], "config": row["config"], "resumed": True}
+    if folds < 2:
+        raise ValueError(f"scoring needs at least 2 folds, got {folds}")
+    if config.snapshot:
+        snapshot_path = Path(config.snapshot).resolve()
+        _, snap = read_snapshot(snapshot_path)  # verifies the hash
+    else:
+        taken = store.snapshot()
+        snapshot_path, snap = taken.path.resolve(), {"hash": taken.hash, "n_corrections": taken.n_corrections}
+    out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
+    full = {k: v for k, v in asdict(config).items() if k not in NOT_FOR_SCORE}
+    full.update(snapshot=str(snapshot_path), out=str(out), folds=int(folds))
+    if run_id is None:
+        run_id = store.create_run("score", full, status="running")
+    run_dir = out / f"{run_id:04d}-score-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    commit, dirty = git_state()
+    store.update_run(run_id, status="running", config=full, snapshot_hash=snap["hash"],
+                     n_corrections=snap["n_corrections"], git_commit=commit,
+                     git_dirty=None if dirty is None else int(dirty), environment=environment(),
+                     seed=config.seed, host=socket.gethostname(), pid=os.getpid(), started_at=now(),
+                     run_dir=str(run_dir), log_path=str(run_dir / "score.log"))
+    return {"run_id": int(run_id), "run_dir": str(run_dir), "config": full, "resumed": False}
+
+
+def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, stop: SignalFlag) -> dict[str, Any]:
+    full, run_id = plan["config"], plan["run_id"]
+    config, k = TrainConfig.from_dict(full), int(full["folds"])
+    torch.set_num_threads(max(1, config.threads))
+    device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    progress = FoldProgress(store, run_id, k, config.epochs)
+    ingest_id = store.last_ingest_id()
+    if store.data_checks_ingest() != ingest_id:  # once per ingest, beside the label checks
+        progress.update(0, 0, 0, 1, phase="data checks", force=True)
+        issues = run_data_checks(store, workers=max(1, config.threads))
+        store.record_data_checks(ingest_id)
+        log.info(f"data checks: {len(issues)} issue(s) " + str(issues["kind"].value_counts().to_dict()))
+
+    # ---- the snapshot's labelled images and their folds --------------------------------------------------------
+    labels, snap = read_snapshot(config.snapshot)
+    schema = Schema.from_dict(snap["schema"])
+    ids = store.items()[["path", "item_id"]]
+    labels = labels.merge(ids, on="path", how="left", validate="one_to_one")
+    if labels["item_id"].isna().any():
+        raise StoreError(f"{int(labels['item_id'].isna().sum())} snapshot image(s) are not in the store any more")
+    labels["item_id"] = labels["item_id"].astype("int64")
+    folds = person_folds(labels, k, config.seed)
+    _save_npy(run_dir / "folds.npy", folds)
+    labels.assign(fold=folds)[["item_id", "path", "person", "fold"]].to_csv(run_dir / "items.csv", index=False)
+    heads = heads_for(schema, config.heads)
+    codes = schema.codes(labels)
+    if config.heads == "single":
+        codes["class"] = schema.encode_class(codes)
+    targets = np.stack([codes[h.name] for h in heads], 1)  # (n, n_heads) int64
+    cache = ImageCache.open(snap["root"], labels["path"].tolist(), labels["hash"].tolist(), config.img_size,
+                            Path(config.cache_dir) if config.cache_dir else store.files_dir / "cache",
+                            threads=config.threads, progress=False)
+    log.info(f"score run {run_id}: {len(labels)} images of {labels['person'].nunique()} people in {k} person-grouped "
+             f"folds, snapshot {snap['hash'][:12]}, {config.model} {config.img_size[0]}x{config.img_size[1]}, "
+             f"{config.epochs} epochs, {device}")
+
+    # ---- one model per fold; its held-out probabilities are the fold's out-of-fold predictions --------------------
+    for fold in range(k):
+        path = run_dir / f"fold-{fold}.npy"
+        held_out = np.flatnonzero(folds == fold)
+        if path.exists():
+            log.info(f"fold {fold + 1}/{k}: done earlier, skipped")
+            progress.fold_skipped()
+            continue
+        train_items = np.flatnonzero(folds != fold)
+        probs, record = _train_fold(config, schema, heads, cache, targets, train_items, held_out, fold, progress,
+                                    stop, device, log)
+        truth = schema.codes(labels.iloc[held_out])
+        metrics = classification_metrics(schema, truth, predicted_codes(schema, [h.name for h in heads], probs))
+        store.record_epoch(run_id, fold + 1, {**record, **{m: v for m, v in metrics.items()
+                                                          if not m.startswith("confusion_")}})
+        _save_npy(path, np.concatenate([probs[h.name] for h in heads], axis=1).astype(np.float32))
+        log.info(f"fold {fold + 1}/{k}: " + " ".join(f"{m[4:]} {v:.3f}" for m, v in metrics.items()
+                                                       if m.startswith("acc_")) + f" ({record['seconds']:.0f} s)")
+
+    # ---- join the folds, score, store -----------------------------------------------------------------------
+    progress.update(k - 1, config.epochs - 1, 1, 1, phase="scoring", force=True)
+    oof = _join_folds(run_dir, folds, heads, schema)
+    for target, probs in oof.items():
+        _save_npy(run_dir / f"oof_{target}.npy", probs)
+    previous_id, previous = previous_probs(store, run_id, labels["path"])
+    rows = score_rows(schema, labels, oof, previous)
+    if previous_id is not None:
+        rows["detail"] = [{**d, "compared_with": previous_id} for d in rows["detail"]]
+    store.save_scores(run_id, rows)
+    units = rows.drop_duplicates(["attribute", "kind", "unit"])
+    flagged = {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}
+    summary = {"folds": k, "n_items": len(labels), "flagged_units": flagged, "compared_with": previous_id,
+               **{f"mean_{m}": float(v) for m, v in store.epochs(run_id).mean(numeric_only=True).items()
+                  if m.startswith("acc_") or m == "macro_f1"}}
+    store.update_run(run_id, status="done", finished_at=now(), metrics=summary)
+    log.info(f"score run {run_id} done: flagged units {flagged}" +
+             (f"; disagreement with score run {previous_id} in detail" if previous_id else ""))
+    return {"n_items": len(labels), "flagged": flagged, "compared_with": previous_id}
+
+
+def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: ImageCache, targets: np.ndarray,
+                train_items: np.ndarray, held_out: np.ndarray, fold: int, progress: FoldProgress, stop: SignalFlag,
+                device: torch.device, log: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train a fresh model on ``train_items`` like ``fit`` does; return (held-out probabilities per head, record)."""
+    torch.manual_seed(config.seed * 1009 + fold)
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate)
+    if config.pretrained_file:
+        for note in load_pretrained(model, config.pretrained_file):
+            log.info(note)
+    mean, std = model.mean_std
+    model = model.to(device, memory_format=torch.channels_last)
+    weights = None
+    if config.balanced:  # 1 / frequency of the combined class (first target when the schema has none)
+        key = schema.encode_class({h.name: targets[:, i] for i, h in enumerate(heads)}) \
+            if config.heads == "multi" and schema.class_attributes else targets[:, 0]
+        weights = balanced_weights(key[train_items])
+    train_set = CachedImages(cache, train_items, targets[train_items])
+    sampler = EpochSampler(len(train_set), 0, 1, config.seed + fold, weights=weights)
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=keep_batch,
+                        drop_last=len(train_set) > config.batch_size)  # a tiny set still gets its one batch
+    steps = max(1, len(loader))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup, total = config.warmup_epochs * steps, config.epochs * steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
+    loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma)
+    losses, started = [], time.monotonic()
+    for epoch in range(config.epochs):
+        model.train()
+        sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + fold * 7919)
+        loss_sum, seen = 0.0, 0
+        for step, (images, batch_targets, _) in enumerate(loader):
+            if stop.raised is not None:
+                raise StopRequested()
+            images, batch_targets = images.to(device, non_blocking=True), batch_targets.to(device)
+            x = augment(images, generator, mean, std) if config.augment else \
+                normalise(images, mean, std).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                outputs = model(x)
+            loss = sum(loss_fn(outputs[h.name], batch_targets[:, i]) for i, h in enumerate(heads))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum, seen = loss_sum + float(loss.detach()) * len(images), seen + len(images)
+            progress.update(fold, epoch, step + 1, steps)
+        losses.append(round(loss_sum / max(1, seen), 5))
+    seconds = time.monotonic() - started
+    progress.update(fold, config.epochs - 1, steps, steps, phase="predict", force=True)
+    probs, _ = predict_probs(model, cache, held_out, mean, std, device, config.batch_size * 2)
+    progress.fold_done()
+    if config.heads == "single":
+        probs = marginals(schema, probs["class"])
+    record = {"fold": fold + 1, "n_train": len(train_items), "n_held_out": len(held_out), "train_loss": losses[-1],
+              "train_loss_per_epoch": losses, "seconds": round(seconds, 2),
+              "images_per_s": round(config.epochs * steps * config.batch_size / max(seconds, 1e-9), 1)}
+    return probs, record
+
+
+def lr_factor(step: int, warmup: float, total: int) -> float:
+    """fit's schedule: linear warm-up from 10 %, then cosine decay to 1 % of the peak (``step`` counts batches)."""
+    if step < warmup:
+        return 0.1 + 0.9 * step / warmup
+    progress = (step - warmup) / max(1.0, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def marginals(schema: Schema, class_probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-target probabilities {target: (n, k)} from combined-class probabilities (n, n_classes) (single head)."""
+    sizes = [len(schema.target_classes(n)) for n in schema.class_attributes]
+    grid = class_probs.reshape(len(class_probs), *sizes)
+    return {name: grid.sum(axis=tuple(a + 1 for a in range(len(sizes)) if a != i))
+            for i, name in enumerate(schema.class_attributes)}
+
+
+def _join_folds(run_dir: Path, folds: np.ndarray, heads: list[Head], schema: Schema) -> dict[str, np.ndarray]:
+    """{target: (n, k) float32} out-of-fold probabilities in snapshot row order, from the fold files."""
+    widths = [len(h.classes) for h in heads]
+    joined = np.full((len(folds), sum(widths)), np.nan, dtype=np.float32)
+    for fold in np.unique(folds):
+        block = np.load(run_dir / f"fold-{fold}.npy")
+        rows = np.flatnonzero(folds == fold)
+        if block.shape != (len(rows), sum(widths)):
+            raise StoreError(f"{run_dir / f'fold-{fold}.npy'} has shape {block.shape}, expected "
+                             f"{(len(rows), sum(widths))}: a different run's file?")
+        joined[rows] = block
+    parts = dict(zip([h.name for h in heads], np.split(joined, np.cumsum(widths)[:-1], axis=1)))
+    if "class" in parts:
+        parts = {n: p.astype(np.float32) for n, p in marginals(schema, parts["class"]).items()}
+    return parts
+
+
+def load_oof(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A finished score run's (items: item_id, path, person, fold; {target: (n, k) float32}), rows aligned."""
+    run_dir = Path(run_dir)
+    items = pd.read_csv(run_dir / "items.csv", dtype={"path": str, "person": str})
+    probs = {p.stem[4:]: np.load(p) for p in sorted(run_dir.glob("oof_*.npy"))}
+    return items, probs
+
+
+def previous_probs(store: LabelStore, run_id: int, paths: pd.Series) -> tuple[int | None, dict[str, np.ndarray]]:
+    """The newest other finished score run's probabilities on these image ``paths`` (NaN rows where it had none)."""
+    runs = store.runs("score")
+    earlier = runs[(runs["status"] == "done") & (runs["id"] != run_id)]
+    for row in earlier.itertuples(index=False):  # newest first; a run whose folder is gone is passed over
+        if row.run_dir and (Path(row.run_dir) / "items.csv").exists():
+            items, probs = load_oof(row.run_dir)
+            where = pd.Series(np.arange(len(items)), index=items["path"]).reindex(paths.to_numpy()).to_numpy()
+            found = ~np.isnan(where)
+            out = {}
+            for target, values in probs.items():
+                aligned = np.full((len(paths), values.shape[1]), np.nan)
+                aligned[found] = values[where[found].astype(int)]
+                out[target] = aligned
+            return int(row.id), out
+    return None, {}
+
+
+def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray],
+               previous: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Rows for ``LabelStore.save_scores``: one per image (``labels`` row) and scored target.
+
+    ``labels`` has ``item_id``, ``path``, ``person`` and the stored attributes; ``probs`` maps a
+    target to its (n, k) out-of-fold probabilities; ``previous`` (optional) another model's (n, k)
+    probabilities on the same rows, NaN where it has none. Person-scope targets are decided per
+    person and swaps of the ``mask`` pair (incorrect, not_wear) per person (``core.scoring.review_queue``);
+    their verdict, score and suggestion are copied to each of the person's images.
+
+    Columns: ``item_id``, ``attribute``, ``given``, ``suggested`` (class names), ``score``
+    (P(given label is wrong), the unit's), ``is_issue`` (the unit's verdict), ``kind`` (image | person
+    | swap), ``unit`` (row index, person key), ``detail`` (dict): ``rank`` of the unit in the review
+    queue (0 = most suspicious), ``probabilities`` {class: p} of the unit (the person's combined ones
+    for a person), ``image_probabilities``, the image's own ``self_confidence``, ``normalized_margin``,
+    ``cleanlab_issue``, ``image_suggested``, ``suggested_prob``; per person ``n_images``, ``n_against``,
+    ``inconsistent``; per swap ``log_ratio``; ``disagreement`` (mean Jensen-Shannon distance to
+    ``previous`` over the unit's images) when ``previous`` is given.
+    """
+    codes = schema.codes(labels)
+    targets = [t for t in schema.targets if t in probs]
+    person = labels["person"].fillna("").astype(str)
+    groups = np.where(person != "", person, labels["path"].astype(str))  # an image without a person is its own
+    person_scope = {t for t in targets if schema.scope(schema.target_source(t)) == "person"}
+    mask_classes = schema.target_classes("mask") if "mask" in targets else ()
+    swap = ("mask", mask_classes.index("incorrect"), mask_classes.index("not_wear")) \
+        if {"incorrect", "not_wear"} <= set(mask_classes) else None
+    queue = review_queue({t: codes[t] for t in targets}, {t: probs[t] for t in targets}, groups,
+                         person_scope=person_scope, swap=swap)
+    queue["detail"] = [{**d, "rank": i} for i, d in enumerate(queue["detail"])]
+    rows = queue_items(queue)
+    images = {t: image_scores(codes[t], probs[t]).to_dict("list") for t in targets}  # columns as lists: fast rows
+    spread = {t: _disagreement(probs[t], previous[t]) for t in targets if previous and t in previous}
+    unit_spread = {}
+    for unit in queue.itertuples(index=False):
+        if unit.attribute in spread:
+            unit_spread[(unit.attribute, unit.kind, str(unit.target))] = _nanmean(spread[unit.attribute][list(unit.rows)])
+    details = []
+    for row in rows.itertuples(index=False):
+        classes = schema.target_classes(row.attribute)
+        image, i = images[row.attribute], row.row
+        own = dict(zip(classes, np.round(probs[row.attribute][i].astype(float), 4).tolist()))
+        unit = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.detail.items()
+                if k not in ("probabilities", "pair", "normalized_margin")}
+        detail = {"rank": unit.pop("rank"), "probabilities": own, "image_probabilities": own,
+                  "self_confidence": round(float(image["self_confidence"][i]), 4),
+                  "normalized_margin": round(float(image["normalized_margin"][i]), 4),
+                  "cleanlab_issue": bool(image["cleanlab_issue"][i]), "image_score": round(float(image["score"][i]), 4),
+                  "image_suggested": classes[int(image["suggested"][i])],
+                  "suggested_prob": round(float(image["suggested_prob"][i]), 4), **unit}
+        if row.kind == "person":
+            detail["probabilities"] = dict(zip(classes, row.detail["probabilities"]))
+        key = (row.attribute, row.kind, str(row.target))
+        if key in unit_spread:
+            detail["disagreement"] = unit_spread[key]
+        details.append(detail)
+    return pd.DataFrame({
+        "item_id": labels["item_id"].to_numpy()[rows["row"].to_numpy()], "attribute": rows["attribute"],
+        "given": [schema.target_classes(a)[int(g)] for a, g in zip(rows["attribute"], rows["given"])],
+        "suggested": [schema.target_classes(a)[int(s)] for a, s in zip(rows["attribute"], rows["suggested"])],
+        "score": rows["score"].astype(float), "is_issue": rows["is_issue"].astype(bool), "kind": rows["kind"],
+        "unit": rows["target"].astype(str), "detail": details})
+
+
+def _disagreement(current: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon distance per row (n,), NaN where ``other`` has no probabilities."""
+    out = np.full(len(current), np.nan)
+    known = ~np.isnan(other).any(axis=1)
+    if known.any():
+        out[known] = model_disagreement([current[known], other[known]])
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return round(float(values.mean()), 4) if len(values) else None
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to a temp name, then rename: a reader (or a resumed run) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class FoldProgress:
+    """Writes fold, epoch, step, phase, ETA and speed to the run row at most every ``every_s`` seconds."""
+
+    def __init__(self, store: LabelStore, run_id: int, folds: int, epochs: int, every_s: float = 3.0):
+        self.store, self.run_id, self.folds, self.epochs, self.every_s = store, run_id, folds, epochs, every_s
+        self.folds_left = folds  # folds still to train; the ETA extrapolates this session's rate
+        self.steps_done, self.last_write, self.started = 0, 0.0, time.monotonic()
+
+    def fold_skipped(self) -> None:
+        self.folds_left -= 1
+
+    def fold_done(self) -> None:
+        self.folds_left -= 1
+
+    def update(self, fold: int, epoch: int, step: int, steps: int, *, phase: str = "train", force: bool = False) -> None:
+        """fold, epoch: 0-based; step/steps: batches of this epoch."""
+        if phase == "train":
+            self.steps_done += 1
+        moment = time.monotonic()
+        if not force and moment - self.last_write < self.every_s:
+            return
+        self.last_write = moment
+        remaining = self.folds_left * self.epochs * steps - (epoch * steps + step) if phase == "train" else None
+        rate = self.steps_done / (moment - self.started) if self.steps_done else 0.0
+        self.store.update_progress(self.run_id, fold=fold + 1, folds=self.folds, epoch=epoch + 1, epochs=self.epochs,
+                                   step=step, total=steps, phase=phase,
+                                   eta_s=round(remaining / rate, 1) if remaining is not None and rate else None)
