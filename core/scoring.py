@@ -33,7 +33,7 @@ from cleanlab.count import compute_confident_joint
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_normalized_margin_for_each_label, get_self_confidence_for_each_label
 
-EPS = 1e-4  # probability floor before logs: one image can lower a class by at most log(1/EPS)/m nats
+EPS = 1e-4  # probability floor before logs: bounds how far one image can rule a class out
 
 
 def check_pred_probs(pred_probs: Any, n: int | None = None, name: str = "pred_probs") -> np.ndarray:
@@ -182,6 +182,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, independence: flo
     (the Bayes decision), so a wrong person is flagged once, with all its images as evidence, while
     one ambiguous image cannot overturn the prior. A group whose images carry different labels is
     flagged ``inconsistent`` whatever the model says; its ``given`` is the most common label.
+    For single images use ``image_scores``: there the posterior alone flags too few (the model, trained
+    on the noisy labels, already leans to them), and cleanlab's count of issues does better.
 
     Parameters
     ----------
@@ -312,8 +314,9 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
     -------
     DataFrame, one row per unit: ``kind`` (image | person | swap), ``attribute``, ``target`` (row
     index for an image, group id otherwise), ``rows`` (tuple of row indices: the evidence),
-    ``given``, ``suggested`` (class indices; a swap's are the first image's), ``score`` in [0, 1],
-    ``is_issue``, ``disagreement``, ``detail`` (dict: probabilities and the numbers behind the verdict).
+    ``given``, ``suggested`` (class indices; a swap's are those of its images given the pair's first
+    class, listed first in ``rows``), ``score`` in [0, 1], ``is_issue``, ``disagreement``, ``detail``
+    (dict: probabilities and the numbers behind the verdict). Only flagged swaps get a row.
     """
     if (person_scope or swap) and groups is None:
         raise ValueError("groups are needed for person-scope attributes and swaps")
@@ -329,7 +332,8 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
                 "kind": "person", "attribute": attribute, "target": table["group"], "rows": table["rows"],
                 "given": table["given"], "suggested": table["suggested"], "score": table["score"],
                 "is_issue": table["is_issue"], "disagreement": [spread[list(r)].mean() for r in table["rows"]],
-                "detail": [{"probabilities": p.round(4).tolist(), "n_images": n, "n_against": a, "inconsistent": i}
+                "detail": [{"probabilities": p.round(4).tolist(), "n_images": int(n), "n_against": int(a),
+                            "inconsistent": bool(i)}
                            for p, n, a, i in table[["probs", "n_images", "n_against", "inconsistent"]].itertuples(
                                index=False, name=None)]}))
             continue
@@ -345,7 +349,8 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
                 "kind": "swap", "attribute": attribute, "target": swaps["group"], "rows": rows, "given": swap[1],
                 "suggested": swap[2], "score": swaps["swap_prob"], "is_issue": True,
                 "disagreement": [spread[list(r)].mean() for r in rows],
-                "detail": [{"log_ratio": round(x, 3), "pair": [swap[1], swap[2]]} for x in swaps["log_ratio"]]}))
+                "detail": [{"log_ratio": round(x, 3), "pair": [swap[1], swap[2]], "n_first": len(r)}
+                           for x, r in zip(swaps["log_ratio"], swaps["rows_first"])]}))
         table = table[keep]
         frames.append(pd.DataFrame({
             "kind": "image", "attribute": attribute, "target": table.index, "rows": [(i,) for i in table.index],
@@ -370,9 +375,9 @@ def queue_items(queue: pd.DataFrame) -> pd.DataFrame:
     """
     out = []
     for unit in queue.itertuples(index=False):
-        half = len(unit.rows) // 2 if unit.kind == "swap" else len(unit.rows)
+        first = unit.detail["n_first"] if unit.kind == "swap" else len(unit.rows)
         for position, row in enumerate(unit.rows):
-            flip = position >= half  # swap: rows_first come first in ``rows``
+            flip = position >= first  # swap: the images given the pair's second class come last in ``rows``
             out.append({"row": int(row), "attribute": unit.attribute, "kind": unit.kind, "target": unit.target,
                         "given": unit.suggested if flip else unit.given,
                         "suggested": unit.given if flip else unit.suggested,
