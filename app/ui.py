@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core import review
+from core import review, stats
 from core.images import thumbnail
 from core.store import LabelStore, StoreError, default_db
 
@@ -124,6 +124,18 @@ def _statuses(_store: LabelStore, db: str, version: tuple[int, ...], since: str 
 def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
     """Review status of acted-on units, cached until the store's next write."""
     return _statuses(store, str(store.path), store.version(), since)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _predictions(_store: LabelStore, db: str, runs: tuple[tuple[int, str], ...]) -> tuple[int, pd.DataFrame] | None:
+    return stats.latest_predictions(_store)
+
+
+def predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:
+    """The newest prediction run's probabilities (cached until another prediction run appears)."""
+    runs = store.runs(kind="predict")
+    key = tuple((int(i), str(status)) for i, status in zip(runs["id"], runs["status"]))
+    return _predictions(store, str(store.path), key) if len(runs) else None
 
 
 @st.cache_resource(show_spinner=False)

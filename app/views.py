@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from app import actions, ui
+from core import stats
 from core.store import LabelStore
 
 # Keys a chart filter may carry (anything else in the URL is ignored, never passed to the store).
@@ -156,10 +157,16 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
 
 
 def _predictions(store: LabelStore, item: dict[str, Any]) -> None:
-    """Predicted class and probabilities of an eval image from the newest prediction run, if any."""
-    runs = store.runs(kind="predict")
-    done = runs[runs["status"] == "done"] if len(runs) else runs
-    if done.empty:
+    """Predicted classes and probabilities of an eval image from the newest prediction run, if any."""
+    found = ui.predictions(store)
+    if found is None:
         st.caption("No prediction yet: run `python -m train predict` (or Predict eval on the Train page).")
         return
-    st.caption(f"Newest prediction: run #{int(done.iloc[0]['id'])}")
+    run_id, table = found
+    image_id = str(item.get("source_id") or str(item["path"]).rsplit("/", 1)[-1])
+    prediction = stats.prediction_of(table, store.schema, image_id)
+    if prediction is None:
+        st.caption(f"Prediction run #{run_id} has no row for this image.")
+        return
+    st.caption(f"Prediction run #{run_id}")
+    st.dataframe(prediction, hide_index=True)

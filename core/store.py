@@ -779,6 +779,28 @@ class LabelStore:
                            " LEFT JOIN persons p ON p.id = i.person_id WHERE s.run_id = ? ORDER BY s.score DESC",
                            (int(run_id),))
 
+    def score_units(self, run_id: int, person_attributes: Sequence[str] = ()) -> pd.DataFrame:
+        """A score run's review units, most suspicious first, without the ``detail`` text.
+
+        Attributes in ``person_attributes`` (the scored names, e.g. gender, age_group) give one row
+        per person: its most suspicious image's row (SQLite takes the bare columns from the max()
+        row). Others give one row per image. Columns: item_id, path, person, attribute, given,
+        suggested, score, is_issue. Fetch a unit's ``detail`` with ``score_detail``.
+        """
+        people = list(person_attributes)
+        in_people = f"s.attribute IN ({', '.join('?' * len(people))})" if people else "0"
+        return self._query(
+            "SELECT s.item_id, i.path, p.key AS person, s.attribute, s.given, s.suggested, max(s.score) AS score,"
+            " s.is_issue FROM scores s JOIN items i ON i.id = s.item_id LEFT JOIN persons p ON p.id = i.person_id"
+            f" WHERE s.run_id = ? GROUP BY s.attribute, CASE WHEN {in_people} AND i.person_id IS NOT NULL"
+            " THEN -i.person_id ELSE s.item_id END ORDER BY score DESC, i.path", (int(run_id), *people))
+
+    def score_detail(self, run_id: int, item_id: int, attribute: str) -> str | None:
+        """The ``detail`` text of one score row (probabilities and the numbers behind the verdict)."""
+        row = self.conn.execute("SELECT detail FROM scores WHERE run_id = ? AND item_id = ? AND attribute = ?",
+                                (int(run_id), int(item_id), attribute)).fetchone()
+        return row[0] if row else None
+
     def current_score_run(self) -> int | None:
         """The newest finished score run, or None."""
         row = self.conn.execute("SELECT id FROM runs WHERE kind = 'score' AND status = 'done'"

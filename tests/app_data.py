@@ -86,7 +86,8 @@ def add_score_run(store: LabelStore, *, flag_every: int = 5, seed: int = 0) -> i
             "item_id": labels["item_id"].to_numpy(), "attribute": target,
             "given": [classes[c] for c in given_codes], "suggested": [classes[c] for c in suggested_codes],
             "score": score, "is_issue": flagged.astype(int),
-            "detail": [json.dumps({"probabilities": dict(zip(classes, map(float, p)))}) for p in probs],
+            # core.scoring's detail: probabilities as a list in class order
+            "detail": [json.dumps({"probabilities": [round(float(v), 4) for v in p]}) for p in probs],
         }))
     run_id = store.create_run("score", {"folds": 2, "model": "synthetic"}, status="running")
     store.save_scores(run_id, pd.concat(frames, ignore_index=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -227,6 +228,27 @@ def test_browse_shows_the_chart_selection(store: LabelStore) -> None:
     total = store.select_items(**chosen, limit=0)[1]
     assert any(c.value.startswith(f"{total:,} image(s)") for c in at.caption)
     assert any("Chart selection" in i.value for i in at.info)
+
+
+def test_eval_images_show_the_newest_prediction(store: LabelStore, tmp_path: Path) -> None:
+    schema = store.schema
+    eval_items, n_eval = store.select_items(split="eval", limit=None)
+    out = tmp_path / "submission.csv"
+    probs = {"ImageID": [p.rsplit("/", 1)[-1] for p in eval_items["path"]]}
+    for target in schema.class_attributes:
+        classes = schema.target_classes(target)
+        for k, name in enumerate(classes):
+            probs[f"{target}={name}"] = [0.9 if k == len(classes) - 1 else 0.1 / (len(classes) - 1)] * n_eval
+    for k in range(schema.n_classes):
+        probs[f"p{k}"] = [0.9 if k == schema.n_classes - 1 else 0.1 / (schema.n_classes - 1)] * n_eval
+    pd.DataFrame(probs).to_csv(out.with_suffix(".probs.csv"), index=False)
+    store.create_run("predict", {"out": str(out)}, status="done")
+
+    at = open_page("app_pages/browse.py")
+    at.selectbox(key="browse_split").set_value("eval").run()
+    assert_clean(at)
+    shown = at.dataframe[-1].value
+    assert list(shown["predicted"]) == ["not_wear", "female", ">=60", f"17 ({schema.class_names()[17]})"]
 
 
 def test_history_revert_and_export(store: LabelStore) -> None:

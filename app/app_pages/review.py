@@ -118,7 +118,8 @@ with right:
     facts[3].metric("Score", f"{unit['score']:.3f}")
     st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
                         "score = how strongly the out-of-fold model disagrees with the given label"))
-    probs = review.probabilities(unit["detail"])
+    detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
+    probs = review.probabilities(detail, schema.target_classes(unit["attribute"]))
     if probs:
         st.plotly_chart(charts.probabilities(probs), key="review_probs", width="stretch")
     actions.unit_actions(schema, {"target": unit["target"], "attribute": unit["stored"], "scored": unit["attribute"],
