@@ -427,7 +427,7 @@ def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, 
                                "true_age": eval_age})
     truth_eval["true_class"] = _classes(truth_eval.true_mask, truth_eval.true_gender, truth_eval.true_age)
 
-    if workers == 1:
+    if workers == 1 or multiprocessing.current_process().daemon:  # a daemonic worker may not start a pool
         for task in tasks:
             _render_person(task)
     else:  # fork is safe (and needs no __main__ guard) only without other threads, e.g. not in the dashboard
