@@ -136,14 +136,14 @@ class Distributions:
     images_per_person: pd.DataFrame
 
 
-def build_all(store: LabelStore, originals: dict | None = None) -> Distributions:
+def build_all(store: LabelStore, per_ingest: dict | None = None) -> Distributions:
     """Every Distributions chart by name, from one ``stats.Counts`` (a handful of GROUP BY queries).
 
     Names: ``classes``, ``target_<name>`` per categorical target, ``histogram_<name>`` per integer
     attribute, ``heatmap`` (first two person-scope targets), ``people_vs_images``, ``corrections``.
-    ``originals`` is the original-label memo of ``stats.Counts``, kept per ingest by the caller.
+    ``per_ingest`` is the ``stats.Counts`` memo of what only an ingest changes, kept by the caller.
     """
-    counts = stats.Counts(store, originals)
+    counts = stats.Counts(store, per_ingest)
     schema = counts.schema
     out: dict[str, tuple[go.Figure, Filters]] = {}
     classes = stats.class_counts(counts) if schema.class_attributes else None
@@ -168,15 +168,15 @@ def build_all(store: LabelStore, originals: dict | None = None) -> Distributions
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _originals(db: str, ingest_id: int) -> dict:
-    # Original labels change only with an ingest: their counts are kept across corrections.
+def _per_ingest(db: str, ingest_id: int) -> dict:
+    # Original labels, people and item counts change only with an ingest: kept across corrections.
     return {}
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _cached(_store: LabelStore, db: str, version: tuple[int, ...]) -> Distributions:
     # cache_resource: shared, not copied; st.plotly_chart only reads a figure (its to_dict copies).
-    return build_all(_store, _originals(db, version[0]))
+    return build_all(_store, _per_ingest(db, version[0]))
 
 
 def cached(store: LabelStore) -> Distributions:

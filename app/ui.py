@@ -172,6 +172,15 @@ def gallery(store: LabelStore, rows: pd.DataFrame, captions: list[str], *, focus
                       type="primary" if position == focus else "secondary", width="stretch")
 
 
+def thumbnail_grid(store: LabelStore, rows: pd.DataFrame, caption: Callable[[Any], str], columns: int = 6) -> None:
+    """Thumbnails of ``rows`` (a ``path`` column) with a plain-text caption each, no actions."""
+    grid = st.columns(columns)
+    for position, row in enumerate(rows.itertuples(index=False)):
+        with grid[position % columns]:
+            st.image(thumb(store, row.path), width="stretch")
+            st.caption(plain(caption(row)))
+
+
 def person_strip(store: LabelStore, person: str, highlight: str | None = None) -> None:
     """All images of a person with their per-image labels (the person view)."""
     images, _ = store.select_items(person=person, limit=None)

@@ -279,6 +279,20 @@ def probabilities(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> dic
     return {}
 
 
+def swap_pair(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> tuple[str, str] | None:
+    """The two class names of a swap verdict (``core.scoring`` stores ``pair`` in its detail), else None."""
+    if isinstance(detail, str):
+        try:
+            detail = json.loads(detail)
+        except ValueError:
+            return None
+    pair = detail.get("pair") if isinstance(detail, dict) else None
+    if not isinstance(pair, list) or len(pair) != 2:
+        return None
+    names = [classes[int(c)] if str(c).isdigit() and int(c) < len(classes) else str(c) for c in pair]
+    return names[0], names[1]
+
+
 def _is_target(schema: Schema, name: str) -> bool:
     try:
         schema.scope(stored_attribute(schema, name))

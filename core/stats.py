@@ -34,29 +34,40 @@ class Counts:
     an image-scope one would, so those groupings fall back to their own query.
     """
 
-    def __init__(self, store: LabelStore, originals: dict[tuple[str, ...], pd.DataFrame] | None = None):
-        """``originals``: a memo of original-label tables to share between versions (original labels
-        only change with an ingest, so a caller may keep it per ingest and skip those queries)."""
+    # Reads that only an ingest changes (corrections never touch them): kept in ``per_ingest``.
+    INGEST_STABLE = ("persons",)
+
+    def __init__(self, store: LabelStore, per_ingest: dict[Any, Any] | None = None):
+        """``per_ingest``: a memo the caller keeps per ingest (original labels, the persons table and
+        item counts only change with an ingest), so those queries are skipped after a correction."""
         self.store = store
         self.schema = store.schema
         self._tables: dict[tuple[tuple[str, ...], bool], pd.DataFrame] = {}
-        self._originals = originals if originals is not None else {}
-        self._memo: dict[str, Any] = {}
+        self._per_ingest = per_ingest if per_ingest is not None else {}
+        self._memo: dict[Any, Any] = {}
 
     def _table(self, sources: tuple[str, ...], original: bool) -> pd.DataFrame:
         if original:
-            if sources not in self._originals:
-                self._originals[sources] = self.store.count_by(list(sources), original=True)
-            return self._originals[sources]
+            if sources not in self._per_ingest:
+                self._per_ingest[sources] = self.store.count_by(list(sources), original=True)
+            return self._per_ingest[sources]
         if (sources, False) not in self._tables:
             self._tables[(sources, False)] = self.store.count_by(list(sources))
         return self._tables[(sources, False)]
 
     def _once(self, name: str) -> Any:
         """A store read shared by several aggregates (persons, changed_counts, history)."""
-        if name not in self._memo:
-            self._memo[name] = getattr(self.store, name)()
-        return self._memo[name]
+        memo = self._per_ingest if name in self.INGEST_STABLE else self._memo
+        if name not in memo:
+            memo[name] = getattr(self.store, name)()
+        return memo[name]
+
+    def item_counts(self) -> tuple[int, int]:
+        """(all items, eval items); only an ingest changes them."""
+        if "item_counts" not in self._per_ingest:
+            self._per_ingest["item_counts"] = (self.store.select_items(limit=0)[1],
+                                               self.store.select_items(split="eval", limit=0)[1])
+        return self._per_ingest["item_counts"]
 
     def count_by(self, sources: list[str], *, original: bool = False) -> pd.DataFrame:
         """Same columns as ``LabelStore.count_by(sources)``, from the widest exact table."""
@@ -84,8 +95,7 @@ def overview(source: LabelStore | Counts) -> dict[str, int]:
     counts = _counts(source)
     store = counts.store
     labelled = counts.count_by([counts.schema.names[0]])
-    _, n_items = store.select_items(limit=0)
-    _, n_eval = store.select_items(split="eval", limit=0)
+    n_items, n_eval = counts.item_counts()
     return {
         "images": n_items,
         "labelled": int(labelled["images"].sum()),
@@ -121,6 +131,14 @@ def grouped_counts(source: LabelStore | Counts, targets: list[str], *, original:
     Columns: the targets, ``images``, ``persons``. Empty combinations are left out.
     """
     counts = _counts(source)
+    key = ("grouped", tuple(targets), original)
+    memo = counts._per_ingest if original else counts._memo  # original labels change only with an ingest
+    if key not in memo:
+        memo[key] = _grouped(counts, targets, original)
+    return memo[key]
+
+
+def _grouped(counts: Counts, targets: list[str], original: bool) -> pd.DataFrame:
     schema = counts.schema
     raw = _derive(schema, counts.count_by(_sources(schema, targets), original=original), targets)
     if raw.empty:

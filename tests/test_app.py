@@ -267,7 +267,39 @@ def test_history_revert_and_export(store: LabelStore) -> None:
     assert any(t.value == f"snapshot {store.snapshot().hash}" for t in at.text)
 
 
+def test_import_corrections_dry_run_then_apply(store: LabelStore) -> None:
+    labels = store.current_labels()
+    person, gender = labels["person"].iloc[0], labels["gender"].iloc[0]
+    new = "male" if gender == "female" else "female"
+    at = open_page("app_pages/history.py")
+    at.file_uploader(key="history_upload").upload("fixes.csv", f"target,attribute,value,reason\n{person},gender,{new},forum\n"
+                                                  .encode(), "text/csv").run()
+    assert_clean(at)
+    assert store.label_of(person, "gender") == gender  # the dry run changed nothing
+    assert at.dataframe[-1].value["new_value"].tolist() == [new]
+    at.button(key="history_apply").click().run()
+    assert_clean(at)
+    assert store.label_of(person, "gender") == new
+    assert store.history(limit=1).iloc[0]["source"] == "import"
+
+    bad = open_page("app_pages/history.py")
+    bad.file_uploader(key="history_upload").upload("bad.csv", b"target,attribute,value\nnobody,gender,male\n",
+                                                   "text/csv").run()
+    assert_clean(bad)
+    assert any("line 2" in e.value for e in bad.error)
+
+
 def test_user_text_is_escaped() -> None:
     assert ui.plain("**x** [a](http://e) <b>") == r"\*\*x\*\* \[a\]\(http\:\/\/e\) \<b\>".replace(r"\/", "/")
     sources = "\n".join(p.read_text() for p in Path(APP).parent.rglob("*.py"))
     assert "unsafe_allow_html" not in sources and "st.html" not in sources
+
+
+def test_score_details_as_core_scoring_stores_them() -> None:
+    classes = ("wear", "incorrect", "not_wear")
+    assert review.probabilities('{"probabilities": [0.7, 0.2, 0.1]}', classes) == {
+        "wear": 0.7, "incorrect": 0.2, "not_wear": 0.1}
+    assert review.probabilities({"probabilities": {"male": 0.4, "female": 0.6}}) == {"male": 0.4, "female": 0.6}
+    assert review.probabilities("not json") == {}
+    assert review.swap_pair('{"log_ratio": 3.1, "pair": [1, 2], "n_first": 1}', classes) == ("incorrect", "not_wear")
+    assert review.swap_pair('{"probabilities": [0.5, 0.5]}', classes) is None

@@ -24,6 +24,8 @@ if problems.empty:
 else:
     st.caption("Files and rows left out of the label table, one reason each (fix them in the dataset and re-ingest).")
     st.dataframe(problems[["path", "reason", "kind"]], hide_index=True)
+    with st.expander("Thumbnails of the first files (a grey tile: the file cannot be shown)"):
+        ui.thumbnail_grid(store, problems.head(ui.PAGE_SIZE), lambda row: f"{row.reason}: {row.path}")
 
 st.subheader("Image issues")
 if issues.empty:
@@ -37,10 +39,4 @@ chosen = issues if kind == "all" else issues[issues["kind"] == kind]
 st.dataframe(chosen[["path", "kind", "detail", "score"]], hide_index=True)
 offset = ui.pager(len(chosen), "health_page")
 page = chosen.iloc[offset:offset + ui.PAGE_SIZE]
-grid = st.columns(6)
-for position, row in enumerate(page.itertuples(index=False)):
-    with grid[position % 6]:
-        st.image(ui.thumb(store, row.path), width="stretch")
-        st.caption(ui.plain(f"{row.kind}: {row.path}"))
-        if row.detail:
-            st.caption(ui.plain(row.detail))
+ui.thumbnail_grid(store, page, lambda row: f"{row.kind}: {row.path}" + (f" ({row.detail})" if row.detail else ""))

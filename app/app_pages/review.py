@@ -119,6 +119,10 @@ with right:
     st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
                         "score = how strongly the out-of-fold model disagrees with the given label"))
     detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
+    swap = review.swap_pair(detail, schema.target_classes(unit["attribute"]))
+    if swap:
+        st.info(ui.plain(f"Flagged as a swap: this person's {swap[0]} and {swap[1]} images look exchanged. "
+                         "Accept here, then on the partner image (next in the queue)."))
     probs = review.probabilities(detail, schema.target_classes(unit["attribute"]))
     if probs:
         st.plotly_chart(charts.probabilities(probs), key="review_probs", width="stretch")
