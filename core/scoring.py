@@ -154,7 +154,9 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     evidence, _ = _evidence(probs, np.arange(n), n, class_prior(given, k), 1.0)
     posterior = _softmax(evidence + np.log(noise_prior(given, probs)[given]))
     score = 1.0 - posterior[np.arange(n), given]
-    cleanlab_issue = find_label_issues(given, probs, filter_by=filter_by)
+    # n_jobs=1: cleanlab's default forks a process pool, which deadlocks in a process that already runs threads
+    # (the score job after torch training: a forked worker hung on a lock); results do not depend on n_jobs.
+    cleanlab_issue = find_label_issues(given, probs, filter_by=filter_by, n_jobs=1)
     is_issue = np.zeros(n, dtype=bool)
     is_issue[np.argsort(-score, kind="stable")[: int(cleanlab_issue.sum())]] = True
     self_confidence = get_self_confidence_for_each_label(given, probs)
