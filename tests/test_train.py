@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from core.demo import generate
 from core.ingest import ingest
@@ -178,9 +179,42 @@ def test_two_process_torchrun_on_cpu_completes(dataset: Path):
     assert list(epochs["epoch"]) == [1, 2] and Path(run["best_checkpoint"]).exists()
 
 
+def test_generic_folder_dataset_gets_one_head_per_label_column(tmp_path: Path):
+    for index in range(24):
+        colour = "red" if index % 2 else "blue"
+        (tmp_path / "data" / colour).mkdir(parents=True, exist_ok=True)
+        shade = 120 + 5 * index
+        Image.new("RGB", (24, 24), (shade, 20, 40) if colour == "red" else (20, 40, shade)).save(
+            tmp_path / "data" / colour / f"{index}.png")
+    with LabelStore(tmp_path / "labels.db") as store:
+        ingest(tmp_path / "data", store, fmt="folder")
+    result = fit(db=str(tmp_path / "labels.db"), echo=False, **{**TINY, "epochs": 1, "img_size": (24, 24)})
+    meta = read_meta(result["best_checkpoint"])
+    assert meta["heads"] == [{"name": "label", "classes": ["blue", "red"]}]
+    with LabelStore(tmp_path / "labels.db") as store:
+        epoch = store.epochs(result["run_id"]).iloc[0]
+    assert 0 <= epoch["acc_label"] <= 1 and 0 <= epoch["macro_f1"] <= 1
+
+
+def test_a_failing_run_is_journaled_with_its_error(dataset: Path):
+    with pytest.raises(RuntimeError, match="no-such-model"):
+        fit(db=str(dataset), echo=False, **{**TINY, "model": "no-such-model"})
+    with LabelStore(dataset) as store:
+        run = store.runs("train").iloc[0].to_dict()
+    assert run["status"] == "failed" and "no-such-model" in run["error_tail"] and run["finished_at"]
+    assert "Traceback" in Path(run["log_path"]).read_text()
+
+
 def test_predict_writes_one_row_per_info_row_and_ensembles(dataset: Path, first_run: dict, tmp_path: Path):
-    single = fit(db=str(dataset), echo=False, **{**TINY, "epochs": 1, "heads": "single", "age_threshold": 58,
-                                                   "loss": "focal", "balanced": True})
+    # Also: single 18-class head, age bins moved for training only, focal loss, balanced sampling and a
+    # disk budget too small for anything but `best` and `last`.
+    single = fit(db=str(dataset), echo=False, **{**TINY, "epochs": 2, "heads": "single", "age_threshold": 58,
+                                                   "loss": "focal", "balanced": True, "keep_top": 2,
+                                                   "keep_mb": 0.001})
+    run_dir = Path(single["run_dir"])
+    assert sorted(p.name for p in run_dir.glob("*.safetensors"))[:1] == ["best.safetensors"]
+    assert len(list(run_dir.glob("*.safetensors"))) in (2, 3)  # best (+ its epoch file, the same inode) + last
+    assert "disk budget (this run, 0.001 MB)" in (run_dir / "train.log").read_text()
     meta = read_meta(single["best_checkpoint"])
     assert [h["name"] for h in meta["heads"]] == ["class"] and len(meta["heads"][0]["classes"]) == 18
     assert meta["train_schema"]["binned"][0]["edges"] == [30, 58] and meta["schema"]["binned"][0]["edges"] == [30, 60]

@@ -197,7 +197,11 @@ def person_folds(labels: pd.DataFrame, k: int = 5, seed: int = 0, *, stratify: s
     No person (``group``) is in two folds; folds are stratified by ``stratify`` (the combined class
     code by default) as well as grouping allows. Deterministic for a given ``seed`` and row order.
     """
-    n_groups = labels[group].nunique()
+    groups = labels[group].astype(object)
+    if "path" in labels:  # an image without a person is its own group
+        groups = groups.where(groups.notna(), labels["path"])
+    groups = groups.astype(str).to_numpy()
+    n_groups = len(set(groups))
     if n_groups < k:
         raise ValueError(f"{n_groups} people cannot fill {k} person-grouped folds; lower the number of folds")
     strata = labels[stratify].astype(str).to_numpy() if stratify in labels else np.zeros(len(labels), dtype=int)
@@ -205,7 +209,7 @@ def person_folds(labels: pd.DataFrame, k: int = 5, seed: int = 0, *, stratify: s
     folds = np.full(len(labels), -1, dtype=np.int64)
     with warnings.catch_warnings():  # rare classes (18 of them, few people) cannot fill k folds: expected
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), strata, labels[group].to_numpy())):
+        for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), strata, groups)):
             folds[held_out] = fold
     return folds
 
