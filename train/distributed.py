@@ -75,3 +75,10 @@ def any_rank(world: World, flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def all_sum(world: World, value: torch.Tensor) -> torch.Tensor:
+    """Sum of ``value`` over all ranks (in place; a no-op in a world of one)."""
+    if world.distributed:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value

@@ -9,6 +9,7 @@ nccl (GPU); rank 0 takes the snapshot, writes the journal rows and the checkpoin
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import traceback
@@ -131,11 +132,11 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
 
 
 def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: int, run_dir: Path,
-           resume_from: str | None, log, stop: SignalFlag) -> dict[str, Any]:
+           resume_from: str | None, log: logging.Logger, stop: SignalFlag) -> dict[str, Any]:
     # ---- data: the snapshot's labelled images, one person-grouped fold held out --------------------------
     labels, snap = read_snapshot(config.snapshot)
     schema = Schema.from_dict(snap["schema"])
-    train_schema = schema.with_bins("age_group", (30, config.age_threshold)) if config.age_threshold else schema
+    train_schema = _moved_old_age(schema, config.age_threshold) if config.age_threshold else schema
     folds = person_folds(labels, config.val_folds, config.seed)
     train_items, val_items = np.flatnonzero(folds != config.val_fold), np.flatnonzero(folds == config.val_fold)
     heads = heads_for(train_schema, config.heads)
@@ -169,7 +170,10 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     per_rank = max(1, config.batch_size // world.size)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=keep_batch, drop_last=True,
                         pin_memory=world.device.type == "cuda")
-    steps = max(1, len(loader))
+    steps = len(loader)
+    if steps == 0:
+        raise ValueError(f"{len(train_set)} training images make no batch of {per_rank} per process; "
+                         "lower --batch-size")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = config.warmup_epochs * steps
 
@@ -219,15 +223,16 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
             seen += len(images)
             progress.update(epoch, step + 1, steps, seen * world.size)
         seconds = time.monotonic() - started
+        totals = dist.all_sum(world, torch.stack([loss_sum.float(), torch.tensor(float(seen), device=world.device)]))
         if not world.is_main:  # rank 0 alone validates and writes; the others wait for the next epoch
             dist.barrier(world)
             continue
         progress.update(epoch, steps, steps, seen * world.size, phase="validate", force=True)
         probs, val_loss = predict_probs(model, cache, val_items, mean, std, world.device, config.batch_size * 2,
                                         targets=targets[val_items], head_names=head_names, loss_fn=loss_fn)
-        metrics = {"epoch": epoch + 1, "train_loss": float(loss_sum.item()) / max(1, seen), "val_loss": val_loss,
+        metrics = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_loss": val_loss,
                    "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
-                   "images_per_s": round(seen * world.size / max(seconds, 1e-9), 1),
+                   "images_per_s": round(float(totals[1]) / max(seconds, 1e-9), 1),
                    **classification_metrics(schema, evaluate_truth, predicted_codes(schema, head_names, probs))}
         store.record_epoch(run_id, epoch + 1, metrics)
         meta = checkpoint_meta(config, model, heads, schema, train_schema, snap, run_id, epoch + 1, metrics)
@@ -266,6 +271,14 @@ def predict_probs(model: torch.nn.Module, cache: ImageCache, items: np.ndarray, 
             loss_sum, count = loss_sum + float(loss) * len(chunk), count + len(chunk)
     model.train()
     return {k: np.concatenate(v) for k, v in out.items()}, (loss_sum / count if count else None)
+
+
+def _moved_old_age(schema: Schema, threshold: int) -> Schema:
+    """The schema with the last ``age_group`` edge at ``threshold`` (training only; stored ages never change)."""
+    edges = next((b.edges for b in schema.binned if b.name == "age_group"), None)
+    if edges is None:
+        raise ValueError(f"--age-threshold needs an age_group attribute; schema {schema.name} has none")
+    return schema.with_bins("age_group", (*edges[:-1], int(threshold)))
 
 
 def _balance_weights(codes: dict[str, np.ndarray], schema: Schema, items: np.ndarray) -> np.ndarray:
