@@ -67,6 +67,8 @@ class ImageCache:
         cache_dir.mkdir(parents=True, exist_ok=True)
         path = cache_dir / f"images-{width}x{height}-{digest.hexdigest()[:20]}.u8"
         shape = (len(unique), height, width, 3)
+        if not unique:  # nothing to decode (an empty eval list); a zero-byte file cannot be memory-mapped
+            return cls(np.zeros(shape, dtype=np.uint8), np.zeros(0, dtype=np.int64), path, (width, height))
         with open(path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if we are killed
             if not path.exists():

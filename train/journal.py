@@ -76,6 +76,13 @@ def run_logger(log_path: Path | None, *, echo: bool = True) -> logging.Logger:
     return logger
 
 
+def close_logger(logger: logging.Logger) -> None:
+    """Detach and close a run logger's handlers (the log file is released when the run ends)."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
 class Progress:
     """Writes (epoch, step, total, eta_s, images_per_s) to the run row at most every ``every_s`` seconds."""
 

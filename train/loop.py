@@ -37,7 +37,7 @@ from train.data import (
     normalise,
     person_folds,
 )
-from train.journal import Progress, SignalFlag, StopRequested, run_logger
+from train.journal import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
 from train.model import HeadsModel, heads_for, load_pretrained, make_loss
 from train.runs import checkpoint_meta, finish_run, open_run, retention, summary
@@ -112,11 +112,15 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     log = run_logger(run_dir / "train.log" if world.is_main else None, echo=echo and world.is_main)
     result = {"run_id": run_id, "status": "running", "best_checkpoint": None, "run_dir": str(run_dir), "metrics": {}}
     try:
-        with SignalFlag() as stop:
-            result.update(_train(config, store, world, run_id, run_dir, plan.get("resume_from"), log, stop))
-        result["status"] = "done"
-    except StopRequested:
-        result["status"] = "cancelled"
+        try:
+            with SignalFlag() as stop:
+                result.update(_train(config, store, world, run_id, run_dir, plan.get("resume_from"), log, stop))
+            result["status"] = "done"
+        except StopRequested:
+            result["status"] = "cancelled"
+        if world.is_main:
+            finish_run(store, run_id, result["status"])
+            log.info(f"run {run_id} {result['status']}: best {result['best_checkpoint']}")
     except BaseException:
         if world.is_main:
             log.error(traceback.format_exc())
@@ -124,10 +128,8 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
         raise
     finally:
         dist.teardown(world)
-    if world.is_main:
-        finish_run(store, run_id, result["status"])
-        log.info(f"run {run_id} {result['status']}: best {result['best_checkpoint']}")
-    store.close()
+        close_logger(log)
+        store.close()
     return result
 
 
