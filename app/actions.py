@@ -88,6 +88,8 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
     """
     target, attribute, shown = unit["target"], unit["attribute"], unit["shown"]
     base = {"target": target, "attribute": attribute, "shown": shown, "source": source, "score_run": score_run}
+    # Without a single current value there is nothing to compare a write against: no label actions.
+    unknown = shown is None
     suggested = unit.get("suggested")
     accept_value = None
     if suggested is not None and not pd.isna(suggested) and shown is not None:
@@ -98,9 +100,10 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
                "set", {**base, "value": accept_value}, key=f"{key}_accept", shortcut=SHORTCUTS["accept"],
                after=on_next, primary=True, disabled=accept_value is None or str(accept_value) == str(shown))
     with row[1]:
-        button("Label is correct", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"], after=on_next)
+        button("Label is correct", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"], after=on_next,
+               disabled=unknown)
     with row[2]:
-        button("Skip", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next)
+        button("Skip", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next, disabled=unknown)
 
     spec = schema.attribute(attribute)
     if spec.kind == "categorical":
@@ -109,11 +112,12 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
         for number, (column, value) in enumerate(zip(classes, spec.classes), start=1):
             with column:
                 button(f"{number}: {value}", "set", {**base, "value": value}, key=f"{key}_set_{number}",
-                       shortcut=str(number) if number <= 9 else None, after=on_next, disabled=value == shown)
+                       shortcut=str(number) if number <= 9 else None, after=on_next, disabled=unknown or value == shown)
     else:
         value_key = f"{key}_value_{target}"
         value_input(schema, attribute, shown, value_key)
-        button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value", after=on_next)
+        button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value", after=on_next,
+               disabled=unknown)
 
     nav = st.columns(2)
     with nav[0]:

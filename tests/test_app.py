@@ -16,6 +16,7 @@ from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
 from tests.app_data import add_score_run
+from tests.fixtures import build_folder_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGES = ["app_pages/distributions.py", "app_pages/review.py", "app_pages/browse.py", "app_pages/history.py", "app_pages/health.py"]
@@ -112,6 +113,21 @@ def test_every_page_after_corrections(store: LabelStore) -> None:
         assert_clean(open_page(page))
     health = open_page("app_pages/health.py")
     assert health.image  # thumbnails of the flagged images
+
+
+def test_every_page_on_a_generic_dataset(db: Path, tmp_path: Path) -> None:
+    build_folder_dataset(tmp_path / "folders")  # one attribute "label", every image its own person
+    with LabelStore(db) as store:
+        ingest(tmp_path / "folders", store)
+        run_id = add_score_run(store, flag_every=2)
+        unit = first_unit(store, run_id)
+    for page in PAGES:
+        assert_clean(open_page(page))
+    at = open_page("app_pages/review.py")
+    at.button(key="review_act_accept").click().run()
+    assert_clean(at)
+    with LabelStore(db) as store:
+        assert store.label_of(unit["target"], "label") == unit["suggested"]
 
 
 def test_review_correction_is_stored_logged_and_undone(store: LabelStore) -> None:
