@@ -262,13 +262,7 @@ def probabilities(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> dic
 
     ``core.scoring`` stores ``probabilities`` as a list in class order; ``classes`` names them.
     """
-    if isinstance(detail, str):
-        try:
-            detail = json.loads(detail)
-        except ValueError:
-            return {}
-    if not isinstance(detail, dict):
-        return {}
+    detail = _detail_dict(detail)
     for key in ("probabilities", "pred_probs", "probs"):
         found = detail.get(key)
         if isinstance(found, dict):
@@ -279,18 +273,37 @@ def probabilities(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> dic
     return {}
 
 
-def swap_pair(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> tuple[str, str] | None:
-    """The two class names of a swap verdict (``core.scoring`` stores ``pair`` in its detail), else None."""
+def _detail_dict(detail: Any) -> dict[str, Any]:
     if isinstance(detail, str):
         try:
             detail = json.loads(detail)
         except ValueError:
-            return None
-    pair = detail.get("pair") if isinstance(detail, dict) else None
-    if not isinstance(pair, list) or len(pair) != 2:
-        return None
-    names = [classes[int(c)] if str(c).isdigit() and int(c) < len(classes) else str(c) for c in pair]
-    return names[0], names[1]
+            return {}
+    return detail if isinstance(detail, dict) else {}
+
+
+def swap_pair(detail: Any, given: Any = None, suggested: Any = None,
+              classes: tuple[str, ...] | list[str] = ()) -> tuple[str, str] | None:
+    """The two classes of a swap verdict, else None.
+
+    ``train.score`` marks a swap by ``log_ratio`` in the detail (given -> suggested is the swap);
+    ``core.scoring``'s own queue detail names the ``pair`` as class codes.
+    """
+    found = _detail_dict(detail)
+    pair = found.get("pair")
+    if isinstance(pair, list) and len(pair) == 2:
+        return tuple(classes[int(c)] if str(c).isdigit() and int(c) < len(classes) else str(c)  # type: ignore[return-value]
+                     for c in pair)
+    if "log_ratio" in found and given is not None and suggested is not None:
+        return str(given), str(suggested)
+    return None
+
+
+def evidence(detail: Any) -> dict[str, Any]:
+    """The plain numbers behind a verdict (self-confidence, margin, images against, disagreement ...),
+    without the probabilities and bookkeeping, for showing beside the score."""
+    skip = {"probabilities", "image_probabilities", "pred_probs", "probs", "rank", "pair", "n_first"}
+    return {k: v for k, v in _detail_dict(detail).items() if k not in skip and isinstance(v, (int, float, str, bool))}
 
 
 def _is_target(schema: Schema, name: str) -> bool:

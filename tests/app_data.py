@@ -86,8 +86,10 @@ def add_score_run(store: LabelStore, *, flag_every: int = 5, seed: int = 0) -> i
             "item_id": labels["item_id"].to_numpy(), "attribute": target,
             "given": [classes[c] for c in given_codes], "suggested": [classes[c] for c in suggested_codes],
             "score": score, "is_issue": flagged.astype(int),
-            # core.scoring's detail: probabilities as a list in class order
-            "detail": [json.dumps({"probabilities": [round(float(v), 4) for v in p]}) for p in probs],
+            # train.score's detail: the unit's probabilities by class name and the numbers behind it
+            "detail": [json.dumps({"rank": int(u), "probabilities": dict(zip(classes, np.round(p, 4).tolist())),
+                                   "self_confidence": round(float(p[g]), 4)})
+                       for u, p, g in zip(unit, probs, given_codes)],
         }))
     run_id = store.create_run("score", {"folds": 2, "model": "synthetic"}, status="running")
     store.save_scores(run_id, pd.concat(frames, ignore_index=True))

@@ -317,5 +317,9 @@ def test_score_details_as_core_scoring_stores_them() -> None:
         "wear": 0.7, "incorrect": 0.2, "not_wear": 0.1}
     assert review.probabilities({"probabilities": {"male": 0.4, "female": 0.6}}) == {"male": 0.4, "female": 0.6}
     assert review.probabilities("not json") == {}
-    assert review.swap_pair('{"log_ratio": 3.1, "pair": [1, 2], "n_first": 1}', classes) == ("incorrect", "not_wear")
-    assert review.swap_pair('{"probabilities": [0.5, 0.5]}', classes) is None
+    assert review.swap_pair('{"log_ratio": 3.1, "pair": [1, 2], "n_first": 1}', classes=classes) == (
+        "incorrect", "not_wear")
+    assert review.swap_pair('{"log_ratio": 3.1, "rank": 4}', "not_wear", "incorrect") == ("not_wear", "incorrect")
+    assert review.swap_pair('{"probabilities": [0.5, 0.5]}', "wear", "incorrect", classes) is None
+    assert review.evidence('{"rank": 3, "probabilities": {"a": 1}, "n_against": 6, "n_images": 7}') == {
+        "n_against": 6, "n_images": 7}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from app import actions, charts, ui, views
@@ -119,13 +120,18 @@ with right:
     st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
                         "score = how strongly the out-of-fold model disagrees with the given label"))
     detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
-    swap = review.swap_pair(detail, schema.target_classes(unit["attribute"]))
+    swap = review.swap_pair(detail, unit["given"], unit["suggested"], schema.target_classes(unit["attribute"]))
     if swap:
         st.info(ui.plain(f"Flagged as a swap: this person's {swap[0]} and {swap[1]} images look exchanged. "
                          "Accept here, then on the partner image (next in the queue)."))
     probs = review.probabilities(detail, schema.target_classes(unit["attribute"]))
     if probs:
         st.plotly_chart(charts.probabilities(probs), key="review_probs", width="stretch")
+    facts = review.evidence(detail)
+    if facts:
+        with st.expander("Evidence"):
+            st.dataframe(pd.DataFrame({"measure": list(facts), "value": [str(v) for v in facts.values()]}),
+                         hide_index=True)
     actions.unit_actions(schema, {"target": unit["target"], "attribute": unit["stored"], "scored": unit["attribute"],
                                   "shown": shown, "suggested": unit["suggested"]},
                          key="review_act", source="review", score_run=run_id,
