@@ -152,12 +152,16 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     progress = FoldProgress(store, run_id, k, config.epochs)
+    phases: dict[str, float] = {}  # seconds per phase of this session, for the journal and the bench
+    mark = time.monotonic()
     ingest_id = store.last_ingest_id()
     if store.data_checks_ingest() != ingest_id:  # once per ingest, beside the label checks
         progress.update(0, 0, 0, 1, phase="data checks", force=True)
         issues = run_data_checks(store, workers=max(1, config.threads))
         store.record_data_checks(ingest_id)
         log.info(f"data checks: {len(issues)} issue(s) " + str(issues["kind"].value_counts().to_dict()))
+    _check(stop)
+    phases["data_checks"], mark = time.monotonic() - mark, time.monotonic()
 
     # ---- the snapshot's labelled images and their folds --------------------------------------------------------
     labels, snap = read_snapshot(config.snapshot)
@@ -178,6 +182,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     cache = ImageCache.open(snap["root"], labels["path"].tolist(), labels["hash"].tolist(), config.img_size,
                             Path(config.cache_dir) if config.cache_dir else store.files_dir / "cache",
                             threads=config.threads, progress=False)
+    phases["cache"], mark = time.monotonic() - mark, time.monotonic()
     log.info(f"score run {run_id}: {len(labels)} images of {labels['person'].nunique()} people in {k} person-grouped "
              f"folds, snapshot {snap['hash'][:12]}, {config.model} {config.img_size[0]}x{config.img_size[1]}, "
              f"{config.epochs} epochs, {device}")
@@ -202,6 +207,8 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
                                                        if m.startswith("acc_")) + f" ({record['seconds']:.0f} s)")
 
     # ---- join the folds, score, store -----------------------------------------------------------------------
+    _check(stop)
+    phases["folds"], mark = time.monotonic() - mark, time.monotonic()
     progress.update(k - 1, config.epochs - 1, 1, 1, phase="scoring", force=True)
     oof = _join_folds(run_dir, folds, heads, schema)
     for target, probs in oof.items():
@@ -213,7 +220,9 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     store.save_scores(run_id, rows)
     units = rows.drop_duplicates(["attribute", "kind", "unit"])
     flagged = {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}
+    phases["scoring"] = time.monotonic() - mark
     summary = {"folds": k, "n_items": len(labels), "flagged_units": flagged, "compared_with": previous_id,
+               "seconds": {name: round(value, 1) for name, value in phases.items()},
                **{f"mean_{m}": float(v) for m, v in store.epochs(run_id).mean(numeric_only=True).items()
                   if m.startswith("acc_") or m == "macro_f1"}}
     store.update_run(run_id, status="done", finished_at=now(), metrics=summary)
@@ -254,8 +263,7 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + fold * 7919)
         loss_sum, seen = 0.0, 0
         for step, (images, batch_targets, _) in enumerate(loader):
-            if stop.raised is not None:
-                raise StopRequested()
+            _check(stop)
             images, batch_targets = images.to(device, non_blocking=True), batch_targets.to(device)
             x = augment(images, generator, mean, std) if config.augment else \
                 normalise(images, mean, std).contiguous(memory_format=torch.channels_last)
@@ -279,6 +287,12 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
               "train_loss_per_epoch": losses, "seconds": round(seconds, 2),
               "images_per_s": round(config.epochs * steps * config.batch_size / max(seconds, 1e-9), 1)}
     return probs, record
+
+
+def _check(stop: SignalFlag) -> None:
+    """Raise ``StopRequested`` once SIGTERM/SIGINT arrived (checked between steps and phases)."""
+    if stop.raised is not None:
+        raise StopRequested()
 
 
 def lr_factor(step: int, warmup: float, total: int) -> float:

@@ -1,0 +1,207 @@
+"""The cross-validated score job end to end on a tiny demo (20 people, test_resnet at 32x40, 2 folds):
+out-of-fold coverage and person grouping, stored scores and the current run, person verdicts, the
+dashboard queue, resume after SIGKILL, job adoption and SIGTERM, disagreement with an earlier run,
+and ``score_rows`` on hand-made arrays."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import review
+from core.demo import generate
+from core.ingest import ingest
+from core.schema import COMPETITION
+from core.store import LabelStore, read_snapshot
+from train import jobs
+from train.__main__ import main as train_main
+from train.data import person_folds
+from train.score import load_oof, score, score_rows
+
+TINY = {"model": "test_resnet", "img_size": (32, 40), "epochs": 2, "batch_size": 16, "lr": 0.01, "threads": 1}
+TARGETS = ("mask", "gender", "age_group")
+
+
+def options(**overrides: object) -> list[str]:
+    """TINY (with overrides) as `python -m train score` options."""
+    out: list[str] = ["--folds", "2", "--quiet"]
+    for key, value in {**TINY, **overrides}.items():
+        out += [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, tuple) else [value])]
+    return out
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20-person demo with 10 % of people mislabelled, ingested into <tmp>/labels.db."""
+    base = tmp_path_factory.mktemp("score")
+    generate(base / "data", persons=20, noise=0.1, image_size=(48, 64))
+    with LabelStore(base / "labels.db") as store:
+        ingest(base / "data", store)
+    return base / "labels.db"
+
+
+@pytest.fixture(scope="module")
+def first(db: Path) -> dict:
+    """One finished 2-fold score run; the reference of most tests."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    return score(db=str(db), folds=2, echo=False, **TINY)
+
+
+def test_every_labelled_image_gets_one_prediction_from_a_model_that_never_saw_its_person(db: Path, first: dict):
+    with LabelStore(db) as store:
+        run = store.run(first["run_id"])
+        current = store.current_labels()
+    labels, _ = read_snapshot(run["config"]["snapshot"])
+    items, probs = load_oof(first["run_dir"])
+    assert sorted(items["path"]) == sorted(current["path"]) and items["path"].is_unique
+    for target, k in (("mask", 3), ("gender", 2), ("age_group", 3)):
+        assert probs[target].shape == (len(items), k) and np.allclose(probs[target].sum(1), 1, atol=1e-4)
+    # The folds are fit's (person_folds over the snapshot), and a person's images are all in one fold.
+    assert (items["fold"].to_numpy() == person_folds(labels, 2, 0)).all()
+    assert (items.groupby("person")["fold"].nunique() == 1).all() and set(items["fold"]) == {0, 1}
+    for fold in (0, 1):
+        held_out = items[items["fold"] == fold]
+        trained_on = items[items["fold"] != fold]
+        assert not set(held_out["person"]) & set(trained_on["person"])
+        assert np.load(Path(first["run_dir"]) / f"fold-{fold}.npy").shape == (len(held_out), 8)
+
+
+def test_scores_are_stored_and_the_run_becomes_current(db: Path, first: dict):
+    with LabelStore(db) as store:
+        run = store.run(first["run_id"])
+        scores = store.scores(first["run_id"])
+        current = store.current_labels()
+        folds = store.epochs(first["run_id"])
+        assert store.current_score_run() == first["run_id"]
+        assert store.data_checks_ingest() == store.last_ingest_id()  # data checks ran with the score run
+    assert run["kind"] == "score" and run["status"] == "done" and run["finished_at"]
+    assert run["config"]["folds"] == 2 and run["config"]["model"] == "test_resnet" and "val_fold" not in run["config"]
+    assert run["snapshot_hash"] and Path(run["config"]["snapshot"]).exists()
+    assert run["progress"]["folds"] == 2 and run["progress"]["phase"] == "scoring"
+    assert list(folds["fold"]) == [1, 2] and {"acc_mask", "acc_gender", "train_loss_per_epoch"} <= set(folds)
+    assert len(scores) == 3 * len(current) and not scores.duplicated(["item_id", "attribute"]).any()
+    assert set(scores["attribute"]) == set(TARGETS) and scores["score"].between(0, 1).all()
+    given = scores[scores["attribute"] == "gender"].merge(current, on="item_id")
+    assert (given["given"] == given["gender"]).all()  # class names, the current labels
+    detail = pd.json_normalize([json.loads(d) for d in scores["detail"]])
+    assert {"rank", "self_confidence", "normalized_margin", "cleanlab_issue", "suggested_prob"} <= set(detail.columns)
+
+
+def test_person_verdicts_are_identical_across_a_persons_images_and_the_queue_shows_them(db: Path, first: dict):
+    with LabelStore(db) as store:
+        scores = store.scores(first["run_id"])
+        units = review.queue(store, first["run_id"])
+        details = [store.score_detail(first["run_id"], u.item_id, u.attribute) for u in units.itertuples()]
+        n_people = len(store.persons())
+    for target in ("gender", "age_group"):
+        per_person = scores[scores["attribute"] == target].groupby("person")
+        assert (per_person[["score", "is_issue", "suggested"]].nunique() == 1).all().all()
+        assert (per_person.size() == 7).all()
+    # The review page's queue: one unit per person for person-scope targets, class names, probabilities.
+    assert (units["attribute"] == "gender").sum() == n_people
+    assert set(units.loc[units["attribute"] == "gender", "suggested"]) <= {"male", "female"}
+    for unit, detail in zip(units.itertuples(), details):
+        probs = review.probabilities(detail, COMPETITION.target_classes(unit.attribute))
+        assert set(probs) == set(COMPETITION.target_classes(unit.attribute)) and abs(sum(probs.values()) - 1) < 1e-2
+        assert {"self_confidence", "normalized_margin", "cleanlab_issue"} <= set(review.evidence(detail))
+        assert (review.swap_pair(detail, unit.given, unit.suggested) is not None) == ("log_ratio" in detail)
+
+
+def test_a_killed_score_job_resumes_and_skips_its_finished_folds(db: Path, first: dict):
+    with LabelStore(db) as store:
+        run_id = jobs.start(store, "score", options(epochs=20))
+        assert store.run(run_id)["status"] in ("queued", "running")
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            run = store.run(run_id)
+            if run["run_dir"] and (Path(run["run_dir"]) / "fold-0.npy").exists():
+                break
+            assert jobs.process_alive(run["pid"]), jobs.log_tail(run["log_path"])
+            time.sleep(0.05)
+        os.killpg(run["pid"], signal.SIGKILL)  # a crash between folds: fold 0 is on disk, fold 1 is not
+        while jobs.process_alive(run["pid"]):
+            time.sleep(0.05)
+        finished = Path(run["run_dir"]) / "fold-0.npy"
+        before = (finished.stat().st_mtime_ns, finished.read_bytes())
+        assert not (Path(run["run_dir"]) / "fold-1.npy").exists()
+        assert store.run(run_id)["config"]["epochs"] == 20  # the queued row was adopted and filled in
+        jobs.recover_stale(store)  # what the dashboard does: the dead job's run is marked failed
+        assert store.run(run_id)["status"] == "failed"
+    assert train_main(["score", "--db", str(db), "--resume", str(run_id), "--quiet"]) == 0
+    with LabelStore(db) as store:
+        resumed = store.run(run_id)
+        assert store.current_score_run() == run_id and len(store.scores(run_id)) == 3 * 140
+    assert resumed["status"] == "done"
+    assert (finished.stat().st_mtime_ns, finished.read_bytes()) == before
+    assert "fold 1/2: done earlier, skipped" in (Path(run["run_dir"]) / "score.log").read_text()
+
+
+def test_sigterm_cancels_a_score_job(db: Path):
+    with LabelStore(db) as store:
+        run_id = jobs.start(store, "score", options(epochs=200))
+        deadline = time.monotonic() + 240
+        while (store.run(run_id)["progress"] or {}).get("phase") != "train":
+            assert time.monotonic() < deadline and jobs.process_alive(store.run(run_id)["pid"])
+            time.sleep(0.05)
+        assert jobs.cancel(store, run_id, grace_s=60) == f"run #{run_id} cancelled"
+        run = store.run(run_id)
+    assert run["status"] == "cancelled" and "cancelled" in jobs.log_tail(run["log_path"])
+
+
+def test_a_second_score_run_adds_the_disagreement_signal(db: Path, first: dict):
+    second = score(db=str(db), folds=2, echo=False, **{**TINY, "seed": 1})
+    with LabelStore(db) as store:
+        assert store.current_score_run() == second["run_id"]
+        earlier = store.run(second["run_id"])["metrics"]["compared_with"]
+        scores = store.scores(second["run_id"])
+        assert len(store.scores(first["run_id"])) == len(scores)  # older runs are kept
+    details = [json.loads(d) for d in scores["detail"]]
+    assert second["compared_with"] == earlier and earlier is not None
+    assert all(d["compared_with"] == earlier and 0 <= d["disagreement"] <= 1 for d in details)
+    assert "data checks" not in (Path(second["run_dir"]) / "score.log").read_text()  # once per ingest
+
+
+def test_score_refuses_fit_only_options(db: Path):
+    with pytest.raises(ValueError, match="age_threshold"):
+        score(db=str(db), folds=2, echo=False, age_threshold=58, **TINY)
+
+
+def test_score_rows_fan_out_person_verdicts_and_swaps():
+    """Hand-made probabilities: person 'b' looks female though labelled male; person 'c' has its
+    incorrect/not_wear images swapped; every (image, target) gets exactly one row."""
+    persons = np.repeat(["a", "b", "c", "d", "e", "f"], 7)
+    stems = ["wear"] * 5 + ["incorrect", "not_wear"]
+    labels = pd.DataFrame({"item_id": np.arange(42) + 1, "path": [f"{p}/{i}.jpg" for p, i in zip(persons, range(42))],
+                           "person": persons, "mask": stems * 6,
+                           "gender": np.repeat(["male", "male", "female", "female", "male", "female"], 7),
+                           "age": np.repeat([25, 40, 61, 20, 35, 50], 7)})
+    labels = COMPETITION.add_derived(labels)
+    codes = COMPETITION.codes(labels)
+    probs = {name: np.full((42, k), 0.05 / (k - 1)) for name, k in (("mask", 3), ("gender", 2), ("age_group", 3))}
+    for name in probs:
+        probs[name][np.arange(42), codes[name]] = 0.95
+    probs["gender"][7:14] = [0.1, 0.9]  # person b: female on every image
+    probs["mask"][[19, 20]] = [[0.05, 0.05, 0.9], [0.05, 0.9, 0.05]]  # person c: the pair exchanged
+    previous = {name: p.copy() for name, p in probs.items()}
+    previous["gender"][:7] = [0.5, 0.5]
+    previous["gender"][35:] = np.nan  # person f unknown to the earlier model
+    rows = score_rows(COMPETITION, labels, probs, previous)
+    assert len(rows) == 3 * 42 and not rows.duplicated(["item_id", "attribute"]).any()
+    gender = rows[rows["attribute"] == "gender"].set_index("item_id")
+    assert gender.loc[8:14, "is_issue"].all() and (gender.loc[8:14, "suggested"] == "female").all()
+    assert not gender.drop(index=range(8, 15))["is_issue"].any()
+    assert gender.groupby(labels.set_index("item_id")["person"])["score"].nunique().eq(1).all()
+    swap = rows[(rows["attribute"] == "mask") & (rows["kind"] == "swap")]
+    assert sorted(swap["item_id"]) == [20, 21] and swap["is_issue"].all()
+    assert list(swap.sort_values("item_id")["suggested"]) == ["not_wear", "incorrect"]
+    details = gender["detail"]
+    assert details.loc[1]["disagreement"] > 0.1 and details.loc[15]["disagreement"] == 0
+    assert "disagreement" not in details.loc[36] or details.loc[36]["disagreement"] is None
+    assert set(details.loc[8]["probabilities"]) == {"male", "female"} and details.loc[8]["n_images"] == 7
