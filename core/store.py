@@ -826,6 +826,20 @@ class LabelStore:
         return self._query("SELECT d.id, d.item_id, i.path, d.kind, d.detail, d.score FROM data_issues d"
                            " JOIN items i ON i.id = d.item_id ORDER BY d.kind, d.score DESC")
 
+    def last_ingest_id(self) -> int | None:
+        """Id of the newest ingest, None before the first."""
+        return self.conn.execute("SELECT max(id) FROM ingests").fetchone()[0]
+
+    def data_checks_ingest(self) -> int | None:
+        """The ingest whose items the data checks last ran on (``record_data_checks``), None if never."""
+        value = self._meta("data_checks_ingest")
+        return None if value is None else int(value)
+
+    def record_data_checks(self, ingest_id: int) -> None:
+        """Note that the data checks ran on the items of ingest ``ingest_id`` (read before they started)."""
+        with self.transaction():
+            self._set_meta("data_checks_ingest", str(int(ingest_id)))
+
     # ---- job lock ----------------------------------------------------------------------------------------------
     def acquire_lock(self, name: str, *, run_id: int | None, pid: int | None) -> dict[str, Any] | None:
         """Take a named lock; returns None on success, else the holder's row (caller decides if stale)."""
