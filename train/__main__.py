@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 
 import pandas as pd
 
 from core.schema import SchemaError
-from core.store import LabelStore, StoreError, default_db
+from core.store import LabelStore, StoreError, default_db, now
 from train.checkpoint import CheckpointError
 from train.loop import TrainConfig
 
@@ -115,9 +116,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from train.predict import checkpoints_of_runs, predict
 
     with LabelStore(args.db) as store:
-        paths = list(args.checkpoint or []) + (checkpoints_of_runs(store, args.run) if args.run else [])
-        submission = predict(paths, args.out, store=store, info=args.info, tta=args.tta, batch_size=args.batch_size,
-                             threads=args.threads, device=args.device)
+        if args.run_id is not None:  # a job launcher's queued row: running now, failed with the error if it fails
+            store.update_run(args.run_id, status="running", pid=os.getpid(), started_at=now())
+        try:
+            paths = list(args.checkpoint or []) + (checkpoints_of_runs(store, args.run) if args.run else [])
+            submission = predict(paths, args.out, store=store, info=args.info, tta=args.tta,
+                                 batch_size=args.batch_size, threads=args.threads, device=args.device,
+                                 run_id=args.run_id)
+        except BaseException as error:
+            if args.run_id is not None:
+                store.update_run(args.run_id, status="failed", finished_at=now(),
+                                 error_tail=f"{type(error).__name__}: {error}")
+            raise
     print(f"wrote {args.out}: {len(submission)} rows from {len(paths)} checkpoint(s), tta {args.tta}; "
           f"probabilities in {args.out.rsplit('.', 1)[0]}.probs.csv")
     return 0
@@ -174,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--run-id", type=int, default=None,
+                   help="adopt this queued journal row instead of creating one (used by job launchers)")
     _db(p)
     p.set_defaults(func=cmd_predict)
     return parser

@@ -65,7 +65,9 @@ def recover_stale(store: LabelStore) -> str | None:
     if holder is None:
         return None
     same_host = holder["host"] == socket.gethostname()
-    if holder["pid"] and (not same_host or process_alive(holder["pid"])):
+    # A run that recorded its end is over, even while its process still exits (closing files, freeing memory).
+    ended = holder["run_id"] is not None and store.run(holder["run_id"])["status"] not in ("queued", "running")
+    if holder["pid"] and not ended and (not same_host or process_alive(holder["pid"])):
         return None
     if holder["pid"] is None and holder["run_id"] is None:
         return None  # being taken right now by a starter

@@ -40,7 +40,15 @@ from train.data import (
 from train.journal import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
 from train.model import HeadsModel, heads_for, load_pretrained, make_loss
-from train.runs import checkpoint_meta, finish_run, open_run, retention, summary
+from train.runs import (
+    VAL_PREDICTIONS,
+    checkpoint_meta,
+    finish_run,
+    open_run,
+    retention,
+    save_val_predictions,
+    summary,
+)
 
 
 @dataclass
@@ -232,14 +240,18 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
         progress.update(epoch, steps, steps, seen * world.size, phase="validate", force=True)
         probs, val_loss = predict_probs(model, cache, val_items, mean, std, world.device, config.batch_size * 2,
                                         targets=targets[val_items], head_names=head_names, loss_fn=loss_fn)
+        predicted = predicted_codes(schema, head_names, probs)
         metrics = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_loss": val_loss,
                    "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                    "images_per_s": round(float(totals[1]) / max(seconds, 1e-9), 1),
-                   **classification_metrics(schema, evaluate_truth, predicted_codes(schema, head_names, probs))}
+                   **classification_metrics(schema, evaluate_truth, predicted)}
         store.record_epoch(run_id, epoch + 1, metrics)
         meta = checkpoint_meta(config, model, heads, schema, train_schema, snap, run_id, epoch + 1, metrics)
         retention(config, store, model, optimizer, scheduler, meta, run_dir, log)
-        store.update_run(run_id, metrics=summary(store, run_id), best_checkpoint=str(run_dir / "best.safetensors"))
+        run_summary = summary(store, run_id)
+        if run_summary.get("best_epoch") == epoch + 1:  # the best epoch's validation predictions, for the dashboard
+            save_val_predictions(run_dir / VAL_PREDICTIONS, labels.iloc[val_items], schema, evaluate_truth, predicted)
+        store.update_run(run_id, metrics=run_summary, best_checkpoint=str(run_dir / "best.safetensors"))
         log.info(_epoch_line(metrics, config.epochs, head_names))
         dist.barrier(world)
     return {"best_checkpoint": str(run_dir / "best.safetensors"), "metrics": summary(store, run_id)

@@ -44,10 +44,12 @@ def joint_probs(schema: Schema, head_probs: dict[str, np.ndarray]) -> np.ndarray
 def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
             store: LabelStore | None = None, info: str | os.PathLike[str] | None = None, tta: str = "none",
             batch_size: int = 128, threads: int = 2, device: str = "auto",
-            cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+            cache_dir: str | os.PathLike[str] | None = None, run_id: int | None = None) -> pd.DataFrame:
     """Write the submission (and probabilities) for ``info.csv``; returns the submission table.
 
     ``info`` defaults to ``<store root>/eval/info.csv``; images are ``<info folder>/images/<ImageID>``.
+    With a ``store`` the prediction is journaled as a ``predict`` run: a new row, or the queued row
+    ``run_id`` that a job launcher created.
     """
     if not checkpoints:
         raise ValueError("give at least one --checkpoint or --run")
@@ -95,9 +97,10 @@ def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     submission.to_csv(out, index=False)
     _write_probs(out.with_suffix(".probs.csv"), table["ImageID"], schema, mean_probs)
     if store is not None:
-        run_id = store.create_run("predict", {"checkpoints": used, "tta": tta, "info": str(info.resolve()),
-                                              "out": str(out.resolve())}, status="done")
-        store.update_run(run_id, finished_at=pd.Timestamp.now(tz="UTC").isoformat())
+        config = {"checkpoints": used, "tta": tta, "info": str(info.resolve()), "out": str(out.resolve())}
+        if run_id is None:
+            run_id = store.create_run("predict", config, status="done")
+        store.update_run(run_id, config=config, status="done", finished_at=pd.Timestamp.now(tz="UTC").isoformat())
     return submission
 
 

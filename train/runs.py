@@ -22,6 +22,7 @@ from train.model import Head, HeadsModel
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+VAL_PREDICTIONS = "val_predictions.csv"  # the best epoch's validation predictions (dashboard gallery)
 
 
 def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resume: int | None = None,
@@ -128,6 +129,21 @@ def retention(config: Any, store: LabelStore, model: HeadsModel, optimizer: torc
         if used > megabytes * 1e6:
             log.info(f"disk budget ({label}): {used / 1e6:.1f} MB used > {megabytes} MB, but only best and "
                      "running runs' last checkpoints remain; nothing else to delete")
+
+
+def save_val_predictions(path: Path, labels: Any, schema: Schema, truth: dict[str, Any],
+                         predicted: dict[str, Any]) -> Path:
+    """Write one row per validation image: ``path``, ``person``, then ``true_<target>`` and
+    ``pred_<target>`` (class names) for every target both dicts hold (codes, shape (n,)); atomic."""
+    table = labels[["path", "person"]].reset_index(drop=True).copy()
+    for name in (n for n in predicted if n in truth):
+        classes = schema.target_classes(name)
+        table[f"true_{name}"] = [classes[int(c)] for c in truth[name]]
+        table[f"pred_{name}"] = [classes[int(c)] for c in predicted[name]]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 def summary(store: LabelStore, run_id: int) -> dict[str, Any]:
