@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,25 @@ def write_checkpoint(path: str | os.PathLike[str], model_state: dict[str, torch.
         os.fsync(fd)
     finally:
         os.close(fd)
+    fault_point(path)
     os.replace(tmp, path)
     return path
+
+
+_replaces = 0
+
+
+def fault_point(path: Path) -> None:
+    """Crash-safety test hook: ``LABELFIX_FAULT=replace:N`` SIGKILLs this process just before its
+    N-th atomic replace (checkpoint or best link), i.e. with a complete temp file not yet in place."""
+    global _replaces
+    spec = os.environ.get("LABELFIX_FAULT", "")
+    if not spec.startswith("replace:"):
+        return
+    _replaces += 1
+    if _replaces == int(spec.split(":", 1)[1]):
+        print(f"fault injection: SIGKILL before replacing {path.name}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _json_default(value: Any) -> Any:
@@ -198,6 +216,7 @@ def _link_best(run_dir: Path, top: Path) -> Path:
         os.link(top, tmp)
     except OSError:  # file systems without hard links: a copy is the safe fallback
         shutil.copyfile(top, tmp)
+    fault_point(best)
     os.replace(tmp, best)
     return best
 

@@ -6,6 +6,7 @@ Every write goes through store verbs (``create_run``, ``update_run``, ``record_e
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from dataclasses import asdict
@@ -25,6 +26,23 @@ BEST = "best.safetensors"
 VAL_PREDICTIONS = "val_predictions.csv"  # the best epoch's validation predictions (dashboard gallery)
 
 
+MIN_FREE_MB = 256  # checkpoints, logs and headroom beyond the image cache
+
+
+def ensure_free_disk(out: Path, n_images: int, config: Any) -> None:
+    """Refuse to start (nothing written) when the disk under ``out`` lacks room for the image cache
+    (uint8 W×H×3 per image, if not cached yet) plus checkpoints and logs."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    width, height = config.img_size
+    need_mb = n_images * width * height * 3 / 2**20 + MIN_FREE_MB
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    if free_mb < need_mb:
+        raise StoreError(f"not enough free disk under {probe}: {free_mb:.0f} MB free, this run needs about "
+                         f"{need_mb:.0f} MB (image cache + checkpoints); free some space or choose --out elsewhere")
+
+
 def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resume: int | None = None,
              world_size: int = 1) -> dict[str, Any]:
     """Create (or adopt, or resume) the journal row and run folder; returns the plan every rank follows.
@@ -42,6 +60,8 @@ def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resum
                 and row["pid"] != os.getpid():
             raise StoreError(f"run #{resume} is still running (pid {row['pid']}); stop it first")
         last = Path(row["run_dir"]) / LAST
+        for stray in Path(row["run_dir"]).glob(".*.tmp"):  # half-written by the killed process: never in place
+            stray.unlink(missing_ok=True)
         store.update_run(resume, status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None,
                          error_tail=None)
         return {"run_id": int(resume), "run_dir": row["run_dir"], "config": row["config"],
@@ -52,8 +72,9 @@ def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resum
     else:  # the store's current (corrected) labels, frozen now
         taken = store.snapshot()
         snapshot_path = taken.path.resolve()
-        snap = {"hash": taken.hash, "n_corrections": taken.n_corrections}
+        snap = {"hash": taken.hash, "n_corrections": taken.n_corrections, "n_items": taken.n_items}
     out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
+    ensure_free_disk(out, int(snap.get("n_items", 0)), config)
     full = {**asdict(config), "snapshot": str(snapshot_path), "out": str(out)}
     if run_id is None:
         run_id = store.create_run("train", full, status="running")
