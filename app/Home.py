@@ -42,6 +42,7 @@ def main() -> None:
         st.Page("app_pages/browse.py", title="Browse", icon="🖼️"),
         st.Page("app_pages/history.py", title="History", icon="📜"),
         st.Page("app_pages/health.py", title="Data health", icon="🩺"),
+        st.Page("app_pages/train.py", title="Train", icon="🏋️"),
     ]
     page = st.navigation(pages)
 

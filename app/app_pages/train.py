@@ -1,0 +1,29 @@
+"""Train: retrain on the cleaned labels, rescore, watch progress live, and keep the experiment journal."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import run_views, train_views, ui
+
+store = ui.get_store()
+st.title("Train")
+ui.show_flash()
+if not ui.require_data(store):
+    st.stop()
+
+st.caption("Relabel on the Review page, retrain here on a snapshot of the corrected labels, then compare the runs: "
+           "what changed and did it help. Jobs run in the background; this page (and any other tab) follows them.")
+train_views.live_progress()
+
+retrain, journal, versus, detail, space = st.tabs(["Retrain", "Runs", "Compare", "Run detail", "Disk"])
+with retrain:
+    train_views.retrain_form(store)
+with journal:
+    run_views.runs_table(store)
+with versus:
+    run_views.compare(store)
+with detail:
+    run_views.run_detail(store)
+with space:
+    run_views.disk_view(store)

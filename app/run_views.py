@@ -1,0 +1,277 @@
+"""The Train page's journal views: runs table with notes, comparing two runs, run detail, disk.
+
+Everything is read from the store (``runs``, ``epochs``) and the run folders; the tables come from
+``core.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
+file sizes and deletion from ``train.disk``. User text (notes, paths) only reaches data widgets
+or ``ui.plain``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import train_charts, ui
+from app.train_views import run_label, start_job
+from core import journal_views as jv
+from core import review
+from core.store import LabelStore, StoreError
+from train import disk, jobs
+from train.compare import diff_runs
+from train.runs import VAL_PREDICTIONS
+
+GALLERY_SIZE = 12
+SUBMISSION = "submission.csv"
+
+
+def runs_table(store: LabelStore) -> None:
+    """Every run with status, metric, labels, duration, checkpoint size and an editable note; CSV export."""
+    runs = store.runs()
+    table = jv.runs_overview(runs, disk.checkpoint_bytes(runs))
+    if table.empty:
+        st.caption("No runs yet.")
+        return
+    cells = st.columns([2, 2, 3])
+    kinds = cells[0].multiselect("Kind", sorted(table["kind"].unique()), key="runs_kinds")
+    statuses = cells[1].multiselect("Status", sorted(table["status"].unique()), key="runs_statuses")
+    text = cells[2].text_input("Model or note contains", key="runs_text")
+    shown = jv.filter_overview(table, kinds=kinds, statuses=statuses, text=text).reset_index(drop=True)
+    # Edits are kept by row position: a new key whenever the rows or notes change, so an edit never lands on another run.
+    key = "runs_editor_" + hashlib.sha1(shown[["id", "note"]].to_json().encode()).hexdigest()[:12]
+    edited = st.data_editor(
+        shown, key=key, hide_index=True, disabled=[c for c in shown.columns if c != "note"], column_config={
+            "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f",
+                                                      help="best validation macro F1 (score runs: mean of folds)"),
+            "new_corrections": st.column_config.NumberColumn("new corrections",
+                                                             help="corrections since the previous run of this kind"),
+            "snapshot": st.column_config.TextColumn("labels", help="label snapshot hash"),
+            "duration_min": st.column_config.NumberColumn("minutes", format="%.1f"),
+            "checkpoint_mb": st.column_config.NumberColumn("checkpoints MB", format="%.1f"),
+            "note": st.column_config.TextColumn("note", help="the hypothesis this run tests (editable)",
+                                                max_chars=500)})
+    for run_id, note in jv.changed_notes(shown, edited).items():
+        store.update_run(run_id, note=note)
+        st.toast(ui.plain(f"Note of run #{run_id} saved."))
+    st.caption(f"{len(shown)} of {len(table)} run(s). Click a column header to sort; double-click a note to edit it.")
+    st.download_button("Download CSV", jv.csv_bytes(shown), file_name="runs.csv", mime="text/csv", key="runs_csv")
+
+
+def _train_runs(store: LabelStore) -> dict[int, str]:
+    runs = store.runs("train")
+    return {int(r["id"]): run_label(r) for r in runs.to_dict("records")}
+
+
+def compare(store: LabelStore) -> None:
+    """Two runs side by side: config and label-snapshot differences, metric and per-class F1 changes."""
+    labels = _train_runs(store)
+    if len(labels) < 2:
+        st.caption("Compare needs two training runs.")
+        return
+    ids = list(labels)
+    cells = st.columns(2)
+    run_b = cells[1].selectbox("Run B (after)", ids, index=0, format_func=labels.get, key="compare_b")
+    run_a = cells[0].selectbox("Run A (before)", ids, index=1, format_func=labels.get, key="compare_a")
+    if run_a == run_b:
+        st.info("Pick two different runs.")
+        return
+    record_a = jv.best_record(store.run(run_a), store.epochs(run_a))
+    record_b = jv.best_record(store.run(run_b), store.epochs(run_b))
+    deltas = jv.metric_deltas(record_a, record_b)
+    f1 = deltas[deltas["metric"] == "macro_f1"]
+    if len(f1) and f1["change"].notna().all():
+        row = f1.iloc[0]
+        st.metric(f"Validation macro F1, run #{run_b} vs run #{run_a}", f"{row['run_b']:.4f}",
+                  delta=f"{row['change']:+.4f}")
+    try:
+        diff = diff_runs(store, run_a, run_b)
+    except StoreError as error:
+        st.warning(ui.plain(f"Label differences unavailable: {error}"))
+        diff = None
+    left, right = st.columns(2)
+    with left:
+        st.subheader("What changed")
+        if diff is not None:
+            config = pd.DataFrame([{"setting": k, f"run #{run_a}": str(a), f"run #{run_b}": str(b)}
+                                   for k, (a, b) in diff["config"].items()])
+            st.caption("Settings")
+            st.dataframe(config, hide_index=True) if len(config) else st.text("same settings")
+            st.caption("Labels")
+            st.dataframe(_label_changes(diff["labels"]), hide_index=True)
+    with right:
+        st.subheader("Did it help")
+        st.dataframe(deltas, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%+.4f" if c == "change" else "%.4f")
+            for c in ("run_a", "run_b", "change")})
+    classes = jv.per_class_deltas(record_a, record_b)
+    if len(classes):
+        st.plotly_chart(train_charts.per_class_f1(classes, (f"run #{run_a}", f"run #{run_b}")), width="stretch",
+                        key="compare_f1")
+        st.dataframe(classes, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%+.3f" if c == "change" else "%.3f")
+            for c in ("run_a", "run_b", "change")})
+
+
+def _label_changes(labels: dict[str, Any]) -> pd.DataFrame:
+    """``diff_runs``' label part as rows: attribute, images changed, people, most common changes."""
+    if labels.get("same"):
+        return pd.DataFrame({"labels": [f"same snapshot {str(labels['hash_a'])[:12]}"]})
+    rows = [{"attribute": "images", "images changed": labels["added"] + labels["removed"], "people": None,
+             "changes": f"{labels['added']} added, {labels['removed']} removed"}]
+    rows += [{"attribute": name, "images changed": info["images"], "people": info["people"],
+              "changes": ", ".join(f"{k} ({v})" for k, v in list(info["changes"].items())[:6])}
+             for name, info in labels["attributes"].items()]
+    return pd.DataFrame(rows).astype({"people": "Int64"})
+
+
+def run_detail(store: LabelStore) -> None:
+    """One training run: curves, confusion matrices, per-class F1, misclassified images, Predict eval."""
+    labels = _train_runs(store)
+    if not labels:
+        st.caption("No training runs yet.")
+        return
+    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="detail_run")
+    run = store.run(run_id)
+    epochs = store.epochs(run_id)
+    facts = st.columns(4)
+    facts[0].metric("Status", run["status"])
+    facts[1].metric("Best macro F1", f"{(run.get('metrics') or {}).get('best_macro_f1') or 0:.4f}")
+    facts[2].metric("Labels", str(run.get("snapshot_hash") or "")[:10] or "-")
+    seconds = jv.duration_seconds(run)
+    facts[3].metric("Minutes", f"{seconds / 60:.1f}" if seconds is not None else "-")
+    if run["status"] == "failed":
+        st.code(str(run.get("error_tail") or ""), language=None)
+    if epochs.empty:
+        st.caption("No finished epoch yet.")
+        return
+    st.plotly_chart(train_charts.curves(epochs), key="detail_curves", width="stretch")
+    record = jv.best_record(run, epochs)
+    st.subheader(f"Best epoch ({record.get('epoch')}) on the validation people")
+    schema = store.schema
+    heads = [t for t in schema.targets if f"confusion_{t}" in record]
+    for column, target in zip(st.columns(max(len(heads), 1)), heads):
+        matrix = jv.confusion_frame(record, target, list(schema.target_classes(target)))
+        if matrix is not None:
+            column.plotly_chart(train_charts.confusion(matrix, target), key=f"detail_confusion_{target}",
+                                width="stretch")
+    per_class = pd.DataFrame({"class": list((record.get("f1_per_class") or {}).keys()),
+                              "run_a": list((record.get("f1_per_class") or {}).values())})
+    if len(per_class):
+        st.plotly_chart(train_charts.per_class_f1(per_class), key="detail_f1", width="stretch")
+    _misclassified(store, run)
+    _predict_eval(store, run)
+
+
+def _misclassified(store: LabelStore, run: dict[str, Any]) -> None:
+    path = Path(run["run_dir"]) / VAL_PREDICTIONS if run.get("run_dir") else None
+    st.subheader("Misclassified validation images")
+    if path is None or not path.exists():
+        st.caption("This run recorded no validation predictions (runs before this feature, or no epoch finished).")
+        return
+    wrong = jv.misclassified(pd.read_csv(path, dtype=str, keep_default_na=False))
+    if wrong.empty:
+        st.success("Every validation image was classified correctly.")
+        return
+    st.caption(f"{len(wrong)} image(s) with a wrong prediction (true → predicted). A wrong label looks like a "
+               "model mistake: Review opens the image where it can be relabeled.")
+    offset = ui.pager(len(wrong), "detail_gallery_page") if len(wrong) > ui.PAGE_SIZE else 0
+    page = wrong.iloc[offset:offset + ui.PAGE_SIZE]
+    grid = st.columns(6)
+    for position, row in enumerate(page.itertuples(index=False)):
+        with grid[position % 6]:
+            st.image(ui.thumb(store, row.path), width="stretch")
+            st.caption(ui.plain(row.mistakes))
+            if st.button("Review", key=f"detail_review_{offset + position}"):
+                open_in_review(store, row.path, row.person, row.first_target)
+
+
+def open_in_review(store: LabelStore, path: str, person: str, target: str) -> None:
+    """Go to where this image's label can be fixed: its unit in the review queue when flagged and
+    unreviewed, the review page's browser (no score run yet), or Browse filtered to the image."""
+    schema = store.schema
+    run_id = store.current_score_run()
+    if run_id is None:
+        st.session_state["review_browse_path"] = path
+        st.switch_page("app_pages/review.py")
+    unit = f"{review.target_of(schema, target, path, person or None)}|{target}"
+    pending = review.filter_queue(ui.queue(store, run_id), ui.statuses(store, store.run(run_id)["created_at"]),
+                                  flagged_only=True, status="unreviewed")
+    if unit in set(pending["key"]):
+        st.session_state["review_focus"] = unit
+        st.switch_page("app_pages/review.py")
+    st.session_state["browse_path"] = path
+    st.switch_page("app_pages/browse.py")
+
+
+def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:
+    st.subheader("Predict eval")
+    out = Path(run["run_dir"]) / SUBMISSION if run.get("run_dir") else None
+    info = store.root / "eval" / "info.csv"
+    best = run.get("best_checkpoint")
+    ready = out is not None and best and Path(best).exists() and run["status"] not in jv.ACTIVE
+    if not info.exists():
+        st.caption(ui.plain(f"No eval/info.csv under {store.root}: nothing to predict."))
+    elif not ready:
+        st.caption("Predict needs a finished run with its best checkpoint on disk.")
+    elif st.button("Predict eval", key="detail_predict",
+                   help="Runs `python -m train predict` with this run's best checkpoint as a background job."):
+        if start_job("predict", ["--run", str(run["id"]), "--out", str(out), "--threads", "2"],
+                     f"prediction with run #{run['id']}") is not None:
+            st.rerun()
+    if out is not None and out.exists():
+        st.download_button(f"Download {SUBMISSION} (run #{run['id']})", out.read_bytes(), file_name=SUBMISSION,
+                           mime="text/csv", key="detail_submission")
+
+
+def disk_view(store: LabelStore) -> None:
+    """Sizes of checkpoints and caches, the retention settings, deleting a run's files."""
+    usage = disk.disk_usage(store)
+    usage["MB"] = (usage["bytes"] / 1e6).round(2)
+    st.metric("Checkpoints and caches", f"{usage['bytes'].sum() / 1e6:.1f} MB")
+    st.dataframe(usage[["category", "files", "MB", "folder"]], hide_index=True)
+    last = store.runs("train")
+    config = (last.iloc[0]["config"] or {}) if len(last) else {}
+    st.caption(ui.plain(
+        f"Retention: each run keeps last.safetensors (to resume) and its {config.get('keep_top', 1)} best epoch "
+        "checkpoint(s); best.safetensors is a hard link to the top one, never a second copy. Disk budgets: "
+        f"this run {config.get('keep_mb') or 'none'} MB, all runs {config.get('keep_mb_all') or 'none'} MB "
+        "(python -m train fit --keep-mb / --keep-mb-all; best checkpoints are never deleted by a budget). "
+        "Best checkpoints kept per run: Advanced in the form above."))
+    busy = jobs.running_job(store) is not None
+    if st.button("Clear the image cache", key="disk_clear_cache", disabled=busy,
+                 help="Decoded images; the next run decodes them again (disabled while a job runs)."):
+        freed = disk.clear_cache(store)
+        ui.flash(review.Outcome(True, f"Image cache cleared ({freed / 1e6:.1f} MB)."))
+        st.rerun()
+    st.subheader("Delete a run's files")
+    all_runs = store.runs()
+    with_files = all_runs[all_runs["run_dir"].notna()]
+    if with_files.empty:
+        st.caption("No run has files.")
+        return
+    labels = {int(r["id"]): f"#{r['id']} · {r['kind']} · {r['status']}" for r in with_files.to_dict("records")}
+    cells = st.columns([2, 3])
+    run_id = cells[0].selectbox("Run", list(labels), format_func=labels.get, key="disk_run")
+    scope = cells[1].radio("Delete", ["checkpoints except the best", "the whole run folder, best checkpoint too"],
+                           key="disk_scope", horizontal=True,
+                           help="last.safetensors is only needed to resume a cancelled run.")
+    plan = disk.deletion_plan(store.run(run_id), include_best=scope.startswith("the whole"))
+    if plan.refused:
+        st.info(ui.plain(plan.refused))
+        return
+    st.caption(ui.plain(f"Deletes {len(plan.files)} file(s), {plan.bytes / 1e6:.1f} MB:"))
+    st.dataframe(pd.DataFrame({"file": [str(p) for p in plan.files]}), hide_index=True)
+    if plan.kept:
+        st.caption(ui.plain("Kept: " + ", ".join(p.name for p in plan.kept) + " (the best checkpoint)"))
+    confirmed = True
+    if plan.includes_best:
+        confirmed = st.checkbox(f"Yes, delete run #{run_id}'s best checkpoint: it cannot be used for prediction "
+                                "or resumed afterwards. The journal row and its metrics stay.", key="disk_confirm")
+    if st.button(f"Delete {len(plan.files)} file(s)", key="disk_delete", disabled=not confirmed, type="primary"):
+        freed = disk.delete(plan)
+        ui.flash(review.Outcome(True, f"Deleted {len(plan.files)} file(s) of run #{run_id} ({freed / 1e6:.1f} MB)."))
+        st.session_state.pop("disk_confirm", None)
+        st.rerun()

@@ -1,0 +1,243 @@
+"""The Train page's job controls: the retrain/rescore form, live progress with Cancel, the rescore outcome.
+
+Jobs start through ``train.jobs.start`` (a detached ``python -m train ...`` process recorded in the
+runs table, one at a time under the store's job lock) from button callbacks; their state is read
+back from the database every ``REFRESH_S`` seconds, so a reload or a second tab sees the same job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+from typing import Any
+
+import streamlit as st
+
+from app import train_charts, ui
+from core import review
+from core.journal_views import ACTIVE, flag_changes, progress_view
+from core.store import LabelStore, StoreError
+from train import jobs
+from train.loop import TrainConfig
+from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE
+
+REFRESH_S = 2
+# The curated model list: timm names with what to expect on this hardware (any timm name works under "Other").
+MODELS = {
+    "resnet10t": "CPU-friendly default: a small ResNet, minutes per run on the demo with 2 CPU cores",
+    "lcnet_050": "tiny and fastest: for quick checks, a little less accurate",
+    "resnet18d": "stronger: slow on a CPU, comfortable on a GPU",
+    "efficientnet_b0": "GPU recommended: the most accurate of these at larger image sizes",
+}
+OTHER = "other (type a timm name)"
+# Form widget key -> TrainConfig field; img_size comes from two widgets, model from two (list or typed name).
+FIELDS = {"train_epochs": "epochs", "train_lr": "lr", "train_batch_size": "batch_size", "train_loss": "loss",
+          "train_age_threshold": "age_threshold", "train_seed": "seed", "train_heads": "heads",
+          "train_threads": "threads", "train_device": "device", "train_val_folds": "val_folds",
+          "train_keep_top": "keep_top", "train_augment": "augment", "train_balanced": "balanced"}
+
+
+def _defaults() -> dict[str, Any]:
+    return {spec.name: spec.default if spec.default is not MISSING else spec.default_factory()
+            for spec in fields(TrainConfig)}
+
+
+def settings_of(config: dict[str, Any]) -> dict[str, Any]:
+    """Form widget values (session-state keys) for a TrainConfig dict (a run's config or the defaults)."""
+    values = {**_defaults(), **{k: v for k, v in config.items() if k in _defaults()}}
+    out = {key: values[name] for key, name in FIELDS.items()}
+    model = str(values["model"])
+    out["train_model"] = model if model in MODELS else OTHER
+    out["train_custom_model"] = "" if model in MODELS else model
+    out["train_width"], out["train_height"] = (int(v) for v in values["img_size"])
+    return out
+
+
+def form_values(state: Any) -> dict[str, Any]:
+    """The TrainConfig fields the form's widgets (in ``state``, e.g. ``st.session_state``) describe."""
+    values = {name: state[key] for key, name in FIELDS.items() if key in state}
+    custom = str(state.get("train_custom_model", "")).strip()
+    values["model"] = custom if state.get("train_model") == OTHER or custom else state.get("train_model")
+    values["img_size"] = (int(state["train_width"]), int(state["train_height"]))
+    return values
+
+
+def config_flags(values: dict[str, Any], exclude: tuple[str, ...] = ()) -> list[str]:
+    """TrainConfig values as ``python -m train fit`` options (None means the default: no flag)."""
+    flags: list[str] = []
+    for name, value in values.items():
+        if name in exclude or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, tuple | list):
+            flags += [flag, *(str(v) for v in value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def _load_settings(run_id: int) -> None:
+    """Callback of "Use these settings": copy a run's config into the form widgets."""
+    for key, value in settings_of(ui.get_store().run(run_id)["config"] or {}).items():
+        st.session_state[key] = value
+    ui.flash(review.Outcome(True, f"Form filled with the settings of run #{run_id}; change what you want to test."))
+
+
+def start_job(command: str, options: list[str], what: str) -> int | None:
+    """Start a background job, flash what happened (or why not); returns its run id or None."""
+    try:
+        run_id = jobs.start(ui.get_store(), command, options)
+    except jobs.JobBusy as error:
+        ui.flash(review.Outcome(False, f"Not started: {error}."))
+        return None
+    except (StoreError, OSError) as error:
+        ui.flash(review.Outcome(False, f"Could not start {what}: {error}"))
+        return None
+    ui.flash(review.Outcome(True, f"Started {what} as run #{run_id}; progress shows below and in every tab."))
+    return run_id
+
+
+def _start_from_form(command: str) -> None:
+    values = form_values(st.session_state)
+    if command == "score":
+        options = config_flags(values, exclude=NOT_FOR_SCORE) + ["--folds", str(st.session_state["score_folds"])]
+        start_job("score", options + ["--quiet"], "rescoring")
+    else:
+        start_job("fit", config_flags(values) + ["--quiet"], f"training ({values['model']})")
+
+
+def _cancel(run_id: int) -> None:
+    message = jobs.cancel(ui.get_store(), run_id)
+    ui.flash(review.Outcome(True, message + " (the last finished epoch's checkpoint is kept)"))
+
+
+def retrain_form(store: LabelStore) -> None:
+    """"Same settings as run X", then the model form with its Retrain and Rescore buttons."""
+    for key, value in settings_of({}).items():
+        st.session_state.setdefault(key, value)
+    st.session_state.setdefault("score_folds", DEFAULT_FOLDS)
+    train_runs = store.runs("train")
+    if len(train_runs):
+        labels = {int(r["id"]): run_label(r) for r in train_runs.to_dict("records")}
+        left, right = st.columns([4, 1], vertical_alignment="bottom")
+        chosen = left.selectbox("Same settings as run", list(labels), format_func=labels.get, key="train_same_as")
+        right.button("Use these settings", key="train_load", on_click=_load_settings, args=(chosen,))
+    has_age = any(b.name == "age_group" for b in store.schema.binned)
+    with st.form("train_form", border=True):
+        top = st.columns([2, 2, 1, 1])
+        top[0].selectbox("Model", [*MODELS, OTHER], key="train_model",
+                         format_func=lambda m: m if m == OTHER else f"{m}: {MODELS[m]}")
+        top[1].text_input("Other timm model name", key="train_custom_model", placeholder="e.g. convnext_nano",
+                          help="Used when filled in; any name timm.create_model knows.")
+        top[2].number_input("Image width", 16, 1024, step=8, key="train_width")
+        top[3].number_input("Image height", 16, 1024, step=8, key="train_height")
+        middle = st.columns(5)
+        middle[0].number_input("Epochs", 1, 500, step=1, key="train_epochs")
+        middle[1].number_input("Learning rate", 1e-6, 1.0, format="%.5f", step=1e-4, key="train_lr")
+        middle[2].number_input("Batch size", 1, 4096, step=8, key="train_batch_size")
+        middle[3].selectbox("Loss", ["ce", "smooth", "focal"], key="train_loss",
+                            help="ce: cross-entropy · smooth: label smoothing · focal: focuses on hard images")
+        middle[4].number_input("Seed", 0, 2**31 - 1, step=1, key="train_seed")
+        if has_age:
+            st.number_input("Age threshold for the oldest group (empty: the schema's edge)", 1, 120, value=None,
+                            step=1, key="train_age_threshold",
+                            help="Train with the old-age group starting at this age (e.g. 58); validation "
+                                 "keeps the schema's groups.")
+        with st.expander("Advanced"):
+            extra = st.columns(4)
+            extra[0].selectbox("Heads", ["multi", "single"], key="train_heads")
+            extra[1].number_input("CPU threads", 1, 64, step=1, key="train_threads")
+            extra[2].selectbox("Device", ["auto", "cpu", "cuda"], key="train_device")
+            extra[3].number_input("Validation folds", 2, 20, step=1, key="train_val_folds")
+            more = st.columns(4)
+            more[0].number_input("Best checkpoints kept", 1, 20, step=1, key="train_keep_top",
+                                 help="Epoch checkpoints kept per run besides last; best is a link, not a copy.")
+            more[1].checkbox("Augmentation", key="train_augment")
+            more[2].checkbox("Balanced sampling", key="train_balanced")
+            more[3].number_input("Rescore folds", 2, 10, step=1, key="score_folds")
+        buttons = st.columns([2, 2, 3])
+        buttons[0].form_submit_button("Retrain on cleaned labels", type="primary", on_click=_start_from_form,
+                                      args=("fit",), key="train_start")
+        buttons[1].form_submit_button("Rescore", on_click=_start_from_form, args=("score",), key="score_start",
+                                      help="Cross-validated label-issue scores with these settings: the review "
+                                           "queue then uses them.")
+        buttons[2].caption("Retrain takes a snapshot of the current (corrected) labels and trains on it. "
+                           "One job at a time.")
+    if not has_age:
+        st.session_state["train_age_threshold"] = None
+
+
+def run_label(run: dict[str, Any]) -> str:
+    config, metrics = run.get("config") or {}, run.get("metrics") or {}
+    f1 = metrics.get("best_macro_f1")
+    note = str(run.get("note") or "")
+    return (f"#{run['id']} · {config.get('model', '?')} · {config.get('epochs', '?')} epochs · {run['status']}"
+            + (f" · F1 {f1:.3f}" if f1 is not None else "") + (f" · {note[:40]}" if note else ""))
+
+
+def _latest_job(store: LabelStore) -> dict[str, Any] | None:
+    """The running job, else the newest run of any kind (what the progress area shows)."""
+    running = jobs.running_job(store)
+    if running is not None:
+        return running
+    runs = store.runs()
+    return runs.iloc[0].to_dict() if len(runs) else None
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_progress() -> None:
+    """The current job's progress bar, curves and Cancel; the last job's outcome when none runs.
+
+    Re-reads the database every ``REFRESH_S`` seconds; when the job it watched ends, the whole page
+    reruns once so the runs table and detail views pick up the result.
+    """
+    store = ui.get_store()
+    run = _latest_job(store)
+    if run is None:
+        st.caption("No runs yet: Retrain below starts the first.")
+        return
+    active = run["status"] in ACTIVE
+    watching = st.session_state.get("train_watching")
+    if active:
+        st.session_state["train_watching"] = int(run["id"])
+    elif watching is not None:
+        del st.session_state["train_watching"]
+        st.rerun()  # the job ended: refresh the whole page once
+    fraction, text = progress_view(run)
+    st.progress(fraction, text=ui.plain(text))
+    if active:
+        st.button(f"Cancel run #{run['id']}", key="train_cancel", on_click=_cancel, args=(int(run["id"]),),
+                  help="Stops the job cleanly: status cancelled, the last finished epoch's checkpoint kept.")
+    elif run["status"] == "failed":
+        st.error(ui.plain(f"{run['kind']} run #{run['id']} failed. The end of its log:"))
+        st.code(str(run.get("error_tail") or "no error text recorded"), language=None)
+    elif run["status"] == "cancelled":
+        st.warning(ui.plain(f"{run['kind']} run #{run['id']} was cancelled."))
+    if run["kind"] == "train":
+        epochs = store.epochs(int(run["id"]))
+        if len(epochs):
+            st.plotly_chart(train_charts.curves(epochs, f"Run #{run['id']}: loss and macro F1"),
+                            key="train_live_curves", width="stretch")
+    elif run["kind"] == "score" and run["status"] == "done":
+        rescore_outcome(store, int(run["id"]))
+
+
+def rescore_outcome(store: LabelStore, run_id: int) -> None:
+    """How many flags appeared or cleared with score run ``run_id`` versus the score run before it."""
+    run = store.run(run_id)
+    previous = (run.get("metrics") or {}).get("compared_with")
+    if previous is None:
+        done = store.runs("score")
+        earlier = done[(done["status"] == "done") & (done["id"] < run_id)]
+        previous = int(earlier["id"].max()) if len(earlier) else None
+    changes = flag_changes(ui.queue(store, run_id), ui.queue(store, int(previous)) if previous else None)
+    if previous:
+        text = (f"Rescore #{run_id}: {changes['flagged']} flagged unit(s); {changes['appeared']} flag(s) appeared "
+                f"and {changes['cleared']} cleared versus score run #{previous}.")
+    else:
+        text = f"Rescore #{run_id}: {changes['flagged']} flagged unit(s) (the first score run: nothing to compare)."
+    current = store.current_score_run() == run_id
+    st.success(ui.plain(text + (" The Review queue now uses these scores." if current else "")))
+    if len(changes["by_attribute"]):
+        st.dataframe(changes["by_attribute"], hide_index=True)
