@@ -124,7 +124,7 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
     """The table as UTF-8 CSV; text cells that a spreadsheet would run as a formula get a leading quote."""
     safe = table.copy()
     for column in safe.columns:
-        if safe[column].dtype == object:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
             safe[column] = [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
                             for v in safe[column]]
     buffer = io.StringIO()
