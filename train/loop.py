@@ -57,7 +57,7 @@ class TrainConfig:
 
     model: str = field(default="resnet10t", metadata={"help": "timm model name, trained from scratch"})
     img_size: tuple[int, int] = field(default=(96, 128), metadata={"help": "input size W H in pixels"})
-    epochs: int = field(default=6, metadata={"help": "passes over the training people"})
+    epochs: int = field(default=5, metadata={"help": "passes over the training people"})
     batch_size: int = field(default=64, metadata={"help": "images per step, summed over all ranks"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (warm-up, then cosine decay)"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})

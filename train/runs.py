@@ -140,7 +140,7 @@ def retention(config: Any, store: LabelStore, model: HeadsModel, optimizer: torc
         budgets.append((f"all runs in {out}", [p for p in out.iterdir() if p.is_dir()], config.keep_mb_all))
     if not budgets:
         return
-    active = store.runs("train")
+    active = store.runs()  # any kind: a running score job's `last` files are as precious as ours
     protect = [run_dir / LAST] + [Path(d) / LAST for d, s in zip(active["run_dir"], active["status"])
                                   if d and s in ("running", "queued")]
     for label, dirs, megabytes in budgets:
