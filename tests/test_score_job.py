@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core import review
 from core.demo import generate
@@ -112,6 +113,19 @@ def test_person_verdicts_are_identical_across_a_persons_images_and_the_queue_sho
         assert set(probs) == set(COMPETITION.target_classes(unit.attribute)) and abs(sum(probs.values()) - 1) < 1e-2
         assert {"self_confidence", "normalized_margin", "cleanlab_issue"} <= set(review.evidence(detail))
         assert (review.swap_pair(detail, unit.given, unit.suggested) is not None) == ("log_ratio" in detail)
+
+
+def test_the_review_page_shows_a_real_score_run(db: Path, first: dict, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LABELS_DB", str(db))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "Home.py"), default_timeout=60)
+    at.session_state["annotator"] = "tester"
+    at = at.switch_page("app_pages/review.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    with LabelStore(db) as store:
+        run_id = store.current_score_run()
+    assert any(f"score run #{run_id}" in str(p.text) for p in at.get("progress"))
+    assert at.get("plotly_chart")  # the focused unit's class probabilities
 
 
 def test_a_killed_score_job_resumes_and_skips_its_finished_folds(db: Path, first: dict):

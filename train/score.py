@@ -33,13 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from core.checks import run_data_checks
 from core.schema import Schema
-from core.scoring import image_scores, model_disagreement, queue_items, review_queue
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train.data import (
     CachedImages,
@@ -51,10 +49,13 @@ from train.data import (
     normalise,
     person_folds,
 )
-from train.journal import SignalFlag, StopRequested, environment, git_state, pid_alive, run_logger
+from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, pid_alive, run_logger
 from train.loop import TrainConfig, predict_probs
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
+from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
+
+__all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
 
 DEFAULT_FOLDS = 3
 # Score defaults that differ from fit's: 3 folds x 5 epochs keep the default demo under 6 minutes on 2 cores.
@@ -79,25 +80,25 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     base = asdict(config) if config is not None else {**asdict(TrainConfig()), **SCORE_DEFAULTS}
     config = TrainConfig.from_dict({**base, **overrides})
     started = time.monotonic()
-    store = LabelStore(db)
-    plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
-    run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
-    log = run_logger(run_dir / "score.log", echo=echo)
-    result: dict[str, Any] = {"run_id": run_id, "status": "running", "run_dir": str(run_dir)}
-    try:
-        with SignalFlag() as stop:
-            result.update(_score(plan, store, run_dir, log, stop))
-        result["status"] = "done"
-    except StopRequested:
-        result["status"] = "cancelled"
-        store.update_run(run_id, status="cancelled", finished_at=now())
-        log.info(f"score run {run_id} cancelled; resume with: python -m train score --resume {run_id}")
-    except BaseException:
-        log.error(traceback.format_exc())
-        store.update_run(run_id, status="failed", finished_at=now(), error_tail=traceback.format_exc()[-4000:])
-        raise
-    finally:
-        store.close()
+    with LabelStore(db) as store:
+        plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
+        run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
+        log = run_logger(run_dir / "score.log", echo=echo)
+        result: dict[str, Any] = {"run_id": run_id, "status": "running", "run_dir": str(run_dir)}
+        try:
+            with SignalFlag() as stop:
+                result.update(_score(plan, store, run_dir, log, stop))
+            result["status"] = "done"
+        except StopRequested:
+            result["status"] = "cancelled"
+            store.update_run(run_id, status="cancelled", finished_at=now())
+            log.info(f"score run {run_id} cancelled; resume with: python -m train score --resume {run_id}")
+        except BaseException:
+            log.error(traceback.format_exc())
+            store.update_run(run_id, status="failed", finished_at=now(), error_tail=traceback.format_exc()[-4000:])
+            raise
+        finally:
+            close_logger(log)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
@@ -172,7 +173,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
         raise StoreError(f"{int(labels['item_id'].isna().sum())} snapshot image(s) are not in the store any more")
     labels["item_id"] = labels["item_id"].astype("int64")
     folds = person_folds(labels, k, config.seed)
-    _save_npy(run_dir / "folds.npy", folds)
+    save_npy(run_dir / "folds.npy", folds)
     labels.assign(fold=folds)[["item_id", "path", "person", "fold"]].to_csv(run_dir / "items.csv", index=False)
     heads = heads_for(schema, config.heads)
     codes = schema.codes(labels)
@@ -202,7 +203,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
         metrics = classification_metrics(schema, truth, predicted_codes(schema, [h.name for h in heads], probs))
         store.record_epoch(run_id, fold + 1, {**record, **{m: v for m, v in metrics.items()
                                                           if not m.startswith("confusion_")}})
-        _save_npy(path, np.concatenate([probs[h.name] for h in heads], axis=1).astype(np.float32))
+        save_npy(path, np.concatenate([probs[h.name] for h in heads], axis=1).astype(np.float32))
         log.info(f"fold {fold + 1}/{k}: " + " ".join(f"{m[4:]} {v:.3f}" for m, v in metrics.items()
                                                        if m.startswith("acc_")) + f" ({record['seconds']:.0f} s)")
 
@@ -210,9 +211,9 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     _check(stop)
     phases["folds"], mark = time.monotonic() - mark, time.monotonic()
     progress.update(k - 1, config.epochs - 1, 1, 1, phase="scoring", force=True)
-    oof = _join_folds(run_dir, folds, heads, schema)
+    oof = join_folds(run_dir, folds, heads, schema)
     for target, probs in oof.items():
-        _save_npy(run_dir / f"oof_{target}.npy", probs)
+        save_npy(run_dir / f"oof_{target}.npy", probs)
     previous_id, previous = previous_probs(store, run_id, labels["path"])
     rows = score_rows(schema, labels, oof, previous)
     if previous_id is not None:
@@ -265,8 +266,8 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
         for step, (images, batch_targets, _) in enumerate(loader):
             _check(stop)
             images, batch_targets = images.to(device, non_blocking=True), batch_targets.to(device)
-            x = augment(images, generator, mean, std) if config.augment else \
-                normalise(images, mean, std).contiguous(memory_format=torch.channels_last)
+            x = augment(images, generator, mean, std) if config.augment else normalise(images, mean, std)
+            x = x.contiguous(memory_format=torch.channels_last)  # the model's layout: no conversion in every layer
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 outputs = model(x)
             loss = sum(loss_fn(outputs[h.name], batch_targets[:, i]) for i, h in enumerate(heads))
@@ -301,145 +302,6 @@ def lr_factor(step: int, warmup: float, total: int) -> float:
         return 0.1 + 0.9 * step / warmup
     progress = (step - warmup) / max(1.0, total - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def marginals(schema: Schema, class_probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-target probabilities {target: (n, k)} from combined-class probabilities (n, n_classes) (single head)."""
-    sizes = [len(schema.target_classes(n)) for n in schema.class_attributes]
-    grid = class_probs.reshape(len(class_probs), *sizes)
-    return {name: grid.sum(axis=tuple(a + 1 for a in range(len(sizes)) if a != i))
-            for i, name in enumerate(schema.class_attributes)}
-
-
-def _join_folds(run_dir: Path, folds: np.ndarray, heads: list[Head], schema: Schema) -> dict[str, np.ndarray]:
-    """{target: (n, k) float32} out-of-fold probabilities in snapshot row order, from the fold files."""
-    widths = [len(h.classes) for h in heads]
-    joined = np.full((len(folds), sum(widths)), np.nan, dtype=np.float32)
-    for fold in np.unique(folds):
-        block = np.load(run_dir / f"fold-{fold}.npy")
-        rows = np.flatnonzero(folds == fold)
-        if block.shape != (len(rows), sum(widths)):
-            raise StoreError(f"{run_dir / f'fold-{fold}.npy'} has shape {block.shape}, expected "
-                             f"{(len(rows), sum(widths))}: a different run's file?")
-        joined[rows] = block
-    parts = dict(zip([h.name for h in heads], np.split(joined, np.cumsum(widths)[:-1], axis=1)))
-    if "class" in parts:
-        parts = {n: p.astype(np.float32) for n, p in marginals(schema, parts["class"]).items()}
-    return parts
-
-
-def load_oof(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """A finished score run's (items: item_id, path, person, fold; {target: (n, k) float32}), rows aligned."""
-    run_dir = Path(run_dir)
-    items = pd.read_csv(run_dir / "items.csv", dtype={"path": str, "person": str})
-    probs = {p.stem[4:]: np.load(p) for p in sorted(run_dir.glob("oof_*.npy"))}
-    return items, probs
-
-
-def previous_probs(store: LabelStore, run_id: int, paths: pd.Series) -> tuple[int | None, dict[str, np.ndarray]]:
-    """The newest other finished score run's probabilities on these image ``paths`` (NaN rows where it had none)."""
-    runs = store.runs("score")
-    earlier = runs[(runs["status"] == "done") & (runs["id"] != run_id)]
-    for row in earlier.itertuples(index=False):  # newest first; a run whose folder is gone is passed over
-        if row.run_dir and (Path(row.run_dir) / "items.csv").exists():
-            items, probs = load_oof(row.run_dir)
-            where = pd.Series(np.arange(len(items)), index=items["path"]).reindex(paths.to_numpy()).to_numpy()
-            found = ~np.isnan(where)
-            out = {}
-            for target, values in probs.items():
-                aligned = np.full((len(paths), values.shape[1]), np.nan)
-                aligned[found] = values[where[found].astype(int)]
-                out[target] = aligned
-            return int(row.id), out
-    return None, {}
-
-
-def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray],
-               previous: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Rows for ``LabelStore.save_scores``: one per image (``labels`` row) and scored target.
-
-    ``labels`` has ``item_id``, ``path``, ``person`` and the stored attributes; ``probs`` maps a
-    target to its (n, k) out-of-fold probabilities; ``previous`` (optional) another model's (n, k)
-    probabilities on the same rows, NaN where it has none. Person-scope targets are decided per
-    person and swaps of the ``mask`` pair (incorrect, not_wear) per person (``core.scoring.review_queue``);
-    their verdict, score and suggestion are copied to each of the person's images.
-
-    Columns: ``item_id``, ``attribute``, ``given``, ``suggested`` (class names), ``score``
-    (P(given label is wrong), the unit's), ``is_issue`` (the unit's verdict), ``kind`` (image | person
-    | swap), ``unit`` (row index, person key), ``detail`` (dict): ``rank`` of the unit in the review
-    queue (0 = most suspicious), ``probabilities`` {class: p} of the unit (the person's combined ones
-    for a person), ``image_probabilities``, the image's own ``self_confidence``, ``normalized_margin``,
-    ``cleanlab_issue``, ``image_suggested``, ``suggested_prob``; per person ``n_images``, ``n_against``,
-    ``inconsistent``; per swap ``log_ratio``; ``disagreement`` (mean Jensen-Shannon distance to
-    ``previous`` over the unit's images) when ``previous`` is given.
-    """
-    codes = schema.codes(labels)
-    targets = [t for t in schema.targets if t in probs]
-    person = labels["person"].fillna("").astype(str)
-    groups = np.where(person != "", person, labels["path"].astype(str))  # an image without a person is its own
-    person_scope = {t for t in targets if schema.scope(schema.target_source(t)) == "person"}
-    mask_classes = schema.target_classes("mask") if "mask" in targets else ()
-    swap = ("mask", mask_classes.index("incorrect"), mask_classes.index("not_wear")) \
-        if {"incorrect", "not_wear"} <= set(mask_classes) else None
-    queue = review_queue({t: codes[t] for t in targets}, {t: probs[t] for t in targets}, groups,
-                         person_scope=person_scope, swap=swap)
-    queue["detail"] = [{**d, "rank": i} for i, d in enumerate(queue["detail"])]
-    rows = queue_items(queue)
-    images = {t: image_scores(codes[t], probs[t]).to_dict("list") for t in targets}  # columns as lists: fast rows
-    spread = {t: _disagreement(probs[t], previous[t]) for t in targets if previous and t in previous}
-    unit_spread = {}
-    for unit in queue.itertuples(index=False):
-        if unit.attribute in spread:
-            unit_spread[(unit.attribute, unit.kind, str(unit.target))] = _nanmean(spread[unit.attribute][list(unit.rows)])
-    details = []
-    for row in rows.itertuples(index=False):
-        classes = schema.target_classes(row.attribute)
-        image, i = images[row.attribute], row.row
-        own = dict(zip(classes, np.round(probs[row.attribute][i].astype(float), 4).tolist()))
-        unit = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.detail.items()
-                if k not in ("probabilities", "pair", "normalized_margin")}
-        detail = {"rank": unit.pop("rank"), "probabilities": own, "image_probabilities": own,
-                  "self_confidence": round(float(image["self_confidence"][i]), 4),
-                  "normalized_margin": round(float(image["normalized_margin"][i]), 4),
-                  "cleanlab_issue": bool(image["cleanlab_issue"][i]), "image_score": round(float(image["score"][i]), 4),
-                  "image_suggested": classes[int(image["suggested"][i])],
-                  "suggested_prob": round(float(image["suggested_prob"][i]), 4), **unit}
-        if row.kind == "person":
-            detail["probabilities"] = dict(zip(classes, row.detail["probabilities"]))
-        key = (row.attribute, row.kind, str(row.target))
-        if key in unit_spread:
-            detail["disagreement"] = unit_spread[key]
-        details.append(detail)
-    return pd.DataFrame({
-        "item_id": labels["item_id"].to_numpy()[rows["row"].to_numpy()], "attribute": rows["attribute"],
-        "given": [schema.target_classes(a)[int(g)] for a, g in zip(rows["attribute"], rows["given"])],
-        "suggested": [schema.target_classes(a)[int(s)] for a, s in zip(rows["attribute"], rows["suggested"])],
-        "score": rows["score"].astype(float), "is_issue": rows["is_issue"].astype(bool), "kind": rows["kind"],
-        "unit": rows["target"].astype(str), "detail": details})
-
-
-def _disagreement(current: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon distance per row (n,), NaN where ``other`` has no probabilities."""
-    out = np.full(len(current), np.nan)
-    known = ~np.isnan(other).any(axis=1)
-    if known.any():
-        out[known] = model_disagreement([current[known], other[known]])
-    return out
-
-
-def _nanmean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return round(float(values.mean()), 4) if len(values) else None
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save to a temp name, then rename: a reader (or a resumed run) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class FoldProgress:
