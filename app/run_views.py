@@ -67,14 +67,18 @@ def _train_runs(store: LabelStore) -> dict[int, str]:
 
 def compare(store: LabelStore) -> None:
     """Two runs side by side: config and label-snapshot differences, metric and per-class F1 changes."""
-    labels = _train_runs(store)
+    runs = store.runs("train")  # newest first
+    labels = {int(r["id"]): run_label(r) for r in runs.to_dict("records")}
     if len(labels) < 2:
         st.caption("Compare needs two training runs.")
         return
     ids = list(labels)
+    done = [int(i) for i, status in zip(runs["id"], runs["status"]) if status == "done"]  # by default: the newest finished run vs the one before
+    b_default = ids.index(done[0]) if done else 0
+    a_default = ids.index(done[1]) if len(done) > 1 else (1 if b_default == 0 else 0)
     cells = st.columns(2)
-    run_b = cells[1].selectbox("Run B (after)", ids, index=0, format_func=labels.get, key="compare_b")
-    run_a = cells[0].selectbox("Run A (before)", ids, index=1, format_func=labels.get, key="compare_a")
+    run_b = cells[1].selectbox("Run B (after)", ids, index=b_default, format_func=labels.get, key="compare_b")
+    run_a = cells[0].selectbox("Run A (before)", ids, index=a_default, format_func=labels.get, key="compare_a")
     if run_a == run_b:
         st.info("Pick two different runs.")
         return

@@ -100,6 +100,9 @@ def start_job(command: str, options: list[str], what: str) -> int | None:
 
 def _start_from_form(command: str) -> None:
     values = form_values(st.session_state)
+    if not values["model"]:
+        ui.flash(review.Outcome(False, "Not started: type a timm model name (or pick one from the list)."))
+        return
     if command == "score":
         options = config_flags(values, exclude=NOT_FOR_SCORE) + ["--folds", str(st.session_state["score_folds"])]
         start_job("score", options + ["--quiet"], "rescoring")
@@ -108,8 +111,10 @@ def _start_from_form(command: str) -> None:
 
 
 def _cancel(run_id: int) -> None:
-    message = jobs.cancel(ui.get_store(), run_id)
-    ui.flash(review.Outcome(True, message + " (the last finished epoch's checkpoint is kept)"))
+    store = ui.get_store()
+    message = jobs.cancel(store, run_id)
+    kept = " (the last finished epoch's checkpoint is kept)" if store.run(run_id)["kind"] == "train" else ""
+    ui.flash(review.Outcome(True, message + kept))
 
 
 def retrain_form(store: LabelStore) -> None:

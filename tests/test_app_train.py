@@ -79,6 +79,14 @@ def runs_shown(at: AppTest) -> pd.DataFrame:
     return next(d.value for d in at.dataframe if "note" in d.value.columns)
 
 
+def test_train_page_on_an_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELS_DB", str(tmp_path / "empty.db"))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    at = open_train()
+    assert_clean(at)
+    assert any("store is empty" in i for i in texts(at, "info"))
+
+
 def test_retrain_starts_a_job_that_finishes_and_shows_its_metrics(store: LabelStore) -> None:
     at = open_train(**TINY)
     assert_clean(at)
