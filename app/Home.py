@@ -24,7 +24,7 @@ from core.store import StoreError  # noqa: E402
 
 def main() -> None:
     """Set up the page, fill an empty store with the demo, then run the chosen page."""
-    st.set_page_config(page_title="labelfix", page_icon="🏷️", layout="wide")
+    st.set_page_config(page_title="labelfix", page_icon=":material/label:", layout="wide")
 
     store = ui.get_store()
     if store.is_empty and auto_demo_enabled():
@@ -37,12 +37,12 @@ def main() -> None:
     # Not a folder named pages/: Streamlit would treat that as the old automatic multipage layout and
     # run those scripts without this entry point (no sidebar, no first-start demo) on some runs.
     pages = [
-        st.Page("app_pages/distributions.py", title="Distributions", icon="📊", default=True),
-        st.Page("app_pages/review.py", title="Review queue", icon="🔎"),
-        st.Page("app_pages/browse.py", title="Browse", icon="🖼️"),
-        st.Page("app_pages/history.py", title="History", icon="📜"),
-        st.Page("app_pages/health.py", title="Data health", icon="🩺"),
-        st.Page("app_pages/train.py", title="Train", icon="🏋️"),
+        st.Page("app_pages/distributions.py", title="Distributions", icon=":material/bar_chart:", default=True),
+        st.Page("app_pages/review.py", title="Review queue", icon=":material/rule:"),
+        st.Page("app_pages/browse.py", title="Browse", icon=":material/photo_library:"),
+        st.Page("app_pages/history.py", title="History", icon=":material/history:"),
+        st.Page("app_pages/health.py", title="Data health", icon=":material/health_and_safety:"),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     ]
     page = st.navigation(pages)
 

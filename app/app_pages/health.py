@@ -29,8 +29,11 @@ else:
 
 st.subheader("Image issues")
 if issues.empty:
-    st.info("No image checks stored yet. Run `python -m core check` (exact and near duplicates, dark or blurry "
-            "images); the scoring job runs them too.")
+    if store.data_checks_ingest() is None:
+        st.info("No image checks stored yet. Run `python -m core check` (exact and near duplicates, dark or blurry "
+                "images); the scoring job runs them too.")
+    else:
+        st.success("The image checks found no duplicate, dark, blurry or unreadable image.")
     st.stop()
 counts = issues["kind"].value_counts()
 kind = st.selectbox("Kind", ["all", *counts.index], key="health_kind",
