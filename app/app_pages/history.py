@@ -12,7 +12,7 @@ import streamlit as st
 from app import ui
 from core import review
 from core.export import export, read_table
-from core.store import StoreError
+from core.store import ConflictError, StoreError
 
 store = ui.get_store()
 st.title("History")
@@ -46,8 +46,8 @@ def _revert(correction_id: int, reason_key: str) -> None:
         return
     try:
         new_id = ui.get_store().revert(correction_id, annotator=name, reason=st.session_state.get(reason_key, ""))
-    except StoreError as error:
-        ui.flash(review.Outcome(False, str(error), conflict="meanwhile" in str(error)))
+    except StoreError as error:  # a ConflictError when the label changed again since that entry
+        ui.flash(review.Outcome(False, str(error), conflict=isinstance(error, ConflictError)))
         return
     ui.flash(review.Outcome(True, f"Correction #{correction_id} reverted by #{new_id}.", record_id=new_id))
 
@@ -91,7 +91,7 @@ if upload is not None:
             try:
                 applied = ui.get_store().import_corrections(frame, annotator=ui.annotator(), file=name)
             except StoreError as error:
-                ui.flash(review.Outcome(False, str(error), conflict="meanwhile" in str(error)))
+                ui.flash(review.Outcome(False, str(error), conflict=isinstance(error, ConflictError)))
                 return
             ui.flash(review.Outcome(True, f"Imported {len(applied)} correction(s) from {name}."))
 
