@@ -151,10 +151,11 @@ def test_report_and_section_writer(tmp_path: Path):
             "ceiling": {"macro_f1": 0.7, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
             "arms": {"queue": {"0.05": arm}, "cleanlab": {"0.05": {**arm, "macro_f1": 0.62}}}}
     config = {"persons": 100, "holdout": 20, "noise": 0.2, "model": "m", "img_size": [64, 80], "epochs": 2,
-              "folds": 3, "budgets": [0.05]}
+              "folds": 3, "budgets": [0.05], "batch_size": 8}
     text = loop.report({"config": config, "seeds": {"0": seed}})
     rows = [line for line in text.splitlines() if line.startswith("| 5% |")]
     assert len(rows) == 2 and "| 50% |" in rows[0] and "| 20% |" in rows[1] and "| 5/20 |" in rows[0]
+    assert "with a 5% budget: missed (50% of the gap" in text and "5%: F1 0.650 vs 0.620 (ahead)" in text
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\n## Ingest\n\nkeep me\n\n## Does cleaning pay?\n\nold\n\n## Later\n\nand me\n")
     loop.write_section("new table", bench)
