@@ -66,7 +66,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.01, 0.02, 0.05)
-ORDERS = ("queue", "cleanlab")
+ORDERS = ("queue", "cleanlab")  # the two queues compared by default
+# Optional third arm: the Review-page queue with every unit costing 1 image (one decision), whatever its scope.
+EXTRA_ORDERS = ("queue_per_decision",)
+ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "queue_per_decision": "Review page, 1 per decision"}
 # test_resnet (timm's 0.4 M-parameter ResNet): on this shared 2-core machine resnet10t trained at 4-8 images/s,
 # which would put one seed of the default loop (about 8 full trainings) at many hours; test_resnet trains at ~50.
 DEFAULT = {"persons": 480, "holdout": 160, "noise": 0.2, "image_size": (384, 512), "model": "test_resnet",
@@ -138,9 +141,10 @@ class Entry:
     decisions: tuple[tuple[str, str], ...]
 
 
-def review_queue_entries(store: LabelStore, run_id: int) -> list[Entry]:
+def review_queue_entries(store: LabelStore, run_id: int, *, person_cost: bool = True) -> list[Entry]:
     """The Review page's queue of score run ``run_id``: flagged unreviewed units in queue order (the
-    page's default filters), then the other unreviewed units. A person unit costs the person's images."""
+    page's default filters), then the other unreviewed units. A person unit costs the person's images
+    (``person_cost=False``: every unit costs 1, i.e. the budget counts decisions)."""
     units = review.queue(store, run_id)
     status_table = review.statuses(store, store.run(run_id)["created_at"])
     flagged = review.filter_queue(units, status_table, flagged_only=True, status="unreviewed")
@@ -153,7 +157,8 @@ def review_queue_entries(store: LabelStore, run_id: int) -> list[Entry]:
         # (age_group -> age), whose unit is still a person.
         target = review.target_of(schema, row.attribute, row.path, row.person)
         person = schema.scope(row.stored) == "person" and target == row.person
-        entries.append(Entry(row.key, int(sizes.get(target, 1)) if person else 1, ((str(target), str(row.stored)),)))
+        cost = int(sizes.get(target, 1)) if person and person_cost else 1
+        entries.append(Entry(row.key, cost, ((str(target), str(row.stored)),)))
     return entries
 
 
@@ -323,13 +328,18 @@ class Results:
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = path
         self.data: dict[str, Any] = {"config": config, "seeds": {}}
-        if path.exists():  # resume: keep finished steps of the same configuration
+        if path.exists():  # resume: keep finished steps of the same configuration (more queues may be added)
             old = json.loads(path.read_text())
-            if old.get("config") == config:
+            same = {k: v for k, v in old.get("config", {}).items() if k != "orders"}
+            if same == {k: v for k, v in config.items() if k != "orders"}:
                 self.data = old
+                self.data["config"]["orders"] = config.get("orders", list(ORDERS))
 
     def seed(self, seed: int) -> dict[str, Any]:
-        return self.data["seeds"].setdefault(str(seed), {"times": {}, "arms": {o: {} for o in ORDERS}})
+        record = self.data["seeds"].setdefault(str(seed), {"times": {}, "arms": {}})
+        for order in self.data["config"].get("orders", ORDERS):
+            record["arms"].setdefault(order, {})
+        return record
 
     def save(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -424,7 +434,10 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: 
         results.save()
         log(f"seed {seed} score: run {result['run_id']} in {record['times']['score']:.0f} s")
 
-    snapshots: dict[str, dict[str, Any]] = record.setdefault("snapshots", {o: {} for o in ORDERS})
+    orders = cfg.get("orders", list(ORDERS))
+    snapshots: dict[str, dict[str, Any]] = record.setdefault("snapshots", {})
+    for order in orders:
+        snapshots.setdefault(order, {})
     truth_db = base / "truth.db"
     if "ceiling_snapshot" not in record:
         def build_ceiling() -> None:
@@ -436,14 +449,16 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: 
                 record["ceiling_snapshot"] = {"hash": snap.hash, "path": str(snap.path)}
         timed(record, "ceiling_labels", build_ceiling)
         results.save()
-    for order in ORDERS:
+    for order in orders:
         if len(snapshots[order]) == len(cfg["budgets"]):
             continue
         def simulate(order: str = order) -> None:
             db = copy_store(main_db, base / f"review-{order}.db")
             with LabelStore(db) as store:
-                entries = review_queue_entries(store, record["score_run"]) if order == "queue" else \
-                    cleanlab_entries(store, record["score_dir"], noisy_snapshot.path)
+                if order == "cleanlab":
+                    entries = cleanlab_entries(store, record["score_dir"], noisy_snapshot.path)
+                else:
+                    entries = review_queue_entries(store, record["score_run"], person_cost=order == "queue")
                 reviewer = Reviewer(store, entries, truth, score_run=record["score_run"])
                 for budget in sorted(cfg["budgets"]):
                     images = int(budget * record["n_images"])
@@ -475,7 +490,7 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: 
                                   lambda: train_eval(truth_db, Snap(record["ceiling_snapshot"]), "ceiling"))
         results.save()
     for budget in sorted(cfg["budgets"], reverse=True):  # the target budget (largest) first
-        for order in ORDERS:
+        for order in orders:
             info = snapshots[order][str(budget)]
             db = base / f"review-{order}.db"
             arm = record["arms"][order].setdefault(str(budget), {})
@@ -507,7 +522,7 @@ def _spread(values: list[float], spec: str = ".3f") -> str:
 
 def _arm_rows(done: dict[str, Any], order: str, budget: float) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(seed record, arm record) of every finished seed that trained this arm."""
-    rows = [(r, r["arms"][order].get(str(budget))) for r in done.values()]
+    rows = [(r, r["arms"].get(order, {}).get(str(budget))) for r in done.values()]
     return [(r, a) for r, a in rows if a and "macro_f1" in a]
 
 
@@ -537,13 +552,15 @@ def report(data: dict[str, Any]) -> str:
         f"training): {', '.join(done)}; a cell is the mean over seeds with the per-seed values in brackets. "
         f"Injected label errors (one per wrong image mask, per wrong person gender or age group): {injected}.",
         "",
-        "Budget accounting: images looked at. The Review-page queue (`queue`) costs 1 per image unit (mask) and "
+        "Budget accounting: images looked at. The Review page's queue costs 1 per image unit (mask) and "
         "the person's 7 images per person unit (gender, age group: the page shows the whole strip); flagged units "
-        "first, as the page's default filter, then the rest. cleanlab's per-image order (`cleanlab`: "
+        "first, as the page's default filter, then the rest. cleanlab's per-image order ("
         "`find_label_issues` by self-confidence, then `get_label_quality_scores`, on the 18-class product of the "
         "same out-of-fold probabilities) costs 1 per image, and the reviewer fixes every wrong label the image "
         "carries (a gender or age fix applies to the whole person). Budgets are cumulative (2 % continues 1 %). "
-        "Corrections go through `core.review.set_label` / `verdict` as annotator \"simulated\".",
+        "Corrections go through `core.review.set_label` / `verdict` as annotator \"simulated\"."
+        + (" \"Review page, 1 per decision\" is the same queue with every unit costing 1 image (the budget counts "
+           "decisions): how much the accounting matters." if "queue_per_decision" in cfg.get("orders", ()) else ""),
         "",
         "| budget | queue | images reviewed | errors fixed | noisy F1 | cleaned F1 | ceiling F1 | gap recovered "
         "| cleaned acc mask / gender / age | retrain s |",
@@ -551,7 +568,7 @@ def report(data: dict[str, Any]) -> str:
     ]
     pooled: dict[tuple[str, float], float | None] = {}
     for budget in sorted(cfg["budgets"]):
-        for order in ORDERS:
+        for order in cfg.get("orders", ORDERS):
             arms = _arm_rows(done, order, budget)
             if not arms:
                 continue
@@ -566,7 +583,7 @@ def report(data: dict[str, Any]) -> str:
             accs = " / ".join(_fmt(float(np.mean([a[f"acc_{h}"] for _, a in arms])))
                               for h in ("mask", "gender", "age_group"))
             retrain = "; ".join("same labels: reused" if a.get("reused") else f"{a['retrain_s']:.0f}" for _, a in arms)
-            lines.append(f"| {budget:.0%} | {order} | {_spread([a['spent_images'] for _, a in arms], '.0f')} | {fixed} "
+            lines.append(f"| {budget:.0%} | {ORDER_NAMES.get(order, order)} | {_spread([a['spent_images'] for _, a in arms], '.0f')} | {fixed} "
                          f"| {_spread([r['noisy']['macro_f1'] for r, _ in arms])} "
                          f"| {_spread([a['macro_f1'] for _, a in arms])} "
                          f"| {_spread([r['ceiling']['macro_f1'] for r, _ in arms])} | {gap_text} | {accs} | {retrain} |")
@@ -594,7 +611,8 @@ def report(data: dict[str, Any]) -> str:
         lines.append("Target 2, beat the cleanlab-ordered queue at equal budget (queue vs cleanlab, summed over "
                      "seeds for errors): " + "; ".join(wins) + ".")
     lines.append("")
-    names = ["generate", "noisy_fit", "score", "review_queue", "review_cleanlab", "ceiling_labels", "ceiling_fit"]
+    names = ["generate", "noisy_fit", "score", *(f"review_{o}" for o in cfg.get("orders", ORDERS)), "ceiling_labels",
+             "ceiling_fit"]
     lines.append("Wall time per step, seconds (generate = both demos + ingest; a fit = training + held-out "
                  "prediction; review = all three budgets; cleaned retrains in the table): " + "; ".join(
                      f"seed {s}: " + ", ".join(f"{n} {r['times'][n]:.0f}" for n in names if n in r["times"])
@@ -628,6 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=[*ORDERS, *EXTRA_ORDERS],
+                        help="queues to compare (queue_per_decision: the Review page's queue, every unit 1 image)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared, loaded machine a second thread made training 4x slower)")
     parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop[-quick])")
@@ -646,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in ("persons", "holdout", "noise", "image_size", "model", "img_size", "epochs", "folds", "batch_size"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=list(args.seeds))
+    cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=list(args.seeds), orders=list(args.orders))
     cfg["image_size"], cfg["img_size"] = list(cfg["image_size"]), list(cfg["img_size"])
     work = args.work or Path("/tmp/cleaning-loop" + ("-quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)

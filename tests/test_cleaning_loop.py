@@ -126,6 +126,8 @@ def test_review_page_queue_costs_a_person_its_images_and_puts_flagged_units_firs
     flagged = {e.decisions[0] for e in entries[:3]}
     assert flagged == {(who["flip"], "gender"), (f"train/images/{who['swap']}/incorrect_mask.jpg", "mask"),
                        (f"train/images/{who['swap']}/normal.jpg", "mask")}
+    per_decision = loop.review_queue_entries(store, run_id, person_cost=False)
+    assert [e.decisions for e in per_decision] == [e.decisions for e in entries] and {e.cost for e in per_decision} == {1}
     reviewer = loop.Reviewer(store, entries, truth, score_run=run_id)
     reviewer.review_until(9)
     assert store.n_corrections() == 3 and loop.label_errors(store, truth)["errors"] == 1  # the age error is left
