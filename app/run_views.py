@@ -107,16 +107,17 @@ def compare(store: LabelStore) -> None:
             st.dataframe(_label_changes(diff["labels"]), hide_index=True)
     with right:
         st.subheader("Did it help")
-        st.dataframe(deltas, hide_index=True, column_config={
+        names = {"run_a": f"run #{run_a}", "run_b": f"run #{run_b}"}
+        st.dataframe(deltas.rename(columns=names), hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="%+.4f" if c == "change" else "%.4f")
-            for c in ("run_a", "run_b", "change")})
+            for c in (*names.values(), "change")})
     classes = jv.per_class_deltas(record_a, record_b)
     if len(classes):
         st.plotly_chart(train_charts.per_class_f1(classes, (f"run #{run_a}", f"run #{run_b}")), width="stretch",
                         key="compare_f1")
-        st.dataframe(classes, hide_index=True, column_config={
+        st.dataframe(classes.rename(columns=names), hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="%+.3f" if c == "change" else "%.3f")
-            for c in ("run_a", "run_b", "change")})
+            for c in (*names.values(), "change")})
 
 
 def _label_changes(labels: dict[str, Any]) -> pd.DataFrame:

@@ -27,7 +27,8 @@ def curves(epochs: pd.DataFrame, title: str = "Learning curves") -> go.Figure:
                        "y": [None if pd.isna(v) else float(v) for v in epochs["macro_f1"]], "line": {"color": F1}})
     return go.Figure(data=traces, layout=_layout(
         title, 300, xaxis={"title": {"text": "epoch"}, "dtick": 1}, yaxis={"title": {"text": "loss"}},
-        yaxis2={"title": {"text": "macro F1"}, "overlaying": "y", "side": "right", "range": [0, 1]}))
+        yaxis2={"title": {"text": "macro F1"}, "overlaying": "y", "side": "right", "range": [0, 1],
+                "tickmode": "linear", "tick0": 0, "dtick": 0.25, "showgrid": False}))
 
 
 def confusion(matrix: pd.DataFrame, target: str) -> go.Figure:

@@ -137,6 +137,10 @@ def test_one_job_at_a_time_and_cancel(store: LabelStore) -> None:
     assert any("Started rescoring as run #" in s for s in texts(at, "success")), texts(at, "success")
     score_id = int(store.runs("score").iloc[0]["id"])
 
+    second_tab = open_train()  # another browser session: the job's state comes from the database
+    assert any(f"score run #{score_id}" in t for t in progress_texts(second_tab)), progress_texts(second_tab)
+    assert second_tab.button(key="train_cancel").label == f"Cancel run #{score_id}"
+
     at.button(key="train_start").click().run()  # refused: the score job holds the lock
     assert any(f"Not started: run #{score_id} is still running (one job at a time)" in e
                for e in texts(at, "warning")), texts(at, "warning")
