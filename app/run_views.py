@@ -42,8 +42,10 @@ def runs_table(store: LabelStore) -> None:
     shown = jv.filter_overview(table, kinds=kinds, statuses=statuses, text=text).reset_index(drop=True)
     # Edits are kept by row position: a new key whenever the rows or notes change, so an edit never lands on another run.
     key = "runs_editor_" + hashlib.sha1(shown[["id", "note"]].to_json().encode()).hexdigest()[:12]
+    first = ["id", "kind", "status", "model", "macro_f1", "note"]  # the journal's point first, details after
     edited = st.data_editor(
-        shown, key=key, hide_index=True, disabled=[c for c in shown.columns if c != "note"], column_config={
+        shown, key=key, hide_index=True, disabled=[c for c in shown.columns if c != "note"],
+        column_order=[*first, *(c for c in shown.columns if c not in first)], column_config={
             "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f",
                                                       help="best validation macro F1 (score runs: mean of folds)"),
             "new_corrections": st.column_config.NumberColumn("new corrections",
@@ -231,6 +233,10 @@ def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:
                            mime="text/csv", key="detail_submission")
 
 
+def _megabytes(value: Any) -> str:
+    return f"{value} MB" if value else "none"
+
+
 def disk_view(store: LabelStore) -> None:
     """Sizes of checkpoints and caches, the retention settings, deleting a run's files."""
     usage = disk.disk_usage(store)
@@ -242,7 +248,7 @@ def disk_view(store: LabelStore) -> None:
     st.caption(ui.plain(
         f"Retention: each run keeps last.safetensors (to resume) and its {config.get('keep_top', 1)} best epoch "
         "checkpoint(s); best.safetensors is a hard link to the top one, never a second copy. Disk budgets: "
-        f"this run {config.get('keep_mb') or 'none'} MB, all runs {config.get('keep_mb_all') or 'none'} MB "
+        f"this run {_megabytes(config.get('keep_mb'))}, all runs {_megabytes(config.get('keep_mb_all'))} "
         "(python -m train fit --keep-mb / --keep-mb-all; best checkpoints are never deleted by a budget). "
         "Best checkpoints kept per run: Advanced in the form above."))
     busy = jobs.running_job(store) is not None
