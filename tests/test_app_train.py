@@ -87,6 +87,7 @@ def test_train_page_on_an_empty_store(tmp_path: Path, monkeypatch: pytest.Monkey
     assert any("store is empty" in i for i in texts(at, "info"))
 
 
+@pytest.mark.slow
 def test_retrain_starts_a_job_that_finishes_and_shows_its_metrics(store: LabelStore) -> None:
     at = open_train(**TINY)
     assert_clean(at)
@@ -154,6 +155,7 @@ def test_one_job_at_a_time_and_cancel(store: LabelStore) -> None:
     assert runs_shown(at).iloc[0]["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_a_failing_job_shows_its_error_tail(store: LabelStore) -> None:
     at = open_train(**{**TINY, "train_custom_model": "no_such_model"})
     at.button(key="train_start").click().run()
