@@ -181,6 +181,21 @@ def test_rescore_outcome_counts_flags_that_appeared_and_cleared(store: LabelStor
     assert "The Review queue now uses these scores." in message
 
 
+def test_same_settings_as_an_earlier_run_fill_the_form(store: LabelStore) -> None:
+    run_id = store.create_run("train", {"model": "test_resnet", "img_size": [32, 40], "epochs": 3, "lr": 0.02,
+                                        "loss": "focal", "seed": 7, "augment": False}, status="done")
+    at = open_train()
+    assert at.selectbox(key="train_same_as").value == run_id
+    at.button(key="train_load").click().run()
+    assert_clean(at)
+    state = at.session_state
+    assert (state["train_model"], state["train_custom_model"]) == (train_views.OTHER, "test_resnet")
+    assert (state["train_width"], state["train_height"], state["train_epochs"]) == (32, 40, 3)
+    assert (state["train_lr"], state["train_loss"], state["train_seed"], state["train_augment"]) == \
+        (0.02, "focal", 7, False)
+    assert any(f"settings of run #{run_id}" in s for s in texts(at, "success"))
+
+
 def fake_run(store: LabelStore, status: str = "done") -> dict:
     """A training run row with a folder: epoch002 (best, hard-linked), epoch001, last, a log."""
     run_id = store.create_run("train", {"model": "resnet10t", "epochs": 2}, status=status)
