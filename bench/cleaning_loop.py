@@ -67,9 +67,10 @@ SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.01, 0.02, 0.05)
 ORDERS = ("queue", "cleanlab")  # the two queues compared by default
-# Optional third arm: the Review-page queue with every unit costing 1 image (one decision), whatever its scope.
+# Optional third arm: the Review-page queue with every entry costing 1 image whatever its scope, as every
+# cleanlab entry does (one look, one decision): how much the cost accounting decides the comparison.
 EXTRA_ORDERS = ("queue_per_decision",)
-ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "queue_per_decision": "Review page, 1 per decision"}
+ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "queue_per_decision": "Review page, 1 per entry"}
 # test_resnet (timm's 0.4 M-parameter ResNet): on this shared 2-core machine resnet10t trained at 4-8 images/s,
 # which would put one seed of the default loop (about 8 full trainings) at many hours; test_resnet trains at ~50.
 DEFAULT = {"persons": 480, "holdout": 160, "noise": 0.2, "image_size": (384, 512), "model": "test_resnet",
@@ -559,8 +560,9 @@ def report(data: dict[str, Any]) -> str:
         "same out-of-fold probabilities) costs 1 per image, and the reviewer fixes every wrong label the image "
         "carries (a gender or age fix applies to the whole person). Budgets are cumulative (2 % continues 1 %). "
         "Corrections go through `core.review.set_label` / `verdict` as annotator \"simulated\"."
-        + (" \"Review page, 1 per decision\" is the same queue with every unit costing 1 image (the budget counts "
-           "decisions): how much the accounting matters." if "queue_per_decision" in cfg.get("orders", ()) else ""),
+        + (" \"Review page, 1 per entry\" is the same queue with every entry costing 1 image, person units too, as "
+           "every cleanlab entry costs 1 (one look, one decision per entry): how much the accounting decides."
+           if "queue_per_decision" in cfg.get("orders", ()) else ""),
         "",
         "| budget | queue | images reviewed | errors fixed | noisy F1 | cleaned F1 | ceiling F1 | gap recovered "
         "| cleaned acc mask / gender / age | retrain s |",
@@ -647,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=[*ORDERS, *EXTRA_ORDERS],
-                        help="queues to compare (queue_per_decision: the Review page's queue, every unit 1 image)")
+                        help="queues to compare (queue_per_decision: the Review page's queue, every entry 1 image)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared, loaded machine a second thread made training 4x slower)")
     parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop[-quick])")
