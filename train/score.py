@@ -58,8 +58,12 @@ from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy,
 __all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
 
 DEFAULT_FOLDS = 3
-# Score defaults that differ from fit's: 3 folds x 5 epochs keep the default demo under 6 minutes on 2 cores.
-SCORE_DEFAULTS: dict[str, Any] = {"epochs": 5}
+# Score defaults, differing from fit's: k models must train in minutes on 2 shared CPU cores. timm's tiny ResNet
+# (0.37 M parameters, 0.02 GMACs at 64x80) for 10 epochs of batch 32 learns the demo's cues (held-out mask 0.99,
+# gender 0.97 against the true labels) at a tenth of resnet10t's cost at 96x128 (BENCHMARKS.md, "Label issues").
+# One thread: on a machine shared with other jobs, OpenMP's 2-thread barriers stall (2x slower, measured).
+SCORE_DEFAULTS: dict[str, Any] = {"model": "test_resnet", "img_size": (64, 80), "epochs": 10, "batch_size": 32,
+                                  "threads": 1}
 # fit options that mean nothing here (one fold validates, checkpoint retention) or would change the classes
 # scored (training bins differ from the schema's): left out of the score CLI, refused by ``score``.
 NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold")
@@ -280,7 +284,8 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
         losses.append(round(loss_sum / max(1, seen), 5))
     seconds = time.monotonic() - started
     progress.update(fold, config.epochs - 1, steps, steps, phase="predict", force=True)
-    probs, _ = predict_probs(model, cache, held_out, mean, std, device, config.batch_size * 2)
+    # Flip TTA: a second look for 1/2 an epoch's forward cost on 1/k of the data; steadier probabilities.
+    probs, _ = predict_probs(model, cache, held_out, mean, std, device, config.batch_size * 4, tta="flip")
     progress.fold_done()
     if config.heads == "single":
         probs = marginals(schema, probs["class"])
