@@ -199,7 +199,7 @@ def queue(store: LabelStore, run_id: int) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     known = list(ranked["attribute"].unique())
     ranked["stored"] = ranked["attribute"].map({a: stored_attribute(schema, a) for a in known})
-    ranked["scope"] = ranked["stored"].map({a: schema.scope(stored_attribute(schema, a)) for a in known})
+    ranked["scope"] = ranked["attribute"].map({a: schema.scope(stored_attribute(schema, a)) for a in known})
     person_scope = (ranked["scope"] == "person") & ranked["person"].notna()
     ranked["target"] = np.where(person_scope, ranked["person"], ranked["path"])
     for name in known:  # scores may hold class codes; show class names

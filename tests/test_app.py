@@ -153,6 +153,20 @@ def test_review_correction_is_stored_logged_and_undone(store: LabelStore) -> Non
     assert store.history(limit=1).iloc[0]["reverts"] == entry["id"]
 
 
+def test_queue_units_are_images_or_people_by_scope(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    units = review.queue(store, run_id)
+    people = store.persons()
+    for attribute, scope in (("mask", "image"), ("gender", "person"), ("age_group", "person")):
+        mine = units[units["attribute"] == attribute]
+        assert set(mine["scope"]) == {scope}, attribute
+        expected = len(store.current_labels()) if scope == "image" else len(people)
+        assert len(mine) == expected and mine["target"].is_unique
+        if scope == "person":
+            assert set(mine["target"]) == set(people["person"])
+            assert (mine["unit"] == mine["target"] + "|" + mine["stored"]).all()
+
+
 def test_person_scope_accept_changes_all_the_persons_images(store: LabelStore) -> None:
     run_id = add_score_run(store)
     unit = first_unit(store, run_id, attribute="gender")
@@ -162,6 +176,20 @@ def test_person_scope_accept_changes_all_the_persons_images(store: LabelStore) -
     assert_clean(at)
     images, total = store.select_items(person=unit["target"], limit=None)
     assert total == 7 and set(images["gender"]) == {unit["suggested"]}
+
+
+def test_accepting_an_age_group_moves_the_age_into_that_group(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    unit = first_unit(store, run_id, attribute="age_group")
+    at = open_page("app_pages/review.py")
+    at.selectbox(key="review_attribute").set_value("age_group").run()
+    at.button(key="review_act_accept").click().run()
+    assert_clean(at)
+    images, _ = store.select_items(person=unit["target"], limit=None)
+    binned = store.schema.binned[0]
+    assert images["age"].nunique() == 1
+    assert binned.classes[int(binned.codes(images["age"])[0])] == unit["suggested"]
+    assert store.history(limit=1).iloc[0]["target_kind"] == "person"
 
 
 def test_conflicting_correction_is_shown_not_written(store: LabelStore) -> None:

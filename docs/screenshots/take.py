@@ -35,6 +35,10 @@ OUT = Path(__file__).resolve().parent
 PAGES = {"": ("distributions", "Click a bar"), "review": ("review", "Reviewed"),
          "browse": ("browse", "image(s)"), "history": ("history", "Import corrections"),
          "health": ("health", "Image issues")}
+# The script run finished (no status widget), no element still loading, every image decoded.
+READY = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0
+    && Array.from(document.images).every(image => image.complete)"""
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -96,7 +100,7 @@ def main() -> int:
                 page = browser.new_page(viewport={"width": 1440, "height": 2300 if tall else 1500})
                 page.goto(f"{url}/{path}?annotator=ana")
                 page.locator(f"text={marker}").first.wait_for(timeout=120_000)
-                page.wait_for_load_state("networkidle")
+                page.wait_for_function(READY, timeout=300_000)
                 time.sleep(3)  # plotly draws after the elements arrive
                 target = OUT / f"{name}.png"
                 page.screenshot(path=str(target), full_page=True)
