@@ -47,7 +47,8 @@ def _filters(store: LabelStore, key: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"labels": {}, "ranges": {}}
     with st.expander("Filters", expanded=True):
         top = st.columns(4)
-        split = top[0].selectbox("Split", ["all", "train", "eval"], key=f"{key}_split")
+        split = top[0].selectbox("Split", ["train", "eval", "all"], key=f"{key}_split",
+                                 help="train: labelled images; eval: unlabelled images to predict")
         person = top[1].text_input("Person (folder name)", key=f"{key}_person")
         path = top[2].text_input("Path contains", key=f"{key}_path")
         issue = top[3].selectbox("Data issue", ["-", "any", *_issue_kinds(store)], key=f"{key}_issue")

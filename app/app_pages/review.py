@@ -95,7 +95,7 @@ try:
 except StoreError as error:
     shown = None
     st.warning(ui.plain(str(error)))
-left, right = st.columns([3, 2])
+left, right = st.columns([1, 1])
 with left:
     if unit["scope"] == "person":
         st.subheader(ui.plain(f"Person {unit['target']}: {unit['attribute']}"))
@@ -114,9 +114,9 @@ with right:
         shown_text = f"{shown} ({binned.classes[int(binned.codes([shown])[0])]})"
     facts = st.columns(4)
     facts[0].metric("Given (scored)", str(unit["given"]))
-    facts[1].metric(f"Current {unit['stored']}", str(shown_text))
-    facts[2].metric("Suggested", str(unit["suggested"]))
-    facts[3].metric("Score", f"{unit['score']:.3f}")
+    facts[1].metric("Suggested", str(unit["suggested"]))
+    facts[2].metric("Score", f"{unit['score']:.3f}")
+    facts[3].metric(f"Current {unit['stored']}", str(shown_text))
     st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
                         "score = how strongly the out-of-fold model disagrees with the given label"))
     detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])

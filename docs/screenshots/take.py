@@ -96,8 +96,8 @@ def main() -> int:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             for path, (name, marker) in PAGES.items():
                 # Streamlit scrolls inside the page, so a tall window is what shows a whole page.
-                tall = name in ("review", "browse")
-                page = browser.new_page(viewport={"width": 1440, "height": 2300 if tall else 1500})
+                height = {"review": 2300, "browse": 2300, "distributions": 2000}.get(name, 1500)
+                page = browser.new_page(viewport={"width": 1440, "height": height})
                 page.goto(f"{url}/{path}?annotator=ana")
                 page.locator(f"text={marker}").first.wait_for(timeout=120_000)
                 page.wait_for_function(READY, timeout=300_000)
