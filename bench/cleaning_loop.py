@@ -323,18 +323,38 @@ def evaluate(checkpoint: str | os.PathLike[str], holdout: Holdout, cache_dir: st
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------
+def _setup(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs' numbers comparable: the configuration without the queues and budgets."""
+    return {k: v for k, v in config.items() if k not in ("orders", "budgets")}
+
+
+def merge(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from several of the same setup (e.g. seeds run as separate processes):
+    seeds side by side, the union of their queues and budgets."""
+    first = documents[0]
+    for other in documents[1:]:
+        if _setup(other["config"]) != _setup(first["config"]):
+            raise ValueError("results of different setups cannot be merged")
+    config = dict(first["config"])
+    config["orders"] = list(dict.fromkeys(o for d in documents for o in d["config"].get("orders", ORDERS)))
+    config["budgets"] = sorted({b for d in documents for b in d["config"]["budgets"]})
+    seeds = {s: r for d in documents for s, r in d["seeds"].items()}
+    commands = list(dict.fromkeys(c for d in documents for c in d.get("commands", [])))
+    return {**first, "config": config, "seeds": seeds, "commands": commands,
+            "total_s": sum(d.get("total_s", 0) for d in documents)}
+
+
 class Results:
     """The results document, saved (atomically) after every step so a killed run keeps what it did."""
 
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = path
         self.data: dict[str, Any] = {"config": config, "seeds": {}}
-        if path.exists():  # resume: keep finished steps of the same configuration (more queues may be added)
+        if path.exists():  # resume: keep finished steps of the same setup (queues and budgets may be added)
             old = json.loads(path.read_text())
-            same = {k: v for k, v in old.get("config", {}).items() if k != "orders"}
-            if same == {k: v for k, v in config.items() if k != "orders"}:
+            if _setup(old.get("config", {})) == _setup(config):
                 self.data = old
-                self.data["config"]["orders"] = config.get("orders", list(ORDERS))
+                self.data["config"].update(orders=config.get("orders", list(ORDERS)), budgets=config["budgets"])
 
     def seed(self, seed: int) -> dict[str, Any]:
         record = self.data["seeds"].setdefault(str(seed), {"times": {}, "arms": {}})
@@ -527,6 +547,12 @@ def _arm_rows(done: dict[str, Any], order: str, budget: float) -> list[tuple[dic
     return [(r, a) for r, a in rows if a and "macro_f1" in a]
 
 
+def _steps_s(done: dict[str, Any]) -> float:
+    """Wall seconds of every step of these seeds: generation, fits, scoring, reviews and retrains."""
+    return sum(sum(r["times"].values()) + sum(a.get("retrain_s", 0) for arm in r["arms"].values()
+                                              for a in arm.values()) for r in done.values())
+
+
 def report(data: dict[str, Any]) -> str:
     """Markdown: setup, the per-budget table (means over seeds, per-seed values in brackets), the
     verdict on the targets computed from the numbers, and wall times."""
@@ -534,15 +560,14 @@ def report(data: dict[str, Any]) -> str:
     done = {s: r for s, r in seeds.items() if "noisy" in r and "ceiling" in r}
     if not done:
         return "(no finished seed yet)"
-    quick = " --quick" if cfg.get("persons") == QUICK["persons"] and cfg.get("model") == QUICK["model"] else ""
     injected = "; ".join(f"seed {s}: {r['errors_injected']['errors']} ({r['errors_injected']['gender']} people's "
                          f"gender, {r['errors_injected']['age_group']} people's age group, "
                          f"{r['errors_injected']['mask']} mask images; {r['errors_injected']['images']} images with "
                          "a wrong 18-class label)" for s, r in done.items())
     first = next(iter(done.values()))
     lines = [
-        f"`PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py{quick} --seeds {' '.join(done)} --write`"
-        f" ({data.get('machine', 'this machine')}; {data.get('total_s', 0) / 60:.0f} min in all).",
+        " and ".join(f"`{c}`" for c in data.get("commands", ["bench/cleaning_loop.py"])) +
+        f" ({data.get('machine', 'this machine')}; steps took {_steps_s(done) / 60:.0f} min of wall time in all).",
         "",
         f"Demo: {cfg['persons']} people ({first['n_images']:,} training images), noise {cfg['noise']:.0%} of people "
         f"(gender flips, incorrect/normal swaps, wrong age group). Held out: {cfg['holdout']} other people "
@@ -565,8 +590,8 @@ def report(data: dict[str, Any]) -> str:
            if "queue_per_decision" in cfg.get("orders", ()) else ""),
         "",
         "| budget | queue | images reviewed | errors fixed | noisy F1 | cleaned F1 | ceiling F1 | gap recovered "
-        "| cleaned acc mask / gender / age | retrain s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| 18-class acc noisy / cleaned / ceiling (gap recovered) | cleaned acc mask / gender / age | retrain s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pooled: dict[tuple[str, float], float | None] = {}
     for budget in sorted(cfg["budgets"]):
@@ -584,11 +609,15 @@ def report(data: dict[str, Any]) -> str:
                 (f" ({', '.join(_fmt(g, '.0%') for g in gaps)})" if len(arms) > 1 else "")
             accs = " / ".join(_fmt(float(np.mean([a[f"acc_{h}"] for _, a in arms])))
                               for h in ("mask", "gender", "age_group"))
+            acc = [float(np.mean(v)) for v in ([r["noisy"]["acc_class"] for r, _ in arms], [a["acc_class"] for _, a in arms],
+                                               [r["ceiling"]["acc_class"] for r, _ in arms])]
+            acc_text = " / ".join(f"{v:.3f}" for v in acc) + f" ({_fmt(gap_recovered(*acc), '.0%')})"
             retrain = "; ".join("same labels: reused" if a.get("reused") else f"{a['retrain_s']:.0f}" for _, a in arms)
             lines.append(f"| {budget:.0%} | {ORDER_NAMES.get(order, order)} | {_spread([a['spent_images'] for _, a in arms], '.0f')} | {fixed} "
                          f"| {_spread([r['noisy']['macro_f1'] for r, _ in arms])} "
                          f"| {_spread([a['macro_f1'] for _, a in arms])} "
-                         f"| {_spread([r['ceiling']['macro_f1'] for r, _ in arms])} | {gap_text} | {accs} | {retrain} |")
+                         f"| {_spread([r['ceiling']['macro_f1'] for r, _ in arms])} | {gap_text} | {acc_text} | {accs} "
+                         f"| {retrain} |")
     lines.append("")
     lines.append("Held-out accuracy per head, mask / gender / age group: " + "; ".join(
         f"seed {s}: noisy {r['noisy']['acc_mask']:.3f} / {r['noisy']['acc_gender']:.3f} / "
@@ -654,12 +683,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch threads (1: on a shared, loaded machine a second thread made training 4x slower)")
     parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop[-quick])")
     parser.add_argument("--out", type=Path, help="results JSON (default <work>/results.json); resumed if present")
-    parser.add_argument("--report", type=Path, help="print the table of an existing results JSON and exit")
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="print the table of existing results JSON file(s) (seeds merged) and exit")
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args(argv)
 
     if args.report:
-        text = report(json.loads(args.report.read_text()))
+        text = report(merge([json.loads(path.read_text()) for path in args.report]))
         print(text)
         if args.write:
             write_section(text)
@@ -674,14 +704,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = Results(args.out or work / "results.json", {k: v for k, v in cfg.items() if k != "seeds"})
     results.data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start"
-    started = time.monotonic()
+    command = "PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results.data["commands"] = list(dict.fromkeys([*results.data.get("commands", []), command.strip()]))
+    started, earlier = time.monotonic(), float(results.data.get("total_s", 0))  # a resumed run adds its time
 
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:7.0f} s] {message}", flush=True)
 
     for seed in args.seeds:
         run_seed(seed, cfg, work, results, log)
-        results.data["total_s"] = round(time.monotonic() - started, 1)
+        results.data["total_s"] = round(earlier + time.monotonic() - started, 1)
         results.save()
         print(report(results.data), flush=True)
     if args.write:

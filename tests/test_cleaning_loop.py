@@ -146,17 +146,18 @@ def test_cleanlab_order_puts_confident_errors_first():
 
 def test_report_and_section_writer(tmp_path: Path):
     arm = {"spent_images": 30, "errors_fixed": 5, "macro_f1": 0.65, "gap_recovered": 0.5, "retrain_s": 10.0,
-           "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7}
+           "acc_class": 0.85, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7}
     seed = {"times": {"generate": 1.0, "noisy_fit": 2.0, "score": 3.0}, "n_images": 1000, "n_holdout_images": 200,
             "errors_injected": {"errors": 20, "gender": 5, "age_group": 1, "mask": 14, "images": 56},
-            "noisy": {"macro_f1": 0.6, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
-            "ceiling": {"macro_f1": 0.7, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
+            "noisy": {"macro_f1": 0.6, "acc_class": 0.8, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
+            "ceiling": {"macro_f1": 0.7, "acc_class": 0.9, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
             "arms": {"queue": {"0.05": arm}, "cleanlab": {"0.05": {**arm, "macro_f1": 0.62}}}}
     config = {"persons": 100, "holdout": 20, "noise": 0.2, "model": "m", "img_size": [64, 80], "epochs": 2,
               "folds": 3, "budgets": [0.05], "batch_size": 8}
     text = loop.report({"config": config, "seeds": {"0": seed}})
     rows = [line for line in text.splitlines() if line.startswith("| 5% |")]
     assert len(rows) == 2 and "| 50% |" in rows[0] and "| 20% |" in rows[1] and "| 5/20 |" in rows[0]
+    assert "| 0.800 / 0.850 / 0.900 (50%) |" in rows[0]
     assert "with a 5% budget: missed (50% of the gap" in text and "5%: F1 0.650 vs 0.620 (ahead)" in text
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\n## Ingest\n\nkeep me\n\n## Does cleaning pay?\n\nold\n\n## Later\n\nand me\n")
