@@ -18,7 +18,7 @@ from core.journal_views import ACTIVE, flag_changes, progress_view
 from core.store import LabelStore, StoreError
 from train import jobs
 from train.loop import TrainConfig
-from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE
+from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS
 
 REFRESH_S = 2
 # The curated model list: timm names with what to expect on this hardware (any timm name works under "Other").
@@ -104,8 +104,9 @@ def _start_from_form(command: str) -> None:
         ui.flash(review.Outcome(False, "Not started: type a timm model name (or pick one from the list)."))
         return
     if command == "score":
-        options = config_flags(values, exclude=NOT_FOR_SCORE) + ["--folds", str(st.session_state["score_folds"])]
-        start_job("score", options + ["--quiet"], "rescoring")
+        own = st.session_state.get("score_own_defaults", True)  # the scorer's cheap defaults, or the form's model
+        options = [] if own else config_flags(values, exclude=NOT_FOR_SCORE)
+        start_job("score", [*options, "--folds", str(st.session_state["score_folds"]), "--quiet"], "rescoring")
     else:
         start_job("fit", config_flags(values) + ["--quiet"], f"training ({values['model']})")
 
@@ -122,6 +123,7 @@ def retrain_form(store: LabelStore) -> None:
     for key, value in settings_of({}).items():
         st.session_state.setdefault(key, value)
     st.session_state.setdefault("score_folds", DEFAULT_FOLDS)
+    st.session_state.setdefault("score_own_defaults", True)
     train_runs = store.runs("train")
     if len(train_runs):
         labels = {int(r["id"]): run_label(r) for r in train_runs.to_dict("records")}
@@ -161,12 +163,16 @@ def retrain_form(store: LabelStore) -> None:
             more[1].checkbox("Augmentation", key="train_augment")
             more[2].checkbox("Balanced sampling", key="train_balanced")
             more[3].number_input("Rescore folds", 2, 10, step=1, key="score_folds")
+            scorer = ", ".join(f"{k} {' x '.join(map(str, v)) if isinstance(v, tuple) else v}"
+                               for k, v in SCORE_DEFAULTS.items())
+            st.checkbox("Rescore with the scorer's own settings", key="score_own_defaults",
+                        help=f"{scorer}: k small models train in minutes on a CPU. Off: the model settings above.")
         buttons = st.columns([2, 2, 3])
         buttons[0].form_submit_button("Retrain on cleaned labels", type="primary", on_click=_start_from_form,
                                       args=("fit",), key="train_start")
         buttons[1].form_submit_button("Rescore", on_click=_start_from_form, args=("score",), key="score_start",
-                                      help="Cross-validated label-issue scores with these settings: the review "
-                                           "queue then uses them.")
+                                      help="Cross-validated label-issue scores of the current labels (settings "
+                                           "under Advanced): the review queue then uses them.")
         buttons[2].caption("Retrain takes a snapshot of the current (corrected) labels and trains on it. "
                            "One job at a time.")
     if not has_age:

@@ -196,6 +196,24 @@ def test_same_settings_as_an_earlier_run_fill_the_form(store: LabelStore) -> Non
     assert any(f"settings of run #{run_id}" in s for s in texts(at, "success"))
 
 
+def test_rescore_uses_the_scorers_settings_unless_told_otherwise(store: LabelStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(jobs, "start", lambda _store, command, options: started.append((command, options)) or 99)
+    at = open_train(**TINY)
+    at.button(key="score_start").click().run()
+    at.checkbox(key="score_own_defaults").uncheck()
+    at.button(key="score_start").click().run()
+    at.button(key="train_start").click().run()
+    assert_clean(at)
+    assert started[0] == ("score", ["--folds", "3", "--quiet"])
+    command, options = started[1]
+    assert command == "score" and options[-3:] == ["--folds", "3", "--quiet"]
+    assert "--model" in options and "--val-folds" not in options and "--keep-top" not in options
+    command, options = started[2]
+    assert command == "fit" and options[options.index("--model") + 1] == "test_resnet" and "--val-folds" in options
+
+
 def fake_run(store: LabelStore, status: str = "done") -> dict:
     """A training run row with a folder: epoch002 (best, hard-linked), epoch001, last, a log."""
     run_id = store.create_run("train", {"model": "resnet10t", "epochs": 2}, status=status)
