@@ -203,6 +203,7 @@ def test_score_rows_fan_out_person_verdicts_and_swaps():
         probs[name][np.arange(42), codes[name]] = 0.95
     probs["gender"][7:14] = [0.1, 0.9]  # person b: female on every image
     probs["mask"][[19, 20]] = [[0.05, 0.05, 0.9], [0.05, 0.9, 0.05]]  # person c: the pair exchanged
+    probs["mask"][27] = [0.05, 0.9, 0.05]  # person d: only its not_wear photo looks incorrect (a model error)
     previous = {name: p.copy() for name, p in probs.items()}
     previous["gender"][:7] = [0.5, 0.5]
     previous["gender"][35:] = np.nan  # person f unknown to the earlier model
@@ -215,6 +216,9 @@ def test_score_rows_fan_out_person_verdicts_and_swaps():
     swap = rows[(rows["attribute"] == "mask") & (rows["kind"] == "swap")]
     assert sorted(swap["item_id"]) == [20, 21] and swap["is_issue"].all()
     assert list(swap.sort_values("item_id")["suggested"]) == ["not_wear", "incorrect"]
+    lone = rows[(rows["attribute"] == "mask") & (rows["item_id"] == 28)].iloc[0]  # one of a pair: no flag
+    assert lone["kind"] == "image" and lone["suggested"] == "incorrect" and not lone["is_issue"]
+    assert lone["detail"]["cleanlab_issue"] and "pair_rule" in lone["detail"]
     details = gender["detail"]
     assert details.loc[1]["disagreement"] > 0.1 and details.loc[15]["disagreement"] == 0
     assert "disagreement" not in details.loc[36] or details.loc[36]["disagreement"] is None
