@@ -324,8 +324,8 @@ def evaluate(checkpoint: str | os.PathLike[str], holdout: Holdout, cache_dir: st
 
 # ---- the loop -------------------------------------------------------------------------------------------------
 def _setup(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs' numbers comparable: the configuration without the queues and budgets."""
-    return {k: v for k, v in config.items() if k not in ("orders", "budgets")}
+    """What makes two runs' numbers comparable: the configuration without the queues, budgets and extras."""
+    return {k: v for k, v in config.items() if k not in ("orders", "budgets", "repeat_noisy")}
 
 
 def merge(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -354,7 +354,8 @@ class Results:
             old = json.loads(path.read_text())
             if _setup(old.get("config", {})) == _setup(config):
                 self.data = old
-                self.data["config"].update(orders=config.get("orders", list(ORDERS)), budgets=config["budgets"])
+                self.data["config"].update(orders=config.get("orders", list(ORDERS)), budgets=config["budgets"],
+                                           repeat_noisy=config.get("repeat_noisy", False))
 
     def seed(self, seed: int) -> dict[str, Any]:
         record = self.data["seeds"].setdefault(str(seed), {"times": {}, "arms": {}})
@@ -425,19 +426,20 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: 
     record["n_holdout_images"] = len(holdout.paths)
     fits: dict[str, dict[str, Any]] = record.setdefault("fits", {})  # by snapshot hash: same labels, same model
 
-    def train_eval(db: Path, snapshot: Any, step: str) -> dict[str, Any]:
-        if snapshot.hash in fits:
-            log(f"seed {seed} {step}: same labels as an earlier fit, its result reused")
-            return {**fits[snapshot.hash], "reused": True}
+    def train_eval(db: Path, snapshot: Any, step: str, training_seed: int = seed) -> dict[str, Any]:
+        key = snapshot.hash if training_seed == seed else f"{snapshot.hash}:seed{training_seed}"
+        if key in fits:
+            log(f"seed {seed} {step}: same labels and seed as an earlier fit, its result reused")
+            return {**fits[key], "reused": True}
         started = time.monotonic()
-        result = fit(db=str(db), snapshot=str(snapshot.path), echo=False, **train_opts)
+        result = fit(db=str(db), snapshot=str(snapshot.path), echo=False, **{**train_opts, "seed": training_seed})
         if result["status"] != "done":  # fit turns SIGTERM/SIGINT into a "cancelled" run: stop here too
             raise RuntimeError(f"seed {seed} {step}: training run {result['run_id']} ended {result['status']}")
         train_s = time.monotonic() - started
         metrics = evaluate(Path(result["run_dir"]) / "last.safetensors", holdout, cache_dir, cfg["threads"])
         metrics.update(train_s=round(train_s, 1), eval_s=round(time.monotonic() - started - train_s, 1),
                        run_dir=result["run_dir"])
-        fits[snapshot.hash] = metrics
+        fits[key] = metrics
         results.save()
         log(f"seed {seed} {step}: macro F1 {metrics['macro_f1']:.4f} (train {train_s:.0f} s)")
         return metrics
@@ -524,6 +526,10 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: 
                        gap_recovered=gap_recovered(record["noisy"]["macro_f1"], metrics["macro_f1"],
                                                    record["ceiling"]["macro_f1"]))
             results.save()
+    if cfg.get("repeat_noisy") and "noisy_repeat" not in record:  # run-to-run spread at fixed labels
+        record["noisy_repeat"] = timed(record, "noisy_repeat_fit", lambda: train_eval(
+            main_db, noisy_snapshot, "noisy, training seed + 1000", training_seed=seed + 1000))
+        results.save()
 
 
 # ---- the report -----------------------------------------------------------------------------------------------
@@ -589,9 +595,9 @@ def report(data: dict[str, Any]) -> str:
            "every cleanlab entry costs 1 (one look, one decision per entry): how much the accounting decides."
            if "queue_per_decision" in cfg.get("orders", ()) else ""),
         "",
-        "| budget | queue | images reviewed | errors fixed | noisy F1 | cleaned F1 | ceiling F1 | gap recovered "
+        "| budget | queue | seeds | images reviewed | errors fixed | noisy F1 | cleaned F1 | ceiling F1 | gap recovered "
         "| 18-class acc noisy / cleaned / ceiling (gap recovered) | cleaned acc mask / gender / age | retrain s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pooled: dict[tuple[str, float], float | None] = {}
     for budget in sorted(cfg["budgets"]):
@@ -613,7 +619,8 @@ def report(data: dict[str, Any]) -> str:
                                                [r["ceiling"]["acc_class"] for r, _ in arms])]
             acc_text = " / ".join(f"{v:.3f}" for v in acc) + f" ({_fmt(gap_recovered(*acc), '.0%')})"
             retrain = "; ".join("same labels: reused" if a.get("reused") else f"{a['retrain_s']:.0f}" for _, a in arms)
-            lines.append(f"| {budget:.0%} | {ORDER_NAMES.get(order, order)} | {_spread([a['spent_images'] for _, a in arms], '.0f')} | {fixed} "
+            seed_names = ", ".join(s for s, r in done.items() if any(r is x for x, _ in arms))
+            lines.append(f"| {budget:.0%} | {ORDER_NAMES.get(order, order)} | {seed_names} | {_spread([a['spent_images'] for _, a in arms], '.0f')} | {fixed} "
                          f"| {_spread([r['noisy']['macro_f1'] for r, _ in arms])} "
                          f"| {_spread([a['macro_f1'] for _, a in arms])} "
                          f"| {_spread([r['ceiling']['macro_f1'] for r, _ in arms])} | {gap_text} | {acc_text} | {accs} "
@@ -623,6 +630,16 @@ def report(data: dict[str, Any]) -> str:
         f"seed {s}: noisy {r['noisy']['acc_mask']:.3f} / {r['noisy']['acc_gender']:.3f} / "
         f"{r['noisy']['acc_age_group']:.3f}, ceiling {r['ceiling']['acc_mask']:.3f} / "
         f"{r['ceiling']['acc_gender']:.3f} / {r['ceiling']['acc_age_group']:.3f}" for s, r in done.items()) + ".")
+    repeats = [(s, r) for s, r in done.items() if "noisy_repeat" in r]
+    if repeats:
+        lines.append("")
+        lines.append("Run-to-run spread at fixed labels (the noisy labels trained again with training seed + 1000, "
+                     "nothing else changed), macro F1 / 18-class accuracy: " + "; ".join(
+                         f"seed {s}: {r['noisy']['macro_f1']:.3f} vs {r['noisy_repeat']['macro_f1']:.3f} / "
+                         f"{r['noisy']['acc_class']:.3f} vs {r['noisy_repeat']['acc_class']:.3f}" for s, r in repeats)
+                     + "; noisy->ceiling gaps for comparison: " + "; ".join(
+                         f"seed {s}: {r['ceiling']['macro_f1'] - r['noisy']['macro_f1']:+.3f} / "
+                         f"{r['ceiling']['acc_class'] - r['noisy']['acc_class']:+.3f}" for s, r in done.items()) + ".")
     top = max(cfg["budgets"])
     if ("queue", top) in pooled:
         reached = pooled[("queue", top)]
@@ -643,7 +660,7 @@ def report(data: dict[str, Any]) -> str:
                      "seeds for errors): " + "; ".join(wins) + ".")
     lines.append("")
     names = ["generate", "noisy_fit", "score", *(f"review_{o}" for o in cfg.get("orders", ORDERS)), "ceiling_labels",
-             "ceiling_fit"]
+             "ceiling_fit", "noisy_repeat_fit"]
     lines.append("Wall time per step, seconds (generate = both demos + ingest; a fit = training + held-out "
                  "prediction; review = all three budgets; cleaned retrains in the table): " + "; ".join(
                      f"seed {s}: " + ", ".join(f"{n} {r['times'][n]:.0f}" for n in names if n in r["times"])
@@ -679,6 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=[*ORDERS, *EXTRA_ORDERS],
                         help="queues to compare (queue_per_decision: the Review page's queue, every entry 1 image)")
+    parser.add_argument("--repeat-noisy", action="store_true",
+                        help="after the queues, train the noisy labels again with training seed + 1000: the "
+                             "run-to-run spread at fixed labels")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared, loaded machine a second thread made training 4x slower)")
     parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop[-quick])")
@@ -698,7 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in ("persons", "holdout", "noise", "image_size", "model", "img_size", "epochs", "folds", "batch_size"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=list(args.seeds), orders=list(args.orders))
+    cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=list(args.seeds), orders=list(args.orders),
+               repeat_noisy=args.repeat_noisy)
     cfg["image_size"], cfg["img_size"] = list(cfg["image_size"]), list(cfg["img_size"])
     work = args.work or Path("/tmp/cleaning-loop" + ("-quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)
