@@ -176,8 +176,11 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if labels["item_id"].isna().any():
         raise StoreError(f"{int(labels['item_id'].isna().sum())} snapshot image(s) are not in the store any more")
     labels["item_id"] = labels["item_id"].astype("int64")
-    folds = person_folds(labels, k, config.seed)
-    save_npy(run_dir / "folds.npy", folds)
+    saved = run_dir / "folds.npy"  # a resumed run keeps its folds, whatever person_folds does today
+    folds = np.load(saved) if saved.exists() else person_folds(labels, k, config.seed)
+    if len(folds) != len(labels):
+        raise StoreError(f"{saved} has {len(folds)} rows but the snapshot {len(labels)}: not this run's folds")
+    save_npy(saved, folds)
     labels.assign(fold=folds)[["item_id", "path", "person", "fold"]].to_csv(run_dir / "items.csv", index=False)
     heads = heads_for(schema, config.heads)
     codes = schema.codes(labels)
