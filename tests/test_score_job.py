@@ -85,7 +85,7 @@ def test_scores_are_stored_and_the_run_becomes_current(db: Path, first: dict):
     assert run["kind"] == "score" and run["status"] == "done" and run["finished_at"]
     assert run["config"]["folds"] == 2 and run["config"]["model"] == "test_resnet" and "val_fold" not in run["config"]
     assert run["snapshot_hash"] and Path(run["config"]["snapshot"]).exists()
-    assert run["progress"]["folds"] == 2 and run["progress"]["phase"] == "scoring"
+    assert run["progress"]["folds"] == 2 and run["progress"]["phase"] == "scoring" and run["progress"]["images_per_s"] > 0
     assert list(folds["fold"]) == [1, 2] and {"acc_mask", "acc_gender", "train_loss_per_epoch"} <= set(folds)
     assert len(scores) == 3 * len(current) and not scores.duplicated(["item_id", "attribute"]).any()
     assert set(scores["attribute"]) == set(TARGETS) and scores["score"].between(0, 1).all()

@@ -156,7 +156,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     torch.set_num_threads(max(1, config.threads))
     device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    progress = FoldProgress(store, run_id, k, config.epochs)
+    progress = FoldProgress(store, run_id, k, config.epochs, config.batch_size)
     phases: dict[str, float] = {}  # seconds per phase of this session, for the journal and the bench
     mark = time.monotonic()
     ingest_id = store.last_ingest_id()
@@ -315,10 +315,12 @@ def lr_factor(step: int, warmup: float, total: int) -> float:
 class FoldProgress:
     """Writes fold, epoch, step, phase, ETA and speed to the run row at most every ``every_s`` seconds."""
 
-    def __init__(self, store: LabelStore, run_id: int, folds: int, epochs: int, every_s: float = 3.0):
+    def __init__(self, store: LabelStore, run_id: int, folds: int, epochs: int, batch_size: int,
+                 every_s: float = 3.0):
         self.store, self.run_id, self.folds, self.epochs, self.every_s = store, run_id, folds, epochs, every_s
-        self.folds_left = folds  # folds still to train; the ETA extrapolates this session's rate
-        self.steps_done, self.last_write, self.started = 0, 0.0, time.monotonic()
+        self.batch_size = batch_size
+        self.folds_left = folds  # folds still to train; the ETA extrapolates this session's training rate
+        self.steps_done, self.last_write, self.started = 0, 0.0, None
 
     def fold_skipped(self) -> None:
         self.folds_left -= 1
@@ -328,14 +330,17 @@ class FoldProgress:
 
     def update(self, fold: int, epoch: int, step: int, steps: int, *, phase: str = "train", force: bool = False) -> None:
         """fold, epoch: 0-based; step/steps: batches of this epoch."""
+        moment = time.monotonic()
         if phase == "train":
             self.steps_done += 1
-        moment = time.monotonic()
+            self.started = self.started or moment  # the clock starts with training, not with data checks
         if not force and moment - self.last_write < self.every_s:
             return
         self.last_write = moment
+        elapsed = moment - self.started if self.started else 0.0
+        rate = self.steps_done / elapsed if elapsed > 0 else 0.0  # steps per second
         remaining = self.folds_left * self.epochs * steps - (epoch * steps + step) if phase == "train" else None
-        rate = self.steps_done / (moment - self.started) if self.steps_done else 0.0
         self.store.update_progress(self.run_id, fold=fold + 1, folds=self.folds, epoch=epoch + 1, epochs=self.epochs,
                                    step=step, total=steps, phase=phase,
-                                   eta_s=round(remaining / rate, 1) if remaining is not None and rate else None)
+                                   eta_s=round(remaining / rate, 1) if remaining is not None and rate else None,
+                                   images_per_s=round(rate * self.batch_size, 1) if rate else None)
