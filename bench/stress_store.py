@@ -84,10 +84,12 @@ def workers_of(db: str) -> int:
     return int(Path(db).with_suffix(".workers").read_text())
 
 
-def reader(db: str, stop: mp.Event, out: mp.Queue) -> None:
+def reader(db: str, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:
+    """Reads like the dashboard until told to stop; always at least once before and once after."""
     store = LabelStore(db)
     reads = failures = 0
-    while not stop.is_set():
+    first = True
+    while first or not stop.is_set():
         try:
             labels = store.current_labels()
             store.count_by(["mask", "gender"])
@@ -95,6 +97,9 @@ def reader(db: str, stop: mp.Event, out: mp.Queue) -> None:
             reads += 1
         except Exception:  # noqa: BLE001
             failures += 1
+        if first:
+            ready.set()  # the writers start only once the reader is reading (a spawned process starts slowly)
+            first = False
     out.put((reads, failures))
 
 
@@ -108,9 +113,11 @@ def run(workers: int = 8, per_worker: int = 250, n_persons: int = 180, seed: int
     store.ingest(root=directory, schema=store_schema(), dataset_format="competition", persons=persons, items=items,
                  problems=[])
     ctx = mp.get_context("spawn")
-    stop, queue = ctx.Event(), ctx.Queue()
-    read_process = ctx.Process(target=reader, args=(str(db), stop, queue))
+    ready, stop, queue = ctx.Event(), ctx.Event(), ctx.Queue()
+    read_process = ctx.Process(target=reader, args=(str(db), ready, stop, queue))
     read_process.start()
+    if not ready.wait(timeout=120):
+        raise RuntimeError("the reader process did not start reading within 120 s")
     started = time.perf_counter()
     with ctx.Pool(workers) as pool:
         results = pool.map(writer, [(str(db), w, per_worker, n_persons, seed) for w in range(workers)])
