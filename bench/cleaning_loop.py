@@ -571,8 +571,9 @@ def report(data: dict[str, Any]) -> str:
                          f"{r['errors_injected']['mask']} mask images; {r['errors_injected']['images']} images with "
                          "a wrong 18-class label)" for s, r in done.items())
     first = next(iter(done.values()))
+    per_person = first["n_images"] / cfg["persons"]
     lines = [
-        " and ".join(f"`{c}`" for c in data.get("commands", ["bench/cleaning_loop.py"])) +
+        " and ".join(f"`{c}`" for c in data.get("commands") or ["bench/cleaning_loop.py"]) +
         f" ({data.get('machine', 'this machine')}; steps took {_steps_s(done) / 60:.0f} min of wall time in all).",
         "",
         f"Demo: {cfg['persons']} people ({first['n_images']:,} training images), noise {cfg['noise']:.0%} of people "
@@ -585,8 +586,8 @@ def report(data: dict[str, Any]) -> str:
         f"Injected label errors (one per wrong image mask, per wrong person gender or age group): {injected}.",
         "",
         "Budget accounting: images looked at. The Review page's queue costs 1 per image unit (mask) and "
-        "the person's 7 images per person unit (gender, age group: the page shows the whole strip); flagged units "
-        "first, as the page's default filter, then the rest. cleanlab's per-image order ("
+        f"the person's images ({per_person:.0f} in this demo) per person unit (gender, age group: the page shows the "
+        "whole strip); flagged units first, as the page's default filter, then the rest. cleanlab's per-image order ("
         "`find_label_issues` by self-confidence, then `get_label_quality_scores`, on the 18-class product of the "
         "same out-of-fold probabilities) costs 1 per image, and the reviewer fixes every wrong label the image "
         "carries (a gender or age fix applies to the whole person). Budgets are cumulative (2 % continues 1 %). "

@@ -159,6 +159,9 @@ def test_report_and_section_writer(tmp_path: Path):
     assert len(rows) == 2 and "| 50% |" in rows[0] and "| 20% |" in rows[1] and "| 5/20 |" in rows[0]
     assert "| 0.800 / 0.850 / 0.900 (50%) |" in rows[0]
     assert "with a 5% budget: missed (50% of the gap" in text and "5%: F1 0.650 vs 0.620 (ahead)" in text
+    assert "the person's images (10 in this demo)" in text  # 1000 images of 100 people
+    merged = loop.report(loop.merge([{"config": config, "seeds": {"0": seed}}]))  # merge of files without commands
+    assert merged.startswith("`bench/cleaning_loop.py` (")
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\n## Ingest\n\nkeep me\n\n## Does cleaning pay?\n\nold\n\n## Later\n\nand me\n")
     loop.write_section("new table", bench)
