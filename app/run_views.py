@@ -204,9 +204,9 @@ def open_in_review(store: LabelStore, path: str, person: str, target: str) -> No
         st.session_state["review_browse_path"] = path
         st.switch_page("app_pages/review.py")
     unit = f"{review.target_of(schema, target, path, person or None)}|{target}"
-    pending = review.filter_queue(ui.queue(store, run_id), ui.statuses(store, store.run(run_id)["created_at"]),
-                                  flagged_only=True, status="unreviewed")
-    if unit in set(pending["key"]):
+    pending = review.queue_position(store, run_id, ui.statuses(store, store.run(run_id)["created_at"]), unit,
+                                    flagged_only=True, status="unreviewed")
+    if pending is not None:
         st.session_state["review_focus"] = unit
         st.switch_page("app_pages/review.py")
     st.session_state["browse_path"] = path

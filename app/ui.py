@@ -88,31 +88,24 @@ def require_data(store: LabelStore) -> bool:
     return True
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _queue_facts(_store: LabelStore, db: str, run_id: int) -> dict[str, Any]:
-    units = queue(_store, run_id)
-    attributes = [str(a) for a in units["attribute"].unique()]
-    classes = {a: sorted({str(v) for v in units.loc[units["attribute"] == a, "given"].dropna().unique()}
-                         | {str(v) for v in units.loc[units["attribute"] == a, "suggested"].dropna().unique()})
-               for a in attributes}
-    return {"attributes": attributes, "classes": classes,
-            "max_score": float(units["score"].max()) if len(units) else 1.0}
-
-
 def queue_facts(store: LabelStore, run_id: int) -> dict[str, Any]:
-    """Filter choices of a score run's queue: attributes, classes per attribute, highest score."""
-    return _queue_facts(store, str(store.path), run_id)
+    """Filter choices of a score run's queue: attributes, classes per attribute, highest score
+    (saved with the run's ranked queue: one small read)."""
+    summary = store.review_summary(run_id)
+    return {"attributes": summary["attributes"], "classes": summary["classes"],
+            "max_score": 1.0 if summary["max_score"] is None else float(summary["max_score"])}
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _queue(_store: LabelStore, db: str, run_id: int) -> pd.DataFrame:
-    # A finished score run never changes, so its ranked queue is computed once per run and shared
-    # read-only between sessions (cache_resource: no copy of a 600,000-row table on every rerun).
+    # A finished score run never changes, so its queue is read once per run and shared read-only
+    # between sessions (cache_resource: no copy on every rerun).
     return review.queue(_store, run_id)
 
 
 def queue(store: LabelStore, run_id: int) -> pd.DataFrame:
-    """The ranked review queue of a score run (shared, read-only)."""
+    """The whole ranked review queue of a score run (shared, read-only; the Train page compares two).
+    The Review page reads only counts and its visible page (``review.queue_page``)."""
     return _queue(store, str(store.path), run_id)
 
 

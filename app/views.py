@@ -71,8 +71,7 @@ def _filters(store: LabelStore, key: str) -> dict[str, Any]:
 
 
 def _issue_kinds(store: LabelStore) -> list[str]:
-    issues = store.data_issues()
-    return sorted(issues["kind"].unique()) if len(issues) else []
+    return store.data_issue_kinds()
 
 
 def _merge(widgets: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:

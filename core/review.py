@@ -178,40 +178,61 @@ def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
     return both.drop_duplicates(["target", "attribute"])[["target", "attribute", "status"]].reset_index(drop=True)
 
 
-def queue(store: LabelStore, run_id: int) -> pd.DataFrame:
+def queue(store: LabelStore, run_id: int, *, flagged_only: bool = False) -> pd.DataFrame:
     """The ranked review queue of a score run: one row per unit, most suspicious first.
 
     Person-scope rows of the run (one per image) collapse to one row per person, represented by
-    its most suspicious image (grouped in SQL: 600,000 score rows never reach pandas). Columns:
-    ``key`` (``target|attribute`` as scored, unique), ``unit`` (``target|stored``, what verdicts and
-    corrections name), ``target``, ``scope``, ``attribute`` (as scored, e.g. ``age_group``),
-    ``stored`` (``age``), ``item_id``, ``path``, ``person``, ``given``, ``suggested`` (class names),
-    ``score``, ``is_issue``. A unit's probabilities: ``store.score_detail(run_id, item_id, attribute)``.
+    its most suspicious image. The queue is ranked once, in SQL, when the run's scores are saved
+    (``LabelStore.save_scores``); this reads it. Columns: ``key`` (``target|attribute`` as scored,
+    unique), ``unit`` (``target|stored``, what verdicts and corrections name), ``target``,
+    ``scope``, ``attribute`` (as scored, e.g. ``age_group``), ``stored`` (``age``), ``item_id``,
+    ``path``, ``person``, ``given``, ``suggested`` (class names), ``score``, ``is_issue``. A unit's
+    probabilities: ``store.score_detail(run_id, item_id, attribute)``. For one page of a filtered
+    queue use ``queue_page`` (reads only that page).
     """
-    schema = store.schema
-    columns = ["key", "unit", "target", "scope", "attribute", "stored", "item_id", "path", "person", "given",
-               "suggested", "score", "is_issue"]
-    targets = [t for t in schema.targets if _is_target(schema, t)]
-    person_targets = [t for t in targets if schema.scope(stored_attribute(schema, t)) == "person"]
-    ranked = store.score_units(run_id, person_targets)
-    ranked = ranked[ranked["attribute"].isin(targets)].reset_index(drop=True)
-    if ranked.empty:
-        return pd.DataFrame(columns=columns)
-    known = list(ranked["attribute"].unique())
-    ranked["stored"] = ranked["attribute"].map({a: stored_attribute(schema, a) for a in known})
-    ranked["scope"] = ranked["attribute"].map({a: schema.scope(stored_attribute(schema, a)) for a in known})
-    person_scope = (ranked["scope"] == "person") & ranked["person"].notna()
-    ranked["target"] = np.where(person_scope, ranked["person"], ranked["path"])
-    for name in known:  # scores may hold class codes; show class names
-        rows = (ranked["attribute"] == name).to_numpy()
-        for column in ("given", "suggested"):
-            values = ranked.loc[rows, column]
-            names = {v: _class_name(schema, name, v) for v in values.dropna().unique()}
-            ranked.loc[rows, column] = values.map(names)
-    ranked["key"] = ranked["target"] + "|" + ranked["attribute"]
-    ranked["unit"] = ranked["target"] + "|" + ranked["stored"]
-    ranked["is_issue"] = ranked["is_issue"].fillna(0).astype(int)
-    return ranked[columns]
+    return store.review_units(run_id, flagged_only=flagged_only)[0]
+
+
+def _status_filter(status_table: pd.DataFrame, status: str | None) -> dict[str, list[str]]:
+    """``review_units`` arguments for a status: units with it, or for ``unreviewed`` all but the acted-on."""
+    if not status:
+        return {}
+    units = status_table["target"] + "|" + status_table["attribute"]
+    if status == "unreviewed":
+        return {"exclude_units": list(units)}
+    return {"units": list(units[status_table["status"] == status])}
+
+
+def queue_page(store: LabelStore, run_id: int, status_table: pd.DataFrame, *, offset: int = 0,
+               limit: int | None = None, count: bool = True, status: str | None = None,
+               **filters: Any) -> tuple[pd.DataFrame, int | None]:
+    """Rows ``offset`` .. ``offset + limit`` of what ``filter_queue(queue(...), status_table, ...)``
+    returns (same columns, ``status`` included) and the number of matching units (None with
+    ``count=False``), read from the store without loading the queue. Filters: ``attribute``,
+    ``given``, ``suggested``, ``min_score``, ``flagged_only``, ``status`` (one of ``STATUSES``),
+    ``issue_kind`` (a data-issue kind or ``"any"``; ``filter_queue`` takes the item ids instead).
+    """
+    rows, total = store.review_units(run_id, offset=offset, limit=limit, count=count, **filters,
+                                     **_status_filter(status_table, status))
+    rows["status"] = rows["unit"].map(status_lookup(status_table)).fillna("unreviewed") if len(rows) else []
+    return rows, total
+
+
+def queue_position(store: LabelStore, run_id: int, status_table: pd.DataFrame, key: str, *,
+                   status: str | None = None, **filters: Any) -> int | None:
+    """Position of the unit ``key`` in the filtered queue (as ``queue_page`` orders it), None if absent."""
+    return store.review_unit_position(run_id, key, **filters, **_status_filter(status_table, status))
+
+
+def queue_progress(store: LabelStore, run_id: int, status_table: pd.DataFrame) -> tuple[int, int]:
+    """``progress(queue(store, run_id), status_table)`` without loading the queue."""
+    flagged = store.review_summary(run_id)["n_flagged"]
+    done = status_table[status_table["status"].isin(("reviewed", "corrected"))]
+    if flagged == 0 or done.empty:
+        return 0, flagged
+    _, reviewed = store.review_units(run_id, flagged_only=True, units=list(done["target"] + "|" + done["attribute"]),
+                                     limit=0)
+    return reviewed, flagged
 
 
 def status_lookup(status_table: pd.DataFrame) -> dict[str, str]:
@@ -304,27 +325,3 @@ def evidence(detail: Any) -> dict[str, Any]:
     without the probabilities and bookkeeping, for showing beside the score."""
     skip = {"probabilities", "image_probabilities", "pred_probs", "probs", "rank", "pair", "n_first"}
     return {k: v for k, v in _detail_dict(detail).items() if k not in skip and isinstance(v, (int, float, str, bool))}
-
-
-def _is_target(schema: Schema, name: str) -> bool:
-    try:
-        schema.scope(stored_attribute(schema, name))
-    except SchemaError:
-        return False
-    return True
-
-
-def _class_name(schema: Schema, target: str, value: Any) -> Any:
-    """A class code (0, "2", 2.0) -> its name; names and integer-attribute values pass through."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    try:
-        classes = schema.target_classes(target)
-    except SchemaError:
-        return value
-    if str(value) in classes:
-        return str(value)
-    try:
-        return classes[int(float(value))]
-    except (ValueError, IndexError):
-        return value

@@ -1,8 +1,9 @@
 """Aggregates for the dashboard's charts: pure pandas on top of the store's SQL ``GROUP BY`` verbs.
 
 Every function takes a ``LabelStore`` and returns a small DataFrame (one row per bar or cell), so
-the dashboard can cache it by ``store.version()``. Counts come from ``store.count_by`` (SQL), never
-from loading the label table, so they stay cheap at 200,000 images. Binned targets (``age_group``)
+the dashboard can cache it by ``store.version()``. Counts come from ``store.label_counts`` (the
+original counts saved with the ingest, corrected by the images of corrected people: cost grows with
+the corrections, not the dataset), never from loading the label table. Binned targets (``age_group``)
 are derived from the stored integer counts with the schema's edges, which keeps person counts exact:
 every person has one age, so summing persons over the ages of a bin counts each person once.
 
@@ -10,7 +11,7 @@ Each row also carries ``filter``: the keyword arguments of ``store.select_items`
 exactly the images behind that bar or cell (click a bar, open those images).
 
 Pass a ``Counts(store)`` instead of the store to let several aggregates share their queries: it
-answers every ``count_by`` from one GROUP BY over all attributes (current and original) plus one
+answers every ``count_by`` from one table over all attributes (current and original) plus one
 over the person-scope attributes, which is what the dashboard caches per store version.
 """
 
@@ -35,7 +36,7 @@ class Counts:
     """
 
     # Reads that only an ingest changes (corrections never touch them): kept in ``per_ingest``.
-    INGEST_STABLE = ("persons",)
+    INGEST_STABLE = ("person_image_counts",)
 
     def __init__(self, store: LabelStore, per_ingest: dict[Any, Any] | None = None):
         """``per_ingest``: a memo the caller keeps per ingest (original labels, the persons table and
@@ -49,14 +50,14 @@ class Counts:
     def _table(self, sources: tuple[str, ...], original: bool) -> pd.DataFrame:
         if original:
             if sources not in self._per_ingest:
-                self._per_ingest[sources] = self.store.count_by(list(sources), original=True)
+                self._per_ingest[sources] = self.store.label_counts(list(sources), original=True)
             return self._per_ingest[sources]
         if (sources, False) not in self._tables:
-            self._tables[(sources, False)] = self.store.count_by(list(sources))
+            self._tables[(sources, False)] = self.store.label_counts(list(sources))
         return self._tables[(sources, False)]
 
     def _once(self, name: str) -> Any:
-        """A store read shared by several aggregates (persons, changed_counts, history)."""
+        """A store read shared by several aggregates (person_image_counts, changed_counts, correction_counts)."""
         memo = self._per_ingest if name in self.INGEST_STABLE else self._memo
         if name not in memo:
             memo[name] = getattr(self.store, name)()
@@ -65,8 +66,7 @@ class Counts:
     def item_counts(self) -> tuple[int, int]:
         """(all items, eval items); only an ingest changes them."""
         if "item_counts" not in self._per_ingest:
-            self._per_ingest["item_counts"] = (self.store.select_items(limit=0)[1],
-                                               self.store.select_items(split="eval", limit=0)[1])
+            self._per_ingest["item_counts"] = (self.store.count_items(), self.store.count_items("eval"))
         return self._per_ingest["item_counts"]
 
     def count_by(self, sources: list[str], *, original: bool = False) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def overview(source: LabelStore | Counts) -> dict[str, int]:
         "images": n_items,
         "labelled": int(labelled["images"].sum()),
         "eval": n_eval,
-        "people": len(counts._once("persons")),
+        "people": int(counts._once("person_image_counts")["persons"].sum()),
         "corrections": store.n_corrections(),
         "changed_labels": int(sum(counts._once("changed_counts").values())),
     }
@@ -256,11 +256,10 @@ def heatmap(source: LabelStore | Counts, rows: str, columns: str) -> pd.DataFram
 
 def images_per_person(source: LabelStore | Counts) -> pd.DataFrame:
     """How many people have n images: ``images`` (per person), ``persons``."""
-    persons = _counts(source)._once("persons")
-    if persons.empty:
+    out = _counts(source)._once("person_image_counts")
+    if out.empty:
         return pd.DataFrame(columns=["images", "persons"])
-    out = persons["n_images"].value_counts().sort_index()
-    return pd.DataFrame({"images": out.index.astype(int), "persons": out.to_numpy(dtype=int)})
+    return pd.DataFrame({"images": out["images"].to_numpy(dtype=int), "persons": out["persons"].to_numpy(dtype=int)})
 
 
 def corrections_by_attribute(source: LabelStore | Counts) -> pd.DataFrame:
@@ -268,13 +267,13 @@ def corrections_by_attribute(source: LabelStore | Counts) -> pd.DataFrame:
     (labelled images whose current value differs from the original now), ``filter`` (those images)."""
     counts = _counts(source)
     schema = counts.schema
-    log = counts._once("history")
+    logged = counts._once("correction_counts").set_index("attribute")
     changed = counts._once("changed_counts")
     rows = []
     for name in schema.names:
-        mine = log[log["attribute"] == name] if len(log) else log
-        reverts = int((mine["source"] == "revert").sum()) if len(mine) else 0
-        rows.append({"attribute": name, "corrections": len(mine) - reverts, "reverts": reverts,
+        found = name in logged.index
+        rows.append({"attribute": name, "corrections": int(logged.at[name, "corrections"]) if found else 0,
+                     "reverts": int(logged.at[name, "reverts"]) if found else 0,
                      "changed_images": changed.get(name, 0), "filter": {"corrected": name}})
     return pd.DataFrame(rows)
 

@@ -37,7 +37,7 @@ import sqlite_utils
 
 from core.schema import Schema, SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED = {"item_id", "path", "person", "split", "class", "corrected", "id", "hash", "width", "height"}
 
@@ -137,8 +137,41 @@ CREATE TABLE IF NOT EXISTS locks(
     name TEXT PRIMARY KEY, run_id INTEGER, pid INTEGER, host TEXT, acquired_at TEXT NOT NULL);
 """
 
+# Version 2: derived tables that keep the dashboard's first visit cheap. ``review_units`` is a score
+# run's ranked review queue (one row per image or person and target, ``rank`` 0 = most suspicious),
+# written with the run's scores; ``review_runs`` marks runs whose queue is built and keeps its
+# summary. ``ingest_aggregates`` holds reads that only an ingest changes (original label counts,
+# people per image count, item counts), keyed by the ingest they describe. Stores of version 1
+# build these lazily on first use. ``corrections_reverts`` makes "is this correction reverted" a lookup.
+_V2 = """
+CREATE TABLE IF NOT EXISTS review_units(
+    run_id INTEGER NOT NULL, rank INTEGER NOT NULL, item_id INTEGER NOT NULL, attribute TEXT NOT NULL,
+    stored TEXT NOT NULL, scope TEXT NOT NULL, target TEXT NOT NULL, given TEXT, suggested TEXT, score REAL,
+    is_issue INTEGER NOT NULL, PRIMARY KEY(run_id, rank)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS review_units_target ON review_units(run_id, target, attribute);
+CREATE INDEX IF NOT EXISTS review_units_flagged ON review_units(run_id, is_issue, score);
+CREATE TABLE IF NOT EXISTS review_runs(
+    run_id INTEGER PRIMARY KEY, n_units INTEGER NOT NULL, summary TEXT NOT NULL, built_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ingest_aggregates(
+    ingest_id INTEGER NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(ingest_id, name));
+CREATE INDEX IF NOT EXISTS corrections_reverts ON corrections(reverts);
+"""
+
 # Migrations from version N-1 to N; each runs inside the transaction that bumps the version.
-MIGRATIONS: dict[int, str] = {1: _TABLES}
+MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2}
+
+# Corrections name their target by person key or image path; these are the labelled images of every
+# person (or person-less image) any correction ever touched. Only their labels can differ from the
+# originals, so current counts = original counts - their original rows + their current rows.
+_TOUCHED = """
+WITH touched_persons(id) AS (
+    SELECT p.id FROM corrections c JOIN persons p ON p.key = c.target WHERE c.target_kind = 'person'
+    UNION SELECT i.person_id FROM corrections c JOIN items i ON i.path = c.target
+    WHERE c.target_kind = 'image' AND i.person_id IS NOT NULL),
+touched(id) AS (
+    SELECT i.id FROM items i WHERE i.person_id IN (SELECT id FROM touched_persons)
+    UNION SELECT i.id FROM corrections c JOIN items i ON i.path = c.target WHERE c.target_kind = 'image')
+"""
 
 
 class LabelStore:
@@ -312,6 +345,7 @@ class LabelStore:
                              [(ingest_id, p, r) for p, r in problems])
             conn.execute("UPDATE ingests SET n_items = ?, n_new = ?, n_problems = ? WHERE id = ?",
                          (len(rows), len(new), len(problems), ingest_id))
+            self._save_ingest_aggregates(int(ingest_id))
         return IngestReport(ingest_id, len(rows), len(new), len(labelled), len(rows) - len(labelled), len(problems))
 
     def _changed_originals(self, labelled: pd.DataFrame, ids: dict[str, int], schema: Schema) -> list[tuple[str, str]]:
@@ -383,8 +417,93 @@ class LabelStore:
         """Per stored attribute, how many labelled images differ from their original label now."""
         names = self.schema.names
         sums = ", ".join(f"coalesce(sum(c.{quote(a)} IS NOT o.{quote(a)}), 0)" for a in names)
-        row = self.conn.execute(f"SELECT {sums} FROM current c JOIN original o ON o.item_id = c.item_id").fetchone()
+        # Only images some correction touched can differ: the query reads those, not the whole table.
+        row = self.conn.execute(f"{_TOUCHED} SELECT {sums} FROM current c JOIN original o ON o.item_id = c.item_id"
+                                " WHERE c.item_id IN (SELECT id FROM touched)").fetchone()
         return {name: int(value) for name, value in zip(names, row)}
+
+    # ---- aggregates for the dashboard -------------------------------------------------------------------
+    def label_counts(self, columns: Sequence[str], *, original: bool = False) -> pd.DataFrame:
+        """``count_by(columns, original=...)``, at a cost that grows with the corrections, not the dataset.
+
+        Original counts are saved with each ingest (``ingest_aggregates``); current counts are those
+        minus the original rows plus the current rows of the images of every person a correction
+        touched (persons are counted per person, so the difference is exact).
+        """
+        columns = list(columns)
+        cols = ", ".join(f"c.{quote(c)}" for c in columns)
+        base = self._ingest_aggregate(f"count_by:{','.join(columns)}", self._count_sql(columns, "original"))
+        if original or not self.conn.execute("SELECT 1 FROM corrections LIMIT 1").fetchone():
+            return base
+        where = "WHERE c.item_id IN (SELECT id FROM touched)"
+        parts = [base]
+        for table, sign in (("original", -1), ("current", 1)):
+            part = self._query(f"{_TOUCHED} SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
+                               f" FROM {table} c JOIN items i ON i.id = c.item_id {where} GROUP BY {cols}")
+            parts.append(part.assign(images=part["images"] * sign, persons=part["persons"] * sign))
+        both = pd.concat([p for p in parts if len(p)] or [base], ignore_index=True)
+        summed = both.groupby(columns, dropna=False, sort=False, as_index=False)[["images", "persons"]].sum()
+        summed = summed[summed["images"] != 0].astype({"images": "int64", "persons": "int64"})
+        return summed.sort_values(columns, na_position="first", kind="stable").reset_index(drop=True)
+
+    def person_image_counts(self) -> pd.DataFrame:
+        """How many persons have n images: ``images`` (n, 0 for a person without images), ``persons``.
+        Saved with each ingest (only an ingest changes it)."""
+        return self._ingest_aggregate(
+            "person_image_counts", "SELECT n AS images, count(*) AS persons FROM (SELECT count(i.id) AS n"
+            " FROM persons p LEFT JOIN items i ON i.person_id = p.id GROUP BY p.id) GROUP BY n ORDER BY n")
+
+    def count_items(self, split: str | None = None) -> int:
+        """Number of items (of one split); saved with each ingest."""
+        if split is None:
+            frame = self._ingest_aggregate("count_items", "SELECT count(*) AS n FROM items")
+        else:
+            frame = self._ingest_aggregate(f"count_items:{split}", "SELECT count(*) AS n FROM items WHERE split = ?",
+                                           (split,))
+        return int(frame["n"].iloc[0])
+
+    def correction_counts(self) -> pd.DataFrame:
+        """Per stored attribute with log entries: ``corrections`` (not reverts) and ``reverts`` logged."""
+        return self._query("SELECT attribute, coalesce(sum(source != 'revert'), 0) AS corrections,"
+                           " coalesce(sum(source = 'revert'), 0) AS reverts FROM corrections GROUP BY attribute")
+
+    @staticmethod
+    def _count_sql(columns: Sequence[str], table: str) -> str:
+        cols = ", ".join(f"c.{quote(c)}" for c in columns)
+        return (f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
+                f" FROM {table} c JOIN items i ON i.id = c.item_id GROUP BY {cols} ORDER BY {cols}")
+
+    def _ingest_aggregate(self, name: str, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """A query whose answer only an ingest changes, read from ``ingest_aggregates`` when saved for
+        the newest ingest, else run and saved (stores from before version 2, or a new grouping)."""
+        ingest_id = self.last_ingest_id() or 0
+        row = self.conn.execute("SELECT value FROM ingest_aggregates WHERE ingest_id = ? AND name = ?",
+                                (ingest_id, name)).fetchone()
+        if row is not None:
+            saved = json.loads(row[0])
+            return pd.DataFrame(saved["rows"], columns=saved["columns"])
+        cursor = self.conn.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        rows = cursor.fetchall()
+        with self.transaction() as conn:
+            if (self.last_ingest_id() or 0) == ingest_id:  # an ingest meanwhile makes this answer stale
+                conn.execute("INSERT OR REPLACE INTO ingest_aggregates(ingest_id, name, value) VALUES(?, ?, ?)",
+                             (ingest_id, name, json.dumps({"columns": columns, "rows": [list(r) for r in rows]})))
+        return pd.DataFrame(rows, columns=columns)
+
+    def _save_ingest_aggregates(self, ingest_id: int) -> None:
+        """Inside the ingest's transaction: drop older ingests' aggregates and save the ones the
+        dashboard reads (original counts by all attributes and by the person-scope ones, people per
+        image count, item counts), so a first visit after an ingest does not scan the dataset."""
+        self.conn.execute("DELETE FROM ingest_aggregates WHERE ingest_id <> ?", (ingest_id,))
+        schema = self.schema
+        person_scope = [n for n in schema.names if schema.scope(n) == "person"]
+        for columns in (schema.names, person_scope):
+            if columns:
+                self.label_counts(columns, original=True)
+        self.person_image_counts()
+        self.count_items()
+        self.count_items("eval")
 
     def select_items(self, *, split: str | None = None, person: str | None = None, path_contains: str | None = None,
                      labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,
@@ -764,7 +883,11 @@ class LabelStore:
 
     # ---- scores and data issues ---------------------------------------------------------------------------
     def save_scores(self, run_id: int, scores: pd.DataFrame) -> None:
-        """Replace a score run's rows. Columns: item_id, attribute, given, suggested, score, is_issue, detail."""
+        """Replace a score run's rows. Columns: item_id, attribute, given, suggested, score, is_issue, detail.
+
+        The run's ranked review queue (``review_units``) is built in the same transaction, so the
+        first visit of the Review page after a score run reads it instead of ranking every row.
+        """
         rows = [(int(run_id), int(r.item_id), r.attribute, _text(r.given), _text(r.suggested), float(r.score),
                  int(bool(r.is_issue)), r.detail if isinstance(r.detail, str) else json.dumps(r.detail, default=float))
                 for r in scores.itertuples(index=False)]
@@ -772,6 +895,7 @@ class LabelStore:
             conn.execute("DELETE FROM scores WHERE run_id = ?", (int(run_id),))
             conn.executemany("INSERT INTO scores(run_id, item_id, attribute, given, suggested, score, is_issue,"
                              " detail) VALUES(?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._build_review_units(int(run_id))
 
     def scores(self, run_id: int) -> pd.DataFrame:
         return self._query("SELECT s.item_id, i.path, p.key AS person, s.attribute, s.given, s.suggested, s.score,"
@@ -779,28 +903,170 @@ class LabelStore:
                            " LEFT JOIN persons p ON p.id = i.person_id WHERE s.run_id = ? ORDER BY s.score DESC",
                            (int(run_id),))
 
-    def score_units(self, run_id: int, person_attributes: Sequence[str] = ()) -> pd.DataFrame:
-        """A score run's review units, most suspicious first, without the ``detail`` text.
+    # ---- the ranked review queue of a score run ----------------------------------------------------------
+    def _build_review_units(self, run_id: int) -> None:
+        """(Re)build a score run's review units inside the caller's transaction.
 
-        Attributes in ``person_attributes`` (the scored names, e.g. gender, age_group) give one row
-        per person: its most suspicious image's row (SQLite takes the bare columns from the max()
-        row). Others give one row per image. Columns: item_id, path, person, attribute, given,
-        suggested, score, is_issue. Fetch a unit's ``detail`` with ``score_detail``.
+        One unit per scored image for image-scope targets and one per person for person-scope ones
+        (``age_group`` is decided on ``age``, a person attribute), represented by the person's most
+        suspicious image; attributes that are not targets of the schema are left out. Class codes in
+        the scores (``0``, ``"2"``) become class names. ``rank`` orders by score, highest first; ties
+        keep image units before person units, then item / person order.
         """
-        people = list(person_attributes)
-        marks = ", ".join("?" * len(people))
-        select = ("SELECT s.item_id, i.path, p.key AS person, s.attribute, s.given, s.suggested, {score} AS score,"
-                  " s.is_issue FROM scores s JOIN items i ON i.id = s.item_id LEFT JOIN persons p ON p.id = i.person_id"
-                  " WHERE s.run_id = ?")
-        # Two plain queries and a sort in pandas: one GROUP BY over every row (a CASE key, then an
-        # ORDER BY) costs twice as much on 600,000 rows.
-        frames = [self._query(select.format(score="s.score") + (f" AND s.attribute NOT IN ({marks})" if people else ""),
-                              (int(run_id), *people))]
-        if people:
-            frames.append(self._query(select.format(score="max(s.score)") + f" AND s.attribute IN ({marks})"
-                                      " GROUP BY s.attribute, coalesce(i.person_id, -s.item_id)", (int(run_id), *people)))
-        units = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-        return units.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+        schema = self.schema
+        self.conn.execute("DELETE FROM review_units WHERE run_id = ?", (run_id,))
+        self.conn.execute("DELETE FROM review_runs WHERE run_id = ?", (run_id,))
+        scored = [r[0] for r in self.conn.execute("SELECT DISTINCT attribute FROM scores WHERE run_id = ?", (run_id,))]
+        targets = {name: schema.target_source(name) for name in scored if name in schema.targets}
+        scopes = {name: schema.scope(stored) for name, stored in targets.items()}
+        by_scope = {scope: [n for n in targets if scopes[n] == scope] for scope in ("image", "person")}
+        selects, params = [], []
+        for scope, grouped, target, score, tie in (
+                ("image", 0, "i.path", "s.score", "s.item_id"),
+                # SQLite takes the bare columns of a max() group from the row holding the maximum.
+                ("person", 1, "coalesce(p.key, i.path)", "max(s.score)", "coalesce(i.person_id, -s.item_id)")):
+            if by_scope[scope]:
+                selects.append(
+                    f"SELECT s.item_id, s.attribute, {target} AS target, s.given, s.suggested, {score} AS score,"
+                    f" s.is_issue, {grouped} AS grouped, {tie} AS tie FROM scores s JOIN items i ON i.id = s.item_id"
+                    " LEFT JOIN persons p ON p.id = i.person_id"
+                    f" WHERE s.run_id = ? AND s.attribute IN ({', '.join('?' * len(by_scope[scope]))})"
+                    + (" GROUP BY s.attribute, coalesce(i.person_id, -s.item_id)" if grouped else ""))
+                params += [run_id, *by_scope[scope]]
+        if selects:
+            pairs = " WHEN ? THEN ?" * len(targets)
+            self.conn.execute(
+                "INSERT INTO review_units(run_id, rank, item_id, attribute, stored, scope, target, given, suggested,"
+                " score, is_issue) SELECT ?, row_number() OVER (ORDER BY u.score DESC, u.grouped,"
+                " CASE WHEN u.grouped THEN u.attribute END, u.tie, u.attribute) - 1, u.item_id, u.attribute,"
+                f" CASE u.attribute{pairs} END, CASE u.attribute{pairs} END, u.target, u.given, u.suggested, u.score,"
+                f" coalesce(u.is_issue, 0) FROM ({' UNION ALL '.join(selects)}) u",
+                [run_id, *[v for pair in targets.items() for v in pair], *[v for pair in scopes.items() for v in pair],
+                 *params])
+        # Scores may hold class codes: name them (few distinct values; most runs already hold names).
+        values: dict[str, set[str]] = {}
+        renames: list[tuple[str, str, Any]] = []
+        for attribute, value in self.conn.execute(
+                "SELECT DISTINCT attribute, given FROM review_units WHERE run_id = ? AND given IS NOT NULL UNION"
+                " SELECT DISTINCT attribute, suggested FROM review_units WHERE run_id = ? AND suggested IS NOT NULL",
+                (run_id, run_id)):
+            name = _class_name(schema, attribute, value)
+            values.setdefault(attribute, set()).add(str(name))
+            if name != value:
+                renames.append((attribute, value, name))
+        if renames:
+            cases = " WHEN attribute = ? AND {0} = ? THEN ?" * len(renames)
+            flat = [v for rename in renames for v in rename]
+            self.conn.execute(f"UPDATE review_units SET given = CASE{cases.format('given')} ELSE given END,"
+                              f" suggested = CASE{cases.format('suggested')} ELSE suggested END WHERE run_id = ?",
+                              (*flat, *flat, run_id))
+        order = [r[0] for r in self.conn.execute(
+            "SELECT attribute FROM review_units WHERE run_id = ? GROUP BY attribute ORDER BY min(rank)", (run_id,))]
+        n_units, n_flagged, max_score = self.conn.execute(
+            "SELECT count(*), coalesce(sum(is_issue = 1), 0), max(score) FROM review_units WHERE run_id = ?",
+            (run_id,)).fetchone()
+        summary = {"n_units": n_units, "n_flagged": n_flagged, "attributes": order,
+                   "classes": {a: sorted(values.get(a, ())) for a in order}, "max_score": max_score}
+        self.conn.execute("INSERT INTO review_runs(run_id, n_units, summary, built_at) VALUES(?, ?, ?, ?)",
+                          (run_id, n_units, json.dumps(summary), now()))
+
+    def _ensure_review_units(self, run_id: int) -> None:
+        """Build a run's review units if missing (score runs saved by a store before version 2)."""
+        if self.conn.execute("SELECT 1 FROM review_runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            with self.transaction() as conn:
+                if conn.execute("SELECT 1 FROM review_runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                    self._build_review_units(run_id)
+
+    def review_summary(self, run_id: int) -> dict[str, Any]:
+        """A score run's queue at a glance: ``n_units``, ``n_flagged``, ``attributes`` (scored names, in
+        order of their first unit), ``classes`` (attribute -> sorted given and suggested values),
+        ``max_score`` (None without units)."""
+        self._ensure_review_units(int(run_id))
+        row = self.conn.execute("SELECT summary FROM review_runs WHERE run_id = ?", (int(run_id),)).fetchone()
+        return json.loads(row[0])
+
+    def _review_where(self, run_id: int, *, attribute: str | None = None, given: str | None = None,
+                      suggested: str | None = None, min_score: float | None = None, flagged_only: bool = False,
+                      issue_kind: str | None = None, units: Sequence[str] | None = None,
+                      exclude_units: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+        """WHERE clause over ``review_units q`` (and its parameters) for ``review_units``' filters."""
+        clauses, params = ["q.run_id = ?"], [int(run_id)]
+        for column, value in (("attribute", attribute), ("given", given), ("suggested", suggested)):
+            if value:
+                clauses.append(f"q.{column} = ?")
+                params.append(str(value))
+        if min_score is not None:
+            clauses.append("q.score >= ?")
+            params.append(float(min_score))
+        if flagged_only:
+            clauses.append("q.is_issue = 1")
+        if issue_kind:
+            clauses.append("q.item_id IN (SELECT item_id FROM data_issues" + ("" if issue_kind == "any" else
+                                                                           " WHERE kind = ?") + ")")
+            params += [] if issue_kind == "any" else [issue_kind]
+        if units is not None:  # the targets first, so the lookup can use the target index
+            listed = list(units)
+            clauses.append("q.target IN (SELECT value FROM json_each(?))"
+                           " AND q.target || '|' || q.stored IN (SELECT value FROM json_each(?))")
+            params += [json.dumps([u.rpartition("|")[0] for u in listed]), json.dumps(listed)]
+        if exclude_units is not None:
+            clauses.append("q.target || '|' || q.stored NOT IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(exclude_units)))
+        return " AND ".join(clauses), params
+
+    def _review_count(self, run_id: int, extra: str = "", extra_params: Sequence[Any] = (), **filters: Any) -> int:
+        """How many units match ``filters`` (and the SQL condition ``extra``). A long list of units to
+        leave out (every unit reviewed so far) is subtracted rather than tested on every row, and a
+        list of units to keep is looked up by target: both cost what the list costs, not the run."""
+        excluded = filters.pop("exclude_units", None)
+        if excluded is not None:
+            kept = set(filters["units"]) if filters.get("units") is not None else None
+            minus = [u for u in excluded if kept is None or u in kept]
+            return (self._review_count(run_id, extra, extra_params, **filters)
+                    - (self._review_count(run_id, extra, extra_params, **{**filters, "units": minus}) if minus else 0))
+        where, params = self._review_where(run_id, **filters)
+        hint = " INDEXED BY review_units_target" if filters.get("units") is not None else ""
+        return int(self.conn.execute(f"SELECT count(*) FROM review_units q{hint} WHERE {where}{extra}",
+                                     (*params, *extra_params)).fetchone()[0])
+
+    def review_units(self, run_id: int, *, offset: int = 0, limit: int | None = None, count: bool = True,
+                     **filters: Any) -> tuple[pd.DataFrame, int | None]:
+        """One page of a score run's ranked review queue (most suspicious first) and how many units match.
+
+        Filters (all optional, combined with AND): ``attribute`` (as scored, e.g. ``age_group``),
+        ``given``, ``suggested`` (class names), ``min_score``, ``flagged_only``, ``issue_kind`` (the
+        unit's image has a data issue of this kind, ``"any"`` for any), ``units`` / ``exclude_units``
+        (``target|stored`` names to keep / leave out). Columns: ``key`` (``target|attribute``),
+        ``unit`` (``target|stored``), ``target``, ``scope``, ``attribute``, ``stored``, ``item_id``,
+        ``path``, ``person``, ``given``, ``suggested``, ``score``, ``is_issue``. ``limit=0`` only
+        counts; ``count=False`` skips the count (None).
+        """
+        self._ensure_review_units(int(run_id))
+        total = self._review_count(run_id, **filters) if count else None
+        columns = ["key", "unit", "target", "scope", "attribute", "stored", "item_id", "path", "person", "given",
+                   "suggested", "score", "is_issue"]
+        if limit == 0:
+            return pd.DataFrame(columns=columns), total
+        where, params = self._review_where(run_id, **filters)
+        hint = " INDEXED BY review_units_target" if filters.get("units") is not None else ""
+        page = f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}" if limit is not None else ""
+        frame = self._query(
+            "SELECT q.target || '|' || q.attribute AS key, q.target || '|' || q.stored AS unit, q.target, q.scope,"
+            " q.attribute, q.stored, q.item_id, i.path, p.key AS person, q.given, q.suggested, q.score, q.is_issue"
+            f" FROM review_units q{hint} JOIN items i ON i.id = q.item_id LEFT JOIN persons p ON p.id = i.person_id"
+            f" WHERE {where} ORDER BY q.rank{page}", params)
+        return frame[columns], total
+
+    def review_unit_position(self, run_id: int, key: str, **filters: Any) -> int | None:
+        """Where the unit ``key`` (``target|attribute``) stands among the units matching ``filters``
+        (0 = first, as ``review_units`` orders them); None when it does not match them."""
+        target, _, attribute = str(key).rpartition("|")
+        self._ensure_review_units(int(run_id))
+        where, params = self._review_where(run_id, **filters)
+        row = self.conn.execute("SELECT q.rank FROM review_units q INDEXED BY review_units_target"
+                                f" WHERE {where} AND q.target = ? AND q.attribute = ?",
+                                (*params, target, attribute)).fetchone()
+        return None if row is None else self._review_count(run_id, " AND q.rank < ?", (row[0],), **filters)
 
     def score_detail(self, run_id: int, item_id: int, attribute: str) -> str | None:
         """The ``detail`` text of one score row (probabilities and the numbers behind the verdict)."""
@@ -825,6 +1091,10 @@ class LabelStore:
     def data_issues(self) -> pd.DataFrame:
         return self._query("SELECT d.id, d.item_id, i.path, d.kind, d.detail, d.score FROM data_issues d"
                            " JOIN items i ON i.id = d.item_id ORDER BY d.kind, d.score DESC")
+
+    def data_issue_kinds(self) -> list[str]:
+        """The kinds of data issue present, sorted (a filter's choices, without reading the issues)."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT kind FROM data_issues ORDER BY kind")]
 
     def last_ingest_id(self) -> int | None:
         """Id of the newest ingest, None before the first."""
@@ -923,6 +1193,22 @@ def _split_sql(script: str) -> list[str]:
             statements.append(buffer.strip())
             buffer = ""
     return [s for s in statements if s]
+
+
+def _class_name(schema: Schema, target: str, value: Any) -> Any:
+    """A class code (0, "2", 2.0) -> its name; names and integer-attribute values pass through."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    try:
+        classes = schema.target_classes(target)
+    except SchemaError:
+        return value
+    if str(value) in classes:
+        return str(value)
+    try:
+        return classes[int(float(value))]
+    except (ValueError, IndexError):
+        return value
 
 
 def _int(value: Any) -> int | None:

@@ -167,6 +167,70 @@ def test_queue_units_are_images_or_people_by_scope(store: LabelStore) -> None:
             assert (mine["unit"] == mine["target"] + "|" + mine["stored"]).all()
 
 
+def test_queue_pages_read_from_the_store_equal_the_filtered_queue(store: LabelStore) -> None:
+    run_id = add_score_run(store, flag_every=2)
+    units = review.queue(store, run_id)
+    flagged = units[units["is_issue"] == 1]
+    people = flagged[flagged["scope"] == "person"]
+    images = flagged[flagged["scope"] == "image"]
+    person = people["target"].iloc[0]
+    gender = store.label_of(person, "gender")
+    first = store.correct(person, "gender", "male" if gender == "female" else "female", expected=gender,
+                          annotator="ana")
+    store.revert(first, annotator="ana")  # reverted: unreviewed again
+    for row in images.iloc[1:4].itertuples():
+        store.mark_reviewed(row.target, row.stored, annotator="ana")
+    store.mark_reviewed(images["target"].iloc[4], "mask", annotator="ana", verdict="skip")
+    store.mark_reviewed(images["target"].iloc[5], "mask", annotator="ana", verdict="skip")
+    store.mark_reviewed(images["target"].iloc[5], "mask", annotator="ana", verdict="reopen")
+    shown = store.label_of(images["target"].iloc[6], "mask")
+    store.correct(images["target"].iloc[6], "mask", "wear" if shown != "wear" else "not_wear", expected=shown,
+                  annotator="ana")
+    store.correct(people["target"].iloc[1], "age", 61, expected=None, annotator="ben")
+    store.save_data_issues(units[["item_id"]].iloc[::9].assign(kind="dark", detail="", score=0.5), ["dark"])
+    status_table = review.statuses(store, store.run(run_id)["created_at"])
+    assert set(status_table["status"]) == {"reviewed", "skipped", "corrected"}
+    issues = store.data_issues()
+    assert review.queue_progress(store, run_id, status_table) == review.progress(units, status_table)
+    combos = [{"status": status, "flagged_only": flagged_only} for status in (None, *review.STATUSES)
+              for flagged_only in (False, True)]
+    combos += [{"status": "unreviewed", "flagged_only": True, "attribute": attribute, "min_score": 0.7}
+               for attribute in ("mask", "gender", "age_group")]
+    combos += [{"given": "female"}, {"suggested": "wear", "attribute": "mask"}, {"issue_kind": "dark"},
+               {"issue_kind": "any", "status": "unreviewed"}, {"min_score": 0.0, "status": "corrected"}]
+    for combo in combos:
+        kind = combo.get("issue_kind")
+        issue_items = None if kind is None else set(issues["item_id"] if kind == "any" else
+                                                    issues.loc[issues["kind"] == kind, "item_id"])
+        expected = review.filter_queue(units, status_table, issue_items=issue_items,
+                                       **{k: v for k, v in combo.items() if k != "issue_kind"})
+        for offset, limit in ((0, None), (0, 5), (7, 24)):
+            rows, total = review.queue_page(store, run_id, status_table, offset=offset, limit=limit, **combo)
+            assert total == len(expected), combo
+            want = expected.iloc[offset:None if limit is None else offset + limit].reset_index(drop=True)
+            pd.testing.assert_frame_equal(rows.reset_index(drop=True), want, check_dtype=False, obj=str(combo))
+        for position in sorted({0, len(expected) // 2, len(expected) - 1}):
+            if len(expected):
+                assert review.queue_position(store, run_id, status_table, expected["key"].iloc[position],
+                                             **combo) == position, combo
+        missing = units[~units["key"].isin(expected["key"])]
+        if len(missing):
+            assert review.queue_position(store, run_id, status_table, missing["key"].iloc[0], **combo) is None
+
+
+def test_review_page_buttons_page_through_the_queue(store: LabelStore) -> None:
+    add_score_run(store, flag_every=2)
+    at = open_page("app_pages/review.py")
+    assert_clean(at)
+    assert "showing 1–24" in at.caption[0].value
+    at.button(key="review_page_next").click().run()
+    assert "showing 25–48" in at.caption[0].value
+    at.button(key="review_act_next").click().run()
+    assert at.session_state["review_pos"] == 25
+    at.button(key="review_page_back").click().run()
+    assert "showing 1–24" in at.caption[0].value and at.session_state["review_pos"] == 0
+
+
 def test_person_scope_accept_changes_all_the_persons_images(store: LabelStore) -> None:
     run_id = add_score_run(store)
     unit = first_unit(store, run_id, attribute="gender")

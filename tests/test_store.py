@@ -9,7 +9,7 @@ import pytest
 from core.__main__ import main as core_main
 from core.export import cleaned_table, export, read_table
 from core.store import ConflictError, LabelStore, StoreError, read_snapshot
-from tests.conftest import competition_frames
+from tests.conftest import competition_frames, ingest_frames
 
 PERSON = "000001_female_Asian_22"
 IMAGE = f"train/images/{PERSON}/normal.jpg"
@@ -358,3 +358,114 @@ def test_cli_correct_history_revert_import_export(make_store, tmp_path, capsys):
     assert core_main(["history", "--db", db]) == 0
     assert core_main(["status", "--db", db]) == 0
     assert Path(tmp_path / "out.csv").exists()
+
+
+def _changed_by_attribute(store):
+    """Per attribute, labelled images whose current value differs from the original (from full tables)."""
+    current = store.current_labels(derived=False).set_index("item_id")
+    original = store.current_labels(original=True, derived=False).set_index("item_id").loc[current.index]
+    return {name: int((current[name].astype(str) != original[name].astype(str)).sum()) for name in store.schema.names}
+
+
+def test_dashboard_aggregates_equal_full_queries_after_corrections_reverts_and_a_reingest(make_store, tmp_path):
+    store = make_store(n_persons=8)
+    groupings = [["mask", "gender", "age"], ["gender", "age"], ["mask"], ["age"], ["mask", "gender"]]
+
+    def check():
+        for columns in groupings:
+            for original in (False, True):
+                pd.testing.assert_frame_equal(store.label_counts(columns, original=original),
+                                              store.count_by(columns, original=original), check_dtype=False)
+        assert store.changed_counts() == _changed_by_attribute(store)
+        per_person = store.persons()["n_images"].value_counts().sort_index()
+        assert store.person_image_counts()["images"].tolist() == per_person.index.tolist()
+        assert store.person_image_counts()["persons"].tolist() == per_person.tolist()
+        items = store.items()
+        assert (store.count_items(), store.count_items("eval")) == (len(items), int((items["split"] == "eval").sum()))
+
+    check()
+    # Saved with the ingest: a first visit reads them instead of grouping the label table.
+    saved = {r[0] for r in store.conn.execute("SELECT name FROM ingest_aggregates WHERE ingest_id = ?",
+                                              (store.last_ingest_id(),))}
+    assert {"count_by:mask,gender,age", "count_by:gender,age", "person_image_counts", "count_items"} <= saved
+    gender = store.correct(PERSON, "gender", "male", expected="female", annotator="ana")
+    store.correct("000002_male_Asian_35", "age", 61, expected=35, annotator="ana")  # crosses an age-group edge
+    store.correct(IMAGE, "mask", "incorrect", expected="not_wear", annotator="ben")
+    store.correct(f"train/images/{PERSON}/mask1.jpg", "mask", "not_wear", expected="wear", annotator="ben")
+    store.revert(gender, annotator="ana")  # touched but back to the original
+    store.correct("000003_female_Asian_60", "gender", "male", expected="female", annotator="ana")
+    check()
+    assert store.changed_counts() == {"mask": 2, "gender": 7, "age": 7}
+    assert store.correction_counts().set_index("attribute").to_dict("index") == {
+        "age": {"corrections": 1, "reverts": 0}, "gender": {"corrections": 2, "reverts": 1},
+        "mask": {"corrections": 2, "reverts": 0}}
+    ingest_frames(store, tmp_path, n_persons=10)  # a re-ingest adds two people; corrections stay
+    check()
+    assert store.conn.execute("SELECT count(DISTINCT ingest_id) FROM ingest_aggregates").fetchone()[0] == 1
+
+
+def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(make_store):
+    from core import review, stats
+    from tests.app_data import add_score_run
+
+    store = make_store(n_persons=8)
+    run_id = add_score_run(store, flag_every=3)
+    store.correct(PERSON, "gender", "male", expected="female", annotator="ana")
+    store.mark_reviewed(IMAGE, "mask", annotator="ana")
+    expected_queue = review.queue(store, run_id)
+    expected_classes = stats.class_counts(store)
+    path = store.path
+    store.close()
+    # What version 1 wrote: the same tables without the derived ones, user_version 1.
+    with sqlite3.connect(path) as conn:
+        for table in ("review_units", "review_runs", "ingest_aggregates"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DROP INDEX corrections_reverts")
+        conn.execute("PRAGMA user_version=1")
+    migrated = LabelStore(path)
+    try:
+        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
+        assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables
+        assert migrated.conn.execute("SELECT count(*) FROM review_units").fetchone()[0] == 0  # built lazily
+        pd.testing.assert_frame_equal(review.queue(migrated, run_id), expected_queue)
+        assert migrated.review_summary(run_id)["n_units"] == len(expected_queue)
+        pd.testing.assert_frame_equal(stats.class_counts(migrated), expected_classes)
+        assert migrated.label_of(PERSON, "gender") == "male" and len(migrated.reviews()) == 1
+    finally:
+        migrated.close()
+
+
+def test_review_units_rank_once_per_run_and_name_class_codes(make_store):
+    store = make_store(n_persons=4)
+    labels = store.current_labels()
+    rows = []
+    for target, given, suggested in (("mask", "wear", "1"), ("gender", "0", "male"), ("age_group", "0", "2")):
+        for index, item_id in enumerate(labels["item_id"]):
+            rows.append({"item_id": item_id, "attribute": target, "given": given, "suggested": suggested,
+                         "score": round((index % 5) / 10, 1), "is_issue": index % 5 == 4, "detail": "{}"})
+    rows += [{"item_id": item_id, "attribute": "age", "given": "30", "suggested": "31", "score": 0.99, "is_issue": 1,
+              "detail": "{}"} for item_id in labels["item_id"]]  # not a target: left out of the queue
+    run_id = store.create_run("score", {}, status="running")
+    store.save_scores(run_id, pd.DataFrame(rows))
+    units, total = store.review_units(run_id)
+    assert total == len(units) == 28 + 4 + 4  # mask per image, gender and age_group per person
+    assert set(units["attribute"]) == {"mask", "gender", "age_group"}
+    classes = store.schema.target_classes
+    assert set(units["given"]) == {"wear", classes("gender")[0], classes("age_group")[0]}
+    assert set(units["suggested"]) == {classes("mask")[1], "male", classes("age_group")[2]}
+    assert units["score"].is_monotonic_decreasing
+    ties = units[units["score"] == units["score"].max()]
+    assert list(ties["scope"]) == sorted(ties["scope"])  # ties: images first, then people
+    people = units[units["scope"] == "person"]
+    assert (people["target"] == people["person"]).all() and people["key"].is_unique
+    assert (people.loc[people["attribute"] == "age_group", "stored"] == "age").all()
+    summary = store.review_summary(run_id)
+    assert summary["n_units"] == 36 and summary["n_flagged"] == int(units["is_issue"].sum())
+    assert summary["classes"]["gender"] == sorted({classes("gender")[0], "male"})
+    assert summary["max_score"] == units["score"].max()
+    assert store.review_unit_position(run_id, units["key"].iloc[5]) == 5
+    assert store.review_unit_position(run_id, units["key"].iloc[5], flagged_only=True) == (
+        None if not units["is_issue"].iloc[5] else int(units["is_issue"].iloc[:5].sum()))
+    store.save_scores(run_id, pd.DataFrame(rows[:28]))  # replaced: the queue follows
+    assert store.review_units(run_id, limit=0)[1] == 28

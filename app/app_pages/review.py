@@ -27,15 +27,17 @@ if run_id is None:
     st.stop()
 
 run = store.run(run_id)
-units = ui.queue(store, run_id)
+# The ranked queue lives in the store (built when the score run was saved): this page reads counts
+# and the visible page of it, never the whole queue.
 status_table = ui.statuses(store, run["created_at"])
-reviewed, flagged = review.progress(units, status_table)
+reviewed, flagged = review.queue_progress(store, run_id, status_table)
+facts = ui.queue_facts(store, run_id)
 st.progress(reviewed / flagged if flagged else 1.0,
-            text=f"Reviewed {reviewed:,} of {flagged:,} flagged (score run #{run_id}, {len(units):,} units ranked)")
+            text=f"Reviewed {reviewed:,} of {flagged:,} flagged (score run #{run_id}, "
+                 f"{store.review_summary(run_id)['n_units']:,} units ranked)")
 
 with st.expander("Filters", expanded=True):
     top = st.columns(4)
-    facts = ui.queue_facts(store, run_id)
     attribute = top[0].selectbox("Attribute", ["all", *facts["attributes"]], key="review_attribute")
     classes = facts["classes"].get(attribute) or sorted({c for cs in facts["classes"].values() for c in cs})
     given = top[1].selectbox("Given label", ["any", *classes], key="review_given")
@@ -44,52 +46,52 @@ with st.expander("Filters", expanded=True):
     bottom = st.columns([2, 1, 1])
     min_score = bottom[0].slider("Score at least", 0.0, max(facts["max_score"], 1.0), 0.0, key="review_min_score")
     flagged_only = bottom[1].toggle("Flagged only", value=True, key="review_flagged")
-    issues = store.data_issues()
-    kinds = sorted(issues["kind"].unique()) if len(issues) else []
-    issue = bottom[2].selectbox("Data issue", ["-", "any", *kinds], key="review_issue")
+    issue = bottom[2].selectbox("Data issue", ["-", "any", *store.data_issue_kinds()], key="review_issue")
 
-issue_items = None
-if issue != "-":
-    chosen_issues = issues if issue == "any" else issues[issues["kind"] == issue]
-    issue_items = set(chosen_issues["item_id"].astype(int))
-rows = review.filter_queue(units, status_table, attribute=None if attribute == "all" else attribute,
-                           given=None if given == "any" else given,
-                           suggested=None if suggested == "any" else suggested, min_score=min_score,
-                           flagged_only=flagged_only, status=None if status == "all" else status,
-                           issue_items=issue_items)
-if rows.empty:
+filters = {"attribute": None if attribute == "all" else attribute, "given": None if given == "any" else given,
+           "suggested": None if suggested == "any" else suggested, "min_score": min_score,
+           "flagged_only": flagged_only, "status": None if status == "all" else status,
+           "issue_kind": None if issue == "-" else issue}
+_, total = review.queue_page(store, run_id, status_table, limit=0, **filters)
+if total == 0:
     st.success("Nothing left to review with these filters.")
     actions.undo_button("review_empty_undo")
     st.stop()
 
 # Focus follows a unit (key), not a position: after a verdict the unit may leave the filtered list.
-keys = list(rows["key"])
 focus = st.session_state.get("review_focus")
-position = keys.index(focus) if focus in keys else min(int(st.session_state.get("review_pos", 0)), len(keys) - 1)
+found = review.queue_position(store, run_id, status_table, focus, **filters) if focus else None
+position = found if found is not None else min(int(st.session_state.get("review_pos", 0)), total - 1)
 st.session_state["review_pos"] = position
 offset = position - position % ui.PAGE_SIZE
+# The page plus one page before and one unit after it: every unit a button below can focus.
+start = max(offset - ui.PAGE_SIZE, 0)
+window, _ = review.queue_page(store, run_id, status_table, offset=start, limit=offset + ui.PAGE_SIZE + 1 - start,
+                              count=False, **filters)
+keys = dict(zip(range(start, start + len(window)), window["key"]))
 
 
 def focus_on(to: int) -> None:
     """Focus the unit at ``to`` (clamped) of the list as drawn."""
-    to = max(0, min(to, len(keys) - 1))
-    st.session_state["review_focus"] = keys[to]
+    to = max(0, min(to, total - 1))
+    if to in keys:
+        st.session_state["review_focus"] = keys[to]
     st.session_state["review_pos"] = to
 
 
-page_rows = rows.iloc[offset:offset + ui.PAGE_SIZE]
-st.caption(f"{len(rows):,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · shortcuts: "
+page_rows = window.iloc[offset - start:offset - start + ui.PAGE_SIZE]
+st.caption(f"{total:,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · shortcuts: "
            "A accept, K label is correct, S skip, 1-3 set class, N next, P previous, U undo")
 paging = st.columns([1, 1, 6])
 paging[0].button("◀ Page", key="review_page_back", on_click=focus_on, args=(offset - ui.PAGE_SIZE,), disabled=offset == 0)
 paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(offset + ui.PAGE_SIZE,),
-                 disabled=offset + ui.PAGE_SIZE >= len(keys))
+                 disabled=offset + ui.PAGE_SIZE >= total)
 captions = [f"{r.attribute}: {r.given} → {r.suggested} · {r.score:.2f}" for r in page_rows.itertuples(index=False)]
 ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
            on_pick=lambda i: focus_on(offset + i))
 st.divider()
 
-unit: dict[str, Any] = rows.iloc[position].to_dict()
+unit: dict[str, Any] = window.iloc[position - start].to_dict()
 try:
     shown = store.label_of(unit["target"], unit["stored"])
 except StoreError as error:
