@@ -1,4 +1,4 @@
-"""Command line for the trainer: ``python -m train {fit,score,runs,diff,predict} --help``.
+"""Command line for the trainer: ``python -m train {fit,score,runs,diff,cache,predict} --help``.
 
 Thin argument parsing over ``train.fit``, ``train.score``, ``train.predict`` and the store's journal. Every ``--db``
 defaults to ``$LABELS_DB``, else ``labels.db``. ``fit`` also runs under
@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 import pandas as pd
 
@@ -122,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             paths = list(args.checkpoint or []) + (checkpoints_of_runs(store, args.run) if args.run else [])
             submission = predict(paths, args.out, store=store, info=args.info, tta=args.tta,
                                  batch_size=args.batch_size, threads=args.threads, device=args.device,
-                                 run_id=args.run_id)
+                                 cache_mb=args.cache_mb, run_id=args.run_id)
         except BaseException as error:
             if args.run_id is not None:
                 store.update_run(args.run_id, status="failed", finished_at=now(),
@@ -130,6 +131,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise
     print(f"wrote {args.out}: {len(submission)} rows from {len(paths)} checkpoint(s), tta {args.tta}; "
           f"probabilities in {args.out.rsplit('.', 1)[0]}.probs.csv")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from train import cache
+
+    if args.cache_dir:
+        folder = Path(args.cache_dir)
+    elif not Path(args.db).is_file():
+        raise FileNotFoundError(f"no label store at {args.db}; pass --db PATH or --cache-dir FOLDER")
+    else:
+        with LabelStore(args.db) as store:
+            folder = store.files_dir / "cache"
+    budget = cache.budget_mb(args.cache_mb)
+    if args.clear:
+        freed, busy = cache.clear(folder)
+        print(f"cleared {folder}: {freed / 2**20:.1f} MB freed" +
+              (f"; kept {len(busy)} cache(s) in use by a running job: " + ", ".join(p.name for p in busy)
+               if busy else ""))
+    elif args.trim:
+        deleted = cache.evict(folder, budget * 2**20)
+        for gone in deleted:
+            print(f"deleted {gone.describe()}")
+        print(f"trimmed {folder} to its budget of {budget:.0f} MB: {len(deleted)} file(s) deleted")
+    table = cache.entries_frame(folder)
+    used = cache.folder_bytes(folder) / 2**20
+    if args.json:
+        print(json.dumps({"folder": str(folder), "budget_mb": budget, "used_mb": round(used, 2),
+                          "caches": table.to_dict("records")}, indent=1))
+        return 0
+    print(f"{folder}: {used:.1f} MB of a {budget:.0f} MB budget (--cache-mb, ${cache.ENV}), "
+          f"{len(table)} cache(s), least recently used first")
+    if not table.empty:
+        with pd.option_context("display.width", 250, "display.max_colwidth", 80):
+            print(table.to_string(index=False))
     return 0
 
 
@@ -175,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     _db(p)
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser("cache", help="list the decoded image caches (size, images, last use, in use); clear or trim")
+    p.add_argument("--clear", action="store_true", help="delete every cache no running job holds")
+    p.add_argument("--trim", action="store_true",
+                   help="delete least recently used caches no running job holds until the folder fits --cache-mb")
+    p.add_argument("--cache-mb", type=float, default=None,
+                   help="budget in MB for --trim and the report (default: $LABELS_CACHE_MB, else 2048)")
+    p.add_argument("--cache-dir", default=None, help="cache folder (default: <db>.d/cache)")
+    p.add_argument("--json", action="store_true", help="print folder, budget, use and caches as JSON")
+    _db(p)
+    p.set_defaults(func=cmd_cache)
+
     p = sub.add_parser("predict", help="predict eval/info.csv in submission format (ensemble, TTA)")
     p.add_argument("--checkpoint", action="append", help="checkpoint file; repeat to ensemble (default: none)")
     p.add_argument("--run", action="append", type=int, help="use this run's best checkpoint; repeat to ensemble")
@@ -184,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--cache-mb", type=float, default=None,
+                   help="image cache budget in MB (default: $LABELS_CACHE_MB, else 2048)")
     p.add_argument("--run-id", type=int, default=None,
                    help="adopt this queued journal row instead of creating one (used by job launchers)")
     _db(p)

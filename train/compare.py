@@ -10,8 +10,8 @@ import pandas as pd
 from core.schema import Schema
 from core.store import LabelStore, StoreError, read_snapshot
 
-# Where a run wrote or read its files, not what it trained: reported, but not a "change".
-LOCATION_KEYS = {"out", "cache_dir", "snapshot"}
+# Where a run wrote or read its files (and its cache budget), not what it trained: reported, but not a "change".
+LOCATION_KEYS = {"out", "cache_dir", "cache_mb", "snapshot", "tensorboard", "mlflow"}
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

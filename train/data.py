@@ -20,8 +20,9 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from core.images import load_rgb, resolve_inside
+from train import cache as cache_files
 
 CACHE_FORMAT = 1  # bump when the decode or layout changes, so old cache files are not reused
 
@@ -41,23 +43,31 @@ class ImageCache:
     """Decoded images of a list of items.
 
     ``array`` has shape (n_unique, h, w, 3), dtype uint8 (read-only memmap); ``rows`` has shape
-    (n_items,) and gives each item's row (identical files share one row).
+    (n_items,) and gives each item's row (identical files share one row). While the object lives it
+    holds a shared lock on the cache (``train.cache``), so no budget eviction deletes it; ``evicted``
+    lists what writing it made the folder's budget delete (for the run's log).
     """
 
     array: np.ndarray
     rows: np.ndarray
     path: Path
     size: tuple[int, int]  # (w, h) in pixels
+    evicted: list[cache_files.Evicted] = field(default_factory=list)
+    created: bool = False  # decoded by this open (else reused)
+    lock: IO[str] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], paths: Sequence[str], hashes: Sequence[str | None],
              size: tuple[int, int], cache_dir: str | os.PathLike[str], *, threads: int = 2,
-             progress: bool = True) -> ImageCache:
+             progress: bool = True, budget_mb: float | None = None) -> ImageCache:
         """Open the cache for these items at ``size`` (w, h), decoding it first if it does not exist.
 
         ``paths`` are relative to ``root`` and confined to it; ``hashes`` are content hashes (an
         item without one is keyed by its path). The file is written to a temp name and moved into
-        place, under a file lock, so concurrent runs and DDP ranks decode each image set once.
+        place, under a file lock, so concurrent runs and DDP ranks decode each image set once; a file
+        of the wrong size (truncated) is decoded again, never trusted. After writing a new cache, the
+        folder is brought within ``budget_mb`` (default: ``$LABELS_CACHE_MB``, else 2048) by deleting
+        the least recently used caches that no process holds.
         """
         width, height = int(size[0]), int(size[1])
         keys = [h if isinstance(h, str) and h else f"path:{p}" for p, h in zip(paths, hashes)]
@@ -69,18 +79,43 @@ class ImageCache:
         shape = (len(unique), height, width, 3)
         if not unique:  # nothing to decode (an empty eval list); a zero-byte file cannot be memory-mapped
             return cls(np.zeros(shape, dtype=np.uint8), np.zeros(0, dtype=np.int64), path, (width, height))
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if we are killed
-            if not path.exists():
-                first_path = {}
-                for p, k in zip(paths, keys):
-                    first_path.setdefault(k, p)
-                _decode_into(path, root, [first_path[k] for k in unique], (width, height), threads, progress)
-                path.with_suffix(".json").write_text(json.dumps({"size": [width, height], "shape": shape,
-                                                                 "keys": unique}))
+        budget = cache_files.budget_mb(budget_mb)
+        created, handle = False, None
+        while handle is None:
+            # Shared first: a complete cache is read by any number of processes (and objects of one process)
+            # at once; waits while another process decodes it (exclusive).
+            handle = cache_files.lock(cache_files.lock_path(path), shared=True)
+            if _complete(path, shape):
+                break
+            handle.close()  # missing, truncated or without its sidecar: decode it again, alone
+            handle = cache_files.lock(cache_files.lock_path(path))
+            try:
+                if not _complete(path, shape):  # another process may have decoded it meanwhile
+                    first_path = {}
+                    for p, k in zip(paths, keys):
+                        first_path.setdefault(k, p)
+                    _decode_into(path, root, [first_path[k] for k in unique], (width, height), threads, progress,
+                                 meta={"size": [width, height], "shape": shape, "keys": unique})
+                    created = True
+                fcntl.flock(handle, fcntl.LOCK_SH)  # others may read it now; an evictor cannot take it
+            except BaseException:
+                handle.close()
+                raise
+            if not _complete(path, shape):  # the switch to shared is not atomic: evicted in between, start over
+                handle.close()
+                handle = None
+        cache_files.touch(path)  # last use, for least-recently-used eviction
+        evicted = cache_files.evict(cache_dir, budget * 2**20, keep=[path]) if created else []
         array = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
         row_of = {k: i for i, k in enumerate(unique)}
-        return cls(array, np.array([row_of[k] for k in keys], dtype=np.int64), path, (width, height))
+        return cls(array, np.array([row_of[k] for k in keys], dtype=np.int64), path, (width, height), evicted,
+                   created, handle)
+
+    def close(self) -> None:
+        """Release the cache's lock (also released when the object is collected or the process ends)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def batch(self, items: np.ndarray | Sequence[int]) -> torch.Tensor:
         """uint8 tensor (b, 3, h, w) for item indices; its strides are channels_last already."""
@@ -91,8 +126,18 @@ class ImageCache:
         return len(self.rows)
 
 
+def _complete(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether ``path`` is a whole cache of ``shape``: the right byte count and a sidecar that agrees."""
+    try:
+        if path.stat().st_size != math.prod(shape):
+            return False
+        return tuple(json.loads(cache_files.sidecar(path).read_text())["shape"]) == tuple(shape)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _decode_into(path: Path, root: str | os.PathLike[str], relative_paths: list[str], size: tuple[int, int],
-                 threads: int, progress: bool) -> None:
+                 threads: int, progress: bool, meta: dict) -> None:
     width, height = size
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # A raw file (no .npy header): the shape is recorded in the sidecar json and implied by the key.
@@ -105,14 +150,22 @@ def _decode_into(path: Path, root: str | os.PathLike[str], relative_paths: list[
         except Exception as error:  # name the file: a bad image must be fixable by the user
             raise RuntimeError(f"cannot decode {source}: {error}") from error
 
-    # PIL releases the GIL while decoding, so threads give real parallelism here.
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        jobs = pool.map(decode, range(len(relative_paths)))
-        for _ in tqdm(jobs, total=len(relative_paths), desc=f"caching images at {width}x{height}",
-                      disable=None if progress else True, leave=False):  # None: only on a terminal
-            pass
-    array.flush()  # data on disk before the name appears: readers never see a partial cache
-    os.replace(tmp, path)
+    try:
+        # PIL releases the GIL while decoding, so threads give real parallelism here.
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            jobs = pool.map(decode, range(len(relative_paths)))
+            for _ in tqdm(jobs, total=len(relative_paths), desc=f"caching images at {width}x{height}",
+                          disable=None if progress else True, leave=False):  # None: only on a terminal
+                pass
+        array.flush()  # data on disk before the name appears: readers never see a partial cache
+        meta_path = cache_files.sidecar(path)
+        meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+        meta_tmp.write_text(json.dumps(meta))
+        os.replace(meta_tmp, meta_path)  # the sidecar first, the pixels last: the .u8 name means complete
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---- augmentation (torch, any device) -----------------------------------------------------------------

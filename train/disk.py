@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from core.store import LabelStore
+from train import cache as image_cache
 from train.checkpoint import SUFFIX, protected_files
 
 ACTIVE = ("queued", "running")
@@ -58,7 +59,7 @@ def disk_usage(store: LabelStore) -> pd.DataFrame:
     """What the store's runs and caches use: ``category``, ``folder``, ``files``, ``bytes``.
 
     Categories: checkpoints (every run folder's ``*.safetensors``), other run files (logs,
-    probabilities, predictions), image cache, thumbnails, label snapshots.
+    probabilities, predictions), image cache (its budget: ``train.cache``), thumbnails, label snapshots.
     """
     run_files = [f for d in store.runs()["run_dir"] if isinstance(d, str) for f in folder_files(d)]
     checkpoints = [f for f in run_files if f.suffix == SUFFIX]
@@ -130,8 +131,7 @@ def delete(plan: DeletionPlan) -> int:
 
 
 def clear_cache(store: LabelStore) -> int:
-    """Delete the decoded image cache (rebuilt by the next run); returns the bytes freed."""
-    folder = store.files_dir / "cache"
-    freed = files_bytes(folder_files(folder))
-    shutil.rmtree(folder, ignore_errors=True)
+    """Delete the decoded image cache (rebuilt by the next run) but the caches a running process holds
+    (``train.cache``); returns the bytes freed."""
+    freed, _ = image_cache.clear(store.files_dir / "cache")
     return freed

@@ -27,6 +27,7 @@ from core.schema import Schema
 from core.store import LabelStore, now, read_snapshot
 from train import checkpoint as ckpt
 from train import distributed as dist
+from train.cache import budget_mb as cache_budget_mb
 from train.data import (
     CachedImages,
     EpochSampler,
@@ -91,6 +92,10 @@ class TrainConfig:
     snapshot: str | None = field(default=None, metadata={"help": "label snapshot file (default: take one now)"})
     out: str | None = field(default=None, metadata={"help": "folder of run folders (default: runs/ beside the db)"})
     cache_dir: str | None = field(default=None, metadata={"help": "image cache (default: <db>.d/cache)"})
+    cache_mb: float | None = field(default=None, metadata={"help": "image cache budget in MB: writing a new cache "
+                                                                     "deletes the least recently used ones no job "
+                                                                     "holds beyond it (default: $LABELS_CACHE_MB, "
+                                                                     "else 2048)"})
 
     def __post_init__(self) -> None:
         self.img_size = tuple(int(v) for v in self.img_size)  # JSON gives lists back
@@ -159,8 +164,10 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     for turn in (0, 1):  # rank 0 decodes the cache, the others open it after
         if world.is_main == (turn == 0):
             cache = ImageCache.open(snap["root"], labels["path"].tolist(), labels["hash"].tolist(), config.img_size,
-                                    cache_dir, threads=config.threads, progress=world.is_main)
+                                    cache_dir, threads=config.threads, progress=world.is_main,
+                                    budget_mb=config.cache_mb)
         dist.barrier(world)
+    log_evictions(log, cache, config.cache_mb)
     log.info(f"run {run_id}: {len(train_items)} training and {len(val_items)} validation images "
              f"({labels['person'].nunique()} people), snapshot {snap['hash'][:12]}, {config.model} "
              f"{config.img_size[0]}x{config.img_size[1]}, {world.size} process(es) on {world.device}")
@@ -285,6 +292,12 @@ def predict_probs(model: torch.nn.Module, cache: ImageCache, items: np.ndarray, 
             loss_sum, count = loss_sum + float(loss) * len(chunk), count + len(chunk)
     model.train()
     return {k: np.concatenate(v) for k, v in out.items()}, (loss_sum / count if count else None)
+
+
+def log_evictions(log: logging.Logger, cache: ImageCache, budget: float | None) -> None:
+    """Say in the run's log which cache files writing ``cache`` made the cache budget delete."""
+    for gone in cache.evicted:
+        log.info(f"image cache budget ({cache_budget_mb(budget):.0f} MB): deleted {gone.describe()}")
 
 
 def _moved_old_age(schema: Schema, threshold: int) -> Schema:

@@ -22,6 +22,7 @@ import torch
 from core.images import content_hash, resolve_inside
 from core.schema import Schema
 from core.store import LabelStore, StoreError
+from train.cache import budget_mb
 from train.checkpoint import load_model
 from train.data import ImageCache
 from train.loop import predict_probs
@@ -44,12 +45,14 @@ def joint_probs(schema: Schema, head_probs: dict[str, np.ndarray]) -> np.ndarray
 def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
             store: LabelStore | None = None, info: str | os.PathLike[str] | None = None, tta: str = "none",
             batch_size: int = 128, threads: int = 2, device: str = "auto",
-            cache_dir: str | os.PathLike[str] | None = None, run_id: int | None = None) -> pd.DataFrame:
+            cache_dir: str | os.PathLike[str] | None = None, cache_mb: float | None = None,
+            run_id: int | None = None) -> pd.DataFrame:
     """Write the submission (and probabilities) for ``info.csv``; returns the submission table.
 
     ``info`` defaults to ``<store root>/eval/info.csv``; images are ``<info folder>/images/<ImageID>``.
     With a ``store`` the prediction is journaled as a ``predict`` run: a new row, or the queued row
-    ``run_id`` that a job launcher created.
+    ``run_id`` that a job launcher created. ``cache_mb`` is the image cache budget (``ImageCache.open``);
+    cache files it deletes are printed.
     """
     if not checkpoints:
         raise ValueError("give at least one --checkpoint or --run")
@@ -82,7 +85,10 @@ def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLik
             schema, names = this, this.class_names()
         elif this.class_names() != names:
             raise ValueError(f"{path}: predicts other classes than {used[0]['checkpoint']}; cannot ensemble")
-        cache = ImageCache.open(root, relative, hashes, tuple(meta["image_size"]), cache_dir, threads=threads)
+        cache = ImageCache.open(root, relative, hashes, tuple(meta["image_size"]), cache_dir, threads=threads,
+                                budget_mb=cache_mb)
+        for gone in cache.evicted:
+            print(f"image cache budget ({budget_mb(cache_mb):.0f} MB): deleted {gone.describe()}")
         probs, _ = predict_probs(model, cache, np.arange(len(cache)), meta["mean"], meta["std"], target, batch_size,
                                  tta=tta)
         joint = joint_probs(this, probs)

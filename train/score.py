@@ -50,7 +50,7 @@ from train.data import (
     person_folds,
 )
 from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, pid_alive, run_logger
-from train.loop import TrainConfig, predict_probs
+from train.loop import TrainConfig, log_evictions, predict_probs
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
@@ -189,7 +189,8 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     targets = np.stack([codes[h.name] for h in heads], 1)  # (n, n_heads) int64
     cache = ImageCache.open(snap["root"], labels["path"].tolist(), labels["hash"].tolist(), config.img_size,
                             Path(config.cache_dir) if config.cache_dir else store.files_dir / "cache",
-                            threads=config.threads, progress=False)
+                            threads=config.threads, progress=False, budget_mb=config.cache_mb)
+    log_evictions(log, cache, config.cache_mb)
     phases["cache"], mark = time.monotonic() - mark, time.monotonic()
     log.info(f"score run {run_id}: {len(labels)} images of {labels['person'].nunique()} people in {k} person-grouped "
              f"folds, snapshot {snap['hash'][:12]}, {config.model} {config.img_size[0]}x{config.img_size[1]}, "
