@@ -50,6 +50,7 @@ from train.runs import (
     save_val_predictions,
     summary,
 )
+from train.writers import Writers, check, open_writers
 
 
 @dataclass
@@ -96,6 +97,12 @@ class TrainConfig:
                                                                      "deletes the least recently used ones no job "
                                                                      "holds beyond it (default: $LABELS_CACHE_MB, "
                                                                      "else 2048)"})
+    tensorboard: str | None = field(default=None, metadata={"help": "also write TensorBoard event files, one "
+                                                                     "subfolder per run under this folder (default: "
+                                                                     "off)"})
+    mlflow: str | None = field(default=None, metadata={"help": "also log params and per-epoch metrics to this MLflow "
+                                                                "tracking URI or folder, e.g. file:./mlruns (needs "
+                                                                "pip install mlflow-skinny; default: off)"})
 
     def __post_init__(self) -> None:
         self.img_size = tuple(int(v) for v in self.img_size)  # JSON gives lists back
@@ -115,6 +122,7 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     row says ``failed`` with the error tail); SIGTERM/SIGINT end it as ``cancelled``.
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
+    check_writers(config, db, resume)  # a missing writer package fails here, before anything is written
     world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
     store = LabelStore(db)
     plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None
@@ -124,10 +132,15 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     torch.set_num_threads(max(1, config.threads // world.size) if world.device.type == "cpu" else config.threads)
     log = run_logger(run_dir / "train.log" if world.is_main else None, echo=echo and world.is_main)
     result = {"run_id": run_id, "status": "running", "best_checkpoint": None, "run_dir": str(run_dir), "metrics": {}}
+    board = Writers([])
     try:
         try:
+            if world.is_main:  # only rank 0 writes TensorBoard/MLflow records
+                board = open_writers(plan["config"], run_dir, log=log, tags={
+                    "run_id": str(run_id), "kind": "train", "db": str(store.path.resolve())})
             with SignalFlag() as stop:
-                result.update(_train(config, store, world, run_id, run_dir, plan.get("resume_from"), log, stop))
+                result.update(_train(config, store, world, run_id, run_dir, plan.get("resume_from"), log, stop,
+                                     board))
             result["status"] = "done"
         except StopRequested:
             result["status"] = "cancelled"
@@ -140,14 +153,25 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
             finish_run(store, run_id, "failed", error_tail=traceback.format_exc()[-4000:])
         raise
     finally:
+        board.close(result["status"] if result["status"] in ("done", "cancelled") else "failed")
         dist.teardown(world)
         close_logger(log)
         store.close()
     return result
 
 
+def check_writers(config: TrainConfig, db: str | None, resume: int | None) -> None:
+    """Raise ``WriterUnavailable`` when the run's config (a resumed run's own) asks for a writer whose
+    package is missing."""
+    if resume is not None:
+        with LabelStore(db) as store:
+            check(store.run(resume)["config"] or {})
+    else:
+        check(config)
+
+
 def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: int, run_dir: Path,
-           resume_from: str | None, log: logging.Logger, stop: SignalFlag) -> dict[str, Any]:
+           resume_from: str | None, log: logging.Logger, stop: SignalFlag, board: Writers) -> dict[str, Any]:
     # ---- data: the snapshot's labelled images, one person-grouped fold held out --------------------------
     labels, snap = read_snapshot(config.snapshot)
     schema = Schema.from_dict(snap["schema"])
@@ -253,6 +277,7 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
                    "images_per_s": round(float(totals[1]) / max(seconds, 1e-9), 1),
                    **classification_metrics(schema, evaluate_truth, predicted)}
         store.record_epoch(run_id, epoch + 1, metrics)
+        board.scalars(epoch + 1, metrics)
         meta = checkpoint_meta(config, model, heads, schema, train_schema, snap, run_id, epoch + 1, metrics)
         retention(config, store, model, optimizer, scheduler, meta, run_dir, log)
         run_summary = summary(store, run_id)

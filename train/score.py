@@ -54,6 +54,8 @@ from train.loop import TrainConfig, log_evictions, predict_probs
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
+from train.writers import Writers, open_writers
+from train.writers import check as check_writers
 
 __all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
 
@@ -85,13 +87,17 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     config = TrainConfig.from_dict({**base, **overrides})
     started = time.monotonic()
     with LabelStore(db) as store:
+        check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
         run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
         log = run_logger(run_dir / "score.log", echo=echo)
         result: dict[str, Any] = {"run_id": run_id, "status": "running", "run_dir": str(run_dir)}
+        board = Writers([])
         try:
+            board = open_writers(plan["config"], run_dir, log=log, tags={
+                "run_id": str(run_id), "kind": "score", "db": str(store.path.resolve())})
             with SignalFlag() as stop:
-                result.update(_score(plan, store, run_dir, log, stop))
+                result.update(_score(plan, store, run_dir, log, stop, board))
             result["status"] = "done"
         except StopRequested:
             result["status"] = "cancelled"
@@ -102,6 +108,7 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
             store.update_run(run_id, status="failed", finished_at=now(), error_tail=traceback.format_exc()[-4000:])
             raise
         finally:
+            board.close(result["status"] if result["status"] in ("done", "cancelled") else "failed")
             close_logger(log)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
@@ -150,7 +157,8 @@ def open_score_run(store: LabelStore, config: TrainConfig, folds: int, *, run_id
     return {"run_id": int(run_id), "run_dir": str(run_dir), "config": full, "resumed": False}
 
 
-def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, stop: SignalFlag) -> dict[str, Any]:
+def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, stop: SignalFlag,
+           board: Writers) -> dict[str, Any]:
     full, run_id = plan["config"], plan["run_id"]
     config, k = TrainConfig.from_dict(full), int(full["folds"])
     torch.set_num_threads(max(1, config.threads))
@@ -211,6 +219,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
         metrics = classification_metrics(schema, truth, predicted_codes(schema, [h.name for h in heads], probs))
         store.record_epoch(run_id, fold + 1, {**record, **{m: v for m, v in metrics.items()
                                                           if not m.startswith("confusion_")}})
+        board.scalars(fold + 1, {**record, **metrics})  # TensorBoard/MLflow, if asked for: step = fold
         save_npy(path, np.concatenate([probs[h.name] for h in heads], axis=1).astype(np.float32))
         log.info(f"fold {fold + 1}/{k}: " + " ".join(f"{m[4:]} {v:.3f}" for m, v in metrics.items()
                                                        if m.startswith("acc_")) + f" ({record['seconds']:.0f} s)")
