@@ -20,6 +20,7 @@ from app.train_views import run_label, start_job
 from core import journal_views as jv
 from core import review
 from core.store import LabelStore, StoreError
+from train import cache as image_cache
 from train import disk, jobs
 from train.compare import diff_runs
 from train.runs import VAL_PREDICTIONS
@@ -237,6 +238,13 @@ def _megabytes(value: Any) -> str:
     return f"{value} MB" if value else "none"
 
 
+def _cache_budget(value: Any) -> str:
+    try:
+        return f"{image_cache.budget_mb(value):.0f} MB"
+    except ValueError as error:  # a malformed $LABELS_CACHE_MB: say so rather than fail the page
+        return f"invalid ({error})"
+
+
 def disk_view(store: LabelStore) -> None:
     """Sizes of checkpoints and caches, the retention settings, deleting a run's files."""
     usage = disk.disk_usage(store)
@@ -250,7 +258,10 @@ def disk_view(store: LabelStore) -> None:
         "checkpoint(s); best.safetensors is a hard link to the top one, never a second copy. Disk budgets: "
         f"this run {_megabytes(config.get('keep_mb'))}, all runs {_megabytes(config.get('keep_mb_all'))} "
         "(python -m train fit --keep-mb / --keep-mb-all; best checkpoints are never deleted by a budget). "
-        "Best checkpoints kept per run: Advanced in the form above."))
+        "Best checkpoints kept per run: Advanced in the form above. "
+        f"Image cache budget: {_cache_budget(config.get('cache_mb'))} (--cache-mb, $LABELS_CACHE_MB); "
+        "writing a new cache deletes the least recently used ones beyond it, never one a job holds "
+        "(python -m train cache lists them)."))
     busy = jobs.running_job(store) is not None
     if st.button("Clear the image cache", key="disk_clear_cache", disabled=busy,
                  help="Decoded images; the next run decodes them again (disabled while a job runs)."):

@@ -19,6 +19,8 @@ import pandas as pd
 from core.schema import SchemaError
 from core.store import LabelStore, StoreError, default_db, now
 from train.checkpoint import CheckpointError
+from train.jobs import JOB_LOG_ENV
+from train.journal import LOG_BYTES, CappedLog
 from train.loop import TrainConfig
 
 # How a TrainConfig annotation (a string, under postponed evaluation) becomes an argparse option.
@@ -241,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    job_log = os.environ.get(JOB_LOG_ENV)
+    if job_log and not isinstance(sys.stdout, CappedLog):  # a dashboard job: output to its capped, rotated log
+        sys.stdout = sys.stderr = CappedLog(job_log)
+        print(f"python -m train {' '.join(sys.argv[1:] if argv is None else argv)}  (this log rotates at "
+              f"{LOG_BYTES / 1e6:.0f} MB, two older parts kept)")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

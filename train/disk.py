@@ -59,13 +59,15 @@ def disk_usage(store: LabelStore) -> pd.DataFrame:
     """What the store's runs and caches use: ``category``, ``folder``, ``files``, ``bytes``.
 
     Categories: checkpoints (every run folder's ``*.safetensors``), other run files (logs,
-    probabilities, predictions), image cache (its budget: ``train.cache``), thumbnails, label snapshots.
+    probabilities, predictions), dashboard job logs (``runs/job-N.log``), image cache (its budget: ``train.cache``), thumbnails, label snapshots.
     """
     run_files = [f for d in store.runs()["run_dir"] if isinstance(d, str) for f in folder_files(d)]
     checkpoints = [f for f in run_files if f.suffix == SUFFIX]
     others = [f for f in run_files if f.suffix != SUFFIX]
     runs_folder = store.path.resolve().parent / "runs"
-    rows = [("checkpoints", runs_folder, checkpoints), ("other run files", runs_folder, others)]
+    job_logs = sorted(runs_folder.glob("job-*.log*")) if runs_folder.is_dir() else []
+    rows = [("checkpoints", runs_folder, checkpoints), ("other run files", runs_folder, others),
+            ("job logs", runs_folder, job_logs)]
     for category, name in (("image cache", "cache"), ("thumbnails", "thumbs"), ("label snapshots", "snapshots")):
         folder = store.files_dir / name
         rows.append((category, folder, folder_files(folder)))

@@ -4,12 +4,14 @@ A job is ``python -m train <command> --run-id N ...`` started as a detached subp
 process group. Its state lives in the store (the ``runs`` row and a ``job`` lock), never in the
 browser session, so a page reload or a second tab sees the same truth. One job at a time: the lock
 names the run and process holding it; a lock whose process is gone is stale and is recovered
-(its run is marked failed with the tail of its log).
+(its run is marked failed with the tail of its log). Job logs (``runs/job-N.log``) rotate at 2 MB
+(two older parts kept) and only the newest 50 jobs' logs are kept.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +22,8 @@ from pathlib import Path
 from core.store import LabelStore, StoreError, now
 
 JOB_LOCK = "job"
+JOB_LOG_ENV = "TRAIN_JOB_LOG"  # python -m train sends its stdout/stderr to this file, size-capped and rotated
+JOB_LOGS_KEPT = 50  # job logs of older jobs are deleted when a job starts
 COMMANDS = {"fit": "train", "score": "score", "predict": "predict"}  # CLI command -> runs.kind
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,11 +112,14 @@ def start(store: LabelStore, command: str, options: list[str] | None = None, *,
         run_id = store.create_run(COMMANDS[command], config or {"options": options or []}, status="queued")
         log_dir = store.path.resolve().parent / "runs"
         log_dir.mkdir(parents=True, exist_ok=True)
+        prune_job_logs(log_dir)
         log_path = log_dir / f"job-{run_id}.log"
         argv = [sys.executable, "-m", "train", command, "--db", str(store.path.resolve()), "--run-id", str(run_id),
                 *(options or [])]
         child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO_ROOT), "TQDM_DISABLE": "1",
-                     "PYTHONUNBUFFERED": "1"}
+                     "PYTHONUNBUFFERED": "1", JOB_LOG_ENV: str(log_path)}
+        # Python's output goes through the child's capped, rotating stream ($TRAIN_JOB_LOG); the file handle
+        # below only catches what bypasses Python (a crash in native code).
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -122,6 +129,27 @@ def start(store: LabelStore, command: str, options: list[str] | None = None, *,
         store.release_lock(JOB_LOCK)
         raise
     return run_id
+
+
+def prune_job_logs(log_dir: Path, keep: int = JOB_LOGS_KEPT, min_age_s: float = 3600.0) -> list[Path]:
+    """Delete the logs (and rotated parts) of all but the newest ``keep`` jobs in ``log_dir``; a log written
+    to in the last ``min_age_s`` seconds stays whatever its number. Returns the files deleted."""
+    pattern = re.compile(r"^job-(\d+)\.log(\.\d+)?$")
+    by_job: dict[int, list[Path]] = {}
+    for path in log_dir.iterdir() if log_dir.is_dir() else []:
+        if match := pattern.match(path.name):
+            by_job.setdefault(int(match[1]), []).append(path)
+    deleted, moment = [], time.time()
+    for job in sorted(by_job)[:max(0, len(by_job) - keep)]:
+        try:
+            if any(moment - f.stat().st_mtime < min_age_s for f in by_job[job]):
+                continue
+        except FileNotFoundError:
+            continue
+        for path in by_job[job]:
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    return deleted
 
 
 def cancel(store: LabelStore, run_id: int, *, grace_s: float = 20.0) -> str:

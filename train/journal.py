@@ -1,4 +1,4 @@
-"""What a run records about itself: environment, git state, a size-capped log, progress, signals.
+"""What a run records about itself: environment, git state, size-capped logs, progress, signals.
 
 Everything here is written through store verbs (``update_run``, ``update_progress``); this module
 holds the plumbing so ``train/loop.py`` reads as a training loop.
@@ -6,12 +6,14 @@ holds the plumbing so ``train/loop.py`` reads as a training loop.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 from logging.handlers import RotatingFileHandler
@@ -74,6 +76,60 @@ def run_logger(log_path: Path | None, *, echo: bool = True) -> logging.Logger:
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
     return logger
+
+
+class CappedLog(io.TextIOBase):
+    """A text stream appending to ``path`` that rotates like the run logs: past ``max_bytes`` the file
+    becomes ``path.1`` (``path.1`` becomes ``path.2``, ...; ``backups`` kept) and a new one starts.
+
+    A dashboard job's stdout and stderr go through one of these (``python -m train`` installs it when
+    ``$TRAIN_JOB_LOG`` names the file), so a long or chatty job cannot fill the disk.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = LOG_BYTES, backups: int = 2):
+        self.path, self.max_bytes, self.backups = Path(path), int(max_bytes), int(backups)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            # The size on disk, not our position: another handle (the launcher's) may append to the file too.
+            size = os.fstat(self._file.fileno()).st_size
+            if size and size + len(text.encode("utf-8", errors="replace")) > self.max_bytes:
+                self._rotate()
+            self._file.write(text)
+            self._file.flush()
+        return len(text)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self.backups, 0, -1):
+            source = self.path if index == 1 else self.path.with_name(f"{self.path.name}.{index - 1}")
+            if source.exists():
+                os.replace(source, self.path.with_name(f"{self.path.name}.{index}"))
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+        super().close()
 
 
 def close_logger(logger: logging.Logger) -> None:
