@@ -29,6 +29,7 @@ from torchvision import transforms
 from core.images import resolve_inside
 from core.store import LabelStore
 from train.data import CachedImages, EpochSampler, ImageCache, augment, keep_batch, normalise
+from train.loop import TrainConfig
 from train.model import HeadsModel, heads_for
 
 
@@ -115,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=None, help="store with an ingested dataset (default: build the demo)")
     parser.add_argument("--persons", type=int, default=480, help="demo size when building it (default: 480)")
-    parser.add_argument("--model", default="resnet10t", help="timm model (default: resnet10t)")
-    parser.add_argument("--img-size", type=int, nargs=2, default=(96, 128), help="W H (default: 96 128)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    demo = TrainConfig()  # the default demo configuration is the trainer's defaults
+    parser.add_argument("--model", default=demo.model, help=f"timm model (default: {demo.model})")
+    parser.add_argument("--img-size", type=int, nargs=2, default=demo.img_size,
+                        help="W H (default: {} {})".format(*demo.img_size))
+    parser.add_argument("--batch-size", type=int, default=demo.batch_size,
+                        help=f"images per batch (default: {demo.batch_size})")
     parser.add_argument("--threads", type=int, default=2, help="torch threads = naive loader workers (default: 2)")
     parser.add_argument("--workers", type=int, default=2, help="processes for building the demo (default: 2)")
     parser.add_argument("--loader-batches", type=int, default=30, help="batches timed in (a) (default: 30)")

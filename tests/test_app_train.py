@@ -182,14 +182,14 @@ def test_rescore_outcome_counts_flags_that_appeared_and_cleared(store: LabelStor
 
 
 def test_same_settings_as_an_earlier_run_fill_the_form(store: LabelStore) -> None:
-    run_id = store.create_run("train", {"model": "test_resnet", "img_size": [32, 40], "epochs": 3, "lr": 0.02,
+    run_id = store.create_run("train", {"model": "test_byobnet", "img_size": [32, 40], "epochs": 3, "lr": 0.02,
                                         "loss": "focal", "seed": 7, "augment": False}, status="done")
     at = open_train()
     assert at.selectbox(key="train_same_as").value == run_id
     at.button(key="train_load").click().run()
     assert_clean(at)
     state = at.session_state
-    assert (state["train_model"], state["train_custom_model"]) == (train_views.OTHER, "test_resnet")
+    assert (state["train_model"], state["train_custom_model"]) == (train_views.OTHER, "test_byobnet")
     assert (state["train_width"], state["train_height"], state["train_epochs"]) == (32, 40, 3)
     assert (state["train_lr"], state["train_loss"], state["train_seed"], state["train_augment"]) == \
         (0.02, "focal", 7, False)
@@ -251,17 +251,17 @@ def test_deleting_a_run_keeps_its_best_checkpoint_unless_confirmed(store: LabelS
 
 # ---- pure helpers ----------------------------------------------------------------------------------------
 def test_config_flags_round_trip_the_form_settings() -> None:
-    settings = train_views.settings_of({"model": "test_resnet", "img_size": [32, 40], "augment": False, "lr": 0.01})
-    assert settings["train_model"] == train_views.OTHER and settings["train_custom_model"] == "test_resnet"
+    settings = train_views.settings_of({"model": "test_byobnet", "img_size": [32, 40], "augment": False, "lr": 0.01})
+    assert settings["train_model"] == train_views.OTHER and settings["train_custom_model"] == "test_byobnet"
     values = train_views.form_values(settings)
-    assert values["model"] == "test_resnet" and values["img_size"] == (32, 40) and values["age_threshold"] is None
+    assert values["model"] == "test_byobnet" and values["img_size"] == (32, 40) and values["age_threshold"] is None
     flags = train_views.config_flags(values)
     assert flags[flags.index("--img-size"):flags.index("--img-size") + 3] == ["--img-size", "32", "40"]
     assert "--no-augment" in flags and "--age-threshold" not in flags
     from train.__main__ import build_parser
 
     parsed = build_parser().parse_args(["fit", *flags])
-    assert (parsed.model, tuple(parsed.img_size), parsed.augment, parsed.lr) == ("test_resnet", (32, 40), False, 0.01)
+    assert (parsed.model, tuple(parsed.img_size), parsed.augment, parsed.lr) == ("test_byobnet", (32, 40), False, 0.01)
     assert train_views.settings_of({})["train_model"] == TrainConfig().model
 
 
