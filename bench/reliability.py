@@ -27,15 +27,15 @@ sys.path.insert(0, str(REPO))
 from bench.stress_store import run as stress_run  # noqa: E402
 from core.store import LabelStore  # noqa: E402
 from tests.conftest import ingest_frames  # noqa: E402
-from tests.test_reliability import _IMPORT_SCRIPT  # noqa: E402
+from tests.test_reliability import _IMPORT_SCRIPT, _KILL_IN_TRANSACTION  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def import_kills(trials: int, seed: int = 0) -> tuple[int, int]:
-    """SIGKILL a 400-row import at random moments; returns (trials, all-or-nothing outcomes)."""
+def import_kills(trials: int, seed: int = 0) -> tuple[int, int, int]:
+    """SIGKILL a 400-row import at random moments; returns (trials, all-or-nothing outcomes, whole imports)."""
     rng = random.Random(seed)
-    intact = 0
+    intact = whole = 0
     for trial in range(trials):
         with tempfile.TemporaryDirectory() as directory:
             store = LabelStore(Path(directory) / "labels.db")
@@ -52,9 +52,31 @@ def import_kills(trials: int, seed: int = 0) -> tuple[int, int]:
             ok = n in (0, 400) and not reopened.verify_current() and \
                 reopened.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             intact += int(ok)
+            whole += int(ok and n == 400)
             reopened.close()
         print(f"import kill {trial + 1}/{trials}: {'intact' if ok else 'HALF-WRITTEN'} ({n} corrections)")
-    return trials, intact
+    return trials, intact, whole
+
+
+def kills_in_transaction() -> tuple[int, int]:
+    """SIGKILL injected between the last row and COMMIT of an import and of a person-scope correction."""
+    held = 0
+    for write in ("import", "person"):
+        with tempfile.TemporaryDirectory() as directory:
+            store = LabelStore(Path(directory) / "labels.db")
+            ingest_frames(store, Path(directory), n_persons=400)
+            before = store.current_labels()
+            store.close()
+            done = subprocess.run([sys.executable, "-c", _KILL_IN_TRANSACTION, str(store.path), write], cwd=REPO,
+                                  env=ENV, capture_output=True, text=True)
+            reopened = LabelStore(store.path)
+            ok = (done.returncode == -signal.SIGKILL and reopened.n_corrections() == 0
+                  and reopened.current_labels().equals(before) and not reopened.verify_current()
+                  and reopened.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+            held += int(ok)
+            reopened.close()
+        print(f"kill before COMMIT of a {write}: {'nothing landed' if ok else 'HALF-WRITTEN'}")
+    return 2, held
 
 
 def pytest_counts(*args: str) -> tuple[int, int]:
@@ -77,10 +99,13 @@ def main() -> int:
 
     started = time.perf_counter()
     stress = stress_run(args.workers, args.per_worker)
-    trials, intact = import_kills(args.import_trials)
+    trials, intact, whole = import_kills(args.import_trials)
+    in_tx, in_tx_held = kills_in_transaction()
     train_passed, train_failed = pytest_counts("tests/test_train_faults.py", "tests/test_train.py", "-k",
                                                "sigkill or killed or sigterm or disk or pickle")
     bad_passed, bad_failed = pytest_counts("tests/test_bad_inputs.py")
+    disk_passed, disk_failed = pytest_counts("tests/test_train_cache.py", "tests/test_train_logs.py",
+                                             "tests/test_train_units.py", "-k", "cache or log or retention")
     from tests.test_bad_inputs import CORPUS
 
     rows = [
@@ -92,16 +117,22 @@ def main() -> int:
                                           f"{stress['integrity']}"),
         ("dashboard reads meanwhile", f"{stress['dashboard_reads']} reads, {stress['read_failures']} failures"),
         ("write latency p95 under contention", f"{stress['write_p95_ms']} ms"),
-        ("SIGKILL during an import", f"{intact} of {trials} all-or-nothing"),
+        ("SIGKILL during an import, at random moments", f"{intact} of {trials} all-or-nothing ({whole} whole, {intact - whole} "
+                                                         "nothing: a kill often lands after the COMMIT)"),
+        ("SIGKILL inside the transaction (before COMMIT) of an import / a person-scope correction",
+         f"{in_tx_held} of {in_tx}: nothing landed, labels of the person's images unchanged"),
         ("trainer faults (kill in save x4, kill mid-epoch, SIGTERM, disk full, pickle)",
          f"{train_passed} survived, {train_failed} failed"),
+        ("disk budgets (image-cache LRU budget, caches in use kept, truncated cache rebuilt, capped rotating "
+         "logs, checkpoint retention never deletes the best)", f"{disk_passed} passed, {disk_failed} failed"),
         ("bad inputs tried", f"{len(CORPUS)} kinds + a bad corrections CSV: {bad_passed} passed, {bad_failed} failed"),
     ]
     table = "| check | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)
     print(f"total {time.perf_counter() - started:.0f} s")
     ok = (stress["accepted"] == stress["logged"] and stress["replay_mismatches"] == 0 and intact == trials
-          and train_failed == 0 and bad_failed == 0)
+          and in_tx_held == in_tx
+          and train_failed == 0 and bad_failed == 0 and disk_failed == 0)
     if args.record:
         section = (f"## Reliability\n\n`python bench/reliability.py --record` on {time.strftime('%Y-%m-%d %H:%M')} "
                    f"(2 cores, {os.cpu_count()} visible; load average {os.getloadavg()[0]:.1f} at the end).\n\n"
@@ -109,7 +140,7 @@ def main() -> int:
         path = REPO / "BENCHMARKS.md"
         text = path.read_text() if path.exists() else "# Benchmarks\n"
         pattern = re.compile(r"## Reliability\n.*?(?=\n## |\Z)", re.S)
-        text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+        text = pattern.sub(section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
         path.write_text(text)
     return 0 if ok else 1
 

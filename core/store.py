@@ -23,6 +23,7 @@ import json
 import numbers
 import os
 import re
+import signal
 import socket
 import sqlite3
 import time
@@ -174,6 +175,23 @@ touched(id) AS (
 """
 
 
+_commits = 0
+
+
+def _fault_before_commit() -> None:
+    """Crash-safety test hook: ``LABELFIX_FAULT=commit:N`` SIGKILLs this process just before the N-th
+    COMMIT counted from when the variable is set, i.e. with every row of that transaction written but not
+    committed (what a power cut or ``kill -9`` mid-write leaves). Unset, it costs one dict lookup."""
+    global _commits
+    spec = os.environ.get("LABELFIX_FAULT", "")
+    if not spec.startswith("commit:"):
+        return
+    _commits += 1
+    if _commits == int(spec.split(":", 1)[1]):
+        print("fault injection: SIGKILL before COMMIT", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class LabelStore:
     """A dataset's label store in one SQLite file. Safe to open from several processes at once."""
 
@@ -204,6 +222,7 @@ class LabelStore:
             self.conn.execute("ROLLBACK")
             raise
         else:
+            _fault_before_commit()
             self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:

@@ -63,6 +63,44 @@ def test_sigkill_during_an_import_is_all_or_nothing(tmp_path, delay_s):
     assert reopened.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+# The same writes with a SIGKILL injected between the last row and COMMIT (core.store's LABELFIX_FAULT hook):
+# the kill lands inside the transaction every time, not merely before or after it.
+_KILL_IN_TRANSACTION = """
+import os, sys, pandas as pd
+from core.store import LabelStore
+store = LabelStore(sys.argv[1])
+people = store.persons()["person"].tolist()
+if sys.argv[2] == "import":
+    frame = pd.DataFrame({"target": people, "attribute": "age", "value": "61", "reason": "bulk"})
+    os.environ["LABELFIX_FAULT"] = "commit:1"
+    store.import_corrections(frame)
+else:
+    person = people[0]
+    gender = store.label_of(person, "gender")
+    os.environ["LABELFIX_FAULT"] = "commit:1"
+    store.correct(person, "gender", "male" if gender == "female" else "female", expected=gender, annotator="a")
+print("committed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("write", ["import", "person-scope correction"])
+def test_sigkill_inside_the_transaction_leaves_nothing(tmp_path, write):
+    store = LabelStore(tmp_path / "labels.db")
+    ingest_frames(store, tmp_path, n_persons=40)
+    before = store.current_labels()
+    store.close()
+    done = subprocess.run([sys.executable, "-c", _KILL_IN_TRANSACTION, str(store.path), write.split()[0]], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert "SIGKILL before COMMIT" in done.stdout and "committed" not in done.stdout
+    reopened = LabelStore(store.path)
+    assert reopened.n_corrections() == 0
+    pd.testing.assert_frame_equal(reopened.current_labels(), before)  # every image of the person unchanged too
+    assert reopened.verify_current() == []
+    assert reopened.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    reopened.close()
+
+
 def test_hostile_text_is_stored_verbatim(make_store):
     store = make_store()
     person = store.persons()["person"].iloc[0]
