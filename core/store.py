@@ -23,7 +23,6 @@ import json
 import numbers
 import os
 import re
-import signal
 import socket
 import sqlite3
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import pandas as pd
 import sqlite_utils
 
+from core.faults import fault_point
 from core.schema import Schema, SchemaError
 
 SCHEMA_VERSION = 2
@@ -175,22 +175,6 @@ touched(id) AS (
 """
 
 
-_commits = 0
-
-
-def _fault_before_commit() -> None:
-    """Crash-safety test hook: ``LABELFIX_FAULT=commit:N`` SIGKILLs this process just before the N-th
-    COMMIT counted from when the variable is set, i.e. with every row of that transaction written but not
-    committed (what a power cut or ``kill -9`` mid-write leaves). Unset, it costs one dict lookup."""
-    global _commits
-    spec = os.environ.get("LABELFIX_FAULT", "")
-    if not spec.startswith("commit:"):
-        return
-    _commits += 1
-    if _commits == int(spec.split(":", 1)[1]):
-        print("fault injection: SIGKILL before COMMIT", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 class LabelStore:
     """A dataset's label store in one SQLite file. Safe to open from several processes at once."""
@@ -222,7 +206,7 @@ class LabelStore:
             self.conn.execute("ROLLBACK")
             raise
         else:
-            _fault_before_commit()
+            fault_point("commit", "before COMMIT")  # LABELFIX_FAULT=commit:N (crash tests)
             self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:

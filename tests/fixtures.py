@@ -243,3 +243,16 @@ def build_folder_dataset(root: Path) -> Expected:
     (root / ".hidden").mkdir(parents=True)
     write_image(root / ".hidden" / "x.jpg")
     return Expected(n_items=6, n_train=6, n_persons=6, problems={"dog/readme.txt": "not an image file"})
+
+
+def demo_db(base: Path, persons: int, noise: float = 0.0, image_size: tuple[int, int] = (48, 64)) -> Path:
+    """A small generated demo (``persons`` people, ``noise`` of them mislabelled) under ``base/data``, ingested
+    into ``base/labels.db``; returns the db path. The shared set-up of the trainer and scoring tests."""
+    from core.demo import generate
+    from core.ingest import ingest
+    from core.store import LabelStore
+
+    generate(base / "data", persons=persons, noise=noise, image_size=image_size)
+    with LabelStore(base / "labels.db") as store:
+        ingest(base / "data", store)
+    return base / "labels.db"

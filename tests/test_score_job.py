@@ -17,10 +17,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import review
-from core.demo import generate
-from core.ingest import ingest
 from core.schema import COMPETITION
 from core.store import LabelStore, read_snapshot
+from tests.fixtures import demo_db
 from train import jobs
 from train.__main__ import main as train_main
 from train.data import person_folds
@@ -41,11 +40,7 @@ def options(**overrides: object) -> list[str]:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 20-person demo with 10 % of people mislabelled, ingested into <tmp>/labels.db."""
-    base = tmp_path_factory.mktemp("score")
-    generate(base / "data", persons=20, noise=0.1, image_size=(48, 64))
-    with LabelStore(base / "labels.db") as store:
-        ingest(base / "data", store)
-    return base / "labels.db"
+    return demo_db(tmp_path_factory.mktemp("score"), persons=20, noise=0.1)
 
 
 @pytest.fixture(scope="module")

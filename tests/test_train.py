@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
+from tests.fixtures import demo_db
 from train import fit
 from train.__main__ import main as train_main
 from train.checkpoint import read_meta
@@ -40,11 +40,7 @@ def flags(**overrides: object) -> list[str]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 24-person demo dataset (clean labels) ingested into <tmp>/labels.db; returns the db path."""
-    base = tmp_path_factory.mktemp("train")
-    generate(base / "data", persons=24, noise=0, image_size=(48, 64))
-    with LabelStore(base / "labels.db") as store:
-        ingest(base / "data", store)
-    return base / "labels.db"
+    return demo_db(tmp_path_factory.mktemp("train"), persons=24)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import generate
-from core.ingest import ingest
 from core.store import LabelStore, StoreError
+from tests.fixtures import demo_db
 from train import fit, load_model
 from train.__main__ import main as train_main
 
@@ -24,11 +23,7 @@ TINY = ["--model", "test_resnet", "--img-size", "32", "40", "--epochs", "3", "--
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("faults")
-    generate(base / "data", persons=16, noise=0, image_size=(48, 64))
-    with LabelStore(base / "labels.db") as store:
-        ingest(base / "data", store)
-    return base / "labels.db"
+    return demo_db(tmp_path_factory.mktemp("faults"), persons=16)
 
 
 # Replace points per epoch: last, then (if the epoch is a new best) epochNNN and the best link.

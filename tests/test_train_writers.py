@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.demo import generate
-from core.ingest import ingest
 from core.store import LabelStore
+from tests.fixtures import demo_db
 from train import fit
 from train.__main__ import main as train_main
 from train.score import score
@@ -31,11 +30,7 @@ HEADS = ("mask", "gender", "age_group")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 24-person demo dataset (clean labels) ingested into <tmp>/labels.db; returns the db path."""
-    base = tmp_path_factory.mktemp("writers")
-    generate(base / "data", persons=24, noise=0, image_size=(48, 64))
-    with LabelStore(base / "labels.db") as store:
-        ingest(base / "data", store)
-    return base / "labels.db"
+    return demo_db(tmp_path_factory.mktemp("writers"), persons=24)
 
 
 def read_events(folder: Path) -> list:

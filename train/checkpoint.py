@@ -19,7 +19,6 @@ import os
 import random
 import re
 import shutil
-import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from core import faults
 
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
@@ -57,20 +58,10 @@ def write_checkpoint(path: str | os.PathLike[str], model_state: dict[str, torch.
     return path
 
 
-_replaces = 0
-
-
 def fault_point(path: Path) -> None:
     """Crash-safety test hook: ``LABELFIX_FAULT=replace:N`` SIGKILLs this process just before its
     N-th atomic replace (checkpoint or best link), i.e. with a complete temp file not yet in place."""
-    global _replaces
-    spec = os.environ.get("LABELFIX_FAULT", "")
-    if not spec.startswith("replace:"):
-        return
-    _replaces += 1
-    if _replaces == int(spec.split(":", 1)[1]):
-        print(f"fault injection: SIGKILL before replacing {path.name}", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+    faults.fault_point("replace", f"before replacing {path.name}")
 
 
 def _json_default(value: Any) -> Any:
