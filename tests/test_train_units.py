@@ -241,3 +241,27 @@ def test_pretrained_file_loads_backbone_and_skips_a_mismatched_classifier(tmp_pa
         conv = next(k for k in target.net.state_dict() if k.endswith("conv1.weight"))
         assert torch.equal(target.net.state_dict()[conv], source.net.state_dict()[conv])
     assert "skipped" in capsys.readouterr().out
+
+
+def test_resume_reopens_only_an_unfinished_run_of_its_kind_and_clears_half_written_files(make_store, tmp_path: Path):
+    from core.store import StoreError
+    from train.runs import reopen
+
+    store = make_store()
+    run_dir = tmp_path / "runs" / "0001"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".last.safetensors.123.tmp").write_bytes(b"half")
+    (run_dir / "last.safetensors").write_bytes(b"kept")
+    train_id = store.create_run("train", {"lr": 0.01}, status="failed", run_dir=str(run_dir))
+    score_id = store.create_run("score", {}, status="cancelled", run_dir=str(run_dir))
+    done_id = store.create_run("train", {}, status="done", run_dir=str(run_dir))
+    with pytest.raises(StoreError, match="is a score run, not a training run"):
+        reopen(store, score_id, "train")
+    with pytest.raises(StoreError, match="already finished"):
+        reopen(store, done_id, "train")
+    alive = store.create_run("score", {}, status="running", run_dir=str(run_dir), pid=1)  # pid 1: alive, not us
+    with pytest.raises(StoreError, match="still running"):
+        reopen(store, alive, "score")
+    row = reopen(store, train_id, "train")
+    assert row["config"] == {"lr": 0.01} and store.run(train_id)["status"] == "running"
+    assert not list(run_dir.glob(".*.tmp")) and (run_dir / "last.safetensors").read_bytes() == b"kept"

@@ -51,28 +51,11 @@ def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resum
     filled in) and ``resume_from`` (the ``last`` checkpoint when resuming, else None).
     """
     if resume is not None:
-        row = store.run(resume)
-        if row["kind"] != "train":
-            raise StoreError(f"run #{resume} is a {row['kind']} run, not a training run")
-        if row["status"] == "done":
-            raise StoreError(f"run #{resume} already finished; start a new run instead")
-        if row["status"] == "running" and row["host"] == socket.gethostname() and pid_alive(row["pid"]) \
-                and row["pid"] != os.getpid():
-            raise StoreError(f"run #{resume} is still running (pid {row['pid']}); stop it first")
+        row = reopen(store, resume, "train")
         last = Path(row["run_dir"]) / LAST
-        for stray in Path(row["run_dir"]).glob(".*.tmp"):  # half-written by the killed process: never in place
-            stray.unlink(missing_ok=True)
-        store.update_run(resume, status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None,
-                         error_tail=None)
         return {"run_id": int(resume), "run_dir": row["run_dir"], "config": row["config"],
                 "resume_from": str(last) if last.exists() else None}
-    if config.snapshot:  # a given snapshot file: read_snapshot verifies its hash
-        snapshot_path = Path(config.snapshot).resolve()
-        _, snap = read_snapshot(snapshot_path)
-    else:  # the store's current (corrected) labels, frozen now
-        taken = store.snapshot()
-        snapshot_path = taken.path.resolve()
-        snap = {"hash": taken.hash, "n_corrections": taken.n_corrections, "n_items": taken.n_items}
+    snapshot_path, snap = take_snapshot(store, config.snapshot)
     out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
     ensure_free_disk(out, int(snap.get("n_items", 0)), config)
     full = {**asdict(config), "snapshot": str(snapshot_path), "out": str(out)}
@@ -88,6 +71,38 @@ def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resum
                      run_dir=str(run_dir), log_path=str(run_dir / "train.log"))
     return {"run_id": int(run_id), "run_dir": str(run_dir), "config": full, "resume_from": None}
 
+
+
+def reopen(store: LabelStore, run_id: int, kind: str) -> dict[str, Any]:
+    """Mark run ``run_id`` (of ``kind``: train or score) running again in this process, for ``--resume``.
+
+    Refuses a run of another kind, a finished one, and one whose process is still alive on this host;
+    deletes temp files its killed process left half-written (never in place). Returns its journal row.
+    """
+    row = store.run(run_id)
+    name = {"train": "training run", "score": "score run"}[kind]
+    if row["kind"] != kind:
+        raise StoreError(f"run #{run_id} is a {row['kind']} run, not a {name}")
+    if row["status"] == "done":
+        raise StoreError(f"{name} #{run_id} already finished; start a new one instead")
+    if row["status"] == "running" and row["host"] == socket.gethostname() and pid_alive(row["pid"]) \
+            and row["pid"] != os.getpid():
+        raise StoreError(f"{name} #{run_id} is still running (pid {row['pid']}); stop it first")
+    for stray in Path(row["run_dir"]).glob(".*.tmp"):
+        stray.unlink(missing_ok=True)
+    store.update_run(run_id, status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None,
+                     error_tail=None)
+    return row
+
+
+def take_snapshot(store: LabelStore, given: str | None) -> tuple[Path, dict[str, Any]]:
+    """The run's input: a given snapshot file (its hash verified) or the store's current labels frozen now."""
+    if given:
+        path = Path(given).resolve()
+        _, snap = read_snapshot(path)
+        return path, snap
+    taken = store.snapshot()
+    return taken.path.resolve(), {"hash": taken.hash, "n_corrections": taken.n_corrections, "n_items": taken.n_items}
 
 def finish_run(store: LabelStore, run_id: int, status: str, *, error_tail: str | None = None) -> None:
     fields: dict[str, Any] = {"status": status, "finished_at": now()}

@@ -49,11 +49,12 @@ from train.data import (
     normalise,
     person_folds,
 )
-from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, pid_alive, run_logger
+from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
 from train.loop import TrainConfig, log_evictions, predict_probs
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
+from train.runs import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
 
@@ -122,25 +123,11 @@ def open_score_run(store: LabelStore, config: TrainConfig, folds: int, *, run_id
     folder) and ``resumed``.
     """
     if resume is not None:
-        row = store.run(resume)
-        if row["kind"] != "score":
-            raise StoreError(f"run #{resume} is a {row['kind']} run, not a score run")
-        if row["status"] == "done":
-            raise StoreError(f"score run #{resume} already finished; start a new one instead")
-        if row["status"] == "running" and row["host"] == socket.gethostname() and pid_alive(row["pid"]) \
-                and row["pid"] != os.getpid():
-            raise StoreError(f"score run #{resume} is still running (pid {row['pid']}); stop it first")
-        store.update_run(resume, status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None,
-                         error_tail=None)
+        row = reopen(store, resume, "score")
         return {"run_id": int(resume), "run_dir": row["run_dir"], "config": row["config"], "resumed": True}
     if folds < 2:
         raise ValueError(f"scoring needs at least 2 folds, got {folds}")
-    if config.snapshot:
-        snapshot_path = Path(config.snapshot).resolve()
-        _, snap = read_snapshot(snapshot_path)  # verifies the hash
-    else:
-        taken = store.snapshot()
-        snapshot_path, snap = taken.path.resolve(), {"hash": taken.hash, "n_corrections": taken.n_corrections}
+    snapshot_path, snap = take_snapshot(store, config.snapshot)
     out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
     full = {k: v for k, v in asdict(config).items() if k not in NOT_FOR_SCORE}
     full.update(snapshot=str(snapshot_path), out=str(out), folds=int(folds))
