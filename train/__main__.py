@@ -171,18 +171,22 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_options(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """What fit and score share as journaled jobs: --resume, --run-id, --quiet, --db."""
+    p.add_argument("--resume", type=int, default=None, metavar="RUN_ID", help=resume_help)
+    p.add_argument("--run-id", type=int, default=None,
+                   help="adopt this queued journal row instead of creating one (used by job launchers)")
+    p.add_argument("--quiet", action="store_true", help="no console output (the run's log file still gets it)")
+    _db(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train on a snapshot of the current labels (journaled, checkpointed)")
     _add_config_options(p)
-    p.add_argument("--resume", type=int, default=None, metavar="RUN_ID",
-                   help="continue run RUN_ID from its last checkpoint with its own config (default: start a new run)")
-    p.add_argument("--run-id", type=int, default=None,
-                   help="adopt this queued journal row instead of creating one (used by job launchers)")
-    p.add_argument("--quiet", action="store_true", help="no console output (the run's log file still gets it)")
-    _db(p)
+    _job_options(p, "continue run RUN_ID from its last checkpoint with its own config (default: start a new run)")
     p.set_defaults(func=cmd_fit)
 
     from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS
@@ -192,12 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"person-grouped folds; each image is scored by the model trained on the others "
                         f"(default: {DEFAULT_FOLDS})")
     _add_config_options(p, exclude=NOT_FOR_SCORE, defaults=SCORE_DEFAULTS)
-    p.add_argument("--resume", type=int, default=None, metavar="RUN_ID",
-                   help="continue score run RUN_ID with its own config, skipping its finished folds")
-    p.add_argument("--run-id", type=int, default=None,
-                   help="adopt this queued journal row instead of creating one (used by job launchers)")
-    p.add_argument("--quiet", action="store_true", help="no console output (the run's log file still gets it)")
-    _db(p)
+    _job_options(p, "continue score run RUN_ID with its own config, skipping its finished folds")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("runs", help="list training runs (the experiment journal)")
