@@ -160,6 +160,14 @@ def test_report_and_section_writer(tmp_path: Path):
     assert "| 0.800 / 0.850 / 0.900 (50%) |" in rows[0]
     assert "with a 5% budget: missed (50% of the gap" in text and "5%: F1 0.650 vs 0.620 (ahead)" in text
     assert "the person's images (10 in this demo)" in text  # 1000 images of 100 people
+    assert "Training noise" not in text  # no repeated training: no spread to state
+    spread = loop.report({"config": config, "seeds": {"0": {**seed, "noisy_repeat": {
+        **seed["noisy"], "macro_f1": 0.55, "acc_class": 0.75}}}})
+    assert "seed 0: 0.600 vs 0.550 / 0.800 vs 0.750" in spread
+    assert "differ by up to 0.050 macro F1; the noisy->ceiling gap is +0.100 (mean)" in spread
+    assert "with 1 seed(s)." in spread  # the gap (0.1) exceeds the spread (0.05)
+    tie = {**seed, "arms": {"queue": {"0.05": {**arm, "macro_f1": 0.65011}}, "cleanlab": {"0.05": arm}}}
+    assert "F1 0.650 vs 0.650 (tie)" in loop.report({"config": config, "seeds": {"0": tie}})
     merged = loop.report(loop.merge([{"config": config, "seeds": {"0": seed}}]))  # merge of files without commands
     assert merged.startswith("`bench/cleaning_loop.py` (")
     bench = tmp_path / "BENCHMARKS.md"
