@@ -141,6 +141,20 @@ def test_a_truncated_or_half_written_cache_is_rebuilt_not_trusted(tmp_path: Path
     assert not list(folder.glob(".*.tmp")) and len(cache.entries(folder)) == 2
 
 
+@pytest.mark.timeout(60)
+def test_a_cache_damaged_while_this_process_holds_it_is_refused_not_a_hang(tmp_path: Path):
+    root, folder = tmp_path / "data", tmp_path / "cache"
+    held = open_set(root, folder, "a")
+    size = held.path.stat().st_size
+    cache.sidecar(held.path).unlink()  # damaged on disk while still open here (flock would wait on itself)
+    with pytest.raises(RuntimeError, match="still has it open"):
+        open_set(root, folder, "a")
+    held.close()
+    rebuilt = open_set(root, folder, "a")  # once released, it is rebuilt
+    assert rebuilt.created and rebuilt.path.stat().st_size == size
+    rebuilt.close()
+
+
 def test_budget_setting_comes_from_the_option_then_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv(cache.ENV, raising=False)
     assert cache.budget_mb() == 2048

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from core.images import load_rgb, resolve_inside
 from train import cache as cache_files
 
 CACHE_FORMAT = 1  # bump when the decode or layout changes, so old cache files are not reused
+# Lock handles of the caches this process holds open, by cache path. flock treats two handles of one process like
+# two processes: rebuilding a cache this process still holds (shared) would wait on itself forever.
+_HELD: dict[str, weakref.WeakSet] = {}
 
 
 @dataclass
@@ -88,6 +92,9 @@ class ImageCache:
             if _complete(path, shape):
                 break
             handle.close()  # missing, truncated or without its sidecar: decode it again, alone
+            if any(not held.closed for held in _HELD.get(str(path), ())):
+                raise RuntimeError(f"{path}: this image cache is damaged (wrong size or no sidecar) while this process "
+                                   "still has it open; close the other ImageCache (or restart) and it is rebuilt")
             handle = cache_files.lock(cache_files.lock_path(path))
             try:
                 if not _complete(path, shape):  # another process may have decoded it meanwhile
@@ -105,6 +112,7 @@ class ImageCache:
                 handle.close()
                 handle = None
         cache_files.touch(path)  # last use, for least-recently-used eviction
+        _HELD.setdefault(str(path), weakref.WeakSet()).add(handle)
         evicted = cache_files.evict(cache_dir, budget * 2**20, keep=[path]) if created else []
         array = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
         row_of = {k: i for i, k in enumerate(unique)}
