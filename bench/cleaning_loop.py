@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import sqlite3
 import sys
@@ -58,6 +57,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench import sections  # noqa: E402
 from core import review  # noqa: E402
 from core.schema import Schema  # noqa: E402
 from core.store import LabelStore, read_snapshot  # noqa: E402
@@ -681,14 +681,7 @@ def report(data: dict[str, Any]) -> str:
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the "## Does cleaning pay?" section of BENCHMARKS.md; other sections untouched."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    body = f"{SECTION}\n\n{text.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: body + "\n", current, count=1).rstrip() + "\n"
-    else:
-        updated = current.rstrip() + "\n\n" + body
-    path.write_text(updated)
+    sections.write_section(SECTION.removeprefix("## "), text, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.sections import write_section  # noqa: E402
 from core.ingest import ingest  # noqa: E402
 from core.schema import MASK_FILES  # noqa: E402
 from core.store import LabelStore  # noqa: E402
@@ -131,20 +132,7 @@ def timed_ingest(root: Path, workers: int) -> Run:
 
 def record(section: str) -> None:
     """Replace (or append) the "## Ingest" section of BENCHMARKS.md, leaving other sections alone."""
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines, out, skipping = text.splitlines(keepends=True), [], False
-    for line in lines:
-        if line.startswith("## "):
-            skipping = line.strip() == "## Ingest"
-            if skipping:
-                continue
-        if not skipping:
-            out.append(line)
-    body = "".join(out).rstrip("\n") + "\n\n" + section
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(body)
-    os.replace(tmp, path)
+    write_section("Ingest", section.removeprefix("## Ingest"))
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from bench import sections
 from core.demo import generate
 from core.ingest import ingest
 from core.schema import COMPETITION
@@ -319,18 +320,6 @@ def compose(digits: str | None, demo: str | None) -> str:
                                                                                  else "")) if part.strip())
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) the "## Label issues" section of BENCHMARKS.md, leaving other sections alone."""
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = "## Label issues\n\n" + text.strip() + "\n"
-    pattern = re.compile(r"^## Label issues\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: section + "\n", current, count=1).rstrip() + "\n"
-    else:
-        updated = current.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(updated)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="noise draws per setting (default: 5)")
@@ -351,7 +340,7 @@ def main() -> None:
         print(demo)
     if args.demo == "only":
         if not args.no_write:
-            write_section(compose(None, demo))
+            sections.write_section("Label issues", compose(None, demo))
             print(f"wrote the demo part of the 'Label issues' section of {BENCHMARKS}")
         return
     warnings.filterwarnings("ignore", message="May not flag all label issues")
@@ -406,7 +395,7 @@ the swapped assignment plus the prior log-odds of one flip from cleanlab's confi
 """
     print(text)
     if not args.no_write:
-        write_section(compose(text, demo))
+        sections.write_section("Label issues", compose(text, demo))
         print(f"wrote the 'Label issues' section of {BENCHMARKS}")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.sections import write_section  # noqa: E402
 from bench.stress_store import run as stress_run  # noqa: E402
 from core.store import LabelStore  # noqa: E402
 from tests.conftest import ingest_frames  # noqa: E402
@@ -134,14 +135,10 @@ def main() -> int:
           and in_tx_held == in_tx
           and train_failed == 0 and bad_failed == 0 and disk_failed == 0)
     if args.record:
-        section = (f"## Reliability\n\n`python bench/reliability.py --record` on {time.strftime('%Y-%m-%d %H:%M')} "
-                   f"(2 cores, {os.cpu_count()} visible; load average {os.getloadavg()[0]:.1f} at the end).\n\n"
-                   f"{table}\n\nVerdict: {'all guarantees held' if ok else 'A GUARANTEE FAILED (see above)'}.\n")
-        path = REPO / "BENCHMARKS.md"
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        pattern = re.compile(r"## Reliability\n.*?(?=\n## |\Z)", re.S)
-        text = pattern.sub(section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-        path.write_text(text)
+        write_section("Reliability",
+                      f"`python bench/reliability.py --record` on {time.strftime('%Y-%m-%d %H:%M')} "
+                      f"(2 cores, {os.cpu_count()} visible; load average {os.getloadavg()[0]:.1f} at the end).\n\n"
+                      f"{table}\n\nVerdict: {'all guarantees held' if ok else 'A GUARANTEE FAILED (see above)'}.")
     return 0 if ok else 1
 
 
