@@ -256,3 +256,12 @@ def demo_db(base: Path, persons: int, noise: float = 0.0, image_size: tuple[int,
     with LabelStore(base / "labels.db") as store:
         ingest(base / "data", store)
     return base / "labels.db"
+
+
+def write_random_pngs(root: Path, relatives: list[str], seed: int = 0, size: tuple[int, int] = (30, 40)) -> list[str]:
+    """Random-noise RGB PNGs of ``size`` (w, h) at ``root/<relative>``; returns ``relatives``."""
+    rng = np.random.default_rng(seed)
+    for relative in relatives:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / relative)
+    return relatives

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.images import load_rgb
+from tests.fixtures import write_random_pngs
 from train import cache
 from train.__main__ import main as train_main
 from train.data import ImageCache
@@ -26,13 +26,7 @@ N = 6  # images per cache: 6 * 16 * 12 * 3 = 3456 bytes of pixels
 
 def image_set(root: Path, name: str, n: int = N) -> tuple[list[str], list[str]]:
     """``n`` random PNGs under root/<name>/; returns (relative paths, hashes) as ImageCache.open takes them."""
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
-    paths = []
-    for i in range(n):
-        relative = f"{name}/img{i}.png"
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(root / relative)
-        paths.append(relative)
+    paths = write_random_pngs(root, [f"{name}/img{i}.png" for i in range(n)], seed=abs(hash(name)) % 2**32)
     return paths, [f"{name}-{i}" for i in range(n)]
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from sklearn.metrics import f1_score
 
 from core.images import load_rgb
 from core.schema import COMPETITION
+from tests.fixtures import write_random_pngs
 from train import checkpoint as ckpt
 from train.checkpoint import CheckpointError, load_model
 from train.data import LUMA, AugmentConfig, ImageCache, augment, normalise, person_folds
@@ -52,14 +52,7 @@ def test_person_folds_never_split_a_person_and_are_reproducible():
 
 # ---- image cache ---------------------------------------------------------------------------------------
 def write_images(root: Path, n: int) -> list[str]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        relative = f"images/p{i}/img.png"
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(root / relative)
-        paths.append(relative)
-    return paths
+    return write_random_pngs(root, [f"images/p{i}/img.png" for i in range(n)])
 
 
 def test_image_cache_decodes_once_shares_duplicates_and_is_reused(tmp_path: Path):
