@@ -59,6 +59,7 @@ import pandas as pd  # noqa: E402
 
 from bench import sections  # noqa: E402
 from core import review  # noqa: E402
+from core.files import replacing  # noqa: E402
 from core.schema import Schema  # noqa: E402
 from core.store import LabelStore, read_snapshot  # noqa: E402
 
@@ -364,9 +365,8 @@ class Results:
         return record
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        os.replace(tmp, self.path)
+        with replacing(self.path, fsync=False) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=1, default=str))
 
 
 def timed(record: dict[str, Any], name: str, action: Callable[[], Any]) -> Any:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from core.files import replacing
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -19,6 +20,5 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
         updated = pattern.sub(lambda _: section + "\n", current, count=1).rstrip() + "\n"
     else:
         updated = current.rstrip() + "\n\n" + section
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(updated)
-    os.replace(tmp, path)
+    with replacing(path, fsync=False) as tmp:
+        tmp.write_text(updated)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from core.files import replacing
 from core.store import LabelStore, Snapshot, StoreError
 
 
@@ -34,18 +34,16 @@ def export(store: LabelStore, out: Path) -> Snapshot:
     snapshot = store.snapshot()
     table = cleaned_table(store)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    if out.suffix.lower() == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        if out.suffix.lower() == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False, lineterminator="\n")
     sidecar = out.with_name(out.name + ".snapshot.json")
     meta = {"snapshot_hash": snapshot.hash, "snapshot_file": str(snapshot.path.resolve()), "rows": len(table),
             "corrections": snapshot.n_corrections, "store": str(store.path.resolve())}
-    tmp_meta = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_meta, sidecar)
+    with replacing(sidecar) as tmp_meta:
+        tmp_meta.write_text(json.dumps(meta, indent=1))
     return snapshot
 
 

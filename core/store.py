@@ -36,6 +36,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.faults import fault_point
+from core.files import replacing
 from core.schema import Schema, SchemaError
 
 SCHEMA_VERSION = 2
@@ -1160,12 +1161,8 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str,
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
+from core.files import replacing
 from core.images import load_rgb, resolve_inside
 from train import cache as cache_files
 
@@ -166,10 +167,8 @@ def _decode_into(path: Path, root: str | os.PathLike[str], relative_paths: list[
                           disable=None if progress else True, leave=False):  # None: only on a terminal
                 pass
         array.flush()  # data on disk before the name appears: readers never see a partial cache
-        meta_path = cache_files.sidecar(path)
-        meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-        meta_tmp.write_text(json.dumps(meta))
-        os.replace(meta_tmp, meta_path)  # the sidecar first, the pixels last: the .u8 name means complete
+        with replacing(cache_files.sidecar(path), fsync=False) as meta_tmp:
+            meta_tmp.write_text(json.dumps(meta))  # the sidecar first, the pixels last: the .u8 name means complete
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.files import replacing
 from core.schema import Schema
 from core.scoring import image_scores, model_disagreement, queue_items, review_queue
 from core.store import LabelStore, StoreError
@@ -191,9 +192,5 @@ def _nanmean(values: np.ndarray) -> float | None:
 
 def save_npy(path: Path, array: np.ndarray) -> None:
     """np.save to a temp name, then rename: a reader (or a resumed run) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.files import replacing
 from core.images import content_hash, resolve_inside
 from core.schema import Schema
 from core.store import LabelStore, StoreError
@@ -122,9 +123,8 @@ def _write_probs(path: Path, image_ids: pd.Series, schema: Schema, joint: np.nda
             columns[f"{name}={cls}"] = marginal[:, k]
     for k in range(joint.shape[1]):
         columns[f"p{k}"] = joint[:, k]
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(columns).to_csv(tmp, index=False, float_format="%.6f")
-    os.replace(tmp, path)
+    with replacing(path, fsync=False) as tmp:
+        pd.DataFrame(columns).to_csv(tmp, index=False, float_format="%.6f")
 
 
 def checkpoints_of_runs(store: LabelStore, run_ids: Sequence[int]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from core.files import replacing
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train import checkpoint as ckpt
@@ -176,9 +177,8 @@ def save_val_predictions(path: Path, labels: Any, schema: Schema, truth: dict[st
         classes = schema.target_classes(name)
         table[f"true_{name}"] = [classes[int(c)] for c in truth[name]]
         table[f"pred_{name}"] = [classes[int(c)] for c in predicted[name]]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with replacing(path, fsync=False) as tmp:
+        table.to_csv(tmp, index=False)
     return path
 
 

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from core.files import replacing
+
 TENSORBOARD_PACKAGE = "tensorboardX==2.6.5"  # what requirements.txt pins
 MLFLOW_PACKAGE = "mlflow-skinny"  # tested with 3.17.2 (or the full "mlflow")
 MLFLOW_RUN_FILE = "mlflow_run.json"  # in the run folder: which MLflow run a resumed run continues
@@ -146,9 +148,8 @@ class MLflowWriter:
         params = [Param(k, str(v)[:6000]) for k, v in flat_params(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[start:start + 100])
-        tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"uri": uri, "run_id": self.run_id}))
-        os.replace(tmp, marker)
+        with replacing(marker) as tmp:
+            tmp.write_text(json.dumps({"uri": uri, "run_id": self.run_id}))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         moment = int(time.time() * 1000)
