@@ -412,10 +412,7 @@ class LabelStore:
 
     def count_by(self, columns: Sequence[str], *, original: bool = False) -> pd.DataFrame:
         """Label counts grouped by attributes (SQL GROUP BY): columns + ``images`` + ``persons``."""
-        cols = ", ".join(f"c.{quote(c)}" for c in columns)
-        table = "original" if original else "current"
-        return self._query(f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
-                           f" FROM {table} c JOIN items i ON i.id = c.item_id GROUP BY {cols} ORDER BY {cols}")
+        return self._query(self._count_sql(columns, "original" if original else "current"))
 
     def changed_counts(self) -> dict[str, int]:
         """Per stored attribute, how many labelled images differ from their original label now."""
@@ -435,15 +432,12 @@ class LabelStore:
         touched (persons are counted per person, so the difference is exact).
         """
         columns = list(columns)
-        cols = ", ".join(f"c.{quote(c)}" for c in columns)
         base = self._ingest_aggregate(f"count_by:{','.join(columns)}", self._count_sql(columns, "original"))
         if original or not self.conn.execute("SELECT 1 FROM corrections LIMIT 1").fetchone():
             return base
-        where = "WHERE c.item_id IN (SELECT id FROM touched)"
         parts = [base]
         for table, sign in (("original", -1), ("current", 1)):
-            part = self._query(f"{_TOUCHED} SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
-                               f" FROM {table} c JOIN items i ON i.id = c.item_id {where} GROUP BY {cols}")
+            part = self._query(_TOUCHED + self._count_sql(columns, table, "WHERE c.item_id IN (SELECT id FROM touched)"))
             parts.append(part.assign(images=part["images"] * sign, persons=part["persons"] * sign))
         both = pd.concat([p for p in parts if len(p)] or [base], ignore_index=True)
         summed = both.groupby(columns, dropna=False, sort=False, as_index=False)[["images", "persons"]].sum()
@@ -472,10 +466,11 @@ class LabelStore:
                            " coalesce(sum(source = 'revert'), 0) AS reverts FROM corrections GROUP BY attribute")
 
     @staticmethod
-    def _count_sql(columns: Sequence[str], table: str) -> str:
+    def _count_sql(columns: Sequence[str], table: str, where: str = "") -> str:
+        """Images and persons per combination of ``columns`` in ``table`` (original or current)."""
         cols = ", ".join(f"c.{quote(c)}" for c in columns)
         return (f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
-                f" FROM {table} c JOIN items i ON i.id = c.item_id GROUP BY {cols} ORDER BY {cols}")
+                f" FROM {table} c JOIN items i ON i.id = c.item_id {where} GROUP BY {cols} ORDER BY {cols}")
 
     def _ingest_aggregate(self, name: str, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         """A query whose answer only an ingest changes, read from ``ingest_aggregates`` when saved for
