@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import ui
 from core import stats
 from core.store import LabelStore
 
@@ -124,7 +125,7 @@ def clickable(figure: go.Figure, filters: Filters, key: str) -> None:
     event = st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points", width="stretch")
     chosen = selected_filter(event, filters)
     if chosen is not None:
-        st.switch_page("app_pages/browse.py", query_params={"filter": json.dumps(chosen, default=int)})
+        ui.switch_page("app_pages/browse.py", filter=json.dumps(chosen, default=int))
 
 
 @dataclass(frozen=True)

@@ -193,25 +193,28 @@ def _misclassified(store: LabelStore, run: dict[str, Any]) -> None:
             st.image(ui.thumb(store, row.path), width="stretch")
             st.caption(ui.plain(row.mistakes))
             if st.button("Review", key=f"detail_review_{offset + position}"):
-                open_in_review(store, row.path, row.person, row.first_target)
+                open_in_review(store, row.path, row.person, row.first_target,
+                               said=f"Run #{run['id']} on this validation image (true → predicted): {row.mistakes}")
 
 
-def open_in_review(store: LabelStore, path: str, person: str, target: str) -> None:
+def open_in_review(store: LabelStore, path: str, person: str, target: str, said: str = "") -> None:
     """Go to where this image's label can be fixed: its unit in the review queue when flagged and
-    unreviewed, the review page's browser (no score run yet), or Browse filtered to the image."""
+    unreviewed, the review page's browser (no score run yet), or Browse filtered to the image.
+    ``said`` (what the model predicted) is shown beside the image there."""
     schema = store.schema
+    st.session_state["_model_said"] = {"path": path, "text": said}
     run_id = store.current_score_run()
     if run_id is None:
         st.session_state["review_browse_path"] = path
-        st.switch_page("app_pages/review.py")
+        ui.switch_page("app_pages/review.py")
     unit = f"{review.target_of(schema, target, path, person or None)}|{target}"
     pending = review.queue_position(store, run_id, ui.statuses(store, store.run(run_id)["created_at"]), unit,
                                     flagged_only=True, status="unreviewed")
     if pending is not None:
         st.session_state["review_focus"] = unit
-        st.switch_page("app_pages/review.py")
+        ui.switch_page("app_pages/review.py")
     st.session_state["browse_path"] = path
-    st.switch_page("app_pages/browse.py")
+    ui.switch_page("app_pages/browse.py")
 
 
 def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:

@@ -139,8 +139,10 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
     schema = store.schema
     left, right = st.columns([2, 3])
     with left:
-        st.image(ui.thumb(store, item["path"], item.get("hash"), 384), width="stretch")
+        # Natural size (a small image is enlarged by whole factors, nearest neighbour): never blurred.
+        st.image(ui.thumb(store, item["path"], item.get("hash"), 384))
         st.text(item["path"])
+        ui.model_said(item["path"])
     with right:
         if item.get("split") == "eval" or item.get(schema.names[0]) is None:
             st.subheader("Eval image (unlabelled)")
@@ -151,7 +153,7 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
         st.dataframe(ui.label_table(schema.names, item, original), hide_index=True)
         actions.image_actions(schema, item, key=f"{key}_act", source=source, on_next=on_next,
                               on_previous=on_previous)
-    if item.get("person"):
+    if item.get("person") and ui.has_groups(store):
         with st.expander("All images of this person", expanded=True):
             ui.person_strip(store, item["person"], highlight=item["path"])
 

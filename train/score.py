@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.checks import run_data_checks
+from core.review import flagged_counts
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train.data import (
@@ -223,8 +224,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if previous_id is not None:
         rows["detail"] = [{**d, "compared_with": previous_id} for d in rows["detail"]]
     store.save_scores(run_id, rows)
-    units = rows.drop_duplicates(["attribute", "kind", "unit"])
-    flagged = {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}
+    flagged = flagged_counts(store, run_id)  # the Review queue's flagged units: one definition everywhere
     phases["scoring"] = time.monotonic() - mark
     summary = {"folds": k, "n_items": len(labels), "flagged_units": flagged, "compared_with": previous_id,
                "seconds": {name: round(value, 1) for name, value in phases.items()},
