@@ -124,29 +124,28 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
     if suggested is not None and not pd.isna(suggested) and shown is not None:
         accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown)
     # The accept button has a row of its own: the value it writes is read in full, never cut.
-    button(f"Accept: {ui.plain(attribute)} → {ui.plain(accept_value)}  (A)" if accept_value is not None else
-           "Accept suggestion  (A)", "set", {**base, "value": accept_value}, key=f"{key}_accept",
+    button(f"Accept: {ui.plain(attribute)} → {ui.plain(accept_value)}" if accept_value is not None else
+           "Accept suggestion", "set", {**base, "value": accept_value}, key=f"{key}_accept",
            shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
            disabled=accept_value is None or str(accept_value) == str(shown))
     row = st.columns(2)
     with row[0]:
-        button("Label is correct  (K)", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"],
+        button("Label is correct", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"],
                after=on_next, disabled=unknown)
     with row[1]:
-        button("Skip  (S)", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next,
+        button("Skip", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next,
                disabled=unknown)
 
     spec = schema.attribute(attribute)
     if spec.kind == "categorical":
-        st.caption(ui.plain(f"Set {attribute} (keys {class_keys_text(len(spec.classes))}):")
-                   if len(spec.classes) > 1 else ui.plain(f"Set {attribute}:"))
+        st.caption(ui.plain(f"Set {attribute}:"))
         numbered = list(enumerate(spec.classes, start=1))
         for start in range(0, len(numbered), CLASSES_PER_ROW):
             columns = st.columns(CLASSES_PER_ROW)
             for column, (number, value) in zip(columns, numbered[start:start + CLASSES_PER_ROW]):
                 keyname = class_key(number)
                 with column:
-                    button(f"{ui.plain(value)}" + (f"  ({keyname})" if keyname else ""), "set",
+                    button(ui.plain(value), "set",  # Streamlit shows the key on the button
                            {**base, "value": value}, key=f"{key}_set_{number}", shortcut=keyname, after=on_next,
                            disabled=unknown or value == shown)
     else:
@@ -157,9 +156,9 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
 
     nav = st.columns(2)
     with nav[0]:
-        st.button("Previous  (P)", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"])
+        st.button("Previous", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"])
     with nav[1]:
-        st.button("Next  (N)", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"])
+        st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"])
     undo_button(f"{key}_undo", after=on_undo)
 
 

@@ -152,6 +152,15 @@ def predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:
 
 
 @st.cache_resource(show_spinner=False)
+def favicon() -> Image.Image:
+    """The tab icon, drawn here (nothing is fetched from outside the machine)."""
+    icon = Image.new("RGB", (32, 32), (255, 75, 75))
+    ImageDraw.Draw(icon).rectangle((8, 6, 13, 25), fill=(255, 255, 255))
+    ImageDraw.Draw(icon).rectangle((8, 21, 24, 25), fill=(255, 255, 255))
+    return icon
+
+
+@st.cache_resource(show_spinner=False)
 def placeholder(folder: str, size: int) -> str:
     """A grey 'no preview' tile (a file, so Streamlit serves it without re-encoding on every run)."""
     path = Path(folder) / f"placeholder_{size}.png"
@@ -183,7 +192,7 @@ def gallery(store: LabelStore, rows: pd.DataFrame, captions: list[str], *, focus
         with grid[position % columns]:
             st.image(thumb(store, row.path, getattr(row, "hash", None)), width="stretch")
             st.caption(plain(caption))
-            st.button("Open" if position != focus else "Open ▸ shown below", key=f"{key}_open_{position}",
+            st.button("Open" if position != focus else "Shown ▾", key=f"{key}_open_{position}",
                       on_click=on_pick, args=(position,), type="primary" if position == focus else "secondary",
                       width="stretch")
 
@@ -212,8 +221,9 @@ def person_strip(store: LabelStore, person: str, highlight: str | None = None,
         return
     image_attributes = [a.name for a in store.schema.attributes if a.scope == "image"]
     rows = [images.iloc[i:i + STRIP_PER_ROW] for i in range(0, len(images), STRIP_PER_ROW)]
+    strip = st.container(key="person_strip")  # one a page; the browser test finds it by its class st-key-person_strip
     for chunk in rows:
-        for column, row in zip(st.columns(STRIP_PER_ROW), chunk.itertuples(index=False)):
+        for column, row in zip(strip.columns(STRIP_PER_ROW), chunk.itertuples(index=False)):
             with column:
                 st.image(thumb(store, row.path, row.hash, 512), width=STRIP_WIDTH)
                 labels = ", ".join(str(getattr(row, a)) for a in image_attributes)
