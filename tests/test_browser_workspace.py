@@ -30,7 +30,8 @@ CUT = """() => Array.from(document.querySelectorAll('[data-testid="stMain"] *'))
              && getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
     .map(e => e.textContent.trim())"""
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
-    && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0"""
+    && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0
+    && document.querySelectorAll('[data-stale="true"]').length === 0"""
 
 
 def wait_for(condition, timeout: float = 30.0) -> bool:
@@ -44,7 +45,7 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 
 
 def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     generate(tmp_path / "demo", persons=6, image_size=(48, 64))
     db = tmp_path / "labels.db"
@@ -120,7 +121,7 @@ def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
                 assert store.history(limit=1).iloc[0]["target"] == first["target"]
             page.locator("text=correction #").first.wait_for(timeout=30_000)
             settled()
-            assert not focused.count()  # moved on to the next unit
+            expect(focused).to_have_count(0, timeout=30_000)  # moved on to the next unit
 
             # 5. U takes it back and shows the unit taken back.
             page.locator("h1:has-text('Review queue')").click()
@@ -140,8 +141,12 @@ def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
             heading = page.locator("h3:has-text('Person ')").first.inner_text()  # "Person <key>: gender"
             with LabelStore(db) as store:
                 _, n_photos = store.select_items(person=heading[len("Person "):].rsplit(":", 1)[0], limit=0)
-            widths = [image.bounding_box()["width"] for image in strip.all()]
-            assert n_photos >= 5 and len(widths) == n_photos and min(widths) >= 160, (n_photos, widths)
+            page.wait_for_function("n => { const images = document.querySelectorAll('.st-key-person_strip img');"
+                                   " return images.length === n && Array.from(images).every(i => i.complete"
+                                   " && i.naturalWidth > 0); }", arg=n_photos, timeout=30_000)
+            widths = page.evaluate("() => Array.from(document.querySelectorAll('.st-key-person_strip img'))"
+                                   ".map(i => i.getBoundingClientRect().width)")
+            assert n_photos >= 5 and min(widths) >= 160, (n_photos, widths)
             assert page.locator("text=photos").first.is_visible()
             assert not page.evaluate(CUT), page.evaluate(CUT)
             assert name.input_value() == NAME
