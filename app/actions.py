@@ -23,7 +23,7 @@ from core.schema import Schema
 
 SHORTCUTS = {"accept": "A", "keep": "K", "skip": "S", "next": "N", "previous": "P", "undo": "U"}
 CLASS_KEYS = "1234567890"  # set class n: the tenth class is 0; classes beyond ten have buttons, no key
-CLASSES_PER_ROW = 5  # set-class buttons a row: each label readable in full
+CLASSES_PER_ROW = 3  # set-class buttons a row, full column width: each label readable in full
 
 
 def class_key(number: int) -> str | None:
@@ -79,10 +79,12 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
 
 
 def button(label: str, action: str, payload: dict[str, Any], *, key: str, shortcut: str | None = None,
-           after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False) -> None:
-    """One action button (label is our own text, never user data unescaped)."""
+           after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False,
+           stretch: bool = False) -> None:
+    """One action button (label is our own text, never user data unescaped); ``stretch``: as wide as its column."""
     st.button(label, key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
-              disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary")
+              disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary",
+              width="stretch" if stretch else "content")
 
 
 def undo_button(key: str, after: Callable[[], None] | None = None) -> None:
@@ -141,13 +143,13 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
         st.caption(ui.plain(f"Set {attribute}:"))
         numbered = list(enumerate(spec.classes, start=1))
         for start in range(0, len(numbered), CLASSES_PER_ROW):
-            columns = st.columns(CLASSES_PER_ROW)
+            columns = st.columns(min(CLASSES_PER_ROW, len(numbered)))
             for column, (number, value) in zip(columns, numbered[start:start + CLASSES_PER_ROW]):
                 keyname = class_key(number)
                 with column:
                     button(ui.plain(value), "set",  # Streamlit shows the key on the button
                            {**base, "value": value}, key=f"{key}_set_{number}", shortcut=keyname, after=on_next,
-                           disabled=unknown or value == shown)
+                           disabled=unknown or value == shown, stretch=True)
     else:
         value_key = f"{key}_value_{target}"
         value_input(schema, attribute, shown, value_key)

@@ -26,8 +26,10 @@ pytestmark = [
 NAME = "walker"
 # Elements in the main area whose text the browser cuts with an ellipsis (CSS text-overflow), as text.
 CUT = """() => Array.from(document.querySelectorAll('[data-testid="stMain"] *'))
-    .filter(e => e.offsetParent !== null && e.textContent.trim()
-             && getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
+    .filter(e => e.offsetParent !== null && e.textContent.trim() && getComputedStyle(e).textOverflow === 'ellipsis')
+    .filter(e => { const text = document.createRange(); text.selectNodeContents(e);
+                   return e.scrollWidth > e.clientWidth
+                       || text.getBoundingClientRect().width > e.getBoundingClientRect().width + 0.5; })
     .map(e => e.textContent.trim())"""
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0
