@@ -415,3 +415,65 @@ def test_score_details_as_core_scoring_stores_them() -> None:
     assert review.swap_pair('{"probabilities": [0.5, 0.5]}', "wear", "incorrect", classes) is None
     assert review.evidence('{"rank": 3, "probabilities": {"a": 1}, "n_against": 6, "n_images": 7}') == {
         "n_against": 6, "n_images": 7}
+
+
+# ---- generic datasets: what the pages derive from the schema and the data ------------------------------
+@pytest.fixture
+def digits(db: Path, tmp_path: Path) -> Path:
+    """A folder-per-class dataset of ten classes (``0`` .. ``9``), 32×32 images, every image its own person,
+    ingested with a score run that flags every unit."""
+    from tests.fixtures import write_image
+
+    for digit in range(10):
+        for n in range(2):
+            write_image(tmp_path / "digits" / str(digit) / f"{n}.png", size=(32, 32))
+    with LabelStore(db) as store:
+        ingest(tmp_path / "digits", store)
+        add_score_run(store, flag_every=1)
+    return db
+
+
+def test_review_shortcuts_and_set_buttons_follow_the_classes(digits: Path) -> None:
+    at = open_page("app_pages/review.py")
+    assert_clean(at)
+    assert "1-9, 0 set class" in at.caption[0].value and "1-3" not in at.caption[0].value
+    tenth = at.button(key="review_act_set_10")
+    assert tenth.label == "9" and tenth.proto.shortcut == "0"  # the tenth class, not a second "1"
+    assert at.button(key="review_act_set_1").proto.shortcut == "1"
+
+
+def test_no_person_panel_where_every_image_is_its_own_person(digits: Path) -> None:
+    at = open_page("app_pages/browse.py")
+    assert_clean(at)
+    assert not [e for e in at.expander if "person" in e.label]
+    review_page = open_page("app_pages/review.py")
+    assert not [e for e in review_page.expander if "person" in e.label]
+    with LabelStore(digits) as store:
+        assert not stats.has_groups(store)
+
+
+def test_the_competition_demo_has_person_panels(store: LabelStore) -> None:
+    add_score_run(store)
+    assert stats.has_groups(store)
+    at = open_page("app_pages/browse.py")
+    assert [e for e in at.expander if e.label == "All images of this person"]
+
+
+def test_training_size_and_thumbnails_come_from_the_data(digits: Path) -> None:
+    with LabelStore(digits) as store:
+        assert stats.typical_image_size(store) == (32, 32)
+        assert stats.suggested_img_size(store) == (32, 32)  # not the photo default 64×80
+        item = store.items().iloc[0]
+        big = ui.thumb(store, item["path"], item["hash"], 384)
+    from PIL import Image
+
+    with Image.open(big) as image:  # enlarged by a whole factor, nearest neighbour: sharp, not 32 px
+        assert image.size == (384, 384) and image.format == "PNG"
+    assert stats.suggest_img_size(384, 512) == (64, 80)
+
+
+def test_review_caption_on_the_competition_schema(store: LabelStore) -> None:
+    add_score_run(store)
+    at = open_page("app_pages/review.py")
+    caption = at.caption[0].value
+    assert "set class" in caption and ("1-3" in caption or "1-2" in caption)  # mask has 3 classes, gender 2
