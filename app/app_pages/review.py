@@ -95,14 +95,6 @@ spec = schema.attribute(unit["stored"])
 n_classes = len(spec.classes) if spec.kind == "categorical" else 0
 st.caption(f"{total:,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · "
            + actions.shortcut_caption(n_classes))
-paging = st.columns([1, 1, 6])
-paging[0].button("◀ Page", key="review_page_back", on_click=focus_on, args=(offset - ui.PAGE_SIZE,), disabled=offset == 0)
-paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(offset + ui.PAGE_SIZE,),
-                 disabled=offset + ui.PAGE_SIZE >= total)
-captions = [f"{r.attribute}: {r.given} → {r.suggested} · score {r.score:.2f}" for r in page_rows.itertuples(index=False)]
-ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
-           on_pick=lambda i: focus_on(offset + i))
-st.divider()
 
 try:
     shown = store.label_of(unit["target"], unit["stored"])
@@ -172,3 +164,14 @@ if person_scope:
 elif unit.get("person") and ui.has_groups(store):
     with st.expander("All images of this person"):
         ui.person_strip(store, unit["person"], highlight=unit["path"])
+
+# The rest of this page of the queue, under the decision (the unit at hand comes first, without scrolling).
+st.divider()
+st.subheader(f"Queue: units {offset + 1:,}–{offset + len(page_rows):,} of {total:,}")
+paging = st.columns([1, 1, 6])
+paging[0].button("◀ Page", key="review_page_back", on_click=focus_on, args=(offset - ui.PAGE_SIZE,), disabled=offset == 0)
+paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(offset + ui.PAGE_SIZE,),
+                 disabled=offset + ui.PAGE_SIZE >= total)
+captions = [f"{r.attribute}: {r.given} → {r.suggested} · score {r.score:.2f}" for r in page_rows.itertuples(index=False)]
+ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
+           on_pick=lambda i: focus_on(offset + i))
