@@ -371,6 +371,6 @@ def reason(attribute: str, given: Any, suggested: Any, detail: Any,
     probs = probabilities(found)
     if suggested == given or suggested == "None":
         return f"model agrees with the label {given}" + (f" ({probs[given]:.2f})" if given in probs else "")
-    said = f"model says {suggested}" + (f" with {probs[suggested]:.2f}" if suggested in probs else "")
-    mine = f" and gives {given} {probs[given]:.2f}" if given in probs else ""
-    return f"{said}{mine}; labelled {given} ({attribute}, a model that never saw this image)"
+    said = f"model says {suggested}" + (f" ({probs[suggested]:.2f})" if suggested in probs else "")
+    mine = f" ({probs[given]:.2f})" if given in probs else ""
+    return f"{said}; labelled {given}{mine}. The model never saw this image (out-of-fold)"

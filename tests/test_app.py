@@ -497,7 +497,7 @@ def test_reasons_are_words_first() -> None:
     assert review.reason("gender", "female", "male", {}, opinions) == \
         "model says male on 3 of 4 photos, mean 0.93; labelled female"
     text = review.reason("mask", "wear", "incorrect", {"probabilities": {"wear": 0.1, "incorrect": 0.87}})
-    assert text.startswith("model says incorrect with 0.87 and gives wear 0.10; labelled wear")
+    assert text.startswith("model says incorrect (0.87); labelled wear (0.10).")
     assert review.photo_opinion({"image_probabilities": {"a": 0.2, "b": 0.8}}) == ("b", 0.8)
     assert review.photo_opinion({"probabilities": [0.7, 0.3]}, ("x", "y")) == ("x", 0.7)
 
