@@ -142,10 +142,10 @@ def close_logger(logger: logging.Logger) -> None:
 class Progress:
     """Writes (epoch, step, total, eta_s, images_per_s) to the run row at most every ``every_s`` seconds."""
 
-    def __init__(self, store: LabelStore | None, run_id: int | None, total_epochs: int, start_epoch: int = 0,
-                 every_s: float = 3.0):
+    def __init__(self, store: LabelStore | None, run_id: int | None, total_epochs: int,
+                 start_epoch: int | None = None, every_s: float = 3.0):
         self.store, self.run_id, self.total_epochs, self.every_s = store, run_id, total_epochs, every_s
-        self.start_epoch = start_epoch  # a resumed run's rate counts from where it resumed
+        self.start_epoch = start_epoch  # a resumed run's rate counts from where it resumed (default: first update)
         self.last_write = 0.0
         self.started = time.monotonic()
         self.epoch_started = (-1, self.started)
@@ -154,6 +154,8 @@ class Progress:
                force: bool = False) -> None:
         """epoch is 0-based; step/total count batches in this epoch; images counts this epoch's images."""
         now = time.monotonic()
+        if self.start_epoch is None:
+            self.start_epoch = epoch
         if self.epoch_started[0] != epoch:
             self.epoch_started = (epoch, now)
         if self.store is None or self.run_id is None or (not force and now - self.last_write < self.every_s):
