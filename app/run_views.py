@@ -23,7 +23,7 @@ from core.store import LabelStore, StoreError
 from train import cache as image_cache
 from train import disk, jobs
 from train.compare import diff_runs
-from train.runs import VAL_PREDICTIONS
+from train.run_folder import VAL_PREDICTIONS
 
 GALLERY_SIZE = 12
 SUBMISSION = "submission.csv"

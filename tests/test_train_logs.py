@@ -11,7 +11,7 @@ from pathlib import Path
 from core.store import LabelStore
 from train import jobs
 from train.disk import disk_usage
-from train.journal import LOG_BYTES, CappedLog, close_logger, run_logger
+from train.logs import LOG_BYTES, CappedLog, close_logger, run_logger
 
 
 def test_capped_log_rotates_and_keeps_two_older_parts(tmp_path: Path):

@@ -20,7 +20,7 @@ from core.schema import SchemaError
 from core.store import LabelStore, StoreError, default_db, now
 from train.checkpoint import CheckpointError
 from train.jobs import JOB_LOG_ENV
-from train.journal import LOG_BYTES, CappedLog
+from train.logs import LOG_BYTES, CappedLog
 from train.loop import TrainConfig
 
 # How a TrainConfig annotation (a string, under postponed evaluation) becomes an argparse option.

@@ -1,4 +1,4 @@
-"""Checkpoints: self-describing safetensors files, resume state without pickle, and retention.
+"""Checkpoints: self-describing safetensors files, their metadata, resume state without pickle, and retention.
 
 File format (``FORMAT``): one safetensors file. Tensors ``model.<name>`` are the weights; the
 header's metadata holds ``format`` and ``meta`` (JSON: model name, heads and class names, image
@@ -20,8 +20,9 @@ import random
 import re
 import shutil
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +30,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from core import faults
+from core.schema import Schema
+from core.store import LabelStore, now
+from train.logs import environment
+from train.run_folder import LAST
+
+if TYPE_CHECKING:
+    from train.model import Head, HeadsModel
 
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
@@ -276,3 +284,60 @@ def enforce_budget(run_dirs: Iterable[str | os.PathLike[str]], budget_bytes: int
             deleted.append(path)
         used -= sizes[inode]
     return deleted, used
+
+
+# ---- what a training run writes after each epoch ------------------------------------------------------
+def checkpoint_meta(config: Any, model: HeadsModel, heads: list[Head], schema: Schema, train_schema: Schema,
+                    snap: dict[str, Any], run_id: int, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to use a checkpoint without the code's config files (JSON-ready)."""
+    mean, std = model.mean_std
+    value = metrics.get("macro_f1")
+    if value is None:  # no combined class: mean per-target accuracy ranks checkpoints instead
+        accs = [v for k, v in metrics.items() if k.startswith("acc_")]
+        value = sum(accs) / len(accs) if accs else 0.0
+    return {
+        "model": config.model, "drop_rate": config.drop_rate, "head_mode": config.heads,
+        "heads": [{"name": h.name, "classes": list(h.classes)} for h in heads],
+        "image_size": list(config.img_size), "mean": list(mean), "std": list(std),
+        "input": "RGB, resized to image_size (w, h) by core.images.load_rgb, /255, then (x - mean) / std; "
+                 "NCHW float; the model returns {head: logits}",
+        "schema": schema.to_dict(), "train_schema": train_schema.to_dict(),
+        "snapshot_hash": snap["hash"], "n_corrections": snap.get("n_corrections"),
+        "config": asdict(config), "run_id": run_id, "epoch": epoch,
+        "metric": {"name": "val_macro_f1" if "macro_f1" in metrics else "val_mean_accuracy", "value": value},
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("confusion_")},
+        "versions": environment()["packages"], "torch": torch.__version__, "created_at": now(),
+    }
+
+
+def retention(config: Any, store: LabelStore, model: HeadsModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+              meta: dict[str, Any], run_dir: Path, log: Any) -> None:
+    """End of an epoch: write ``last`` (with resume state), keep the top-k, then apply disk budgets."""
+    state = model.state_dict()
+    tensors, resume = resume_state(optimizer, scheduler)
+    write_checkpoint(run_dir / LAST, state, {**meta, "resume": resume}, extra=tensors)
+    saved, deleted = keep_top_k(run_dir, state, meta, meta["epoch"], meta["metric"]["value"], config.keep_top)
+    if saved is not None:
+        top = top_checkpoints(run_dir)
+        log.info(f"saved {saved.name} ({meta['metric']['name']} {meta['metric']['value']:.4f})"
+                 + (" - new best" if top and top[0][2] == saved else ""))
+    for path in deleted:
+        log.info(f"removed {path.name}: no longer in the top {config.keep_top}")
+    budgets = []
+    if config.keep_mb is not None:
+        budgets.append(("this run", [run_dir], config.keep_mb))
+    if config.keep_mb_all is not None:
+        out = run_dir.parent
+        budgets.append((f"all runs in {out}", [p for p in out.iterdir() if p.is_dir()], config.keep_mb_all))
+    if not budgets:
+        return
+    active = store.runs()  # any kind: a running score job's `last` files are as precious as ours
+    protect = [run_dir / LAST] + [Path(d) / LAST for d, s in zip(active["run_dir"], active["status"])
+                                  if d and s in ("running", "queued")]
+    for label, dirs, megabytes in budgets:
+        removed, used = enforce_budget(dirs, int(megabytes * 1e6), protect)
+        for path in removed:
+            log.info(f"disk budget ({label}, {megabytes} MB): deleted {path}")
+        if used > megabytes * 1e6:
+            log.info(f"disk budget ({label}): {used / 1e6:.1f} MB used > {megabytes} MB, but only best and "
+                     "running runs' last checkpoints remain; nothing else to delete")

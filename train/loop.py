@@ -32,6 +32,7 @@ from core.store import LabelStore, now, read_snapshot
 from train import checkpoint as ckpt
 from train import distributed as dist
 from train.cache import budget_mb as cache_budget_mb
+from train.checkpoint import checkpoint_meta, retention
 from train.data import (
     CachedImages,
     EpochSampler,
@@ -42,18 +43,10 @@ from train.data import (
     normalise,
     person_folds,
 )
-from train.journal import Progress, SignalFlag, StopRequested, close_logger, run_logger
+from train.logs import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
-from train.runs import (
-    VAL_PREDICTIONS,
-    checkpoint_meta,
-    finish_run,
-    open_run,
-    retention,
-    save_val_predictions,
-    summary,
-)
+from train.run_folder import VAL_PREDICTIONS, finish_run, open_run, save_val_predictions, summary
 from train.writers import Writers, check, open_writers
 
 

@@ -39,12 +39,12 @@ from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train import distributed as dist
 from train.data import CachedImages, ImageCache, person_folds
-from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
+from train.logs import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
 from train.loop import TrainConfig, class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, heads_for
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
-from train.runs import reopen, take_snapshot
+from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
 

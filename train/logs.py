@@ -1,4 +1,5 @@
-"""What a run records about itself: environment, git state, size-capped logs, progress, signals.
+"""What a running job writes about itself and listens to: environment and git state, size-capped log files,
+progress on its run row, stop signals, whether a process is alive.
 
 Everything here is written through store verbs (``update_run``, ``update_progress``); this module
 holds the plumbing so ``train/loop.py`` reads as a training loop.
@@ -19,8 +20,6 @@ from importlib import metadata
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from core.store import LabelStore
 
@@ -51,6 +50,8 @@ def environment(world_size: int = 1) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    import torch  # here: log files, progress and signals load without torch (a dashboard job reads them)
+
     cuda = torch.cuda.is_available()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "cuda": torch.version.cuda if cuda else None,
