@@ -1,7 +1,7 @@
 """The Train page's journal views: runs table with notes, comparing two runs, run detail, disk.
 
 Everything is read from the store (``runs``, ``epochs``) and the run folders; the tables come from
-``core.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
+``app.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
 file sizes and deletion from ``train.disk``. User text (notes, paths) only reaches data widgets
 or ``ui.plain``.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app import journal_views as jv
 from app import train_charts, ui
 from app.train_views import run_label, start_job
-from core import journal_views as jv
 from core import review
 from core.store import LabelStore, StoreError
 from train import cache as image_cache

@@ -13,8 +13,8 @@ from typing import Any
 import streamlit as st
 
 from app import train_charts, ui
+from app.journal_views import ACTIVE, flag_changes, progress_view
 from core import review
-from core.journal_views import ACTIVE, flag_changes, progress_view
 from core.store import LabelStore, StoreError
 from train import jobs
 from train.loop import TrainConfig

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import journal_views as jv
 from app import train_views
-from core import journal_views as jv
 from core import review
 from core.demo import generate
 from core.ingest import ingest
