@@ -18,7 +18,7 @@ from core import review
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
-from tests.app_data import add_score_run
+from core.synthetic import add_score_run
 from train import disk, jobs
 from train.loop import TrainConfig
 
