@@ -19,20 +19,24 @@ import os
 import random
 import re
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from core import faults
+
+if TYPE_CHECKING:
+    import torch
+# torch (and safetensors.torch) are imported inside the functions that move tensors: the dashboard's disk
+# view reads checkpoint headers and retention (train.disk) without loading torch.
 
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
 EPOCH_FILE = re.compile(r"^epoch(\d+)\.safetensors$")
+VAL_PREDICTIONS = "val_predictions.csv"  # beside the checkpoints: the best epoch's validation predictions
 
 
 class CheckpointError(Exception):
@@ -43,6 +47,8 @@ class CheckpointError(Exception):
 def write_checkpoint(path: str | os.PathLike[str], model_state: dict[str, torch.Tensor], meta: dict[str, Any],
                      extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights (+ extra tensors) and JSON metadata atomically: temp file, fsync, ``os.replace``."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {f"model.{k}": v.detach().to("cpu").clone().contiguous() for k, v in model_state.items()}
     tensors.update({k: v.detach().to("cpu").contiguous() for k, v in (extra or {}).items()})
@@ -65,7 +71,8 @@ def fault_point(path: Path) -> None:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic | torch.Tensor):
+    torch = sys.modules.get("torch")  # no tensor can exist while torch is not loaded
+    if isinstance(value, np.generic) or (torch is not None and isinstance(value, torch.Tensor)):
         return value.item()
     if isinstance(value, Path):
         return str(value)
@@ -92,8 +99,12 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON metadata of a checkpoint (reads the header only, not the weights)."""
     path = Path(path)
     _check_safetensors(path)
-    with safe_open(str(path), "pt") as handle:
-        header = handle.metadata() or {}
+    with open(path, "rb") as handle:  # the safetensors header is 8 bytes of length, then JSON: no torch needed
+        size = int.from_bytes(handle.read(8), "little")
+        try:
+            header = json.loads(handle.read(size)).get("__metadata__") or {}
+        except (ValueError, AttributeError):
+            raise CheckpointError(f"{path}: a damaged safetensors header") from None
     if header.get("format") != FORMAT or "meta" not in header:
         raise CheckpointError(f"{path}: a safetensors file but not a labelfix checkpoint (format "
                               f"{header.get('format')!r}); use --pretrained-file to load plain weights")
@@ -102,6 +113,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_tensors(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
     """Tensors whose key starts with ``prefix``, keyed without it (e.g. prefix ``model.``)."""
+    from safetensors import safe_open
+
     _check_safetensors(Path(path))
     with safe_open(str(path), "pt") as handle:
         return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
@@ -131,6 +144,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 # ---- resume state (optimizer, scheduler, RNG) without pickle ------------------------------------------
 def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, JSON scalars) capturing optimizer, scheduler and every RNG the loop uses."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
     opt = optimizer.state_dict()
     scalars: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
@@ -155,6 +170,8 @@ def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict
 def restore_state(path: str | os.PathLike[str], optimizer: torch.optim.Optimizer, scheduler: Any,
                   resume: dict[str, Any]) -> None:
     """Put optimizer, scheduler and RNG state saved by ``resume_state`` back in place."""
+    import torch
+
     tensors = read_tensors(path, "")
     scalars = resume["optimizer"]
     state: dict[int, dict[str, Any]] = {}

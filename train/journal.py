@@ -20,8 +20,6 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from core.store import LabelStore
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "safetensors", "pillow")
@@ -51,6 +49,8 @@ def environment(world_size: int = 1) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    import torch  # here, not at the top: the dashboard imports this module (via train.cache) without torch
+
     cuda = torch.cuda.is_available()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "cuda": torch.version.cuda if cuda else None,

@@ -19,12 +19,12 @@ from core.files import replacing
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train import checkpoint as ckpt
+from train.checkpoint import VAL_PREDICTIONS  # noqa: F401  (defined there: the dashboard reads it without torch)
 from train.journal import environment, git_state, pid_alive
 from train.model import Head, HeadsModel
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
-VAL_PREDICTIONS = "val_predictions.csv"  # the best epoch's validation predictions (dashboard gallery)
 
 
 MIN_FREE_MB = 256  # checkpoints, logs and headroom beyond the image cache

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from core.checks import run_data_checks
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
+from train.config import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS, TrainConfig
 from train.data import (
     CachedImages,
     EpochSampler,
@@ -50,27 +51,15 @@ from train.data import (
     person_folds,
 )
 from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
-from train.loop import TrainConfig, log_evictions, predict_probs
+from train.loop import log_evictions, predict_probs
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
+from train.model import Head, HeadsModel, fetch_pretrained, heads_for, load_pretrained, make_loss
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
 from train.runs import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
 
 __all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
-
-DEFAULT_FOLDS = 3
-# Score defaults, differing from fit's: k models must train in minutes on 2 shared CPU cores. timm's tiny ResNet
-# (0.37 M parameters, 0.02 GMACs at 64x80) for 10 epochs of batch 32 learns the demo's cues (held-out mask 0.99,
-# gender 0.97 against the true labels) at a tenth of resnet10t's cost at 96x128 (BENCHMARKS.md, "Label issues").
-# One thread: on a machine shared with other jobs, OpenMP's 2-thread barriers stall (2x slower, measured).
-SCORE_DEFAULTS: dict[str, Any] = {"model": "test_resnet", "img_size": (64, 80), "epochs": 10, "batch_size": 32,
-                                  "threads": 1}
-# fit options that mean nothing here (one fold validates, checkpoint retention) or would change the classes
-# scored (training bins differ from the schema's): left out of the score CLI, refused by ``score``.
-NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold")
-
 
 def score(config: TrainConfig | None = None, *, db: str | None = None, folds: int = DEFAULT_FOLDS,
           run_id: int | None = None, resume: int | None = None, echo: bool = True, **overrides: Any) -> dict[str, Any]:
@@ -89,6 +78,8 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     started = time.monotonic()
     with LabelStore(db) as store:
         check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
+        if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
+            fetch_pretrained(config.model)
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
         run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
         log = run_logger(run_dir / "score.log", echo=echo)
@@ -241,7 +232,7 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
                 device: torch.device, log: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train a fresh model on ``train_items`` like ``fit`` does; return (held-out probabilities per head, record)."""
     torch.manual_seed(config.seed * 1009 + fold)
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate)
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=config.pretrained)
     if config.pretrained_file:
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)
