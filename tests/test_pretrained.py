@@ -46,11 +46,11 @@ def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return cache, {"key": key, "value": 0.125}
 
 
-def run_train(args: list[str], cache: Path, db: Path) -> subprocess.CompletedProcess:
+def run_train(args: list[str], cache: Path, db: Path, **env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(cache.parent), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "train", *args, "--db", str(db)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+           "HF_HOME": str(cache.parent), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", **env}
+    return subprocess.run([sys.executable, "-m", "train", *args, "--db", str(db)], cwd=ROOT,
+                          env={k: v for k, v in env.items() if v}, capture_output=True, text=True, timeout=600)
 
 
 def test_pretrained_loads_the_hub_weights_with_the_models_size_and_normalisation(dataset: Path, hub_cache) -> None:
@@ -75,12 +75,15 @@ def test_pretrained_loads_the_hub_weights_with_the_models_size_and_normalisation
     assert float(model.net.state_dict()[placed["key"]].flatten()[0]) == placed["value"]
 
 
-def test_offline_without_cached_weights_is_one_line_and_no_run_row(tmp_path: Path, dataset: Path) -> None:
+@pytest.mark.parametrize("env", [{}, {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "https://hub.invalid"}],
+                         ids=["HF_HUB_OFFLINE", "no-network"])
+def test_offline_without_cached_weights_is_one_line_and_no_run_row(tmp_path: Path, dataset: Path,
+                                                                   env: dict[str, str]) -> None:
     empty = tmp_path / "hub"
     empty.mkdir()
     with LabelStore(dataset) as store:
         before = len(store.runs(None))
-    done = run_train(["fit", "--model", "efficientnet_b0", "--pretrained", "--epochs", "1"], empty, dataset)
+    done = run_train(["fit", "--model", "efficientnet_b0", "--pretrained", "--epochs", "1"], empty, dataset, **env)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

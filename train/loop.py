@@ -142,8 +142,8 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     # ---- model, optimizer, schedule --------------------------------------------------------------------
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate,
-                       pretrained=config.pretrained and resume_from is None)  # a resumed run loads its own
+    weights = fetch_pretrained(config.model) if config.pretrained and resume_from is None else None  # cached
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=weights)
     if config.pretrained_file:
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)

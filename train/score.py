@@ -232,7 +232,8 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
                 device: torch.device, log: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train a fresh model on ``train_items`` like ``fit`` does; return (held-out probabilities per head, record)."""
     torch.manual_seed(config.seed * 1009 + fold)
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=config.pretrained)
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate,
+                       pretrained=fetch_pretrained(config.model) if config.pretrained else None)  # cached by now
     if config.pretrained_file:
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)
