@@ -146,24 +146,26 @@ def retrain_form(store: LabelStore) -> None:
     has_age = any(b.name == "age_group" for b in store.schema.binned)
     # Outside the form: changing the model or ticking pretrained reruns at once, so the sizes follow the model.
     top = st.columns([3, 2, 1], vertical_alignment="bottom")
-    top[0].selectbox("Model", [*MODELS, OTHER], key="train_model", on_change=_follow_model_size,
-                     format_func=lambda m: m if m == OTHER else f"{m}: {MODELS[m]}")
+    top[0].selectbox("Model", [*MODELS, OTHER], key="train_model", on_change=_follow_model_size)
     top[1].text_input("Other timm model name", key="train_custom_model", placeholder="e.g. convnext_nano",
                       on_change=_follow_model_size, help="Used when filled in; any name timm.create_model knows.")
     top[2].checkbox("Pretrained", key="train_pretrained", on_change=_follow_model_size,
                     help="Start from timm's pretrained weights for this model (downloaded once into the Hugging "
                          "Face cache; offline, the job fails and says so). Sets the image size to the model's own.")
+    chosen = form_values(st.session_state)["model"]
+    st.caption(ui.plain(f"{chosen}: {MODELS[chosen]}" if chosen in MODELS else f"{chosen or 'no model'}: any timm "
+                        "name; expect it to want a GPU unless it is small"))
     with st.form("train_form", border=True):
-        row = st.columns(7)
-        sizes, middle = row[:2], row[2:]
-        sizes[0].number_input("Image width", 16, 1024, step=8, key="train_width")
-        sizes[1].number_input("Image height", 16, 1024, step=8, key="train_height")
-        middle[0].number_input("Epochs", 1, 500, step=1, key="train_epochs")
-        middle[1].number_input("Learning rate", 1e-6, 1.0, format="%.5f", step=1e-4, key="train_lr")
-        middle[2].number_input("Batch size", 1, 4096, step=8, key="train_batch_size")
-        middle[3].selectbox("Loss", ["ce", "smooth", "focal"], key="train_loss",
+        first = st.columns(4)
+        first[0].number_input("Image width", 16, 1024, step=8, key="train_width")
+        first[1].number_input("Image height", 16, 1024, step=8, key="train_height")
+        first[2].number_input("Epochs", 1, 500, step=1, key="train_epochs")
+        first[3].number_input("Batch size", 1, 4096, step=8, key="train_batch_size")
+        second = st.columns(4)
+        second[0].number_input("Learning rate", 1e-6, 1.0, format="%.5f", step=1e-4, key="train_lr")
+        second[1].selectbox("Loss", ["ce", "smooth", "focal"], key="train_loss",
                             help="ce: cross-entropy · smooth: label smoothing · focal: focuses on hard images")
-        middle[4].number_input("Seed", 0, 2**31 - 1, step=1, key="train_seed")
+        second[2].number_input("Seed", 0, 2**31 - 1, step=1, key="train_seed")
         if has_age:
             st.number_input("Age threshold for the oldest group (empty: the schema's edge)", 1, 120, value=None,
                             step=1, key="train_age_threshold",
@@ -240,7 +242,7 @@ def live_progress() -> None:
                   help="Stops the job cleanly: status cancelled, the last finished epoch's checkpoint kept.")
     elif run["status"] == "failed":
         st.error(ui.plain(f"{run['kind']} run #{run['id']} failed. The end of its log:"))
-        st.code(str(run.get("error_tail") or "no error text recorded"), language=None)
+        st.code(str(run.get("error_tail") or "no error text recorded"), language=None, wrap_lines=True)
     elif run["status"] == "cancelled":
         st.warning(ui.plain(f"{run['kind']} run #{run['id']} was cancelled."))
     if run["kind"] == "train":

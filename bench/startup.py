@@ -110,7 +110,11 @@ def main() -> int:
     parser.add_argument("--name", default="this commit", help="name of this checkout in the table")
     parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's 'Dashboard start-up'")
     parser.add_argument("--json", default=None, help="also write the raw timings here")
+    parser.add_argument("--load", default=None, help="no measuring: tabulate (and --write) a --json file instead")
     args = parser.parse_args()
+    if args.load:
+        saved = json.loads(Path(args.load).read_text())
+        return report(saved["times"], saved["torch"], args.write)
     from playwright.sync_api import sync_playwright
 
     repos = dict(item.split("=", 1) for item in args.compare)
@@ -130,9 +134,14 @@ def main() -> int:
                     print(f"{repeat + 1}/{args.repeats} {name:12s} {page:14s} {seconds:6.2f} s", flush=True)
         browser.close()
     torch_loaded = {name: imports_torch(repo) for name, repo in repos.items()}
-    result = {name: {page: summary(v) for page, v in pages.items()} for name, pages in times.items()}
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": result, "times": times, "torch": torch_loaded}, indent=1))
+        Path(args.json).write_text(json.dumps({"times": times, "torch": torch_loaded}, indent=1))
+    return report(times, torch_loaded, args.write)
+
+
+def report(times: dict[str, dict[str, list[float]]], torch_loaded: dict[str, dict[str, bool]], write: bool) -> int:
+    """Print the table of medians and spreads; with ``write``, replace BENCHMARKS.md's section with it."""
+    result = {name: {page: summary(v) for page, v in pages.items()} for name, pages in times.items()}
     rows = ["| code | page | median s | min–max s | runs | torch/timm loaded by the Train page's imports |",
             "|---|---|---:|---:|---:|---|"]
     for name, pages in result.items():
@@ -142,7 +151,7 @@ def main() -> int:
                         f"| {loaded} |")
     table = "\n".join(rows)
     print(table)
-    if args.write:
+    if write:
         body = (f"Seconds from `streamlit run app/Home.py` to the page drawn in headless Chromium (Train: the "
                 f"Retrain button visible; Distributions: the first chart), a fresh server per measurement on a "
                 f"12-person demo store, checkouts measured alternately, after one untimed warm-up start each. "
