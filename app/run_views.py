@@ -226,8 +226,8 @@ def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:
         st.caption("Predict needs a finished run with its best checkpoint on disk.")
     elif st.button("Predict eval", key="detail_predict",
                    help="Runs `python -m train predict` with this run's best checkpoint as a background job."):
-        if start_job("predict", ["--run", str(run["id"]), "--out", str(out), "--threads", "2"],
-                     f"prediction with run #{run['id']}") is not None:
+        if start_job("predict", None, f"prediction with run #{run['id']}",
+                     options={"run": [int(run["id"])], "out": str(out), "threads": 2}) is not None:
             st.rerun()
     if out is not None and out.exists():
         st.download_button(f"Download {SUBMISSION} (run #{run['id']})", out.read_bytes(), file_name=SUBMISSION,

@@ -19,15 +19,13 @@ import os
 import random
 import re
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from core import faults
 from core.schema import Schema
@@ -36,7 +34,11 @@ from train.logs import environment
 from train.run_folder import LAST
 
 if TYPE_CHECKING:
+    import torch
+
     from train.model import Head, HeadsModel
+# torch (and safetensors.torch) are imported inside the functions that move tensors: the dashboard's disk
+# view reads checkpoint headers and retention (train.disk) without loading torch.
 
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
@@ -51,6 +53,8 @@ class CheckpointError(Exception):
 def write_checkpoint(path: str | os.PathLike[str], model_state: dict[str, torch.Tensor], meta: dict[str, Any],
                      extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights (+ extra tensors) and JSON metadata atomically: temp file, fsync, ``os.replace``."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {f"model.{k}": v.detach().to("cpu").clone().contiguous() for k, v in model_state.items()}
     tensors.update({k: v.detach().to("cpu").contiguous() for k, v in (extra or {}).items()})
@@ -73,7 +77,8 @@ def fault_point(path: Path) -> None:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic | torch.Tensor):
+    torch = sys.modules.get("torch")  # no tensor can exist while torch is not loaded
+    if isinstance(value, np.generic) or (torch is not None and isinstance(value, torch.Tensor)):
         return value.item()
     if isinstance(value, Path):
         return str(value)
@@ -100,8 +105,12 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON metadata of a checkpoint (reads the header only, not the weights)."""
     path = Path(path)
     _check_safetensors(path)
-    with safe_open(str(path), "pt") as handle:
-        header = handle.metadata() or {}
+    with open(path, "rb") as handle:  # the safetensors header is 8 bytes of length, then JSON: no torch needed
+        size = int.from_bytes(handle.read(8), "little")
+        try:
+            header = json.loads(handle.read(size)).get("__metadata__") or {}
+        except (ValueError, AttributeError):
+            raise CheckpointError(f"{path}: a damaged safetensors header") from None
     if header.get("format") != FORMAT or "meta" not in header:
         raise CheckpointError(f"{path}: a safetensors file but not a labelfix checkpoint (format "
                               f"{header.get('format')!r}); use --pretrained-file to load plain weights")
@@ -110,6 +119,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_tensors(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
     """Tensors whose key starts with ``prefix``, keyed without it (e.g. prefix ``model.``)."""
+    from safetensors import safe_open
+
     _check_safetensors(Path(path))
     with safe_open(str(path), "pt") as handle:
         return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
@@ -139,6 +150,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 # ---- resume state (optimizer, scheduler, RNG) without pickle ------------------------------------------
 def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, JSON scalars) capturing optimizer, scheduler and every RNG the loop uses."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
     opt = optimizer.state_dict()
     scalars: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
@@ -163,6 +176,8 @@ def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict
 def restore_state(path: str | os.PathLike[str], optimizer: torch.optim.Optimizer, scheduler: Any,
                   resume: dict[str, Any]) -> None:
     """Put optimizer, scheduler and RNG state saved by ``resume_state`` back in place."""
+    import torch
+
     tensors = read_tensors(path, "")
     scalars = resume["optimizer"]
     state: dict[int, dict[str, Any]] = {}
@@ -290,6 +305,8 @@ def enforce_budget(run_dirs: Iterable[str | os.PathLike[str]], budget_bytes: int
 def checkpoint_meta(config: Any, model: HeadsModel, heads: list[Head], schema: Schema, train_schema: Schema,
                     snap: dict[str, Any], run_id: int, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to use a checkpoint without the code's config files (JSON-ready)."""
+    import torch
+
     mean, std = model.mean_std
     value = metrics.get("macro_f1")
     if value is None:  # no combined class: mean per-target accuracy ranks checkpoints instead

@@ -17,7 +17,7 @@ import math
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from train import checkpoint as ckpt
 from train import distributed as dist
 from train.cache import budget_mb as cache_budget_mb
 from train.checkpoint import checkpoint_meta, retention
+from train.config import TrainConfig  # re-exported: `from train.loop import TrainConfig` keeps working
 from train.data import (
     CachedImages,
     EpochSampler,
@@ -45,72 +46,9 @@ from train.data import (
 )
 from train.logs import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
+from train.model import Head, HeadsModel, fetch_pretrained, heads_for, load_pretrained, make_loss
 from train.run_folder import VAL_PREDICTIONS, finish_run, open_run, save_val_predictions, summary
 from train.writers import Writers, check, open_writers
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; the CLI builds its flags (and --help defaults) from these fields."""
-
-    # Defaults are sized for the demo on 2 CPU cores (~1.5 min, held-out mask/gender/age group 0.999/0.999/0.945,
-    # BENCHMARKS.md "Trainer"): timm's 0.4 M-parameter test_resnet at 64x80 out-learns resnet10t at 96x128 there at a
-    # fifth of the cost. On real photos and a GPU pick a real backbone and size (e.g. resnet18d at 192x256).
-    model: str = field(default="test_resnet", metadata={"help": "timm model name, trained from scratch"})
-    img_size: tuple[int, int] = field(default=(64, 80), metadata={"help": "input size W H in pixels"})
-    epochs: int = field(default=12, metadata={"help": "passes over the training people"})
-    batch_size: int = field(default=32, metadata={"help": "images per step, summed over all ranks"})
-    lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (warm-up, then cosine decay)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
-    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length in epochs"})
-    heads: str = field(default="multi", metadata={"help": "multi: one head per target; single: one 18-class head",
-                                                  "choices": ["multi", "single"]})
-    loss: str = field(default="ce", metadata={"help": "ce, smooth (label smoothing) or focal",
-                                              "choices": ["ce", "smooth", "focal"]})
-    label_smoothing: float = field(default=0.1, metadata={"help": "smoothing for --loss smooth"})
-    focal_gamma: float = field(default=2.0, metadata={"help": "focusing parameter for --loss focal"})
-    balanced: bool = field(default=False, metadata={"help": "sample classes equally often (with replacement)"})
-    age_threshold: int | None = field(default=None, metadata={"help": "train with the old-age bin at this age "
-                                                                       "(e.g. 58); validation keeps the schema's "
-                                                                       "(default: the schema's bins)"})
-    augment: bool = field(default=True, metadata={"help": "flip, small affine warp and colour jitter"})
-    drop_rate: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
-    pretrained_file: str | None = field(default=None, metadata={"help": "local weights (.safetensors or "
-                                                                         "state-dict .pth) to start from (default: "
-                                                                         "none, from scratch)"})
-    val_folds: int = field(default=5, metadata={"help": "person-grouped folds; one of them validates"})
-    val_fold: int = field(default=0, metadata={"help": "which fold validates"})
-    seed: int = field(default=0, metadata={"help": "seed for folds, init, sampling and augmentation"})
-    threads: int = field(default=2, metadata={"help": "CPU threads (shared by the ranks of a CPU torchrun)"})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA if present), cpu or cuda",
-                                                  "choices": ["auto", "cpu", "cuda"]})
-    keep_top: int = field(default=1, metadata={"help": "epoch checkpoints kept, best by val macro F1"})
-    keep_mb: float | None = field(default=None, metadata={"help": "disk budget of this run's checkpoints "
-                                                                    "in MB (default: none)"})
-    keep_mb_all: float | None = field(default=None, metadata={"help": "disk budget of all runs in --out, MB "
-                                                                        "(default: none)"})
-    snapshot: str | None = field(default=None, metadata={"help": "label snapshot file (default: take one now)"})
-    out: str | None = field(default=None, metadata={"help": "folder of run folders (default: runs/ beside the db)"})
-    cache_dir: str | None = field(default=None, metadata={"help": "image cache (default: <db>.d/cache)"})
-    cache_mb: float | None = field(default=None, metadata={"help": "image cache budget in MB: writing a new cache "
-                                                                     "deletes the least recently used ones no job "
-                                                                     "holds beyond it (default: $LABELS_CACHE_MB, "
-                                                                     "else 2048)"})
-    tensorboard: str | None = field(default=None, metadata={"help": "also write TensorBoard event files, one "
-                                                                     "subfolder per run under this folder (default: "
-                                                                     "off)"})
-    mlflow: str | None = field(default=None, metadata={"help": "also log params and per-epoch metrics to this MLflow "
-                                                                "tracking URI or folder, e.g. file:./mlruns (needs "
-                                                                "pip install mlflow-skinny; default: off)"})
-
-    def __post_init__(self) -> None:
-        self.img_size = tuple(int(v) for v in self.img_size)  # JSON gives lists back
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int | None = None,
@@ -123,6 +61,8 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
     check_writers(config, db, resume)  # a missing writer package fails here, before anything is written
+    if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
+        fetch_pretrained(config.model)
     world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
     store = LabelStore(db)
     plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None
@@ -262,7 +202,8 @@ def train_model(config: TrainConfig, heads: list[Head], train_set: CachedImages,
     # ---- model -------------------------------------------------------------------------------------------
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate)
+    weights = fetch_pretrained(config.model) if config.pretrained and resume_from is None else None  # cached
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=weights)
     if config.pretrained_file:
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)

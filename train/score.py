@@ -38,11 +38,12 @@ from core.checks import run_data_checks
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train import distributed as dist
+from train.config import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS, TrainConfig
 from train.data import CachedImages, ImageCache, person_folds
 from train.logs import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
-from train.loop import TrainConfig, class_key, log_evictions, predict_probs, train_model
+from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, heads_for
+from train.model import Head, fetch_pretrained, heads_for
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
 from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
@@ -50,16 +51,6 @@ from train.writers import check as check_writers
 
 __all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
 
-DEFAULT_FOLDS = 3
-# Score defaults, differing from fit's: k models must train in minutes on 2 shared CPU cores. timm's tiny ResNet
-# (0.37 M parameters, 0.02 GMACs at 64x80) for 10 epochs of batch 32 learns the demo's cues (held-out mask 0.99,
-# gender 0.97 against the true labels) at a tenth of resnet10t's cost at 96x128 (BENCHMARKS.md, "Label issues").
-# One thread: on a machine shared with other jobs, OpenMP's 2-thread barriers stall (2x slower, measured).
-SCORE_DEFAULTS: dict[str, Any] = {"model": "test_resnet", "img_size": (64, 80), "epochs": 10, "batch_size": 32,
-                                  "threads": 1}
-# fit options that mean nothing here (one fold validates, checkpoint retention) or would change the classes
-# scored (training bins differ from the schema's): left out of the score CLI, refused by ``score``.
-NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold")
 
 
 def score(config: TrainConfig | None = None, *, db: str | None = None, folds: int = DEFAULT_FOLDS,
@@ -79,6 +70,8 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     started = time.monotonic()
     with LabelStore(db) as store:
         check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
+        if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
+            fetch_pretrained(config.model)
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
         run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
         log = run_logger(run_dir / "score.log", echo=echo)
