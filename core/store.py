@@ -882,6 +882,11 @@ class LabelStore:
             "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
             "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"])
 
+    def run_states(self) -> tuple[tuple[int, str], ...]:
+        """(id, status) of every run, oldest first: a cheap signature of the journal for pages to notice a run
+        starting or finishing."""
+        return tuple((int(r[0]), str(r[1])) for r in self.conn.execute("SELECT id, status FROM runs ORDER BY id"))
+
     def repeat_group(self, group: int) -> pd.DataFrame:
         """The runs of one repeat group (``fit --repeats``), oldest first; JSON columns decoded."""
         rows = self.conn.execute("SELECT * FROM runs WHERE repeat_group = ? ORDER BY id", (int(group),)).fetchall()
