@@ -75,18 +75,18 @@ def _train_runs(store: LabelStore) -> dict[int, str]:
 
 
 def compare_defaults(runs: pd.DataFrame) -> tuple[int, int]:
-    """(before, after) the Compare tab opens on: after = the newest finished training run; before = the newest
-    finished run older than it (and not of its repeat group), else the run just older than it."""
-    done = runs[runs["status"] == "done"].sort_values("id")
+    """(before, after) the Compare tab opens on, before < after in run order: with two or more finished
+    training runs, after = the newest finished one and before = the newest finished run older than it (and
+    not of its repeat group); otherwise the two newest runs."""
     ids = sorted(int(i) for i in runs["id"])
-    after = int(done["id"].iloc[-1]) if len(done) else ids[-1]
-    group = runs.set_index("id")["repeat_group"].get(after) if "repeat_group" in runs else None
-    first = int(group) if group is not None and group == group else after  # NaN: no group
-    earlier = done[(done["id"] < first)]
-    if len(earlier):
-        return int(earlier["id"].iloc[-1]), after
-    older = [i for i in ids if i < after]
-    return (older[-1] if older else next(i for i in ids if i != after)), after
+    done = runs[runs["status"] == "done"].sort_values("id")
+    if len(done) >= 2:
+        after = int(done["id"].iloc[-1])
+        group = runs.set_index("id")["repeat_group"].get(after) if "repeat_group" in runs else None
+        first = int(group) if group is not None and group == group else after  # NaN: no group
+        earlier = done[done["id"] < first]
+        return (int(earlier["id"].iloc[-1]) if len(earlier) else int(done["id"].iloc[-2])), after
+    return ids[-2], ids[-1]
 
 
 def _interval_text(row: dict[str, Any], spec: str = "+.4f") -> str:
@@ -98,11 +98,11 @@ def _interval_text(row: dict[str, Any], spec: str = "+.4f") -> str:
 
 
 def verdict_table(rows: list[dict[str, Any]], before: str, after: str, spec: str = ".4f") -> pd.DataFrame:
-    """``compare_runs`` rows as the page's table: metric, before, after, change [95 % interval], verdict."""
-    return pd.DataFrame([{"metric": r["metric"], before: None if r["before"] is None else round(r["before"], 4),
-                          after: None if r["after"] is None else round(r["after"], 4),
-                          "change [95 % interval]": _interval_text(r, "+" + spec), "verdict": r["verdict"]}
-                         for r in rows])
+    """``compare_runs`` rows as the page's table: metric, verdict, change [95 % interval], before, after."""
+    return pd.DataFrame([{"metric": r["metric"], "verdict": r["verdict"],
+                          "change [95 % interval]": _interval_text(r, "+" + spec),
+                          before: None if r["before"] is None else round(r["before"], 4),
+                          after: None if r["after"] is None else round(r["after"], 4)} for r in rows])
 
 
 def compare(store: LabelStore) -> None:
