@@ -4,6 +4,7 @@ journal's measured spread, "within run-to-run noise", "no spread known". Tiny de
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,3 +86,23 @@ def test_difference_welch_journal_and_no_spread():
     assert compare.difference([1.0, 1.1], [0.5, 0.6], lower_better=True)["verdict"] == compare.IMPROVED
     assert compare.config_hash({"lr": 1, "seed": 0, "out": "a"}) == compare.config_hash({"lr": 1, "seed": 3, "out": "b"})
     assert compare.config_hash({"lr": 1}) != compare.config_hash({"lr": 2})
+
+
+def test_a_dashboard_job_with_repeats_holds_the_job_lock_until_its_last_run(journal: Path):
+    from train import jobs
+
+    with LabelStore(journal) as store:
+        first = jobs.start(store, "fit", [*TINY, "--repeats", "2", "--seed", "20"])
+        assert jobs.wait(store, first, timeout_s=300)["status"] == "done"
+        group = store.repeat_group(first)
+        assert list(group["id"]) == [first, first + 1]
+        if store.repeat_group_pending(first):  # the second run is queued or training: still one job
+            assert int(jobs.running_job(store)["id"]) in (first, first + 1)
+            with pytest.raises(jobs.JobBusy):
+                jobs.start(store, "score", ["--quiet"])
+        assert jobs.wait(store, first + 1, timeout_s=300)["status"] == "done"
+        deadline = time.monotonic() + 30
+        while jobs.running_job(store) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert jobs.running_job(store) is None
+        assert list(store.repeat_group(first)["seed"]) == [20, 21]
