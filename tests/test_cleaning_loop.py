@@ -146,7 +146,8 @@ def test_cleanlab_order_puts_confident_errors_first():
 
 
 def fits(values: dict[str, list[float]]) -> dict[str, dict[str, dict[str, float]]]:
-    return {name: {str(seed): {"macro_f1": v} for seed, v in enumerate(vs)} for name, vs in values.items()}
+    return {name: {str(seed): {"macro_f1": v, "acc_class": v + 0.1} for seed, v in enumerate(vs)}
+            for name, vs in values.items()}
 
 
 def test_paired_and_ratio_intervals():
@@ -182,11 +183,13 @@ def test_report_states_intervals_targets_and_the_spread_check(tmp_path: Path):
     assert "| noisy | — | — | 0 | 0.600 (0.600, 0.610, 0.590) | — | 0 % |" in text
     assert "| ceiling | — | — | 40/40 (all) | 0.700 (0.700, 0.710, 0.690) | +0.100 [+0.100, +0.100] | 100 % |" in text
     assert "| Review page | 5% (35) | 35 / 90 | 30/40 | 0.690 (0.690, 0.700, 0.680) | +0.090 [+0.090, +0.090] |" in text
-    assert "Target 1 (systematic), recover >= 80 % of the noisy->ceiling gap at 5% with the interval's lower end " \
-           "above 50 %: met (90% [" in text
-    assert "Target 2 (systematic), beat cleanlab's order at 5% on errors fixed and on F1 (interval of the paired " \
-           "difference above 0): met (errors fixed 30 vs 10; F1 queue - cleanlab +0.067 [" in text
+    assert "Target 1 (systematic, macro F1 (18 classes)), recover >= 80 % of the noisy->ceiling gap at 5% with the " \
+           "interval's lower end above 50 %: met (90% [" in text
+    assert "Target 2 (systematic, macro F1 (18 classes)), beat cleanlab's order at 5% on errors fixed and on the " \
+           "metric (interval of the paired difference above 0): met (errors fixed 30 vs 10; queue - cleanlab " \
+           "+0.067 [" in text
     assert "noisy->ceiling gap +0.1000 = " in text and "(at least the 3x required)" in text
+    assert "| 18-class accuracy, mean (per seed) |" in text and "Same test 1 (systematic, 18-class accuracy)" in text
     worse = {**record, "fits": fits({"noisy": [0.60, 0.61, 0.59], "ceiling": [0.62, 0.60, 0.63],
                                      "queue@0.05": [0.61, 0.60, 0.60], "cleanlab@0.05": [0.62, 0.60, 0.61]})}
     text = loop.report({"config": config, "record": worse})
