@@ -135,3 +135,19 @@ def test_two_repeat_groups_use_welch_and_a_clear_gain_gets_its_arrow(journal: La
     f1 = [m for m in at.metric if "macro F1" in m.label][0]
     assert f1.proto.delta == "+0.1600"
     assert any("repeat groups: 3 run(s) before, 3 after" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_the_train_forms_x3_starts_one_fit_job_with_repeats(journal: LabelStore, monkeypatch: pytest.MonkeyPatch):
+    from train import jobs
+
+    started: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(jobs, "start", lambda store, command, options=None, **kw: started.append(
+        (command, list(options or []))) or 99)
+    at = open_train(train_repeats=3)
+    at.button(key="train_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    command, options = started[-1]
+    assert command == "fit" and options[options.index("--repeats") + 1] == "3"
+    at = open_train()
+    at.button(key="train_start").click().run()
+    assert "--repeats" not in started[-1][1]  # × 1: a single run, as before
