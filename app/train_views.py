@@ -22,6 +22,7 @@ from train import jobs
 from train.config import DEFAULT_FOLDS, SCORE_DEFAULTS, TrainConfig, defaults
 
 REFRESH_S = 2
+REPEATS = (1, 3, 5)  # the Train form's "× N" choice (fit --repeats N)
 # The curated model list: timm names with what to expect on this hardware (any timm name works under "Other").
 MODELS = {
     "test_resnet": "default: timm's 0.4 M-parameter ResNet, ~1.5 min on the demo with 2 CPU cores (64x80)",
@@ -121,7 +122,10 @@ def _start_from_form(command: str) -> None:
         config = None if own else TrainConfig.from_dict(values)
         start_job("score", config, "rescoring", options={"folds": int(st.session_state["score_folds"])})
     else:
-        start_job("fit", TrainConfig.from_dict(values), f"training ({values['model']})")
+        repeats = int(st.session_state.get("train_repeats", 1))
+        start_job("fit", TrainConfig.from_dict(values),
+                  f"training ({values['model']}" + (f", × {repeats} seeds)" if repeats > 1 else ")"),
+                  options={"repeats": repeats} if repeats > 1 else None)
 
 
 def _cancel(run_id: int) -> None:
@@ -187,24 +191,40 @@ def retrain_form(store: LabelStore) -> None:
                                for k, v in SCORE_DEFAULTS.items())
             st.checkbox("Rescore with the scorer's own settings", key="score_own_defaults",
                         help=f"{scorer}: k small models train in minutes on a CPU. Off: the model settings above.")
-        buttons = st.columns([2, 2, 3])
+        buttons = st.columns([2, 1, 2, 3], vertical_alignment="bottom")
         buttons[0].form_submit_button("Retrain on cleaned labels", type="primary", on_click=_start_from_form,
                                       args=("fit",), key="train_start")
-        buttons[1].form_submit_button("Rescore", on_click=_start_from_form, args=("score",), key="score_start",
+        buttons[1].selectbox("Seeds", REPEATS, key="train_repeats", format_func=lambda n: f"× {n}",
+                             help="× N trains these settings N times on one snapshot (seeds seed … seed+N-1), one "
+                                  "repeat group: its spread tells Compare which differences are run-to-run noise.")
+        buttons[2].form_submit_button("Rescore", on_click=_start_from_form, args=("score",), key="score_start",
                                       help="Cross-validated label-issue scores of the current labels (settings "
                                            "under Advanced): the review queue then uses them.")
-        buttons[2].caption("Retrain takes a snapshot of the current (corrected) labels and trains on it. "
+        buttons[3].caption("Retrain takes a snapshot of the current (corrected) labels and trains on it. "
                            "One job at a time.")
     if not has_age:
         st.session_state["train_age_threshold"] = None
 
 
+def _queued_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A job's queued row holds only its command-line options until the trainer fills its config in."""
+    options, out = [str(o) for o in config.get("options") or []], {}
+    for flag, name in (("--model", "model"), ("--epochs", "epochs")):
+        if flag in options[:-1]:
+            out[name] = options[options.index(flag) + 1]
+    return out
+
+
 def run_label(run: dict[str, Any]) -> str:
     config, metrics = run.get("config") or {}, run.get("metrics") or {}
+    config = {**_queued_settings(config), **config}
     f1 = metrics.get("best_macro_f1")
     note = str(run.get("note") or "")
-    return (f"#{run['id']} · {config.get('model', '?')} · {config.get('epochs', '?')} epochs · {run['status']}"
-            + (f" · F1 {f1:.3f}" if f1 is not None else "") + (f" · {note[:40]}" if note else ""))
+    group = run.get("repeat_group")
+    group = None if group is None or group != group else int(group)  # NaN: no group
+    return (f"#{run['id']} · {config.get('model', 'default model')} · {config.get('epochs', '?')} epochs · "
+            f"{run['status']}" + (f" · F1 {f1:.3f}" if f1 is not None else "")
+            + (f" · repeat group #{group}" if group is not None else "") + (f" · {note[:40]}" if note else ""))
 
 
 def _latest_job(store: LabelStore) -> dict[str, Any] | None:
@@ -224,6 +244,14 @@ def live_progress() -> None:
     reruns once so the runs table and detail views pick up the result.
     """
     store = ui.get_store()
+    # Any run finished (a repeat group's run, another tab's job): the whole page reruns once, so option texts
+    # ("#3 · ... · done"), the runs table and Compare are never stale.
+    finished = tuple(state for state in store.run_states() if state[1] not in ACTIVE)
+    seen = st.session_state.get("train_finished_runs")
+    st.session_state["train_finished_runs"] = finished
+    if seen is not None and seen != finished:
+        st.session_state.pop("train_watching", None)  # this rerun is the watcher's too
+        st.rerun()
     run = _latest_job(store)
     if run is None:
         st.caption("No runs yet: Retrain below starts the first.")

@@ -38,7 +38,7 @@ from core.faults import fault_point
 from core.files import replacing
 from core.schema import Schema, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED = {"item_id", "path", "person", "split", "class", "corrected", "id", "hash", "width", "height"}
 
@@ -158,8 +158,15 @@ CREATE TABLE IF NOT EXISTS ingest_aggregates(
 CREATE INDEX IF NOT EXISTS corrections_reverts ON corrections(reverts);
 """
 
+# Version 3: repeat groups. ``python -m train fit --repeats N`` trains one config on one snapshot with N
+# seeds; its runs share ``repeat_group`` = the id of the group's first run (NULL: a single run).
+_V3 = """
+ALTER TABLE runs ADD COLUMN repeat_group INTEGER;
+CREATE INDEX IF NOT EXISTS runs_repeat_group ON runs(repeat_group);
+"""
+
 # Migrations from version N-1 to N; each runs inside the transaction that bumps the version.
-MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2}
+MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3}
 
 # Corrections name their target by person key or image path; these are the labelled images of every
 # person (or person-less image) any correction ever touched. Only their labels can differ from the
@@ -835,7 +842,7 @@ class LabelStore:
     _RUN_JSON = {"config", "environment", "progress", "metrics"}
     _RUN_FIELDS = {"kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
                    "environment", "seed", "host", "pid", "started_at", "finished_at", "heartbeat_at", "progress",
-                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note"}
+                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"}
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._RUN_FIELDS
@@ -871,7 +878,23 @@ class LabelStore:
         return pd.DataFrame([_run_dict(r) for r in rows], columns=[
             "id", "kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
             "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
-            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note"])
+            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"])
+
+    def run_states(self) -> tuple[tuple[int, str], ...]:
+        """(id, status) of every run, oldest first: a cheap signature of the journal for pages to notice a run
+        starting or finishing."""
+        return tuple((int(r[0]), str(r[1])) for r in self.conn.execute("SELECT id, status FROM runs ORDER BY id"))
+
+    def repeat_group(self, group: int) -> pd.DataFrame:
+        """The runs of one repeat group (``fit --repeats``), oldest first; JSON columns decoded."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE repeat_group = ? ORDER BY id", (int(group),)).fetchall()
+        return pd.DataFrame([_run_dict(r) for r in rows])
+
+    def repeat_group_pending(self, group: int) -> bool:
+        """Whether a run of the repeat group is still queued or running (the group's job is not over)."""
+        row = self.conn.execute("SELECT 1 FROM runs WHERE repeat_group = ? AND status IN ('queued', 'running') "
+                                "LIMIT 1", (int(group),)).fetchone()
+        return row is not None
 
     def epochs(self, run_id: int) -> pd.DataFrame:
         rows = self.conn.execute("SELECT epoch, metrics FROM epochs WHERE run_id = ? ORDER BY epoch",

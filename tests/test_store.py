@@ -421,10 +421,13 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         for table in ("review_units", "review_runs", "ingest_aggregates"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DROP INDEX corrections_reverts")
+        conn.execute("DROP INDEX runs_repeat_group")  # and what version 3 added
+        conn.execute("ALTER TABLE runs DROP COLUMN repeat_group")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:
-        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert "repeat_group" in migrated.runs().columns
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables
         assert migrated.conn.execute("SELECT count(*) FROM review_units").fetchone()[0] == 0  # built lazily

@@ -53,8 +53,19 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from train.loop import fit
 
-    result = fit(_config(args, "fit"), db=args.db, run_id=args.run_id, resume=args.resume,
-                 echo=not args.quiet)
+    config = _config(args, "fit")
+    if args.repeats != 1:
+        from train.repeats import fit_repeats
+
+        if args.resume is not None:
+            raise ValueError("--resume continues one run; it does not take --repeats")
+        results = fit_repeats(config, args.repeats, db=args.db, run_id=args.run_id, echo=not args.quiet)
+        result = results[-1]
+        ids = ", ".join(f"#{r['run_id']}" for r in results)
+        print(f"repeat group #{results[0]['run_id']}: {len(results)} of {args.repeats} run(s) trained ({ids}); "
+              "python -m train runs shows the group's mean and spread")
+    else:
+        result = fit(config, db=args.db, run_id=args.run_id, resume=args.resume, echo=not args.quiet)
     if result["status"] == "cancelled":
         print(f"run {result['run_id']} cancelled; resume with: python -m train fit --resume {result['run_id']}")
         return 130
@@ -101,11 +112,17 @@ def _is_missing(value: object) -> bool:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from train.compare import diff_runs, format_diff
+    from train.compare import compare_runs, diff_runs, format_diff
 
     with LabelStore(args.db) as store:
-        diff = diff_runs(store, args.run_a, args.run_b)
-    print(json.dumps(diff, indent=1, default=str) if args.json else format_diff(diff))
+        diff = diff_runs(store, args.run_a, args.run_b)  # in run order: before = the lower id
+        verdicts = compare_runs(store, args.run_a, args.run_b)
+    if args.json:
+        print(json.dumps({**diff, "verdicts": verdicts}, indent=1, default=str))
+    else:
+        if verdicts["swapped"]:
+            print(f"(in run order: run {verdicts['before']} is before, run {verdicts['after']} after)")
+        print(format_diff(diff, verdicts))
     return 0
 
 
@@ -181,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train on a snapshot of the current labels (journaled, checkpointed)",
                        allow_abbrev=False)
     add_options(p, "fit")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="train this config N times on one label snapshot with seeds seed, seed+1, ...: one repeat "
+                        "group in the journal, whose spread tells Compare what is noise (default: 1)")
     _job_options(p, "continue run RUN_ID from its last checkpoint with its own config (default: start a new run)")
     p.set_defaults(func=cmd_fit)
 
@@ -199,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db(p)
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("diff", help="which config values and labels differ between two runs", allow_abbrev=False)
+    p = sub.add_parser("diff", help="which config values and labels differ between two runs (in run order), and "
+                                    "whether each metric moved beyond run-to-run noise", allow_abbrev=False)
     p.add_argument("run_a", type=int)
     p.add_argument("run_b", type=int)
     p.add_argument("--json", action="store_true", help="print the diff as JSON")

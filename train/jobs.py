@@ -77,7 +77,10 @@ def recover_stale(store: LabelStore) -> str | None:
         return None
     same_host = holder["host"] == socket.gethostname()
     # A run that recorded its end is over, even while its process still exits (closing files, freeing memory).
-    ended = holder["run_id"] is not None and store.run(holder["run_id"])["status"] not in ("queued", "running")
+    # A repeat group (fit --repeats) is one job: it is not over while a later run of the group is queued.
+    holder_run = store.run(holder["run_id"]) if holder["run_id"] is not None else None
+    ended = holder_run is not None and holder_run["status"] not in ("queued", "running") and not (
+        holder_run.get("repeat_group") is not None and store.repeat_group_pending(int(holder_run["repeat_group"])))
     if holder["pid"] and not ended and (not same_host or process_alive(holder["pid"])):
         return None
     if holder["pid"] is None and holder["run_id"] is None:
@@ -89,6 +92,11 @@ def recover_stale(store: LabelStore) -> str | None:
             tail = log_tail(run.get("log_path")) or "the job's process ended without recording a result"
             store.update_run(run["id"], status="failed", finished_at=now(), error_tail=tail)
             note = f"run #{run['id']} had stopped without finishing; marked failed"
+        if run.get("repeat_group") is not None:  # the rest of its repeat group will not start either
+            group = store.repeat_group(int(run["repeat_group"]))
+            for rid in group.loc[group["status"] == "queued", "id"] if len(group) else []:
+                store.update_run(int(rid), status="failed", finished_at=now(),
+                                 error_tail=f"the job of repeat group #{run['repeat_group']} stopped")
     store.release_lock(JOB_LOCK, run_id=holder["run_id"]) if holder["run_id"] is not None else \
         store.release_lock(JOB_LOCK)
     return note
