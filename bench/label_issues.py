@@ -56,7 +56,7 @@ from core.ingest import ingest
 from core.schema import COMPETITION
 from core.scoring import group_scores, image_scores, mask_swap_scores
 from core.store import LabelStore
-from train.score import DEFAULT_FOLDS, load_oof, score
+from train.score import DEFAULT_FOLDS, load_oof, rescore, score
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 GROUP_SIZE = 7
@@ -324,14 +324,25 @@ def demo_table(images: pd.DataFrame, methods: dict) -> tuple[str, dict]:
 
 def demo_run(args: argparse.Namespace, seed: int) -> dict:
     """Generate + ingest one demo, run the score job with its defaults (timed), compare with truth.csv."""
-    root, db = demo_store(Path(args.workdir) / f"seed{seed}", args.persons, args.noise, seed)
-    overrides = {k: v for k, v in {"model": args.model, "img_size": args.img_size, "epochs": args.epochs}.items()
-                 if v is not None}
-    load_before = os.getloadavg()
-    cpu_before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    result = score(db=str(db), folds=args.folds, echo=True, **overrides)
-    wall = time.perf_counter() - started
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    if args.rescore:  # the demo, store and score run of an earlier run of this bench; today's verdicts
+        workdir = Path(args.workdir) / f"seed{seed}"
+        root, db = workdir / "demo", workdir / "labels.db"
+        with LabelStore(db) as store:
+            result = rescore(store, store.current_score_run())
+            result["run_dir"] = store.run(result["run_id"])["run_dir"]
+            run = store.run(result["run_id"])
+        wall = (pd.Timestamp(run["finished_at"]) - pd.Timestamp(run["started_at"])).total_seconds()
+    else:
+        root, db = demo_store(Path(args.workdir) / f"seed{seed}", args.persons, args.noise, seed)
+        overrides = {k: v for k, v in {"model": args.model, "img_size": args.img_size, "epochs": args.epochs}.items()
+                     if v is not None}
+        load_before = os.getloadavg()
+        cpu_before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        result = score(db=str(db), folds=args.folds, echo=True, **overrides)
+        wall = time.perf_counter() - started
+    cpu = float("nan") if args.rescore else sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f) - getattr(
+        cpu_before, f) for f in ("ru_utime", "ru_stime"))
+    load = (float("nan"),) * 2 if args.rescore else (load_before[0], os.getloadavg()[0])
     with LabelStore(db) as store:
         run = store.run(result["run_id"])
         folds = store.epochs(result["run_id"])
@@ -339,9 +350,8 @@ def demo_run(args: argparse.Namespace, seed: int) -> dict:
     table, person_f1 = demo_table(images, methods)
     ours = "train.score (stored verdicts)"
     beats = [k for k in [*KIND_TARGET, "all"]
-             if person_f1[(k, ours)] > max(v for (kind, m), v in person_f1.items() if kind == k and m != ours)]
-    return {"seed": seed, "table": table, "beats": beats, "wall": wall, "load": (load_before[0], os.getloadavg()[0]),
-            "cpu": cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime,
+             if person_f1[(k, ours)] >= max(v for (kind, m), v in person_f1.items() if kind == k and m != ours)]
+    return {"seed": seed, "table": table, "beats": beats, "wall": wall, "load": load, "cpu": cpu,
             "config": run["config"], "phases": run["metrics"]["seconds"], "images": len(images),
             "accuracy": " · ".join(f"{t} {folds[f'acc_{t}'].mean():.3f}" for t in KIND_TARGET.values())}
 
@@ -367,16 +377,22 @@ more than half of its images are flagged, and for mask a person's incorrect/not_
 are (other images keep their own flags)."""]
     for run in runs:
         phases, beats = run["phases"], run["beats"]
-        parts.append(f"""**Demo seed {run['seed']}.** Held-out accuracy against the given (noisy) labels, mean of the
-folds: {run['accuracy']}. **Speed**: {run['wall']:.0f} s wall for the whole score run (target ≤ 360 s): data checks
+        if args.rescore:
+            speed = f"""**Verdicts recomputed** (`--rescore`): the score job's stored out-of-fold probabilities of an
+earlier run of this bench, its verdicts replaced by `train.score.rescore` with today's `core.scoring` (no training);
+that job took {run['wall']:.0f} s wall (journal, started to finished; folds {phases['folds']:.0f} s)."""
+        else:
+            speed = f"""**Speed**: {run['wall']:.0f} s wall for the whole score run (target ≤ 360 s): data checks
 {phases['data_checks']:.0f} s, image cache {phases['cache']:.0f} s, training + prediction of {config['folds']} folds
 {phases['folds']:.0f} s, scoring and storing {phases['scoring']:.0f} s; CPU time {run['cpu']:.0f} s, i.e.
 {run['cpu'] / run['wall']:.2f} cores obtained of the machine's 2, which other engineers' jobs share (load average
-{run['load'][0]:.1f} before, {run['load'][1]:.1f} after).
+{run['load'][0]:.1f} before, {run['load'][1]:.1f} after)."""
+        parts.append(f"""**Demo seed {run['seed']}.** Held-out accuracy against the given (noisy) labels, mean of the
+folds: {run['accuracy']}. {speed}
 
 {run['table']}
 
-Person-level F1 of the score job above both cleanlab baselines: {', '.join(beats) or 'none'}
+Person-level F1 of the score job at least both cleanlab baselines' (ties count): {', '.join(beats) or 'none'}
 {'(every kind and overall)' if len(beats) == len(KIND_TARGET) + 1 else '(NOT for every kind: see the table)'}.""")
     return "\n\n".join(parts) + "\n"
 
@@ -397,6 +413,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="noise draws per setting (default: 5)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     parser.add_argument("--regimes-only", action="store_true", help="only the 'Person level across regimes' part")
+    parser.add_argument("--rescore", action="store_true",
+                        help="demo: recompute the verdicts of the score runs already in --workdir (no training)")
     parser.add_argument("--demo", choices=["run", "skip", "only"], default="run",
                         help="the demo-dataset part (a real score run, minutes): run it too, skip it, or only it")
     parser.add_argument("--persons", type=int, default=480, help="demo people (default: 480, the default demo)")
@@ -495,11 +513,16 @@ set; digits: 1,797 images.
 Person-level precision, recall, F1 of the flags and average precision (AP) of the ranking (the Review queue is read
 top-down). `core.scoring group_scores`: a person's images counted as m / (1 + (m - 1) rho) views, rho the
 intra-class correlation of the images' log-probabilities measured on the data at hand (`shared_evidence`); the
-number of flags from cleanlab's `find_label_issues` on the person-mean probabilities; the flags are the people
-with the lowest combined probability of their label. Baselines: cleanlab per image + majority vote (ranked by
+number of flags N is the median of three estimates (`issue_counts`: cleanlab's `find_label_issues` on the
+person-mean probabilities, cleanlab per image + majority vote, and the expected number of wrong people under the
+posterior with cleanlab's person-level confident joint as prior); the flags are the N people with the lowest
+combined probability of their label, which is also the ranking. Baselines: cleanlab per image + majority vote (ranked by
 the share of flagged images), cleanlab on the person-mean probabilities (ranked by 1 - self-confidence), any
 image flagged (ranked by the worst image). Target: F1 and AP at least the best baseline's (within 0.005).
-Regimes marked held out were added after the method was fixed and run once.
+The method (and the choice of the median of three counts, after cleanlab on person means alone missed the 95/5 and
+independent-digits rows) was chosen by measuring on the first ten regimes; the two marked held out were written
+down before that choice and first run after it, once. The generator is this project's own, so graders' grouped
+sets remain the real check.
 
 {table_text}
 """

@@ -232,7 +232,10 @@ class Schema:
                     "minimum": a.minimum,
                     "maximum": a.maximum,
                     "aliases": a.aliases,
-                    **({"swap_pair": list(a.swap_pair)} if a.swap_pair else {}),
+                    # written only where it differs from what from_dict infers, so the JSON (and every snapshot
+                    # hash taken over it) of schemas saved before swap_pair existed stays the same
+                    **({"swap_pair": list(a.swap_pair) if a.swap_pair else None}
+                       if a.swap_pair != _legacy_swap_pair(self.name, {"name": a.name, "classes": a.classes}) else {}),
                 }
                 for a in self.attributes
             ],
@@ -256,7 +259,7 @@ class Schema:
                     minimum=a.get("minimum"),
                     maximum=a.get("maximum"),
                     aliases=dict(a.get("aliases") or {}),
-                    swap_pair=tuple(a["swap_pair"]) if a.get("swap_pair") else None,
+                    swap_pair=tuple(a["swap_pair"]) if a.get("swap_pair") else _legacy_swap_pair(data["name"], a),
                 )
                 for a in data["attributes"]
             ),
@@ -267,6 +270,13 @@ class Schema:
     @classmethod
     def from_json(cls, text: str) -> Schema:
         return cls.from_dict(json.loads(text))
+
+
+def _legacy_swap_pair(schema_name: str, attribute: dict[str, Any]) -> tuple[str, str] | None:
+    """Schemas saved before ``swap_pair`` existed (stores, snapshots): the competition's mask gets its pair back."""
+    if "swap_pair" in attribute or schema_name != "mask" or attribute["name"] != "mask":
+        return None
+    return ("incorrect", "not_wear") if tuple(attribute["classes"]) == MASK_CLASSES else None
 
 
 MASK_CLASSES = ("wear", "incorrect", "not_wear")
