@@ -392,7 +392,7 @@ folds: {run['accuracy']}. {speed}
 
 {run['table']}
 
-Person-level F1 of the score job at least both cleanlab baselines' (ties count): {', '.join(beats) or 'none'}
+Person-level F1 of the score job ≥ both cleanlab baselines' (ties count): {', '.join(beats) or 'none'}
 {'(every kind and overall)' if len(beats) == len(KIND_TARGET) + 1 else '(NOT for every kind: see the table)'}.""")
     return "\n\n".join(parts) + "\n"
 
