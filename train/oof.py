@@ -20,6 +20,7 @@ from core.scoring import image_scores, model_disagreement, queue_items, review_q
 from core.store import LabelStore, StoreError
 from train.model import Head
 
+
 def marginals(schema: Schema, class_probs: np.ndarray) -> dict[str, np.ndarray]:
     """Per-target probabilities {target: (n, k)} from combined-class probabilities (n, n_classes) (single head)."""
     sizes = [len(schema.target_classes(n)) for n in schema.class_attributes]
