@@ -930,8 +930,10 @@ class LabelStore:
         One unit per scored image for image-scope targets and one per person for person-scope ones
         (``age_group`` is decided on ``age``, a person attribute), represented by the person's most
         suspicious image; attributes that are not targets of the schema are left out. Class codes in
-        the scores (``0``, ``"2"``) become class names. ``rank`` orders by score, highest first; ties
-        keep image units before person units, then item / person order.
+        the scores (``0``, ``"2"``) become class names. ``rank`` follows the ranking ``core.scoring``
+        computed (``detail["rank"]`` of the scores, the unit's place in ``review_queue``); scores saved
+        without one are ordered by score, highest first; ties keep image units before person units,
+        then item / person order.
         """
         schema = self.schema
         self.conn.execute("DELETE FROM review_units WHERE run_id = ?", (run_id,))
@@ -948,7 +950,8 @@ class LabelStore:
             if by_scope[scope]:
                 selects.append(
                     f"SELECT s.item_id, s.attribute, {target} AS target, s.given, s.suggested, {score} AS score,"
-                    f" s.is_issue, {grouped} AS grouped, {tie} AS tie FROM scores s JOIN items i ON i.id = s.item_id"
+                    f" s.is_issue, {grouped} AS grouped, {tie} AS tie, {RANK_OF_SCORE} AS ranked"
+                    " FROM scores s JOIN items i ON i.id = s.item_id"
                     " LEFT JOIN persons p ON p.id = i.person_id"
                     f" WHERE s.run_id = ? AND s.attribute IN ({', '.join('?' * len(by_scope[scope]))})"
                     + (" GROUP BY s.attribute, coalesce(i.person_id, -s.item_id)" if grouped else ""))
@@ -957,7 +960,7 @@ class LabelStore:
             pairs = " WHEN ? THEN ?" * len(targets)
             self.conn.execute(
                 "INSERT INTO review_units(run_id, rank, item_id, attribute, stored, scope, target, given, suggested,"
-                " score, is_issue) SELECT ?, row_number() OVER (ORDER BY u.score DESC, u.grouped,"
+                " score, is_issue) SELECT ?, row_number() OVER (ORDER BY u.ranked IS NULL, u.ranked, u.score DESC, u.grouped,"
                 " CASE WHEN u.grouped THEN u.attribute END, u.tie, u.attribute) - 1, u.item_id, u.attribute,"
                 f" CASE u.attribute{pairs} END, CASE u.attribute{pairs} END, u.target, u.given, u.suggested, u.score,"
                 f" coalesce(u.is_issue, 0) FROM ({' UNION ALL '.join(selects)}) u",
@@ -1194,6 +1197,11 @@ def _canonical(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(_sql_value(value))
+
+
+# The unit's place in core.scoring's ranked queue, stored in the score row's detail by train.oof.score_rows (NULL when
+# absent or when detail is not JSON). The store only pages this order; how it is computed is core.scoring's policy.
+RANK_OF_SCORE = "CASE WHEN json_valid(s.detail) THEN json_extract(s.detail, '$.rank') END"
 
 
 def _text(value: Any) -> str | None:

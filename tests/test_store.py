@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -472,3 +473,16 @@ def test_review_units_rank_once_per_run_and_name_class_codes(make_store):
         None if not units["is_issue"].iloc[5] else int(units["is_issue"].iloc[:5].sum()))
     store.save_scores(run_id, pd.DataFrame(rows[:28]))  # replaced: the queue follows
     assert store.review_units(run_id, limit=0)[1] == 28
+
+
+def test_review_units_follow_the_rank_core_scoring_gave(make_store):
+    """The store pages the queue core.scoring ranked (``detail["rank"]``); it does not re-rank by score."""
+    store = make_store(n_persons=2)
+    labels = store.current_labels()
+    items = list(labels["item_id"])
+    rows = [{"item_id": item_id, "attribute": "mask", "given": "wear", "suggested": "wear", "score": 0.1 * (i % 7),
+             "is_issue": False, "detail": json.dumps({"rank": len(items) - 1 - i})} for i, item_id in enumerate(items)]
+    run_id = store.create_run("score", {}, status="running")
+    store.save_scores(run_id, pd.DataFrame(rows))
+    units, _ = store.review_units(run_id)
+    assert list(units["item_id"]) == items[::-1]  # by rank, although the scores say otherwise

@@ -49,7 +49,8 @@ from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
 
-__all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
+__all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "rescore", "score",
+           "score_rows", "store_verdicts"]
 
 
 
@@ -203,11 +204,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     oof = join_folds(run_dir, folds, heads, schema)
     for target, probs in oof.items():
         save_npy(run_dir / f"oof_{target}.npy", probs)
-    previous_id, previous = previous_probs(store, run_id, labels["path"])
-    rows = score_rows(schema, labels, oof, previous)
-    if previous_id is not None:
-        rows["detail"] = [{**d, "compared_with": previous_id} for d in rows["detail"]]
-    store.save_scores(run_id, rows)
+    rows, previous_id = store_verdicts(store, run_id, schema, labels, oof)
     units = rows.drop_duplicates(["attribute", "kind", "unit"])
     flagged = {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}
     phases["scoring"] = time.monotonic() - mark
@@ -219,6 +216,36 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     log.info(f"score run {run_id} done: flagged units {flagged}" +
              (f"; disagreement with score run {previous_id} in detail" if previous_id else ""))
     return {"n_items": len(labels), "flagged": flagged, "compared_with": previous_id}
+
+
+def store_verdicts(store: LabelStore, run_id: int, schema: Schema, labels: Any,
+                   oof: dict[str, np.ndarray]) -> tuple[Any, int | None]:
+    """``score_rows`` of the out-of-fold probabilities (beside the newest other score run's), saved as the run's
+    scores and ranked queue. Returns (rows, id of the run compared with or None)."""
+    previous_id, previous = previous_probs(store, run_id, labels["path"])
+    rows = score_rows(schema, labels, oof, previous)
+    if previous_id is not None:
+        rows["detail"] = [{**d, "compared_with": previous_id} for d in rows["detail"]]
+    store.save_scores(run_id, rows)
+    return rows, previous_id
+
+
+def rescore(store: LabelStore, run_id: int) -> dict[str, Any]:
+    """Recompute a finished score run's verdicts from its saved out-of-fold probabilities with today's
+    ``core.scoring`` (no training): for a scoring policy that changed after the run. Returns
+    ``{run_id, flagged}`` (flagged units per attribute)."""
+    run = store.run(run_id)
+    if run is None or run["kind"] != "score" or run["status"] != "done" or not run["run_dir"]:
+        raise StoreError(f"run {run_id} is not a finished score run")
+    labels, snap = read_snapshot(run["config"]["snapshot"])
+    labels = labels.merge(store.items()[["path", "item_id"]], on="path", how="left", validate="one_to_one")
+    items, oof = load_oof(run["run_dir"])
+    if list(items["path"]) != list(labels["path"]):
+        raise StoreError(f"{run['run_dir']}/items.csv does not match the run's snapshot")
+    labels["item_id"] = labels["item_id"].astype("int64")
+    rows, _ = store_verdicts(store, run_id, Schema.from_dict(snap["schema"]), labels, oof)
+    units = rows.drop_duplicates(["attribute", "kind", "unit"])
+    return {"run_id": int(run_id), "flagged": {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}}
 
 
 def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: ImageCache, targets: np.ndarray,
