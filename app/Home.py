@@ -24,7 +24,8 @@ from core.store import StoreError  # noqa: E402
 
 def main() -> None:
     """Set up the page, fill an empty store with the demo, then run the chosen page."""
-    st.set_page_config(page_title="labelfix", page_icon=":material/label:", layout="wide")
+    # A local image, not ":material/…" (Streamlit fetches that favicon from fonts.gstatic.com): works offline.
+    st.set_page_config(page_title="labelfix", page_icon=ui.favicon(), layout="wide")
 
     store = ui.get_store()
     if store.is_empty and auto_demo_enabled():
@@ -50,7 +51,7 @@ def main() -> None:
     st.sidebar.caption(ui.plain(f"Store: {store.path}"))
     if not store.is_empty:
         st.sidebar.caption(ui.plain(f"Dataset: {store.root}"))
-    notice = st.session_state.get("_bootstrap_notice")
+    notice = st.session_state.pop("_bootstrap_notice", None)  # said once, not on every page all session
     if notice:
         st.info(ui.plain(notice), icon="ℹ️")
     page.run()

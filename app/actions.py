@@ -5,7 +5,8 @@ was drawn, so ``shown`` is the value the reviewer actually saw: if someone chang
 between, the store refuses the write as a conflict and the page says so (never overwrites).
 
 Keyboard shortcuts (Streamlit reserves C and R):
-A accept suggestion · K label is correct (keep) · S skip · 1-9 set class n · N next · P previous · U undo.
+A accept suggestion · K label is correct (keep) · S skip · 1-9, 0 set class n (0 = the tenth) · N next ·
+P previous · U undo.
 """
 
 from __future__ import annotations
@@ -21,6 +22,29 @@ from core import review
 from core.schema import Schema
 
 SHORTCUTS = {"accept": "A", "keep": "K", "skip": "S", "next": "N", "previous": "P", "undo": "U"}
+CLASS_KEYS = "1234567890"  # set class n: the tenth class is 0; classes beyond ten have buttons, no key
+CLASSES_PER_ROW = 3  # set-class buttons a row, full column width: each label readable in full
+
+
+def class_key(number: int) -> str | None:
+    """The key that sets class ``number`` (1-based), None beyond ten."""
+    return CLASS_KEYS[number - 1] if 1 <= number <= len(CLASS_KEYS) else None
+
+
+def class_keys_text(n_classes: int) -> str:
+    """The set-class keys of an attribute with ``n_classes`` classes, for the shortcut caption:
+    ``1-3``, ``1-9, 0``; '' for fewer than two."""
+    if n_classes < 2:
+        return ""
+    last = min(n_classes, 9)
+    return f"1-{last}" + (", 0" if n_classes >= 10 else "")
+
+
+def shortcut_caption(n_classes: int) -> str:
+    """The Review page's shortcut line, derived from the number of classes of the attribute shown."""
+    keys = class_keys_text(n_classes)
+    return ("shortcuts: A accept, K label is correct, S skip, " + (f"{keys} set class, " if keys else "")
+            + "N next, P previous, U undo")
 
 
 def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None) -> None:
@@ -43,7 +67,10 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
         failed = [r for r in results if not r.ok]
         outcome = failed[0] if failed else review.Outcome(True, f"All labels of {payload['label']} marked correct.")
     elif action == "undo":
+        undone = review.last_action(store, name)
         outcome = review.undo_last(store, name)
+        if outcome.ok and undone is not None:  # where the reviewer lands: the unit taken back
+            st.session_state["_undone"] = (undone["target"], undone["attribute"])
     else:  # a programming error, not a user one
         raise ValueError(f"unknown action {action!r}")
     ui.flash(outcome)
@@ -52,17 +79,20 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
 
 
 def button(label: str, action: str, payload: dict[str, Any], *, key: str, shortcut: str | None = None,
-           after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False) -> None:
-    """One action button (label is our own text, never user data unescaped)."""
+           after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False,
+           stretch: bool = False) -> None:
+    """One action button (label is our own text, never user data unescaped); ``stretch``: as wide as its column."""
     st.button(label, key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
-              disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary")
+              disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary",
+              width="stretch" if stretch else "content")
 
 
-def undo_button(key: str) -> None:
-    """Undo the annotator's newest correction or verdict (read from the database)."""
+def undo_button(key: str, after: Callable[[], None] | None = None) -> None:
+    """Undo the annotator's newest correction or verdict (read from the database); ``after`` runs
+    once it is undone, with ``st.session_state["_undone"]`` = (target, stored attribute) taken back."""
     store = ui.get_store()
     last = review.last_action(store, ui.annotator()) if ui.annotator() else None
-    button("Undo", "undo", {}, key=key, shortcut=SHORTCUTS["undo"], disabled=last is None)
+    button("Undo", "undo", {}, key=key, shortcut=SHORTCUTS["undo"], disabled=last is None, after=after)
     if last is not None:
         st.caption(ui.plain(f"Undo takes back: {last['text']}"))
 
@@ -80,7 +110,8 @@ def value_input(schema: Schema, attribute: str, current: Any, key: str) -> None:
 
 
 def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
-                 on_next: Callable[[], None], on_previous: Callable[[], None], score_run: int | None) -> None:
+                 on_next: Callable[[], None], on_previous: Callable[[], None], score_run: int | None,
+                 on_undo: Callable[[], None] | None = None) -> None:
     """Buttons for one review unit: accept, label is correct, skip, set class n / value, navigate, undo.
 
     ``unit``: target, attribute (stored), scored (e.g. age_group), shown (current stored value),
@@ -94,25 +125,31 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
     accept_value = None
     if suggested is not None and not pd.isna(suggested) and shown is not None:
         accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown)
-    row = st.columns(3)
+    # The accept button has a row of its own: the value it writes is read in full, never cut.
+    button(f"Accept: {ui.plain(attribute)} → {ui.plain(accept_value)}" if accept_value is not None else
+           "Accept suggestion", "set", {**base, "value": accept_value}, key=f"{key}_accept",
+           shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
+           disabled=accept_value is None or str(accept_value) == str(shown))
+    row = st.columns(2)
     with row[0]:
-        button(f"Accept: {attribute} → {ui.plain(accept_value)}" if accept_value is not None else "Accept suggestion",
-               "set", {**base, "value": accept_value}, key=f"{key}_accept", shortcut=SHORTCUTS["accept"],
-               after=on_next, primary=True, disabled=accept_value is None or str(accept_value) == str(shown))
+        button("Label is correct", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"],
+               after=on_next, disabled=unknown)
     with row[1]:
-        button("Label is correct", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"], after=on_next,
+        button("Skip", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next,
                disabled=unknown)
-    with row[2]:
-        button("Skip", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next, disabled=unknown)
 
     spec = schema.attribute(attribute)
     if spec.kind == "categorical":
-        st.caption(f"Set {attribute}:")
-        classes = st.columns(len(spec.classes))
-        for number, (column, value) in enumerate(zip(classes, spec.classes), start=1):
-            with column:
-                button(f"{number}: {value}", "set", {**base, "value": value}, key=f"{key}_set_{number}",
-                       shortcut=str(number) if number <= 9 else None, after=on_next, disabled=unknown or value == shown)
+        st.caption(ui.plain(f"Set {attribute}:"))
+        numbered = list(enumerate(spec.classes, start=1))
+        for start in range(0, len(numbered), CLASSES_PER_ROW):
+            columns = st.columns(min(CLASSES_PER_ROW, len(numbered)))
+            for column, (number, value) in zip(columns, numbered[start:start + CLASSES_PER_ROW]):
+                keyname = class_key(number)
+                with column:
+                    button(ui.plain(value), "set",  # Streamlit shows the key on the button
+                           {**base, "value": value}, key=f"{key}_set_{number}", shortcut=keyname, after=on_next,
+                           disabled=unknown or value == shown, stretch=True)
     else:
         value_key = f"{key}_value_{target}"
         value_input(schema, attribute, shown, value_key)
@@ -124,7 +161,7 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
         st.button("Previous", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"])
     with nav[1]:
         st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"])
-    undo_button(f"{key}_undo")
+    undo_button(f"{key}_undo", after=on_undo)
 
 
 def image_actions(schema: Schema, item: dict[str, Any], *, key: str, source: str,

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import ui
 from core import stats
 from core.store import LabelStore
 
@@ -26,10 +27,12 @@ CURRENT, ORIGINAL = "#3b6fb6", "#b8c4d6"
 def _figure(traces: list[dict[str, Any]], title: str, height: int = 320, **layout: Any) -> go.Figure:
     """One validated figure from plain trace and layout dicts (much cheaper than trace objects and
     repeated ``update_layout`` calls, which re-validate every time)."""
+    # The title on its own line at the top, the legend on the next one, just above the plot: never overlapping.
     return go.Figure(data=traces, layout={
-        "title": {"text": title}, "height": height, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-        "legend": {"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"}, "clickmode": "event+select",
-        **layout})
+        "title": {"text": title, "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8}},
+        "height": height, "margin": {"l": 10, "r": 10, "t": 66, "b": 10},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1, "xanchor": "right"},
+        "clickmode": "event+select", **layout})
 
 
 def _bar(name: str, x: Any, y: Any, color: str, **extra: Any) -> dict[str, Any]:
@@ -90,12 +93,22 @@ def people_vs_images(frame: pd.DataFrame) -> tuple[go.Figure, Filters]:
     return figure, [list(frame["filter"]), list(frame["filter"])]
 
 
+def _empty(frame: pd.DataFrame) -> bool:
+    counts = [frame[c] for c in ("changed_images", "corrections", "reverts") if c in frame]
+    return not len(frame) or all(int(c.fillna(0).sum()) == 0 for c in counts)
+
+
 def corrections(frame: pd.DataFrame) -> tuple[go.Figure, Filters]:
     """Per attribute: images whose label differs from the original now, and corrections logged."""
     figure = _figure([_bar("images changed", frame["attribute"], frame["changed_images"], CURRENT),
                       _bar("corrections logged", frame["attribute"], frame["corrections"], ORIGINAL),
                       _bar("reverts", frame["attribute"], frame["reverts"], "#c0392b")],
-                     "Corrections per attribute", barmode="group")
+                     "Corrections per attribute", barmode="group",
+                     # counts: from 0, whole numbers; an empty chart says so instead of drawing a -1..1 axis
+                     yaxis={"rangemode": "tozero", "tickformat": "d", "title": {"text": "images / corrections"},
+                            **({"range": [0, 1], "dtick": 1} if _empty(frame) else {})},
+                     annotations=[{"text": "No corrections yet", "showarrow": False, "xref": "paper",
+                                   "yref": "paper", "x": 0.5, "y": 0.5}] if _empty(frame) else [])
     filters = list(frame["filter"])
     return figure, [filters, filters, filters]
 
@@ -124,7 +137,7 @@ def clickable(figure: go.Figure, filters: Filters, key: str) -> None:
     event = st.plotly_chart(figure, key=key, on_select="rerun", selection_mode="points", width="stretch")
     chosen = selected_filter(event, filters)
     if chosen is not None:
-        st.switch_page("app_pages/browse.py", query_params={"filter": json.dumps(chosen, default=int)})
+        ui.switch_page("app_pages/browse.py", filter=json.dumps(chosen, default=int))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import io
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
@@ -58,12 +59,30 @@ def _flagged(run: Mapping[str, Any]) -> int | None:
     return int(sum(flagged.values())) if isinstance(flagged, dict) else None
 
 
+def predict_source(config: Mapping[str, Any] | None) -> str:
+    """What a prediction run used, in words: ``test_resnet of run #3`` per checkpoint ('' when unknown).
+
+    The source run is read from the checkpoint's folder name (``NNNN-<time>``, the training run's id).
+    """
+    parts = []
+    for used in (config or {}).get("checkpoints") or []:
+        if not isinstance(used, Mapping):
+            continue
+        folder = PurePath(str(used.get("checkpoint", ""))).parent.name
+        number = folder.split("-", 1)[0]
+        source = f" of run #{int(number)}" if number.isdigit() else ""
+        parts.append(f"{used.get('model', '?')}{source}")
+    return ", ".join(parts)
+
+
 def runs_overview(runs: pd.DataFrame, checkpoint_bytes: Mapping[int, int] | None = None,
                   now: datetime | None = None) -> pd.DataFrame:
     """One row per run (``store.runs()`` order, newest first) for the journal table.
 
     Columns (``OVERVIEW_COLUMNS``): ``macro_f1`` is a training run's best validation macro F1 or a
-    score run's mean over folds; ``flagged`` a score run's flagged units; ``snapshot`` the first 10
+    score run's mean over folds; ``flagged`` a score run's flagged units (``core.review.flagged_counts``:
+    review units whose verdict is an issue, the count the Review page shows); ``model`` of a prediction
+    run names the model and its source run (``predict_source``); ``snapshot`` the first 10
     characters of the label snapshot hash; ``corrections`` the corrections logged when it was taken
     and ``new_corrections`` how many more than the previous run of the same kind had (None for the
     first); ``duration_min`` minutes (so far, while active); ``checkpoint_mb`` from ``checkpoint_bytes``
@@ -86,7 +105,8 @@ def runs_overview(runs: pd.DataFrame, checkpoint_bytes: Mapping[int, int] | None
             "epochs" in config else ""
         size = (checkpoint_bytes or {}).get(int(run["id"]))
         rows.append({
-            "id": int(run["id"]), "kind": run["kind"], "status": run["status"], "model": config.get("model", ""),
+            "id": int(run["id"]), "kind": run["kind"], "status": run["status"],
+            "model": predict_source(config) if run["kind"] == "predict" else config.get("model", ""),
             "macro_f1": _metric(run), "flagged": _flagged(run), "epochs": epochs,
             "snapshot": (run.get("snapshot_hash") or "")[:10], "corrections": corrections,
             "new_corrections": None if corrections is None or before is None else int(corrections - before),
@@ -148,6 +168,11 @@ def progress_view(run: Mapping[str, Any], now: float | None = None) -> tuple[flo
     label = f"{run.get('kind', 'run')} run #{run.get('id')}"
     metric = _metric(run)
     if status == "done":
+        if run.get("kind") == "predict":
+            config = run.get("config") or {}
+            used = predict_source(config)
+            written = PurePath(str(config.get("out"))).name if config.get("out") else ""
+            return 1.0, f"{label} done" + (f" with {used}" if used else "") + (f" · wrote {written}" if written else "")
         return 1.0, f"{label} done" + (f" · macro F1 {metric:.3f}" if metric is not None else "")
     progress = run.get("progress") or {}
     if status not in ACTIVE:

@@ -57,6 +57,12 @@ def runs_table(store: LabelStore) -> None:
                 "standard deviation of their macro F1: the run-to-run spread")),
             "new_corrections": st.column_config.NumberColumn("new corrections",
                                                              help="corrections since the previous run of this kind"),
+            "status": st.column_config.TextColumn("status", width=100),  # fits "cancelled" whatever the first rows
+            "model": st.column_config.TextColumn("model", width="medium",
+                                                 help="prediction runs: the model and the run it came from"),
+            "flagged": st.column_config.NumberColumn(
+                "flagged", help="score runs: flagged review units (an image, or a person for gender/age), "
+                                "the number the Review page counts"),
             "snapshot": st.column_config.TextColumn("labels", help="label snapshot hash"),
             "duration_min": st.column_config.NumberColumn("minutes", format="%.1f"),
             "checkpoint_mb": st.column_config.NumberColumn("checkpoints MB", format="%.1f"),
@@ -188,7 +194,10 @@ def run_detail(store: LabelStore) -> None:
     if not labels:
         st.caption("No training runs yet.")
         return
-    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="detail_run")
+    finished = [int(i) for i, status in zip(store.runs("train")["id"], store.runs("train")["status"]) if status == "done"]
+    ids = list(labels)  # newest first: open on the newest finished run
+    run_id = st.selectbox("Run", ids, index=ids.index(finished[0]) if finished else 0, format_func=labels.get,
+                          key="detail_run")
     run = store.run(run_id)
     epochs = store.epochs(run_id)
     facts = st.columns(4)
@@ -240,45 +249,68 @@ def _misclassified(store: LabelStore, run: dict[str, Any]) -> None:
             st.image(ui.thumb(store, row.path), width="stretch")
             st.caption(ui.plain(row.mistakes))
             if st.button("Review", key=f"detail_review_{offset + position}"):
-                open_in_review(store, row.path, row.person, row.first_target)
+                open_in_review(store, row.path, row.person, row.first_target,
+                               said=f"Run #{run['id']} on this validation image (true → predicted): {row.mistakes}")
 
 
-def open_in_review(store: LabelStore, path: str, person: str, target: str) -> None:
+def open_in_review(store: LabelStore, path: str, person: str, target: str, said: str = "") -> None:
     """Go to where this image's label can be fixed: its unit in the review queue when flagged and
-    unreviewed, the review page's browser (no score run yet), or Browse filtered to the image."""
+    unreviewed, the review page's browser (no score run yet), or Browse filtered to the image.
+    ``said`` (what the model predicted) is shown beside the image there."""
     schema = store.schema
+    st.session_state["_model_said"] = {"path": path, "text": said}
     run_id = store.current_score_run()
     if run_id is None:
         st.session_state["review_browse_path"] = path
-        st.switch_page("app_pages/review.py")
+        ui.switch_page("app_pages/review.py")
     unit = f"{review.target_of(schema, target, path, person or None)}|{target}"
     pending = review.queue_position(store, run_id, ui.statuses(store, store.run(run_id)["created_at"]), unit,
                                     flagged_only=True, status="unreviewed")
     if pending is not None:
         st.session_state["review_focus"] = unit
-        st.switch_page("app_pages/review.py")
+        ui.switch_page("app_pages/review.py")
     st.session_state["browse_path"] = path
-    st.switch_page("app_pages/browse.py")
+    ui.switch_page("app_pages/browse.py")
 
 
 def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:
+    """Predict eval with this run's best checkpoint; its progress, then the file, right here."""
     st.subheader("Predict eval")
     out = Path(run["run_dir"]) / SUBMISSION if run.get("run_dir") else None
     info = store.root / "eval" / "info.csv"
     best = run.get("best_checkpoint")
     ready = out is not None and best and Path(best).exists() and run["status"] not in jv.ACTIVE
+    mine = _predictions_of(store, out)
+    if mine is not None and mine["status"] in jv.ACTIVE:
+        st.caption(ui.plain(f"Predicting with run #{run['id']} (prediction run #{mine['id']}, {mine['status']}); "
+                            "the file appears here when it is written."))
+        return
+    if out is not None and out.exists():
+        st.download_button(f"Download {SUBMISSION} (run #{run['id']})", out.read_bytes(), file_name=SUBMISSION,
+                           mime="text/csv", key="detail_submission", type="primary")
+        st.caption(ui.plain(f"{out}" + (f" · written by prediction run #{mine['id']}" if mine is not None else "")))
     if not info.exists():
         st.caption(ui.plain(f"No eval/info.csv under {store.root}: nothing to predict."))
     elif not ready:
         st.caption("Predict needs a finished run with its best checkpoint on disk.")
-    elif st.button("Predict eval", key="detail_predict",
+    elif st.button("Predict eval" if out is None or not out.exists() else "Predict again", key="detail_predict",
                    help="Runs `python -m train predict` with this run's best checkpoint as a background job."):
         if start_job("predict", None, f"prediction with run #{run['id']}",
                      options={"run": [int(run["id"])], "out": str(out), "threads": 2}) is not None:
             st.rerun()
-    if out is not None and out.exists():
-        st.download_button(f"Download {SUBMISSION} (run #{run['id']})", out.read_bytes(), file_name=SUBMISSION,
-                           mime="text/csv", key="detail_submission")
+
+
+def _predictions_of(store: LabelStore, out: Path | None) -> dict[str, Any] | None:
+    """The newest prediction run writing ``out`` (this training run's submission), or None."""
+    if out is None:
+        return None
+    runs = store.runs("predict")
+    for run in runs.to_dict("records"):  # newest first
+        written = (run.get("config") or {}).get("out")
+        options = (run.get("config") or {}).get("options") or []
+        if (written and Path(written) == out) or str(out) in [str(o) for o in options]:
+            return run
+    return None
 
 
 def _megabytes(value: Any) -> str:

@@ -38,7 +38,8 @@ def confusion(matrix: pd.DataFrame, target: str) -> go.Figure:
     return go.Figure(data=[{"type": "heatmap", "z": cells, "x": names, "y": [str(i) for i in matrix.index],
                             "colorscale": "Blues", "text": cells, "texttemplate": "%{text}", "showscale": False,
                             "hovertemplate": "true %{y}, predicted %{x}: %{z} images<extra></extra>"}],
-                     layout=_layout(f"{target}: true (rows) × predicted (columns)", 260 + 20 * len(names),
+                     # A short title (the head): it sits in a third of the page; the axes say true / predicted.
+                     layout=_layout(str(target), 260 + 20 * len(names),
                                     xaxis={"title": {"text": "predicted"}, "side": "bottom"},
                                     yaxis={"title": {"text": "true"}, "autorange": "reversed"}))
 

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core import review
+from core import review, stats
 from core.images import thumbnail
 from core.store import LabelStore, StoreError, default_db
 from train.predictions import latest_predictions
@@ -48,17 +48,37 @@ def annotator() -> str:
     return str(st.session_state.get("annotator", "")).strip()
 
 
+# The name outlives the sidebar widget: Streamlit drops a widget's state on some page switches
+# (st.switch_page, chart clicks), so it is also kept under a plain session key that nothing clears.
+_KEPT = "_annotator_kept"
+
+
+def _keep_annotator() -> None:
+    st.session_state[_KEPT] = st.session_state.get("annotator", "")
+
+
 def annotator_sidebar() -> None:
-    """The sidebar name field; kept in the URL (``?annotator=``) so a refresh keeps it."""
+    """The sidebar name field. The name lasts the whole browser session, across every in-app
+    navigation (page links, chart clicks, buttons that open another page), and is kept in the URL
+    (``?annotator=``) so a refresh or a link with the parameter keeps it too."""
     if "annotator" not in st.session_state:
-        st.session_state["annotator"] = st.query_params.get("annotator", "")
-    st.sidebar.text_input("Annotator", key="annotator", placeholder="your name",
+        kept = st.session_state.get(_KEPT)
+        st.session_state["annotator"] = kept if kept is not None else st.query_params.get("annotator", "")
+    st.sidebar.text_input("Annotator", key="annotator", placeholder="your name", on_change=_keep_annotator,
                           help="Recorded with every correction and verdict you make.")
+    _keep_annotator()
     name = annotator()
     if name and st.query_params.get("annotator") != name:
         st.query_params["annotator"] = name
     if not name:
         st.sidebar.caption("Type your name to enable relabeling.")
+
+
+def switch_page(page: str, **query: str) -> None:
+    """``st.switch_page`` that keeps the annotator in the URL of the page it opens."""
+    if annotator():
+        query = {**query, "annotator": annotator()}
+    st.switch_page(page, query_params=query or None)
 
 
 def flash(outcome: review.Outcome) -> None:
@@ -133,6 +153,15 @@ def predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:
 
 
 @st.cache_resource(show_spinner=False)
+def favicon() -> Image.Image:
+    """The tab icon, drawn here (nothing is fetched from outside the machine)."""
+    icon = Image.new("RGB", (32, 32), (255, 75, 75))
+    ImageDraw.Draw(icon).rectangle((8, 6, 13, 25), fill=(255, 255, 255))
+    ImageDraw.Draw(icon).rectangle((8, 21, 24, 25), fill=(255, 255, 255))
+    return icon
+
+
+@st.cache_resource(show_spinner=False)
 def placeholder(folder: str, size: int) -> str:
     """A grey 'no preview' tile (a file, so Streamlit serves it without re-encoding on every run)."""
     path = Path(folder) / f"placeholder_{size}.png"
@@ -155,15 +184,18 @@ def thumb(store: LabelStore, path: str, content_hash: str | None = None, size: i
 
 def gallery(store: LabelStore, rows: pd.DataFrame, captions: list[str], *, focus: int | None,
             on_pick: Callable[[int], None], key: str, columns: int = 6) -> None:
-    """A grid of thumbnails (only these rows are loaded) with a button under each to open it."""
+    """A grid of thumbnails (only these rows are loaded), each with its caption in full (wrapped,
+    never cut) and a button to open it."""
     if rows.empty:
         return
     grid = st.columns(columns)
     for position, (row, caption) in enumerate(zip(rows.itertuples(index=False), captions)):
         with grid[position % columns]:
             st.image(thumb(store, row.path, getattr(row, "hash", None)), width="stretch")
-            st.button(plain(caption), key=f"{key}_open_{position}", on_click=on_pick, args=(position,),
-                      type="primary" if position == focus else "secondary", width="stretch")
+            st.caption(plain(caption))
+            st.button("Open" if position != focus else "Shown ▾", key=f"{key}_open_{position}",
+                      on_click=on_pick, args=(position,), type="primary" if position == focus else "secondary",
+                      width="stretch")
 
 
 def thumbnail_grid(store: LabelStore, rows: pd.DataFrame, caption: Callable[[Any], str], columns: int = 6) -> None:
@@ -175,19 +207,43 @@ def thumbnail_grid(store: LabelStore, rows: pd.DataFrame, caption: Callable[[Any
             st.caption(plain(caption(row)))
 
 
-def person_strip(store: LabelStore, person: str, highlight: str | None = None) -> None:
-    """All images of a person with their per-image labels (the person view)."""
+# A person's photos are the evidence for a person-scope verdict: shown at least this wide (px), five a row
+# (so seven photos fit 1280 px windows), each zoomable (the image's full-screen button).
+STRIP_WIDTH = 180
+STRIP_PER_ROW = 5
+
+
+def person_strip(store: LabelStore, person: str, highlight: str | None = None,
+                 opinions: dict[str, str] | None = None) -> None:
+    """All images of a person, large, with their per-image labels and, when given, the model's
+    opinion of each photo (``opinions``: path -> plain text)."""
     images, _ = store.select_items(person=person, limit=None)
     if images.empty:
         return
     image_attributes = [a.name for a in store.schema.attributes if a.scope == "image"]
-    grid = st.columns(max(len(images), 1))
-    for column, row in zip(grid, images.itertuples(index=False)):
-        with column:
-            st.image(thumb(store, row.path, row.hash, 128), width="stretch")
-            labels = ", ".join(str(getattr(row, a)) for a in image_attributes)
-            marker = "▶ " if row.path == highlight else ""
-            st.caption(plain(f"{marker}{row.path.rsplit('/', 1)[-1]}: {labels}"))
+    rows = [images.iloc[i:i + STRIP_PER_ROW] for i in range(0, len(images), STRIP_PER_ROW)]
+    strip = st.container(key="person_strip")  # one a page; the browser test finds it by its class st-key-person_strip
+    for chunk in rows:
+        for column, row in zip(strip.columns(STRIP_PER_ROW), chunk.itertuples(index=False)):
+            with column:
+                st.image(thumb(store, row.path, row.hash, 512), width=STRIP_WIDTH)
+                labels = ", ".join(str(getattr(row, a)) for a in image_attributes)
+                marker = "▶ " if row.path == highlight else ""
+                st.caption(plain(f"{marker}{row.path.rsplit('/', 1)[-1]}: {labels}"))
+                if opinions and row.path in opinions:
+                    st.caption(plain(opinions[row.path]))
+
+
+def model_said(path: str) -> None:
+    """What a run's model predicted for this image, when the page was opened from that run's detail."""
+    said = st.session_state.get("_model_said")
+    if isinstance(said, dict) and said.get("path") == path and said.get("text"):
+        st.info(plain(said["text"]))
+
+
+def has_groups(store: LabelStore) -> bool:
+    """True when some person holds more than one image (else a person panel would repeat the image)."""
+    return bool(stats.has_groups(store))
 
 
 def pager(total: int, key: str) -> int:

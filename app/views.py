@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from app import actions, ui
@@ -139,8 +140,10 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
     schema = store.schema
     left, right = st.columns([2, 3])
     with left:
-        st.image(ui.thumb(store, item["path"], item.get("hash"), 384), width="stretch")
+        # Natural size (a small image is enlarged by whole factors, nearest neighbour): never blurred.
+        st.image(ui.thumb(store, item["path"], item.get("hash"), 384))
         st.text(item["path"])
+        ui.model_said(item["path"])
     with right:
         if item.get("split") == "eval" or item.get(schema.names[0]) is None:
             st.subheader("Eval image (unlabelled)")
@@ -151,7 +154,7 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
         st.dataframe(ui.label_table(schema.names, item, original), hide_index=True)
         actions.image_actions(schema, item, key=f"{key}_act", source=source, on_next=on_next,
                               on_previous=on_previous)
-    if item.get("person"):
+    if item.get("person") and ui.has_groups(store):
         with st.expander("All images of this person", expanded=True):
             ui.person_strip(store, item["person"], highlight=item["path"])
 
@@ -170,3 +173,26 @@ def _predictions(store: LabelStore, item: dict[str, Any]) -> None:
         return
     st.caption(f"Prediction run #{run_id}")
     st.dataframe(prediction, hide_index=True)
+
+
+# The change first (attribute, old -> new, revert links), then who, what and when: the new value is visible
+# without scrolling sideways even beside long paths.
+HISTORY_COLUMNS = ["id", "attribute", "old_value", "new_value", "entry", "target", "annotator", "created_at",
+                   "reason", "source", "target_kind"]
+REVERT_ROW, REVERTED_ROW = "background-color: #fdecea", "color: #8a8a8a"
+
+
+def history_table(log: pd.DataFrame) -> Any:
+    """The corrections log for ``st.dataframe``: change columns first, an ``entry`` column naming
+    reverts ("revert of #3", "reverted by #7"), revert rows tinted and reverted rows greyed (a Styler)."""
+    if log.empty:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    frame = log.copy()
+    reverts = pd.to_numeric(frame["reverts"], errors="coerce")
+    reverted = pd.to_numeric(frame["reverted_by"], errors="coerce")
+    frame["entry"] = [f"revert of #{int(a)}" if pd.notna(a) else (f"reverted by #{int(b)}" if pd.notna(b) else "")
+                      for a, b in zip(reverts, reverted)]
+    frame["created_at"] = frame["created_at"].astype(str).str[:19].str.replace("T", " ")
+    frame = frame[HISTORY_COLUMNS].reset_index(drop=True)
+    styles = [REVERT_ROW if pd.notna(a) else (REVERTED_ROW if pd.notna(b) else "") for a, b in zip(reverts, reverted)]
+    return frame.style.apply(lambda row: [styles[row.name]] * len(row), axis=1)

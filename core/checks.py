@@ -7,9 +7,15 @@ them with ``store.save_data_issues``. Kinds and their ``score`` (higher = worse)
 * ``duplicate``       same content hash as another item; score = number of copies.
 * ``near_duplicate``  a perceptual hash (``phash``, 256 bits) within ``max_distance`` bits of an image
   of a *different* person (images of one person are alike by design); score = 1 - bits differing / 256.
-* ``dark``            mean luminance (BT.601, 0-255) below ``dark_below``; score = 1 - luminance / dark_below.
-* ``blurry``          variance of the Laplacian far below the dataset's own: robust z-score of its
-  log below ``blur_z`` (median and MAD of the dataset); score = -z.
+* ``dark``            mean luminance (BT.601, 0-255) below ``dark_below`` *and* an outlier of the
+  dataset's own luminance (robust z-score below ``blur_z``, with 10 or more images): a dataset of
+  white digits on black is dark by nature, and none of its images is flagged for that;
+  score = 1 - luminance / dark_below.
+* ``blurry``          relative sharpness (variance of the Laplacian over the variance of the grey
+  levels: edge energy per unit of contrast, so thin strokes and little ink do not look blurry) far
+  below the dataset's own: robust z-score of its log below ``blur_z`` (median and MAD of the
+  dataset); score = -z. Images smaller than the measuring size are measured at their own size,
+  never enlarged (an enlarged image is smooth by construction).
 * ``unreadable``      the file cannot be decoded any more (it was fine at ingest); score = 1.
 """
 
@@ -140,22 +146,30 @@ def find_data_issues(items: pd.DataFrame, *, max_distance: int = 16, dark_below:
             rows.append({"item_id": item_id, "kind": "duplicate", "score": float(len(same)),
                          "detail": f"same file as {', '.join(others[:3])}{' …' if len(others) > 3 else ''}"})
     measured = items[items["luminance"].notna()] if "luminance" in items else items.iloc[:0]
-    dark = measured[measured["luminance"] < dark_below]
+    luma_z = _robust_z(measured["luminance"].to_numpy(np.float64)) if len(measured) >= 10 else \
+        np.full(len(measured), -np.inf)
+    dark = measured[(measured["luminance"] < dark_below) & (luma_z < blur_z)]
     for item_id, value in zip(dark["item_id"], dark["luminance"]):
         rows.append({"item_id": item_id, "kind": "dark", "score": 1.0 - value / dark_below,
-                     "detail": f"mean luminance {value:.1f} of 255"})
-    textured = measured[(measured["contrast"] >= FLAT_STD) & (measured["luminance"] >= dark_below)]
+                     "detail": f"mean luminance {value:.1f} of 255, dataset median {np.median(measured['luminance']):.1f}"})
+    textured = measured[(measured["contrast"] >= FLAT_STD) & ~measured["item_id"].isin(dark["item_id"])]
     if len(textured) >= 10:  # a robust spread needs some images
-        log_sharpness = np.log1p(textured["sharpness"].to_numpy(np.float64))
+        relative = textured["sharpness"].to_numpy(np.float64) / textured["contrast"].to_numpy(np.float64) ** 2
+        log_sharpness = np.log1p(relative * 1000)
         median = float(np.median(log_sharpness))
-        spread = 1.4826 * float(np.median(np.abs(log_sharpness - median))) or 1e-9
-        z = (log_sharpness - median) / spread
-        for item_id, value, score in zip(textured["item_id"], textured["sharpness"], z):
+        for item_id, value, score in zip(textured["item_id"], relative, _robust_z(log_sharpness)):
             if score < blur_z:
                 rows.append({"item_id": item_id, "kind": "blurry", "score": float(-score),
-                             "detail": f"Laplacian variance {value:.1f}, dataset median {np.expm1(median):.1f}"})
+                             "detail": f"relative sharpness {value:.3f}, dataset median {np.expm1(median) / 1000:.3f}"})
     rows += _near_duplicates(measured[measured["contrast"] >= FLAT_STD], max_distance)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _robust_z(values: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD) of a 1-d array: how far each value lies out of the dataset's own spread."""
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median))) or 1e-9
+    return (values - median) / spread
 
 
 def _near_duplicates(items: pd.DataFrame, max_distance: int) -> list[dict[str, Any]]:
@@ -188,16 +202,23 @@ def measure_items(store: LabelStore, items: pd.DataFrame, *, size: tuple[int, in
     Paths are confined to the dataset root (``resolve_inside``). Threads: PIL decodes without the GIL.
     """
     root = store.root
+    # An image smaller than ``size`` is measured at its own size: enlarging it would blur it.
+    if {"width", "height"} <= set(items.columns):
+        widths = pd.to_numeric(items["width"], errors="coerce").to_numpy(np.float64)
+        heights = pd.to_numeric(items["height"], errors="coerce").to_numpy(np.float64)
+        own = ((widths < size[0]) & (heights < size[1])).tolist()  # NaN compares False: measured at ``size``
+    else:
+        own = [False] * len(items)
 
-    def measure(path: str) -> dict[str, Any]:
+    def measure(path: str, small: bool = False) -> dict[str, Any]:
         try:
-            return {**image_facts(load_rgb(resolve_inside(root, path), size)), "error": None}
+            return {**image_facts(load_rgb(resolve_inside(root, path), None if small else size)), "error": None}
         except Exception as error:  # a missing, replaced or corrupt file becomes an issue, not a crash
             return {"luminance": np.nan, "contrast": np.nan, "sharpness": np.nan, "phash": None,
                     "error": f"cannot decode: {error}"}
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        facts = list(pool.map(measure, items["path"], chunksize=64))
+        facts = list(pool.map(measure, items["path"], own, chunksize=64))
     return pd.concat([items.reset_index(drop=True), pd.DataFrame(facts)], axis=1)
 
 
@@ -207,7 +228,7 @@ def run_data_checks(store: LabelStore, *, size: tuple[int, int] = (192, 256), ma
 
     Returns a DataFrame ``item_id, kind, detail, score`` sorted by kind, then score descending.
     """
-    items = store.items()[["item_id", "path", "person", "hash"]]
+    items = store.items()[["item_id", "path", "person", "hash", "width", "height"]]
     measured = measure_items(store, items, size=size, workers=workers)
     issues = find_data_issues(measured, max_distance=max_distance, dark_below=dark_below, blur_z=blur_z)
     issues = issues.sort_values(["kind", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)

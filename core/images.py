@@ -188,24 +188,41 @@ def load_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None) 
 
 
 def thumbnail(store: LabelStore, relative_path: str, size: int = 160, *, content_hash_hex: str | None = None) -> Path:
-    """Path of a JPEG thumbnail (longest side ``size`` px) of an item, created on first request.
+    """Path of a thumbnail (longest side ``size`` px) of an item, created on first request.
 
-    Thumbnails live in ``store.files_dir / "thumbs"`` named by content hash and size, so a
-    replaced file gets a new thumbnail and identical images share one. Pass ``content_hash_hex``
-    (the item's ``hash`` column) to skip reading the file when the thumbnail already exists.
-    The write is atomic (temp file + ``os.replace``), so concurrent callers never see half a file.
+    A larger image is shrunk (Lanczos, JPEG). A smaller one (32 px digits) is enlarged by the
+    largest whole factor that fits, nearest neighbour, as PNG: its pixels stay sharp squares instead
+    of a blur, and it is never shown at a few pixels wide. Thumbnails live in
+    ``store.files_dir / "thumbs"`` named by content hash and size, so a replaced file gets a new
+    thumbnail and identical images share one. Pass ``content_hash_hex`` (the item's ``hash`` column)
+    to skip reading the file when the thumbnail already exists. The write is atomic (temp file +
+    ``os.replace``), so concurrent callers never see half a file.
     """
+    digest = content_hash_hex
+    folder = store.files_dir / "thumbs"
+    if digest:
+        for done in (folder / f"{digest}_{int(size)}.jpg", folder / f"{digest}_{int(size)}.png"):
+            if done.exists():
+                return done
     source = resolve_inside(store.root, relative_path)
-    digest = content_hash_hex or content_hash(source)
-    out = store.files_dir / "thumbs" / f"{digest}_{int(size)}.jpg"
+    digest = digest or content_hash(source)
+    with Image.open(source) as image:
+        factor = int(size) // max(image.size) if max(image.size) > 0 else 1
+        if factor < 2:
+            image.draft("RGB", (size, size))
+        rgb = _to_rgb(image)
+    if factor >= 2:
+        out = folder / f"{digest}_{int(size)}.png"
+        rgb = rgb.resize((rgb.width * factor, rgb.height * factor), Image.Resampling.NEAREST)
+        kind, options = "PNG", {}
+    else:
+        out = folder / f"{digest}_{int(size)}.jpg"
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+        kind, options = "JPEG", {"quality": 85}
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(source) as image:
-        image.draft("RGB", (size, size))
-        rgb = _to_rgb(image)
-        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")  # unique per thread and process
-    rgb.save(tmp, "JPEG", quality=85)
+    rgb.save(tmp, kind, **options)
     os.replace(tmp, out)
     return out

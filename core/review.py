@@ -325,3 +325,52 @@ def evidence(detail: Any) -> dict[str, Any]:
     without the probabilities and bookkeeping, for showing beside the score."""
     skip = {"probabilities", "image_probabilities", "pred_probs", "probs", "rank", "pair", "n_first"}
     return {k: v for k, v in _detail_dict(detail).items() if k not in skip and isinstance(v, (int, float, str, bool))}
+
+
+def flagged_counts(store: LabelStore, run_id: int) -> dict[str, int]:
+    """Flagged units of a score run by attribute (as scored).
+
+    The one definition of *flagged* everywhere (Review, Rescore message, Runs table): a review
+    unit whose verdict ``is_issue`` is set, where a unit is an image for an image-scope attribute
+    and a person for a person-scope one (a mask swap counts its two images).
+    """
+    units, _ = store.review_units(run_id, flagged_only=True)
+    return {str(a): int(n) for a, n in units.groupby("attribute").size().items()} if len(units) else {}
+
+
+def photo_opinion(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> tuple[str, float] | None:
+    """The model's own opinion of one image: (most likely class, its probability), from the image's
+    score row ``detail`` (``image_probabilities``, else ``probabilities``); None without any."""
+    found = _detail_dict(detail)
+    probs = found.get("image_probabilities") or found.get("probabilities")
+    if isinstance(probs, list):
+        probs = {name: p for name, p in zip(classes if len(classes) == len(probs) else map(str, range(len(probs))),
+                                            probs)}
+    if not isinstance(probs, dict) or not probs:
+        return None
+    best = max(probs, key=lambda k: float(probs[k]))
+    return str(best), float(probs[best])
+
+
+def reason(attribute: str, given: Any, suggested: Any, detail: Any,
+           opinions: list[tuple[str, float] | None] | None = None) -> str:
+    """Why a unit is flagged, in plain words (numbers come after, in the evidence).
+
+    ``opinions`` are the per-photo opinions (``photo_opinion``) of a person's images for a
+    person-scope unit; without them the unit's own probabilities speak.
+    """
+    found = _detail_dict(detail)
+    given, suggested = str(given), str(suggested)
+    seen = [o for o in (opinions or []) if o is not None]
+    if len(seen) > 1:
+        agree = [p for c, p in seen if c == suggested]
+        text = f"model says {suggested} on {len(agree)} of {len(seen)} photos"
+        if agree:
+            text += f", mean {sum(agree) / len(agree):.2f}"
+        return f"{text}; labelled {given}"
+    probs = probabilities(found)
+    if suggested == given or suggested == "None":
+        return f"model agrees with the label {given}" + (f" ({probs[given]:.2f})" if given in probs else "")
+    said = f"model says {suggested}" + (f" ({probs[suggested]:.2f})" if suggested in probs else "")
+    mine = f" ({probs[given]:.2f})" if given in probs else ""
+    return f"{said}; labelled {given}{mine}. The model never saw this image (out-of-fold)"

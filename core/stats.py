@@ -275,3 +275,39 @@ def corrections_by_attribute(source: LabelStore | Counts) -> pd.DataFrame:
                      "reverts": int(logged.at[name, "reverts"]) if found else 0,
                      "changed_images": changed.get(name, 0), "filter": {"corrected": name}})
     return pd.DataFrame(rows)
+
+
+def has_groups(source: LabelStore | Counts) -> bool:
+    """True when some person holds more than one image: only then is a person panel (all images of
+    this person) worth showing; in a folder-per-class dataset every image is its own person."""
+    counts = images_per_person(source)
+    return bool(((counts["images"] > 1) & (counts["persons"] > 0)).any())
+
+
+def suggest_img_size(width: float, height: float, longest: int = 80, multiple: int = 8) -> tuple[int, int]:
+    """A training image size (width, height) for a dataset whose typical image is ``width`` x ``height`` px.
+
+    Keeps the aspect ratio, shrinks the longest side to ``longest`` (CPU-sized; never enlarges a
+    smaller image) and rounds each side to a multiple of ``multiple`` (at least ``multiple``):
+    384 x 512 photos -> 64 x 80, 32 x 32 digits -> 32 x 32.
+    """
+    if not (width > 0 and height > 0):
+        return longest * 4 // 5 // multiple * multiple, longest
+    scale = min(1.0, longest / max(width, height))
+    return tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (width, height))  # type: ignore[return-value]
+
+
+def typical_image_size(store: LabelStore) -> tuple[int, int] | None:
+    """Median (width, height) of the labelled images, None when the store holds none with a size."""
+    items = store.items(split="train")
+    sizes = items[["width", "height"]].apply(pd.to_numeric, errors="coerce").dropna() if len(items) else items
+    if len(sizes) == 0:
+        return None
+    return int(sizes["width"].median()), int(sizes["height"].median())
+
+
+def suggested_img_size(store: LabelStore, longest: int = 80) -> tuple[int, int]:
+    """The Train form's default image size for this store's dataset (``suggest_img_size`` of the
+    typical image); 64 x 80 when no image size is known."""
+    typical = typical_image_size(store)
+    return suggest_img_size(*typical, longest=longest) if typical else (64, 80)

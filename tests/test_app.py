@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import charts, ui
+from app import charts, ui, views
 from core import review, stats
 from core.demo import generate
 from core.ingest import ingest
@@ -415,3 +415,139 @@ def test_score_details_as_core_scoring_stores_them() -> None:
     assert review.swap_pair('{"probabilities": [0.5, 0.5]}', "wear", "incorrect", classes) is None
     assert review.evidence('{"rank": 3, "probabilities": {"a": 1}, "n_against": 6, "n_images": 7}') == {
         "n_against": 6, "n_images": 7}
+
+
+# ---- generic datasets: what the pages derive from the schema and the data ------------------------------
+@pytest.fixture
+def digits(db: Path, tmp_path: Path) -> Path:
+    """A folder-per-class dataset of ten classes (``0`` .. ``9``), 32×32 images, every image its own person,
+    ingested with a score run that flags every unit."""
+    from tests.fixtures import write_image
+
+    for digit in range(10):
+        for n in range(2):
+            write_image(tmp_path / "digits" / str(digit) / f"{n}.png", size=(32, 32))
+    with LabelStore(db) as store:
+        ingest(tmp_path / "digits", store)
+        add_score_run(store, flag_every=1)
+    return db
+
+
+def test_review_shortcuts_and_set_buttons_follow_the_classes(digits: Path) -> None:
+    at = open_page("app_pages/review.py")
+    assert_clean(at)
+    assert "1-9, 0 set class" in at.caption[0].value and "1-3" not in at.caption[0].value
+    tenth = at.button(key="review_act_set_10")
+    assert tenth.label == "9" and tenth.proto.shortcut == "0"  # the tenth class, not a second "1"
+    assert at.button(key="review_act_set_1").proto.shortcut == "1"
+
+
+def test_no_person_panel_where_every_image_is_its_own_person(digits: Path) -> None:
+    at = open_page("app_pages/browse.py")
+    assert_clean(at)
+    assert not [e for e in at.expander if "person" in e.label]
+    review_page = open_page("app_pages/review.py")
+    assert not [e for e in review_page.expander if "person" in e.label]
+    with LabelStore(digits) as store:
+        assert not stats.has_groups(store)
+
+
+def test_the_competition_demo_has_person_panels(store: LabelStore) -> None:
+    add_score_run(store)
+    assert stats.has_groups(store)
+    at = open_page("app_pages/browse.py")
+    assert [e for e in at.expander if e.label == "All images of this person"]
+
+
+def test_training_size_and_thumbnails_come_from_the_data(digits: Path) -> None:
+    with LabelStore(digits) as store:
+        assert stats.typical_image_size(store) == (32, 32)
+        assert stats.suggested_img_size(store) == (32, 32)  # not the photo default 64×80
+        item = store.items().iloc[0]
+        big = ui.thumb(store, item["path"], item["hash"], 384)
+    from PIL import Image
+
+    with Image.open(big) as image:  # enlarged by a whole factor, nearest neighbour: sharp, not 32 px
+        assert image.size == (384, 384) and image.format == "PNG"
+    assert stats.suggest_img_size(384, 512) == (64, 80)
+
+
+def test_review_caption_on_the_competition_schema(store: LabelStore) -> None:
+    add_score_run(store)
+    at = open_page("app_pages/review.py")
+    at.selectbox(key="review_attribute").set_value("mask").run()
+    assert "1-3 set class" in at.caption[0].value  # mask has 3 classes
+    at.selectbox(key="review_attribute").set_value("gender").run()
+    assert "1-2 set class" in at.caption[0].value
+    options = at.selectbox(key="review_attribute").options
+    integer = [name for name in options if name.startswith("age") and name != "age_group"]
+    if integer:  # an integer attribute: typed, no class keys
+        at.selectbox(key="review_attribute").set_value(integer[0]).run()
+        assert "set class" not in at.caption[0].value
+
+
+# ---- one flagged count, plain reasons, undo lands on the undone unit, journal wording -------------------
+def test_one_flagged_count_everywhere(store: LabelStore) -> None:
+    from core import journal_views as jv
+
+    run_id = add_score_run(store)
+    flagged = review.flagged_counts(store, run_id)
+    assert sum(flagged.values()) == store.review_summary(run_id)["n_flagged"]  # the Review page's number
+    changes = jv.flag_changes(review.queue(store, run_id), None)  # the Rescore message's number
+    assert changes["flagged"] == sum(flagged.values())
+    store.update_run(run_id, metrics={"flagged_units": flagged})  # what train.score records for the Runs table
+    assert jv.runs_overview(store.runs())["flagged"].iloc[0] == sum(flagged.values())
+
+
+def test_reasons_are_words_first() -> None:
+    opinions = [("male", 0.9), ("male", 0.96), ("female", 0.6), ("male", 0.93)]
+    assert review.reason("gender", "female", "male", {}, opinions) == \
+        "model says male on 3 of 4 photos, mean 0.93; labelled female"
+    text = review.reason("mask", "wear", "incorrect", {"probabilities": {"wear": 0.1, "incorrect": 0.87}})
+    assert text.startswith("model says incorrect (0.87); labelled wear (0.10).")
+    assert review.photo_opinion({"image_probabilities": {"a": 0.2, "b": 0.8}}) == ("b", 0.8)
+    assert review.photo_opinion({"probabilities": [0.7, 0.3]}, ("x", "y")) == ("x", 0.7)
+
+
+def test_undo_returns_to_the_undone_unit(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    first = first_unit(store, run_id)
+    at = open_page("app_pages/review.py")
+    at.button(key="review_act_accept").click().run()
+    assert at.session_state["review_focus"] != first["key"]  # moved on
+    at.button(key="review_act_undo").click().run()
+    assert_clean(at)
+    assert at.session_state["review_focus"] == first["key"]
+    assert any(ui.plain(first["target"]) in s.value for s in at.subheader) or any(first["target"] in t.value for t in at.text)
+
+
+def test_person_unit_shows_every_photo_with_the_models_opinion(store: LabelStore) -> None:
+    run_id = add_score_run(store)
+    unit = first_unit(store, run_id, attribute="gender")
+    at = open_page("app_pages/review.py")
+    at.selectbox(key="review_attribute").set_value("gender").run()
+    assert_clean(at)
+    _, n_photos = store.select_items(person=unit["target"], limit=0)
+    assert sum(c.value.startswith(ui.plain("model: ")) for c in at.caption) == n_photos
+    assert any(m.value.startswith("**Why:** model says") for m in at.markdown)
+
+
+def test_history_puts_the_change_first_and_marks_reverts(store: LabelStore) -> None:
+    labels = store.current_labels()
+    path, mask = labels["path"].iloc[0], labels["mask"].iloc[0]
+    new = next(v for v in store.schema.attribute("mask").classes if v != mask)
+    first = store.correct(path, "mask", new, expected=mask, annotator="ana")
+    store.revert(first, annotator="ana")
+    table = views.history_table(store.history()).data
+    assert list(table.columns[:5]) == ["id", "attribute", "old_value", "new_value", "entry"]
+    assert table["entry"].tolist() == [f"revert of #{first}", f"reverted by #{first + 1}"]
+
+
+def test_prediction_runs_name_their_model_and_source() -> None:
+    from core import journal_views as jv
+
+    config = {"checkpoints": [{"checkpoint": "/r/runs/0003-20261130-120000/best.safetensors", "model": "test_resnet"}],
+              "out": "/r/runs/0003-20261130-120000/submission.csv"}
+    assert jv.predict_source(config) == "test_resnet of run #3"
+    _, text = jv.progress_view({"kind": "predict", "id": 4, "status": "done", "config": config})
+    assert text == "predict run #4 done with test_resnet of run #3 · wrote submission.csv"

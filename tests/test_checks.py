@@ -154,3 +154,22 @@ def test_rerun_replaces_issues_and_reports_files_gone_bad(checked_store):
 def test_check_command_prints_counts(checked_store, capsys):
     assert main(["check", "--db", str(checked_store.path)]) == 0
     assert capsys.readouterr().out.strip() == "6 data issue(s): blurry 1, dark 1, duplicate 2, near_duplicate 2"
+
+
+def test_dark_and_blurry_are_outliers_of_the_dataset_itself():
+    """White digits on black: every image is dark by an absolute threshold, none is an outlier; a thin
+    stroke is not a blur. Only the black image and the smoothed one stand out."""
+    rng = np.random.default_rng(0)
+    n = 60
+    items = pd.DataFrame({"item_id": range(n), "path": [f"{i}.png" for i in range(n)], "person": None,
+                          "hash": [f"{i:064x}" for i in range(n)], "error": None,
+                          "luminance": rng.normal(33, 4, n), "contrast": rng.normal(70, 8, n),
+                          "phash": [f"{i:064x}" for i in range(n)]})
+    items["sharpness"] = items["contrast"] ** 2 * rng.normal(1.4, 0.1, n)  # edge energy follows the ink
+    items.loc[5, "contrast"] = 20.0  # a thin stroke: little ink, as sharp per unit of contrast
+    items.loc[5, "sharpness"] = 20.0 ** 2 * 1.4
+    items.loc[7, ["luminance", "contrast", "sharpness"]] = [2.0, 5.0, 30.0]  # nearly black
+    items.loc[9, "sharpness"] = items.loc[9, "contrast"] ** 2 * 0.02  # smoothed
+    issues = find_data_issues(items)
+    assert set(issues.loc[issues["kind"] == "dark", "item_id"]) == {7}
+    assert set(issues.loc[issues["kind"] == "blurry", "item_id"]) == {9}

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from core.checks import run_data_checks
+from core.review import flagged_counts
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train import distributed as dist
@@ -205,8 +206,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     for target, probs in oof.items():
         save_npy(run_dir / f"oof_{target}.npy", probs)
     rows, previous_id = store_verdicts(store, run_id, schema, labels, oof)
-    units = rows.drop_duplicates(["attribute", "kind", "unit"])
-    flagged = {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}
+    flagged = flagged_counts(store, run_id)  # the Review queue's flagged units: one definition everywhere
     phases["scoring"] = time.monotonic() - mark
     summary = {"folds": k, "n_items": len(labels), "flagged_units": flagged, "compared_with": previous_id,
                "seconds": {name: round(value, 1) for name, value in phases.items()},
@@ -243,9 +243,8 @@ def rescore(store: LabelStore, run_id: int) -> dict[str, Any]:
     if list(items["path"]) != list(labels["path"]):
         raise StoreError(f"{run['run_dir']}/items.csv does not match the run's snapshot")
     labels["item_id"] = labels["item_id"].astype("int64")
-    rows, _ = store_verdicts(store, run_id, Schema.from_dict(snap["schema"]), labels, oof)
-    units = rows.drop_duplicates(["attribute", "kind", "unit"])
-    return {"run_id": int(run_id), "flagged": {a: int(g["is_issue"].sum()) for a, g in units.groupby("attribute")}}
+    store_verdicts(store, run_id, Schema.from_dict(snap["schema"]), labels, oof)
+    return {"run_id": int(run_id), "flagged": flagged_counts(store, run_id)}
 
 
 def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: ImageCache, targets: np.ndarray,

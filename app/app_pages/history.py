@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import ui
+from app import ui, views
 from core import review
 from core.export import export, read_table
 from core.store import ConflictError, StoreError
@@ -34,9 +34,7 @@ shown = store.history(annotator=None if who == "all" else who, attribute=None if
 if target.strip() and len(shown):
     shown = shown[shown["target"].str.contains(target.strip(), case=False, regex=False)]
 st.caption(f"{len(shown):,} of {len(log):,} logged change(s), newest first. Reverting logs the inverse change.")
-columns = ["id", "created_at", "annotator", "target_kind", "target", "attribute", "old_value", "new_value", "reason",
-           "source", "reverts", "reverted_by"]
-st.dataframe(shown[columns] if len(shown) else shown, hide_index=True, key="history_table")
+st.dataframe(views.history_table(shown), hide_index=True, key="history_table")
 
 
 def _revert(correction_id: int, reason_key: str) -> None:

@@ -52,10 +52,20 @@ filters = {"attribute": None if attribute == "all" else attribute, "given": None
            "suggested": None if suggested == "any" else suggested, "min_score": min_score,
            "flagged_only": flagged_only, "status": None if status == "all" else status,
            "issue_kind": None if issue == "-" else issue}
+
+
+def focus_undone() -> None:
+    """After an undo, show the unit taken back (not the one the reviewer had moved on to)."""
+    target, stored = st.session_state.pop("_undone", (None, None))
+    found, _ = store.review_units(run_id, units=[f"{target}|{stored}"], limit=1, count=False)
+    if len(found):
+        st.session_state["review_focus"] = found.iloc[0]["key"]
+
+
 _, total = review.queue_page(store, run_id, status_table, limit=0, **filters)
 if total == 0:
     st.success("Nothing left to review with these filters.")
-    actions.undo_button("review_empty_undo")
+    actions.undo_button("review_empty_undo", after=focus_undone)
     st.stop()
 
 # Focus follows a unit (key), not a position: after a verdict the unit may leave the filtered list.
@@ -80,61 +90,88 @@ def focus_on(to: int) -> None:
 
 
 page_rows = window.iloc[offset - start:offset - start + ui.PAGE_SIZE]
-st.caption(f"{total:,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · shortcuts: "
-           "A accept, K label is correct, S skip, 1-3 set class, N next, P previous, U undo")
-paging = st.columns([1, 1, 6])
-paging[0].button("◀ Page", key="review_page_back", on_click=focus_on, args=(offset - ui.PAGE_SIZE,), disabled=offset == 0)
-paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(offset + ui.PAGE_SIZE,),
-                 disabled=offset + ui.PAGE_SIZE >= total)
-captions = [f"{r.attribute}: {r.given} → {r.suggested} · {r.score:.2f}" for r in page_rows.itertuples(index=False)]
-ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
-           on_pick=lambda i: focus_on(offset + i))
-st.divider()
-
 unit: dict[str, Any] = window.iloc[position - start].to_dict()
+spec = schema.attribute(unit["stored"])
+n_classes = len(spec.classes) if spec.kind == "categorical" else 0
+st.caption(f"{total:,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · "
+           + actions.shortcut_caption(n_classes))
+
 try:
     shown = store.label_of(unit["target"], unit["stored"])
 except StoreError as error:
     shown = None
     st.warning(ui.plain(str(error)))
-left, right = st.columns([1, 1])
-with left:
-    if unit["scope"] == "person":
-        st.subheader(ui.plain(f"Person {unit['target']}: {unit['attribute']}"))
-        ui.person_strip(store, unit["target"], highlight=unit["path"])
-    else:
-        st.subheader(ui.plain(f"Image: {unit['attribute']}"))
+shown_text = shown
+if unit["attribute"] != unit["stored"] and shown is not None:  # age_group: show the age and its bin
+    binned = next(b for b in schema.binned if b.name == unit["attribute"])
+    shown_text = f"{shown} ({binned.classes[int(binned.codes([shown])[0])]})"
+classes = schema.target_classes(unit["attribute"])
+detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
+person_scope = unit["scope"] == "person"
+opinions: dict[str, str] = {}
+said: list[Any] = []
+if person_scope:  # the model's own opinion of each of the person's photos
+    photos, _ = store.select_items(person=unit["target"], limit=None)
+    for photo in photos.itertuples(index=False):
+        opinion = review.photo_opinion(store.score_detail(run_id, photo.item_id, unit["attribute"]), classes)
+        said.append(opinion)
+        if opinion is not None:
+            opinions[photo.path] = f"model: {opinion[0]} {opinion[1]:.2f}"
+
+if person_scope:
+    st.subheader(ui.plain(f"Person {unit['target']}: {unit['attribute']}"))
+    left, right = st.columns([1, 1])
+else:
+    st.subheader(ui.plain(f"Image: {unit['attribute']}"))
+    picture, left, right = st.columns([2, 2, 3])
+    with picture:
         st.image(ui.thumb(store, unit["path"], None, 384))
         st.text(unit["path"])
-        if unit.get("person"):
-            with st.expander("All images of this person"):
-                ui.person_strip(store, unit["person"], highlight=unit["path"])
-with right:
-    shown_text = shown
-    if unit["attribute"] != unit["stored"] and shown is not None:  # age_group: show the age and its bin
-        binned = next(b for b in schema.binned if b.name == unit["attribute"])
-        shown_text = f"{shown} ({binned.classes[int(binned.codes([shown])[0])]})"
-    facts = st.columns(4)
-    facts[0].metric("Given (scored)", str(unit["given"]))
-    facts[1].metric("Suggested", str(unit["suggested"]))
-    facts[2].metric("Score", f"{unit['score']:.3f}")
-    facts[3].metric(f"Current {unit['stored']}", str(shown_text))
-    st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
-                        "score = how strongly the out-of-fold model disagrees with the given label"))
-    detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
-    swap = review.swap_pair(detail, unit["given"], unit["suggested"], schema.target_classes(unit["attribute"]))
+with left:
+    swap = review.swap_pair(detail, unit["given"], unit["suggested"], classes)
     if swap:
         st.info(ui.plain(f"Flagged as a swap: this person's {swap[0]} and {swap[1]} images look exchanged. "
                          "Accept here, then on the partner image (next in the queue)."))
-    probs = review.probabilities(detail, schema.target_classes(unit["attribute"]))
+    else:
+        st.markdown("**Why:** " + ui.plain(review.reason(unit["attribute"], unit["given"], unit["suggested"], detail,
+                                                         said)))
+    ui.model_said(unit["path"])
+    # Plain lines, not metric tiles: a tile cuts a long label ("Suggested not_…"); these wrap.
+    st.markdown("  \n".join([
+        f"Given ({ui.plain(unit['attribute'])}): **{ui.plain(unit['given'])}**",
+        f"Suggested: **{ui.plain(unit['suggested'])}**",
+        f"Score: **{unit['score']:.3f}** (how strongly the out-of-fold model disagrees with the given label)",
+        f"Current {ui.plain(unit['stored'])}: **{ui.plain(shown_text)}**",
+        f"Status: {ui.plain(unit['status'])} · flagged: {'yes' if unit['is_issue'] else 'no'}"]))
+    probs = review.probabilities(detail, classes)
     if probs:
         st.plotly_chart(charts.probabilities(probs), key="review_probs", width="stretch")
-    facts = review.evidence(detail)
-    if facts:
-        with st.expander("Evidence"):
-            st.dataframe(pd.DataFrame({"measure": list(facts), "value": [str(v) for v in facts.values()]}),
+    numbers = review.evidence(detail)
+    if numbers:
+        with st.expander("Evidence (numbers)"):
+            st.dataframe(pd.DataFrame({"measure": list(numbers), "value": [str(v) for v in numbers.values()]}),
                          hide_index=True)
+with right:
     actions.unit_actions(schema, {"target": unit["target"], "attribute": unit["stored"], "scored": unit["attribute"],
                                   "shown": shown, "suggested": unit["suggested"]},
                          key="review_act", source="review", score_run=run_id,
-                         on_next=lambda: focus_on(position + 1), on_previous=lambda: focus_on(position - 1))
+                         on_next=lambda: focus_on(position + 1), on_previous=lambda: focus_on(position - 1),
+                         on_undo=focus_undone)
+if person_scope:
+    st.markdown(f"**All {len(opinions) or ''} photos of this person** (the evidence; the model's opinion of each "
+                "photo under it; hover a photo and use its full-screen button to zoom)")
+    ui.person_strip(store, unit["target"], highlight=unit["path"], opinions=opinions)
+elif unit.get("person") and ui.has_groups(store):
+    with st.expander("All images of this person"):
+        ui.person_strip(store, unit["person"], highlight=unit["path"])
+
+# The rest of this page of the queue, under the decision (the unit at hand comes first, without scrolling).
+st.divider()
+st.subheader(f"Queue: units {offset + 1:,}–{offset + len(page_rows):,} of {total:,}")
+paging = st.columns([1, 1, 6])
+paging[0].button("◀ Page", key="review_page_back", on_click=focus_on, args=(offset - ui.PAGE_SIZE,), disabled=offset == 0)
+paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(offset + ui.PAGE_SIZE,),
+                 disabled=offset + ui.PAGE_SIZE >= total)
+captions = [f"{r.attribute}: {r.given} → {r.suggested} · score {r.score:.2f}" for r in page_rows.itertuples(index=False)]
+ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
+           on_pick=lambda i: focus_on(offset + i))

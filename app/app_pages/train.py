@@ -16,7 +16,9 @@ st.caption("Relabel on the Review page, retrain here on a snapshot of the correc
            "what changed and did it help. Jobs run in the background; this page (and any other tab) follows them.")
 train_views.live_progress()
 
-retrain, journal, versus, detail, space = st.tabs(["Retrain", "Runs", "Compare", "Run detail", "Disk"])
+# Keyed: the open tab stays open when a job ends and the page reruns (Predict eval stays on Run detail).
+retrain, journal, versus, detail, space = st.tabs(["Retrain", "Runs", "Compare", "Run detail", "Disk"],
+                                                  key="train_tab", on_change="rerun")
 with retrain:
     train_views.retrain_form(store)
 with journal:

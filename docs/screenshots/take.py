@@ -6,7 +6,7 @@ Builds a demo store (generated images plus a few planted file problems: an empty
 image, a darkened one; data checks; a few corrections by two annotators), scores it
 (``--real-scores`` runs ``python -m train score``; by default a synthetic score run from
 ``tests/app_data.py`` so the script needs no model), starts ``streamlit run`` on a free port and
-saves ``<page>.png`` for each page. ``--keep DIR`` builds in DIR and reuses it on the next run.
+saves ``<page>.png`` for each page, and ``review_person.png`` (a person unit on the Review page). ``--keep DIR`` builds in DIR and reuses it on the next run.
 """
 
 from __future__ import annotations
@@ -107,6 +107,20 @@ def main() -> int:
                 page.screenshot(path=str(target), full_page=True)
                 page.close()
                 print(f"wrote {target.relative_to(REPO)}")
+            # A person on the Review page: the reason in words and the seven photos with the model's opinion.
+            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            page.goto(f"{url}/review?annotator=ana")
+            attribute = page.locator('input[role="combobox"][aria-label="Attribute"]')
+            attribute.wait_for(timeout=120_000)
+            attribute.click()
+            attribute.press("ArrowDown")  # opens the list
+            page.locator('[role="option"]:has-text("gender")').first.click()
+            page.locator(".st-key-person_strip img").first.wait_for(timeout=120_000)
+            page.wait_for_function(READY, timeout=300_000)
+            time.sleep(3)  # plotly draws after the elements arrive
+            target = OUT / "review_person.png"
+            page.screenshot(path=str(target), full_page=True)
+            print(f"wrote {target.relative_to(REPO)}")
             browser.close()
     return 0
 
