@@ -488,7 +488,7 @@ def test_review_caption_on_the_competition_schema(store: LabelStore) -> None:
 
 # ---- one flagged count, plain reasons, undo lands on the undone unit, journal wording -------------------
 def test_one_flagged_count_everywhere(store: LabelStore) -> None:
-    from core import journal_views as jv
+    from app import journal_views as jv
 
     run_id = add_score_run(store)
     flagged = review.flagged_counts(store, run_id)
@@ -544,7 +544,7 @@ def test_history_puts_the_change_first_and_marks_reverts(store: LabelStore) -> N
 
 
 def test_prediction_runs_name_their_model_and_source() -> None:
-    from core import journal_views as jv
+    from app import journal_views as jv
 
     config = {"checkpoints": [{"checkpoint": "/r/runs/0003-20261130-120000/best.safetensors", "model": "test_resnet"}],
               "out": "/r/runs/0003-20261130-120000/submission.csv"}
