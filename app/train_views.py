@@ -68,26 +68,22 @@ def _model_info(model: str) -> dict[str, Any]:
     return jobs.model_info(model)
 
 
-def pretrained_size(model: str) -> tuple[int, int] | None:
-    """The input size (W, H) ``model``'s pretrained weights expect, or None when timm does not know the name."""
+def pretrained_size(model: str) -> tuple[int, int]:
+    """The input size (W, H) ``model``'s pretrained weights expect; ValueError when timm does not know the name."""
     if model in PRETRAINED_SIZES:
         return PRETRAINED_SIZES[model]
-    try:
-        return tuple(_model_info(model)["img_size"])
-    except ValueError:
-        return None
+    return tuple(_model_info(model)["img_size"])
 
 
 def _follow_model_size() -> None:
     """Callback of the model and pretrained widgets: with pretrained on, the sizes become the model's own."""
-    if not st.session_state.get("train_pretrained"):
-        return
     model = form_values(st.session_state)["model"]
-    size = pretrained_size(model) if model else None
-    if size is None:
-        ui.flash(review.Outcome(False, f"timm knows no model named {model!r}: sizes left as they are."))
+    if not st.session_state.get("train_pretrained") or not model:
         return
-    st.session_state["train_width"], st.session_state["train_height"] = size
+    try:
+        st.session_state["train_width"], st.session_state["train_height"] = pretrained_size(model)
+    except ValueError as error:
+        ui.flash(review.Outcome(False, f"Image size left as it is: {error}"))
 
 
 def _load_settings(run_id: int) -> None:

@@ -196,6 +196,25 @@ def test_same_settings_as_an_earlier_run_fill_the_form(store: LabelStore) -> Non
     assert any(f"settings of run #{run_id}" in s for s in texts(at, "success"))
 
 
+def test_pretrained_sizes_follow_the_model_and_reach_the_job(store: LabelStore,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[TrainConfig] = []
+    monkeypatch.setattr(jobs, "start", lambda _store, command, config=None, options=None: started.append(config) or 9)
+    at = open_train()
+    at.checkbox(key="train_pretrained").check().run()
+    assert_clean(at)
+    assert (at.session_state["train_width"], at.session_state["train_height"]) == (160, 160)  # test_resnet's own
+    at.selectbox(key="train_model").select("efficientnet_b0").run()
+    assert (at.session_state["train_width"], at.session_state["train_height"]) == (224, 224)
+    at.checkbox(key="train_pretrained").uncheck().run()
+    at.selectbox(key="train_model").select("resnet10t").run()  # unticked: the sizes stay as they are
+    assert (at.session_state["train_width"], at.session_state["train_height"]) == (224, 224)
+    at.checkbox(key="train_pretrained").check().run()
+    at.button(key="train_start").click().run()
+    assert_clean(at)
+    assert started[-1].model == "resnet10t" and started[-1].pretrained and started[-1].img_size == (176, 176)
+
+
 def test_rescore_uses_the_scorers_settings_unless_told_otherwise(store: LabelStore,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[tuple[str, TrainConfig | None, dict | None]] = []

@@ -161,12 +161,16 @@ def start(store: LabelStore, command: str, config: TrainConfig | None = None, *,
 def model_info(model: str, timeout_s: float = 120.0) -> dict[str, Any]:
     """``python -m train model-info MODEL --json`` in a subprocess: timm's input size, normalisation and weights
     source for a model, without importing timm here (the dashboard). Raises ValueError for a name timm does
-    not know."""
-    done = subprocess.run([sys.executable, "-m", "train", "model-info", model, "--json"], cwd=REPO_ROOT,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
-                          timeout=timeout_s)
+    not know or that does not answer in ``timeout_s``."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "train", "model-info", model, "--json"], cwd=REPO_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"python -m train model-info {model} gave no answer in {timeout_s:.0f} s") from None
     if done.returncode != 0:
-        raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"model-info {model} failed")
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"model-info {model} failed"
+        raise ValueError(last.removeprefix("error: "))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
