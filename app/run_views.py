@@ -1,7 +1,7 @@
 """The Train page's journal views: runs table with notes, comparing two runs, run detail, disk.
 
 Everything is read from the store (``runs``, ``epochs``) and the run folders; the tables come from
-``core.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
+``app.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
 file sizes and deletion from ``train.disk``. User text (notes, paths) only reaches data widgets
 or ``ui.plain``.
 """
@@ -15,15 +15,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app import journal_views as jv
 from app import train_charts, ui
 from app.train_views import run_label, start_job
-from core import journal_views as jv
 from core import review
 from core.store import LabelStore, StoreError
 from train import cache as image_cache
 from train import disk, jobs
-from train.compare import diff_runs
-from train.runs import VAL_PREDICTIONS
+from train.compare import IMPROVED, WORSE, compare_runs, diff_runs, group_summaries
+from train.run_folder import VAL_PREDICTIONS
 
 GALLERY_SIZE = 12
 SUBMISSION = "submission.csv"
@@ -36,6 +36,9 @@ def runs_table(store: LabelStore) -> None:
     if table.empty:
         st.caption("No runs yet.")
         return
+    groups, group_of = group_summaries(runs), runs.set_index("id")["repeat_group"].dropna()
+    table.insert(5, "repeat_group", [groups.get(int(group_of[i]), "") if i in group_of.index else ""
+                                     for i in table["id"]])
     cells = st.columns([2, 2, 3])
     kinds = cells[0].multiselect("Kind", sorted(table["kind"].unique()), key="runs_kinds")
     statuses = cells[1].multiselect("Status", sorted(table["status"].unique()), key="runs_statuses")
@@ -43,12 +46,15 @@ def runs_table(store: LabelStore) -> None:
     shown = jv.filter_overview(table, kinds=kinds, statuses=statuses, text=text).reset_index(drop=True)
     # Edits are kept by row position: a new key whenever the rows or notes change, so an edit never lands on another run.
     key = "runs_editor_" + hashlib.sha1(shown[["id", "note"]].to_json().encode()).hexdigest()[:12]
-    first = ["id", "kind", "status", "model", "macro_f1", "note"]  # the journal's point first, details after
+    first = ["id", "kind", "status", "model", "macro_f1", "repeat_group", "note"]  # the point first, details after
     edited = st.data_editor(
         shown, key=key, hide_index=True, disabled=[c for c in shown.columns if c != "note"],
         column_order=[*first, *(c for c in shown.columns if c not in first)], column_config={
             "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f",
                                                       help="best validation macro F1 (score runs: mean of folds)"),
+            "repeat_group": st.column_config.TextColumn("repeat group: mean ± SD", help=(
+                "fit --repeats / × N: the group's runs (one config, one snapshot, N seeds) and the mean and "
+                "standard deviation of their macro F1: the run-to-run spread")),
             "new_corrections": st.column_config.NumberColumn("new corrections",
                                                              help="corrections since the previous run of this kind"),
             "status": st.column_config.TextColumn("status", width=100),  # fits "cancelled" whatever the first rows
@@ -74,31 +80,74 @@ def _train_runs(store: LabelStore) -> dict[int, str]:
     return {int(r["id"]): run_label(r) for r in runs.to_dict("records")}
 
 
+def compare_defaults(runs: pd.DataFrame) -> tuple[int, int]:
+    """(before, after) the Compare tab opens on, before < after in run order: with two or more finished
+    training runs, after = the newest finished one and before = the newest finished run older than it (and
+    not of its repeat group); otherwise the two newest runs."""
+    ids = sorted(int(i) for i in runs["id"])
+    done = runs[runs["status"] == "done"].sort_values("id")
+    if len(done) >= 2:
+        after = int(done["id"].iloc[-1])
+        group = runs.set_index("id")["repeat_group"].get(after) if "repeat_group" in runs else None
+        first = int(group) if group is not None and group == group else after  # NaN: no group
+        earlier = done[done["id"] < first]
+        return (int(earlier["id"].iloc[-1]) if len(earlier) else int(done["id"].iloc[-2])), after
+    return ids[-2], ids[-1]
+
+
+def _interval_text(row: dict[str, Any], spec: str = "+.4f") -> str:
+    if row["change"] is None:
+        return "—"
+    if row["low"] is None:
+        return f"{row['change']:{spec}} (no interval)"
+    return f"{row['change']:{spec}} [{row['low']:{spec}}, {row['high']:{spec}}]"
+
+
+def verdict_table(rows: list[dict[str, Any]], before: str, after: str, spec: str = ".4f") -> pd.DataFrame:
+    """``compare_runs`` rows as the page's table: metric, verdict, change [95 % interval], before, after."""
+    return pd.DataFrame([{"metric": r["metric"], "verdict": r["verdict"],
+                          "change [95 % interval]": _interval_text(r, "+" + spec),
+                          before: None if r["before"] is None else round(r["before"], 4),
+                          after: None if r["after"] is None else round(r["after"], 4)} for r in rows])
+
+
 def compare(store: LabelStore) -> None:
-    """Two runs side by side: config and label-snapshot differences, metric and per-class F1 changes."""
+    """Two runs in run order (before = the earlier): config and label-snapshot differences, and each metric's
+    and class's change with its run-to-run interval and verdict (``train.compare.compare_runs``)."""
     runs = store.runs("train")  # newest first
     labels = {int(r["id"]): run_label(r) for r in runs.to_dict("records")}
     if len(labels) < 2:
         st.caption("Compare needs two training runs.")
         return
     ids = list(labels)
-    done = [int(i) for i, status in zip(runs["id"], runs["status"]) if status == "done"]  # by default: the newest finished run vs the one before
-    b_default = ids.index(done[0]) if done else 0
-    a_default = ids.index(done[1]) if len(done) > 1 else (1 if b_default == 0 else 0)
+    before_default, after_default = compare_defaults(runs)
+    # Keyed by the newest finished run: when another run finishes, the pickers open on the new defaults.
+    fresh = max([i for i, status in store.run_states() if status == "done"], default=0)
     cells = st.columns(2)
-    run_b = cells[1].selectbox("Run B (after)", ids, index=b_default, format_func=labels.get, key="compare_b")
-    run_a = cells[0].selectbox("Run A (before)", ids, index=a_default, format_func=labels.get, key="compare_a")
-    if run_a == run_b:
+    pick_a = cells[0].selectbox("Before (the earlier run)", ids, index=ids.index(before_default),
+                                format_func=labels.get, key=f"compare_a_{fresh}")
+    pick_b = cells[1].selectbox("After (the later run)", ids, index=ids.index(after_default),
+                                format_func=labels.get, key=f"compare_b_{fresh}")
+    if pick_a == pick_b:
         st.info("Pick two different runs.")
         return
-    record_a = jv.best_record(store.run(run_a), store.epochs(run_a))
-    record_b = jv.best_record(store.run(run_b), store.epochs(run_b))
-    deltas = jv.metric_deltas(record_a, record_b)
-    f1 = deltas[deltas["metric"] == "macro_f1"]
-    if len(f1) and f1["change"].notna().all():
-        row = f1.iloc[0]
-        st.metric(f"Validation macro F1, run #{run_b} vs run #{run_a}", f"{row['run_b']:.4f}",
-                  delta=f"{row['change']:+.4f}")
+    run_a, run_b = sorted((int(pick_a), int(pick_b)))
+    if (run_a, run_b) != (int(pick_a), int(pick_b)):
+        st.info(ui.plain(f"Compared in run order: run #{run_a} is before, run #{run_b} after (the earlier run "
+                         "is always \"before\", whichever box it is in)."))
+    verdicts = compare_runs(store, run_a, run_b)
+    name_a = f"#{run_a}" + (f" (×{len(verdicts['runs_before'])})" if len(verdicts["runs_before"]) > 1 else "")
+    name_b = f"#{run_b}" + (f" (×{len(verdicts['runs_after'])})" if len(verdicts["runs_after"]) > 1 else "")
+    f1 = next((m for m in verdicts["metrics"] if m["metric"] == "macro_f1"), None)
+    if f1 is not None and f1["change"] is not None:
+        significant = f1["verdict"] in (IMPROVED, WORSE)
+        # Only a change beyond run-to-run noise gets an arrow; inside the interval it is no evidence either way.
+        st.metric(f"Validation macro F1, after {name_b} vs before {name_a}", f"{f1['after']:.4f}",
+                  delta=f"{f1['change']:+.4f}" if significant else None)
+        line = f"Change {_interval_text(f1)}: **{f1['verdict']}**."
+        (st.success if f1["verdict"] == IMPROVED else st.error if f1["verdict"] == WORSE else st.info)(
+            ui.plain(line.replace("**", "")))
+    st.caption(ui.plain(verdicts["source"] + "."))
     try:
         diff = diff_runs(store, run_a, run_b)
     except StoreError as error:
@@ -108,25 +157,23 @@ def compare(store: LabelStore) -> None:
     with left:
         st.subheader("What changed")
         if diff is not None:
-            config = pd.DataFrame([{"setting": k, f"run #{run_a}": str(a), f"run #{run_b}": str(b)}
+            config = pd.DataFrame([{"setting": k, f"before #{run_a}": str(a), f"after #{run_b}": str(b)}
                                    for k, (a, b) in diff["config"].items()])
             st.caption("Settings")
             st.dataframe(config, hide_index=True) if len(config) else st.text("same settings")
-            st.caption("Labels")
+            st.caption(ui.plain(f"Labels (before #{run_a} -> after #{run_b})"))
             st.dataframe(_label_changes(diff["labels"]), hide_index=True)
     with right:
         st.subheader("Did it help")
-        names = {"run_a": f"run #{run_a}", "run_b": f"run #{run_b}"}
-        st.dataframe(deltas.rename(columns=names), hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%+.4f" if c == "change" else "%.4f")
-            for c in (*names.values(), "change")})
-    classes = jv.per_class_deltas(record_a, record_b)
-    if len(classes):
-        st.plotly_chart(train_charts.per_class_f1(classes, (f"run #{run_a}", f"run #{run_b}")), width="stretch",
+        st.dataframe(verdict_table(verdicts["metrics"], f"before {name_a}", f"after {name_b}"), hide_index=True,
+                     key="compare_metrics")
+    if verdicts["per_class"]:
+        classes = pd.DataFrame([{"class": r["metric"], "run_a": r["before"], "run_b": r["after"],
+                                 "change": r["change"]} for r in verdicts["per_class"]])
+        st.plotly_chart(train_charts.per_class_f1(classes, (f"before {name_a}", f"after {name_b}")), width="stretch",
                         key="compare_f1")
-        st.dataframe(classes.rename(columns=names), hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%+.3f" if c == "change" else "%.3f")
-            for c in (*names.values(), "change")})
+        st.dataframe(verdict_table(verdicts["per_class"], f"before {name_a}", f"after {name_b}", ".3f").rename(
+            columns={"metric": "class"}), hide_index=True, key="compare_classes")
 
 
 def _label_changes(labels: dict[str, Any]) -> pd.DataFrame:
@@ -248,8 +295,8 @@ def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:
         st.caption("Predict needs a finished run with its best checkpoint on disk.")
     elif st.button("Predict eval" if out is None or not out.exists() else "Predict again", key="detail_predict",
                    help="Runs `python -m train predict` with this run's best checkpoint as a background job."):
-        if start_job("predict", ["--run", str(run["id"]), "--out", str(out), "--threads", "2"],
-                     f"prediction with run #{run['id']}") is not None:
+        if start_job("predict", None, f"prediction with run #{run['id']}",
+                     options={"run": [int(run["id"])], "out": str(out), "threads": 2}) is not None:
             st.rerun()
 
 

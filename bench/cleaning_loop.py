@@ -1,46 +1,52 @@
-"""Does cleaning pay? Train on noisy labels, review the top of the queue, retrain, compare with the truth.
+"""Does cleaning pay? Train on noisy labels, review the top of a queue, retrain, compare with the truth,
+paired over training seeds, with intervals.
 
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --quick                 # ~160 people, small images
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --seeds 0 1 --out /tmp/cleaning.json
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --report /tmp/cleaning.json   # the table again
+    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --quick                       # tiny, 1 epoch: the code path
+    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --profile systematic --out /tmp/cl-sys.json
+    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --profile random --out /tmp/cl-rand.json
+    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --report /tmp/cl-sys.json /tmp/cl-rand.json --write
 
-Per seed (the demo's seed and the training seed; the same model, epochs and image size in every step):
+One demo per run (``core.demo.generate`` with ``--profile`` random or systematic, ``--noise`` and
+``--demo-seed``), and a separate noise-free held-out demo of ``--holdout`` other people (demo seed +
+10,000) that never reaches the store: its images are predicted with ``train.checkpoint.load_model`` and
+``train.loop.predict_probs`` against the true labels of its ``truth.csv``.
 
-1. ``core.demo.generate`` a training demo with injected noise (``--noise``, a fraction of *people*),
-   and a separate noise-free held-out demo of other people (same generator, seed + 10,000). The
-   held-out people never reach the store: they are only predicted, with ``train.checkpoint.load_model``
-   and ``train.loop.predict_probs``, against the true labels of their ``truth.csv``.
-2. ``core.ingest`` the training demo; ``fit`` on the noisy snapshot -> held-out macro F1 ("noisy").
-3. ``train.score.score`` (cross-validated out-of-fold probabilities, stored scores) on the same snapshot.
-4. A simulated reviewer ("simulated") walks a queue and answers from truth.csv, through the very
-   functions the dashboard's buttons call (``core.review.set_label`` / ``verdict``, with the shown
-   value read by ``store.label_of`` as the Review page does), until a budget of 1 %, 2 %, 5 % of the
-   training images is spent. Budgets are cumulative: the 2 % review continues the 1 % one.
-   Two queues, each in its own copy of the store:
-   * ``queue``: the dashboard's Review page (``core.review.queue`` + ``filter_queue``): flagged units
-     first (the page's default filter), then the rest, in queue order. A unit is one decision on one
-     attribute. Cost: an image unit (mask) 1 image; a person unit (gender, age group) as many images
-     as the person has, because the page shows the person's whole strip.
-   * ``cleanlab``: cleanlab's per-image order on the same out-of-fold probabilities (18-class joint
-     probabilities = product of the heads'): ``find_label_issues`` ranked by self-confidence, then the
-     other images by ``get_label_quality_scores``. Each entry costs 1 image and the reviewer decides
-     every label the image carries (its mask; its person's gender and age, which the store applies
-     to the whole person, as the Browse page does). A label already decided is not decided twice,
-     but the entry is still paid for.
-5. ``fit`` on each cleaned snapshot -> held-out macro F1; ``fit`` on the fully true labels (every
-   injected error corrected in a third copy) -> the ceiling.
+1. ``core.ingest`` the training demo; ``train.score.score`` it once (cross-validated out-of-fold
+   probabilities, training seed = the first of ``--seeds``).
+2. A simulated reviewer ("simulated") walks each arm's queue and answers from truth.csv, through the very
+   functions the dashboard's buttons call (``core.review.set_label`` / ``verdict``, the shown value read by
+   ``store.label_of`` as the Review page does), until the budget is spent. **The budget counts decisions: one
+   queue entry = one decision**, whatever it shows (a person unit shows the person's whole strip; the images
+   shown are reported beside it). Budgets are fractions of the labelled images (5 %: 0.05 x images decisions)
+   and cumulative. Arms, each in its own copy of the store:
+   * ``queue``: the Review page's queue (``core.review.queue`` + ``filter_queue``): flagged units first (the
+     page's default filter), then the rest, in queue order. A unit is one attribute of one image (mask) or of
+     one person (gender, age group).
+   * ``cleanlab``: cleanlab's per-image order on the same out-of-fold probabilities (18-class joint =
+     product of the heads'): ``find_label_issues`` by self-confidence, then ``get_label_quality_scores``.
+     An entry is an image; the reviewer fixes every label it carries (a gender or age fix applies to the
+     person, as the Browse page does).
+   * ``random``: the Review page's units in a random order (seeded by the demo seed).
+   A third copy gets every injected error corrected: the ceiling.
+3. Every labelling (noisy, ceiling, each arm at each budget) is trained with **every training seed** in
+   ``--seeds`` (``fit``'s seed: initialisation, sampling, augmentation and its 80/20 person split), the
+   same seeds in every arm, and scored on the held-out people (``last`` checkpoint: fixed epochs).
 
-Reported per budget: noisy, cleaned and ceiling F1, the fraction of the noisy->ceiling gap
-recovered ``(cleaned - noisy) / (ceiling - noisy)``, injected label errors fixed, and wall times.
-The evaluated checkpoint is each run's ``last`` (fixed epochs; ``best`` is chosen on validation
-labels that are themselves noisy). Results are written to ``--out`` (JSON) after every step;
-``--write`` puts the table under "## Does cleaning pay?" in BENCHMARKS.md.
+Statistics, over training seeds (the paired unit is a seed): each arm's mean macro F1; the 95 % interval of
+its paired difference from noisy (and of ceiling - noisy, and queue - cleanlab) by the paired t
+distribution (n - 1 degrees of freedom); the gap recovered ``mean(arm - noisy) / mean(ceiling - noisy)``
+with its 95 % Fieller interval for a ratio of paired means (unbounded when the gap itself is not
+significantly above 0). Run-to-run spread = the pooled within-labelling standard deviation of macro F1
+over seeds. Errors fixed are a property of the queue and the demo (one score run), so they have no seed
+spread. The demo seed is fixed within a run: intervals cover training noise, not the draw of the dataset.
+Results go to ``--out`` (JSON) after every fit, and a killed run resumes from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -66,18 +72,19 @@ from core.store import LabelStore, read_snapshot  # noqa: E402
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
-BUDGETS = (0.01, 0.02, 0.05)
-ORDERS = ("queue", "cleanlab")  # the two queues compared by default
-# Optional third arm: the Review-page queue with every entry costing 1 image whatever its scope, as every
-# cleanlab entry does (one look, one decision): how much the cost accounting decides the comparison.
-EXTRA_ORDERS = ("queue_per_decision",)
-ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "queue_per_decision": "Review page, 1 per entry"}
-# test_resnet (timm's 0.4 M-parameter ResNet): on this shared 2-core machine resnet10t trained at 4-8 images/s,
-# which would put one seed of the default loop (about 8 full trainings) at many hours; test_resnet trains at ~50.
-DEFAULT = {"persons": 480, "holdout": 160, "noise": 0.2, "image_size": (384, 512), "model": "test_resnet",
-           "img_size": (96, 128), "epochs": 6, "folds": 3, "batch_size": 32}
-QUICK = {"persons": 120, "holdout": 40, "noise": 0.2, "image_size": (96, 128), "model": "test_resnet",
-         "img_size": (64, 80), "epochs": 4, "folds": 3, "batch_size": 32}
+BUDGETS = (0.05,)
+ORDERS = ("queue", "cleanlab", "random")
+ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order"}
+SEEDS = (0, 1, 2, 3, 4)
+# test_resnet (timm's 0.4 M-parameter ResNet) at 48x64: 2 CPU cores shared with other jobs must train
+# 5 seeds x 5 labellings in about an hour per profile.
+DEFAULT = {"persons": 320, "holdout": 300, "noise": 0.2, "profile": "systematic", "demo_seed": 0,
+           "image_size": (48, 64), "model": "test_resnet", "img_size": (48, 64), "epochs": 6, "folds": 3,
+           "batch_size": 32}
+QUICK = {"persons": 40, "holdout": 20, "noise": 0.2, "profile": "systematic", "demo_seed": 0,
+         "image_size": (32, 40), "model": "test_resnet", "img_size": (32, 40), "epochs": 1, "folds": 2,
+         "batch_size": 16}
+QUICK_SEEDS = (0, 1)
 
 
 # ---- truth and label errors -----------------------------------------------------------------------------
@@ -141,6 +148,7 @@ class Entry:
     name: str
     cost: int
     decisions: tuple[tuple[str, str], ...]
+    shown: int = 1  # images on screen for it (a person unit shows the person's strip)
 
 
 def review_queue_entries(store: LabelStore, run_id: int, *, person_cost: bool = True) -> list[Entry]:
@@ -159,8 +167,8 @@ def review_queue_entries(store: LabelStore, run_id: int, *, person_cost: bool = 
         # (age_group -> age), whose unit is still a person.
         target = review.target_of(schema, row.attribute, row.path, row.person)
         person = schema.scope(row.stored) == "person" and target == row.person
-        cost = int(sizes.get(target, 1)) if person and person_cost else 1
-        entries.append(Entry(row.key, cost, ((str(target), str(row.stored)),)))
+        shown = int(sizes.get(target, 1)) if person else 1
+        entries.append(Entry(row.key, shown if person_cost else 1, ((str(target), str(row.stored)),), shown))
     return entries
 
 
@@ -220,6 +228,7 @@ class Reviewer:
     score_run: int | None = None
     position: int = 0
     spent: int = 0
+    shown: int = 0  # images shown for the entries taken
     log: list[dict[str, Any]] = field(default_factory=list)
     decided: set[tuple[str, str]] = field(default_factory=set)
 
@@ -251,6 +260,7 @@ class Reviewer:
                 self.log.append({"entry": self.position, "target": target, "attribute": attribute, "shown": shown,
                                  "true": true, "action": action, "ok": outcome.ok, "message": outcome.message})
             self.spent += entry.cost
+            self.shown += entry.shown
             self.position += 1
             counts["entries"] += 1
             counts["images"] += entry.cost
@@ -323,26 +333,59 @@ def evaluate(checkpoint: str | os.PathLike[str], holdout: Holdout, cache_dir: st
     return {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
 
 
+# ---- statistics over paired seeds ------------------------------------------------------------------------------
+def t_quantile(df: int, q: float = 0.975) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(q, df))
+
+
+def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): 95 % paired-t interval of the mean of per-seed differences (nan bounds for n < 2)."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(len(d) - 1) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return mean, mean - half, mean + half
+
+
+def ratio_interval(num: Sequence[float], den: Sequence[float]) -> tuple[float | None, float, float]:
+    """(ratio, low, high): mean(num) / mean(den) with Fieller's 95 % interval for paired samples; the bounds
+    are nan when unbounded (the denominator not significantly different from 0), the ratio None when
+    mean(den) <= 0."""
+    a_, b_ = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    n = len(a_)
+    a, b = float(a_.mean()), float(b_.mean())
+    ratio = a / b if b > 1e-12 else None
+    if n < 2:
+        return ratio, math.nan, math.nan
+    t2 = t_quantile(n - 1) ** 2
+    vaa, vbb = float(a_.var(ddof=1)) / n, float(b_.var(ddof=1)) / n
+    vab = float(np.cov(a_, b_, ddof=1)[0, 1]) / n
+    qa, qb, qc = b * b - t2 * vbb, -2 * (a * b - t2 * vab), a * a - t2 * vaa
+    disc = qb * qb - 4 * qa * qc
+    if qa <= 0 or disc < 0:
+        return ratio, math.nan, math.nan
+    root = math.sqrt(disc)
+    return ratio, (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
+
+
+def pooled_sd(groups: Sequence[Sequence[float]]) -> float:
+    """Pooled within-group standard deviation (groups of >= 2 values)."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g) >= 2]
+    if not groups:
+        return math.nan
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
+    return math.sqrt(ss / sum(len(g) - 1 for g in groups))
+
+
 # ---- the loop -------------------------------------------------------------------------------------------------
 def _setup(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs' numbers comparable: the configuration without the queues, budgets and extras."""
-    return {k: v for k, v in config.items() if k not in ("orders", "budgets", "repeat_noisy")}
-
-
-def merge(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One results document from several of the same setup (e.g. seeds run as separate processes):
-    seeds side by side, the union of their queues and budgets."""
-    first = documents[0]
-    for other in documents[1:]:
-        if _setup(other["config"]) != _setup(first["config"]):
-            raise ValueError("results of different setups cannot be merged")
-    config = dict(first["config"])
-    config["orders"] = list(dict.fromkeys(o for d in documents for o in d["config"].get("orders", ORDERS)))
-    config["budgets"] = sorted({b for d in documents for b in d["config"]["budgets"]})
-    seeds = {s: r for d in documents for s, r in d["seeds"].items()}
-    commands = list(dict.fromkeys(c for d in documents for c in d.get("commands", [])))
-    return {**first, "config": config, "seeds": seeds, "commands": commands,
-            "total_s": sum(d.get("total_s", 0) for d in documents)}
+    """What makes two runs' numbers comparable: the configuration without the queues, budgets and seeds."""
+    return {k: v for k, v in config.items() if k not in ("orders", "budgets", "seeds", "threads")}
 
 
 class Results:
@@ -350,19 +393,16 @@ class Results:
 
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = path
-        self.data: dict[str, Any] = {"config": config, "seeds": {}}
-        if path.exists():  # resume: keep finished steps of the same setup (queues and budgets may be added)
+        self.data: dict[str, Any] = {"config": config, "record": {"times": {}, "fits": {}, "snapshots": {}}}
+        if path.exists():  # resume: keep finished steps of the same setup (queues, budgets, seeds may be added)
             old = json.loads(path.read_text())
             if _setup(old.get("config", {})) == _setup(config):
                 self.data = old
-                self.data["config"].update(orders=config.get("orders", list(ORDERS)), budgets=config["budgets"],
-                                           repeat_noisy=config.get("repeat_noisy", False))
+                self.data["config"].update({k: config[k] for k in ("orders", "budgets", "seeds") if k in config})
 
-    def seed(self, seed: int) -> dict[str, Any]:
-        record = self.data["seeds"].setdefault(str(seed), {"times": {}, "arms": {}})
-        for order in self.data["config"].get("orders", ORDERS):
-            record["arms"].setdefault(order, {})
-        return record
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.data["record"]
 
     def save(self) -> None:
         with replacing(self.path, fsync=False) as tmp:
@@ -386,30 +426,40 @@ def copy_store(source: Path, target: Path) -> Path:
     return target
 
 
-def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], None]) -> None:
-    """The whole loop for one seed; finished steps (in ``results``) are not repeated."""
+def arm_entries(order: str, store: LabelStore, record: dict[str, Any], snapshot: Any, seed: int) -> list[Entry]:
+    """An arm's queue: every entry costs one decision (``shown`` = the images on screen for it)."""
+    if order == "cleanlab":
+        return cleanlab_entries(store, record["score_dir"], snapshot)
+    entries = review_queue_entries(store, record["score_run"], person_cost=False)
+    if order == "random":
+        entries = [entries[i] for i in np.random.default_rng([seed, 77]).permutation(len(entries))]
+    return entries
+
+
+def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], None]) -> None:
+    """The whole loop for one demo; finished steps (in ``results``) are not repeated."""
     from core.demo import generate
     from core.ingest import ingest
     from train.loop import fit
     from train.score import score
 
-    record = results.seed(seed)
-    base = work / f"seed{seed}"
-    base.mkdir(parents=True, exist_ok=True)
-    cache_dir, runs = work / "cache", base / "runs"
-    train_opts = {"model": cfg["model"], "img_size": tuple(cfg["img_size"]), "epochs": cfg["epochs"], "seed": seed,
+    record = results.record
+    seeds = [int(s) for s in cfg["seeds"]]
+    cache_dir, runs = work / "cache", work / "runs"
+    train_opts = {"model": cfg["model"], "img_size": tuple(cfg["img_size"]), "epochs": cfg["epochs"],
                   "threads": cfg["threads"], "batch_size": cfg["batch_size"], "cache_dir": str(cache_dir),
                   "out": str(runs)}
-    data, held = base / "data", base / "holdout"
-    main_db = base / "noisy.db"
+    data, held, main_db = work / "data", work / "holdout", work / "noisy.db"
+    demo_seed = int(cfg["demo_seed"])
 
     if "generate" not in record["times"]:
         def make() -> None:
-            generate(data, persons=cfg["persons"], noise=cfg["noise"], seed=seed, eval_images=0,
+            info = generate(data, persons=cfg["persons"], noise=cfg["noise"], seed=demo_seed, eval_images=0,
+                            image_size=tuple(cfg["image_size"]), profile=cfg["profile"])
+            record["corrupted_people"] = info.corrupted
+            generate(held, persons=cfg["holdout"], noise=0.0, seed=demo_seed + 10_000, eval_images=0,
                      image_size=tuple(cfg["image_size"]))
-            generate(held, persons=cfg["holdout"], noise=0.0, seed=seed + 10_000, eval_images=0,
-                     image_size=tuple(cfg["image_size"]))
-            for path in base.glob("*.db*"):
+            for path in work.glob("*.db*"):
                 path.unlink() if path.is_file() else shutil.rmtree(path)
             with LabelStore(main_db) as store:
                 ingest(data, store)
@@ -424,112 +474,85 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path, results: Results, log: 
     holdout = Holdout.from_demo(held, schema)
     record["errors_injected"] = before
     record["n_holdout_images"] = len(holdout.paths)
-    fits: dict[str, dict[str, Any]] = record.setdefault("fits", {})  # by snapshot hash: same labels, same model
-
-    def train_eval(db: Path, snapshot: Any, step: str, training_seed: int = seed) -> dict[str, Any]:
-        key = snapshot.hash if training_seed == seed else f"{snapshot.hash}:seed{training_seed}"
-        if key in fits:
-            log(f"seed {seed} {step}: same labels and seed as an earlier fit, its result reused")
-            return {**fits[key], "reused": True}
-        started = time.monotonic()
-        result = fit(db=str(db), snapshot=str(snapshot.path), echo=False, **{**train_opts, "seed": training_seed})
-        if result["status"] != "done":  # fit turns SIGTERM/SIGINT into a "cancelled" run: stop here too
-            raise RuntimeError(f"seed {seed} {step}: training run {result['run_id']} ended {result['status']}")
-        train_s = time.monotonic() - started
-        metrics = evaluate(Path(result["run_dir"]) / "last.safetensors", holdout, cache_dir, cfg["threads"])
-        metrics.update(train_s=round(train_s, 1), eval_s=round(time.monotonic() - started - train_s, 1),
-                       run_dir=result["run_dir"])
-        fits[key] = metrics
-        results.save()
-        log(f"seed {seed} {step}: macro F1 {metrics['macro_f1']:.4f} (train {train_s:.0f} s)")
-        return metrics
-
-    if "noisy" not in record:
-        record["noisy"] = timed(record, "noisy_fit", lambda: train_eval(main_db, noisy_snapshot, "noisy"))
-        results.save()
+    record["n_holdout_people"] = int(cfg["holdout"])
 
     if "score_run" not in record:
-        result = timed(record, "score", lambda: score(db=str(main_db), folds=cfg["folds"], echo=False,
+        result = timed(record, "score", lambda: score(db=str(main_db), folds=cfg["folds"], echo=False, seed=seeds[0],
                                                       snapshot=str(noisy_snapshot.path), **train_opts))
         if result["status"] != "done":
             raise RuntimeError(f"score run ended {result['status']}")
         record["score_run"], record["score_dir"] = result["run_id"], result["run_dir"]
         results.save()
-        log(f"seed {seed} score: run {result['run_id']} in {record['times']['score']:.0f} s")
+        log(f"score: run {result['run_id']} in {record['times']['score']:.0f} s")
 
-    orders = cfg.get("orders", list(ORDERS))
-    snapshots: dict[str, dict[str, Any]] = record.setdefault("snapshots", {})
-    for order in orders:
-        snapshots.setdefault(order, {})
-    truth_db = base / "truth.db"
-    if "ceiling_snapshot" not in record:
+    snapshots: dict[str, Any] = record["snapshots"]
+    snapshots["noisy"] = {"hash": noisy_snapshot.hash, "path": str(noisy_snapshot.path), "db": str(main_db)}
+    truth_db = work / "truth.db"
+    if "ceiling" not in snapshots:
         def build_ceiling() -> None:
             copy_store(main_db, truth_db)
             with LabelStore(truth_db) as store:
                 record["ceiling_corrections"] = correct_everything(store, truth)
                 record["ceiling_errors_left"] = label_errors(store, truth)
                 snap = store.snapshot()
-                record["ceiling_snapshot"] = {"hash": snap.hash, "path": str(snap.path)}
+                snapshots["ceiling"] = {"hash": snap.hash, "path": str(snap.path), "db": str(truth_db)}
         timed(record, "ceiling_labels", build_ceiling)
         results.save()
+    orders = list(cfg["orders"])
     for order in orders:
-        if len(snapshots[order]) == len(cfg["budgets"]):
+        if all(f"{order}@{b}" in snapshots for b in cfg["budgets"]):
             continue
         def simulate(order: str = order) -> None:
-            db = copy_store(main_db, base / f"review-{order}.db")
+            db = copy_store(main_db, work / f"review-{order}.db")
             with LabelStore(db) as store:
-                if order == "cleanlab":
-                    entries = cleanlab_entries(store, record["score_dir"], noisy_snapshot.path)
-                else:
-                    entries = review_queue_entries(store, record["score_run"], person_cost=order == "queue")
+                entries = arm_entries(order, store, record, noisy_snapshot.path, demo_seed)
                 reviewer = Reviewer(store, entries, truth, score_run=record["score_run"])
                 for budget in sorted(cfg["budgets"]):
-                    images = int(budget * record["n_images"])
-                    started = time.monotonic()
-                    reviewer.review_until(images)
+                    decisions = int(budget * record["n_images"])
+                    reviewer.review_until(decisions)
                     snap = store.snapshot()
                     left = label_errors(store, truth)
                     actions = pd.DataFrame(reviewer.log)
-                    snapshots[order][str(budget)] = {
-                        "hash": snap.hash, "path": str(snap.path), "budget_images": images,
-                        "spent_images": reviewer.spent, "entries": reviewer.position,
+                    snapshots[f"{order}@{budget}"] = {
+                        "hash": snap.hash, "path": str(snap.path), "db": str(db), "budget_decisions": decisions,
+                        "entries": reviewer.position, "images_shown": reviewer.shown,
                         "corrections": int((actions["action"] == "corrected").sum()) if len(actions) else 0,
                         "confirmed": int((actions["action"] == "confirmed").sum()) if len(actions) else 0,
                         "failed": int((~actions["ok"]).sum()) if len(actions) else 0,
-                        "errors_left": left, "errors_fixed": before["errors"] - left["errors"],
-                        "review_s": round(time.monotonic() - started, 2)}
-                    log(f"seed {seed} {order} {budget:.0%}: {reviewer.spent} images, "
-                        f"{snapshots[order][str(budget)]['corrections']} corrections, "
+                        "errors_left": left, "errors_fixed": before["errors"] - left["errors"]}
+                    log(f"{order} {budget:.0%}: {reviewer.position} entries ({reviewer.shown} images shown), "
+                        f"{snapshots[f'{order}@{budget}']['corrections']} corrections, "
                         f"{before['errors'] - left['errors']}/{before['errors']} errors fixed")
         timed(record, f"review_{order}", simulate)
         results.save()
 
-    class Snap:  # what train_eval needs of a snapshot
-        def __init__(self, info: dict[str, Any]):
-            self.hash, self.path = info["hash"], info["path"]
-
-    if "ceiling" not in record:
-        record["ceiling"] = timed(record, "ceiling_fit",
-                                  lambda: train_eval(truth_db, Snap(record["ceiling_snapshot"]), "ceiling"))
-        results.save()
-    for budget in sorted(cfg["budgets"], reverse=True):  # the target budget (largest) first
-        for order in orders:
-            info = snapshots[order][str(budget)]
-            db = base / f"review-{order}.db"
-            arm = record["arms"][order].setdefault(str(budget), {})
-            if "macro_f1" in arm:
+    fits: dict[str, dict[str, Any]] = record["fits"]
+    names = ["noisy", "ceiling", *(f"{o}@{b}" for b in sorted(cfg["budgets"], reverse=True) for o in orders)]
+    by_hash: dict[str, dict[str, Any]] = {}  # same labels, same seed: one training
+    for name in names:
+        for seed, metrics in fits.get(name, {}).items():
+            by_hash[f"{snapshots[name]['hash']}:{seed}"] = metrics
+    for seed in seeds:  # seeds outermost: a run stopped early still has every arm of its first seeds
+        for name in names:
+            cell = fits.setdefault(name, {})
+            if str(seed) in cell:
+                continue
+            snap = snapshots[name]
+            key = f"{snap['hash']}:{seed}"
+            if key in by_hash:
+                cell[str(seed)] = {**by_hash[key], "reused": True}
                 continue
             started = time.monotonic()
-            metrics = train_eval(db, Snap(info), f"{order} {budget:.0%}")
-            arm.update({k: v for k, v in info.items() if k not in ("hash", "path")}, **metrics,
-                       retrain_s=round(time.monotonic() - started, 1),
-                       gap_recovered=gap_recovered(record["noisy"]["macro_f1"], metrics["macro_f1"],
-                                                   record["ceiling"]["macro_f1"]))
+            result = fit(db=snap["db"], snapshot=snap["path"], echo=False, seed=seed, **train_opts)
+            if result["status"] != "done":  # fit turns SIGTERM/SIGINT into a "cancelled" run: stop here too
+                raise RuntimeError(f"{name} seed {seed}: training run {result['run_id']} ended {result['status']}")
+            train_s = time.monotonic() - started
+            metrics = evaluate(Path(result["run_dir"]) / "last.safetensors", holdout, cache_dir, cfg["threads"])
+            metrics.update(train_s=round(train_s, 1), eval_s=round(time.monotonic() - started - train_s, 1))
+            shutil.rmtree(result["run_dir"], ignore_errors=True)  # checkpoints are not needed again
+            cell[str(seed)] = by_hash[key] = metrics
             results.save()
-    if cfg.get("repeat_noisy") and "noisy_repeat" not in record:  # run-to-run spread at fixed labels
-        record["noisy_repeat"] = timed(record, "noisy_repeat_fit", lambda: train_eval(
-            main_db, noisy_snapshot, "noisy, training seed + 1000", training_seed=seed + 1000))
-        results.save()
+            log(f"{name} seed {seed}: macro F1 {metrics['macro_f1']:.4f} (train {train_s:.0f} s)")
 
 
 # ---- the report -----------------------------------------------------------------------------------------------
@@ -537,146 +560,143 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
 
 
-def _spread(values: list[float], spec: str = ".3f") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    mean = float(np.mean(values))
-    if len(values) == 1:
-        return format(mean, spec)
-    return f"{format(mean, spec)} ({', '.join(format(v, spec) for v in values)})"
+def _interval(mean: float, low: float, high: float, spec: str = "+.3f") -> str:
+    if math.isnan(low):
+        return f"{_fmt(mean, spec)} [n/a]"
+    return f"{_fmt(mean, spec)} [{_fmt(low, spec)}, {_fmt(high, spec)}]"
 
 
-def _arm_rows(done: dict[str, Any], order: str, budget: float) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(seed record, arm record) of every finished seed that trained this arm."""
-    rows = [(r, r["arms"].get(order, {}).get(str(budget))) for r in done.values()]
-    return [(r, a) for r, a in rows if a and "macro_f1" in a]
+def _ratio(ratio: float | None, low: float, high: float) -> str:
+    if ratio is None:
+        return "n/a (no gap)"
+    return f"{ratio:.0%} [" + ("unbounded" if math.isnan(low) else f"{low:.0%}, {high:.0%}") + "]"
 
 
-def _steps_s(done: dict[str, Any]) -> float:
-    """Wall seconds of every step of these seeds: generation, fits, scoring, reviews and retrains."""
-    return sum(sum(r["times"].values()) + sum(a.get("retrain_s", 0) for arm in r["arms"].values()
-                                              for a in arm.values()) for r in done.values())
+def paired(fits: dict[str, dict[str, Any]], a: str, b: str,
+           metric: str = "macro_f1") -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Seeds trained in both labellings, and their ``metric`` in each."""
+    seeds = [s for s in fits.get(a, {}) if s in fits.get(b, {})]
+    return seeds, np.array([fits[a][s][metric] for s in seeds]), np.array([fits[b][s][metric] for s in seeds])
+
+
+def analyse(data: dict[str, Any], metric: str = "macro_f1") -> dict[str, Any]:
+    """The numbers the report and its target lines are made of, for one held-out ``metric``."""
+    cfg, record = data["config"], data["record"]
+    fits, snaps = record.get("fits", {}), record.get("snapshots", {})
+    out: dict[str, Any] = {"arms": {}, "metric": metric}
+    seeds, noisy, ceiling = paired(fits, "noisy", "ceiling", metric)
+    out["seeds"] = seeds
+    out["gap"] = paired_interval(ceiling - noisy) if seeds else (math.nan,) * 3
+    out["spread"] = pooled_sd([[m[metric] for m in cell.values()] for cell in fits.values()])
+    for budget in sorted(cfg["budgets"]):
+        for order in cfg["orders"]:
+            name = f"{order}@{budget}"
+            common = [s for s in fits.get(name, {}) if s in seeds]
+            if not common:
+                continue
+            f_arm = np.array([fits[name][s][metric] for s in common])
+            f_noisy = np.array([fits["noisy"][s][metric] for s in common])
+            f_ceiling = np.array([fits["ceiling"][s][metric] for s in common])
+            out["arms"][name] = {"order": order, "budget": budget, "seeds": common, "values": f_arm,
+                                 "diff": paired_interval(f_arm - f_noisy),
+                                 "recovered": ratio_interval(f_arm - f_noisy, f_ceiling - f_noisy),
+                                 "snapshot": snaps.get(name, {})}
+    return out
+
+
+METRIC_NAMES = {"macro_f1": "macro F1 (18 classes)", "acc_class": "18-class accuracy"}
+
+
+def _table(a: dict[str, Any], fits: dict[str, Any], inj: dict[str, int]) -> list[str]:
+    metric = a["metric"]
+    lines = [f"| arm | budget (decisions) | entries / images shown | errors fixed | {METRIC_NAMES[metric]}, mean "
+             "(per seed) | paired diff from noisy [95 % CI] | gap recovered [95 % CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ("noisy", "ceiling"):
+        values = [fits[name][s][metric] for s in a["seeds"]]
+        diff = "—" if name == "noisy" else _interval(*a["gap"])
+        fixed = "0" if name == "noisy" else f"{inj['errors']}/{inj['errors']} (all)"
+        lines.append(f"| {name} | — | — | {fixed} | {np.mean(values):.3f} ({', '.join(f'{v:.3f}' for v in values)}) "
+                     f"| {diff} | {'0 %' if name == 'noisy' else '100 %'} |")
+    for arm in a["arms"].values():
+        snap, values = arm["snapshot"], arm["values"]
+        lines.append(f"| {ORDER_NAMES.get(arm['order'], arm['order'])} | {arm['budget']:.0%} "
+                     f"({snap.get('budget_decisions', '?')}) | {snap.get('entries', '?')} / "
+                     f"{snap.get('images_shown', '?')} | {snap.get('errors_fixed', '?')}/{inj['errors']} "
+                     f"| {values.mean():.3f} ({', '.join(f'{v:.3f}' for v in values)}) | {_interval(*arm['diff'])} "
+                     f"| {_ratio(*arm['recovered'])} |")
+    gap, spread = a["gap"][0], a["spread"]
+    ratio = gap / spread if spread and not math.isnan(spread) and spread > 0 else math.nan
+    lines += ["", f"Run-to-run spread of {METRIC_NAMES[metric]} (pooled within-labelling SD over training seeds): "
+              f"{spread:.4f}; noisy->ceiling gap {gap:+.4f} = {_fmt(ratio, '.1f')}x the spread "
+              f"({'at least' if ratio >= 3 else 'less than'} the 3x required)."]
+    return lines
+
+
+def _targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], label: str) -> list[str]:
+    metric, lines = a["metric"], []
+    top = max(cfg["budgets"])
+    ours, theirs = a["arms"].get(f"queue@{top}"), a["arms"].get(f"cleanlab@{top}")
+    if ours:
+        rec, low, _ = ours["recovered"]
+        met = rec is not None and rec >= 0.8 and not math.isnan(low) and low > 0.5
+        lines.append(f"{label} 1 ({cfg['profile']}, {METRIC_NAMES[metric]}), recover >= 80 % of the noisy->ceiling "
+                     f"gap at {top:.0%} with the interval's lower end above 50 %: {'met' if met else 'missed'} "
+                     f"({_ratio(*ours['recovered'])}).")
+    if ours and theirs:
+        _, q, c = paired(fits, f"queue@{top}", f"cleanlab@{top}", metric)
+        mean, low, high = paired_interval(q - c)
+        fq, fc = ours["snapshot"].get("errors_fixed", 0), theirs["snapshot"].get("errors_fixed", 0)
+        met = fq > fc and not math.isnan(low) and low > 0
+        lines.append(f"{label} 2 ({cfg['profile']}, {METRIC_NAMES[metric]}), beat cleanlab's order at {top:.0%} on "
+                     f"errors fixed and on the metric (interval of the paired difference above 0): "
+                     f"{'met' if met else 'missed'} (errors fixed {fq} vs {fc}; queue - cleanlab "
+                     f"{_interval(mean, low, high)}).")
+    return lines
 
 
 def report(data: dict[str, Any]) -> str:
-    """Markdown: setup, the per-budget table (means over seeds, per-seed values in brackets), the
-    verdict on the targets computed from the numbers, and wall times."""
-    cfg, seeds = data["config"], data["seeds"]
-    done = {s: r for s, r in seeds.items() if "noisy" in r and "ceiling" in r}
-    if not done:
-        return "(no finished seed yet)"
-    injected = "; ".join(f"seed {s}: {r['errors_injected']['errors']} ({r['errors_injected']['gender']} people's "
-                         f"gender, {r['errors_injected']['age_group']} people's age group, "
-                         f"{r['errors_injected']['mask']} mask images; {r['errors_injected']['images']} images with "
-                         "a wrong 18-class label)" for s, r in done.items())
-    first = next(iter(done.values()))
-    per_person = first["n_images"] / cfg["persons"]
+    """Markdown for one run (one demo): setup, per-arm tables (macro F1, then 18-class accuracy) with paired
+    intervals, the spread check, the target lines computed from the numbers, and wall times."""
+    cfg, record = data["config"], data["record"]
+    fits = record.get("fits", {})
+    a = analyse(data)
+    if not a["seeds"]:
+        return f"### Profile `{cfg['profile']}`\n\n(no seed with both noisy and ceiling trainings yet)"
+    inj = record["errors_injected"]
     lines = [
+        f"### Profile `{cfg['profile']}`",
+        "",
         " and ".join(f"`{c}`" for c in data.get("commands") or ["bench/cleaning_loop.py"]) +
-        f" ({data.get('machine', 'this machine')}; steps took {_steps_s(done) / 60:.0f} min of wall time in all).",
+        f" ({data.get('machine', 'this machine')}; {data.get('total_s', 0) / 60:.0f} min of wall time).",
         "",
-        f"Demo: {cfg['persons']} people ({first['n_images']:,} training images), noise {cfg['noise']:.0%} of people "
-        f"(gender flips, incorrect/normal swaps, wrong age group). Held out: {cfg['holdout']} other people "
-        f"({first['n_holdout_images']:,} images, a separate demo of the same generator) scored against their true "
-        f"labels. Every training: `{cfg['model']}` from scratch, {cfg['img_size'][0]}x{cfg['img_size'][1]} px, "
-        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, training seed = demo seed, `fit`'s 80/20 person split, the "
-        f"`last` checkpoint; scoring `train.score` with {cfg['folds']} folds of the same. Seeds (demo and "
-        f"training): {', '.join(done)}; a cell is the mean over seeds with the per-seed values in brackets. "
-        f"Injected label errors (one per wrong image mask, per wrong person gender or age group): {injected}.",
+        f"Demo `--noise-profile {cfg['profile']}`, noise {cfg['noise']}, demo seed {cfg['demo_seed']}: "
+        f"{cfg['persons']} people ({record['n_images']:,} training images); people changed per pattern: "
+        + ", ".join(f"{k} {v}" for k, v in record.get("corrupted_people", {}).items())
+        + f". Injected label errors as decisions: {inj['errors']} ({inj['mask']} mask images, {inj['gender']} "
+        f"people's gender, {inj['age_group']} people's age group; {inj['images']} images with a wrong 18-class "
+        f"label). Held out: {record['n_holdout_people']} other people ({record['n_holdout_images']:,} images, "
+        f"noise-free). Every training: `{cfg['model']}` from scratch, {cfg['img_size'][0]}x{cfg['img_size'][1]} px, "
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, `last` checkpoint; training seeds "
+        f"{', '.join(a['seeds'])} in every arm (paired). Scoring: `train.score`, {cfg['folds']} folds, seed "
+        f"{cfg['seeds'][0]}.",
         "",
-        "Budget accounting: images looked at. The Review page's queue costs 1 per image unit (mask) and "
-        f"the person's images ({per_person:.0f} in this demo) per person unit (gender, age group: the page shows the "
-        "whole strip); flagged units first, as the page's default filter, then the rest. cleanlab's per-image order ("
-        "`find_label_issues` by self-confidence, then `get_label_quality_scores`, on the 18-class product of the "
-        "same out-of-fold probabilities) costs 1 per image, and the reviewer fixes every wrong label the image "
-        "carries (a gender or age fix applies to the whole person). Budgets are cumulative (2 % continues 1 %). "
-        "Corrections go through `core.review.set_label` / `verdict` as annotator \"simulated\"."
-        + (" \"Review page, 1 per entry\" is the same queue with every entry costing 1 image, person units too, as "
-           "every cleanlab entry costs 1 (one look, one decision per entry): how much the accounting decides."
-           if "queue_per_decision" in cfg.get("orders", ()) else ""),
-        "",
-        "| budget | queue | seeds | images reviewed | errors fixed | noisy F1 | cleaned F1 | ceiling F1 | gap recovered "
-        "| 18-class acc noisy / cleaned / ceiling (gap recovered) | cleaned acc mask / gender / age | retrain s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *_table(a, fits, inj),
     ]
-    pooled: dict[tuple[str, float], float | None] = {}
-    for budget in sorted(cfg["budgets"]):
-        for order in cfg.get("orders", ORDERS):
-            arms = _arm_rows(done, order, budget)
-            if not arms:
-                continue
-            fixed = "; ".join(f"{a['errors_fixed']}/{r['errors_injected']['errors']}" for r, a in arms)
-            gaps = [a["gap_recovered"] for _, a in arms]
-            noisy = float(np.mean([r["noisy"]["macro_f1"] for r, _ in arms]))
-            ceiling = float(np.mean([r["ceiling"]["macro_f1"] for r, _ in arms]))
-            cleaned = float(np.mean([a["macro_f1"] for _, a in arms]))
-            pooled[(order, budget)] = gap_recovered(noisy, cleaned, ceiling)
-            gap_text = _fmt(pooled[(order, budget)], ".0%") + \
-                (f" ({', '.join(_fmt(g, '.0%') for g in gaps)})" if len(arms) > 1 else "")
-            accs = " / ".join(_fmt(float(np.mean([a[f"acc_{h}"] for _, a in arms])))
-                              for h in ("mask", "gender", "age_group"))
-            acc = [float(np.mean(v)) for v in ([r["noisy"]["acc_class"] for r, _ in arms], [a["acc_class"] for _, a in arms],
-                                               [r["ceiling"]["acc_class"] for r, _ in arms])]
-            acc_text = " / ".join(f"{v:.3f}" for v in acc) + f" ({_fmt(gap_recovered(*acc), '.0%')})"
-            retrain = "; ".join("same labels: reused" if a.get("reused") else f"{a['retrain_s']:.0f}" for _, a in arms)
-            seed_names = ", ".join(s for s, r in done.items() if any(r is x for x, _ in arms))
-            lines.append(f"| {budget:.0%} | {ORDER_NAMES.get(order, order)} | {seed_names} | {_spread([a['spent_images'] for _, a in arms], '.0f')} | {fixed} "
-                         f"| {_spread([r['noisy']['macro_f1'] for r, _ in arms])} "
-                         f"| {_spread([a['macro_f1'] for _, a in arms])} "
-                         f"| {_spread([r['ceiling']['macro_f1'] for r, _ in arms])} | {gap_text} | {acc_text} | {accs} "
-                         f"| {retrain} |")
-    lines.append("")
-    lines.append("Held-out accuracy per head, mask / gender / age group: " + "; ".join(
-        f"seed {s}: noisy {r['noisy']['acc_mask']:.3f} / {r['noisy']['acc_gender']:.3f} / "
-        f"{r['noisy']['acc_age_group']:.3f}, ceiling {r['ceiling']['acc_mask']:.3f} / "
-        f"{r['ceiling']['acc_gender']:.3f} / {r['ceiling']['acc_age_group']:.3f}" for s, r in done.items()) + ".")
-    repeats = [(s, r) for s, r in done.items() if "noisy_repeat" in r]
-    if repeats:
-        lines.append("")
-        lines.append("Run-to-run spread at fixed labels (the noisy labels trained again with training seed + 1000, "
-                     "nothing else changed), macro F1 / 18-class accuracy: " + "; ".join(
-                         f"seed {s}: {r['noisy']['macro_f1']:.3f} vs {r['noisy_repeat']['macro_f1']:.3f} / "
-                         f"{r['noisy']['acc_class']:.3f} vs {r['noisy_repeat']['acc_class']:.3f}" for s, r in repeats)
-                     + "; noisy->ceiling gaps for comparison: " + "; ".join(
-                         f"seed {s}: {r['ceiling']['macro_f1'] - r['noisy']['macro_f1']:+.3f} / "
-                         f"{r['ceiling']['acc_class'] - r['noisy']['acc_class']:+.3f}" for s, r in done.items()) + ".")
-    top = max(cfg["budgets"])
-    if ("queue", top) in pooled:
-        reached = pooled[("queue", top)]
-        verdict = "not measurable (the ceiling is not above the noisy model)" if reached is None else \
-            ("met" if reached >= 0.8 else "missed") + f" ({reached:.0%} of the gap, mean over seeds)"
-        lines.append("")
-        lines.append(f"Target 1, recover >= 80 % of the noisy->ceiling gap with a {top:.0%} budget: {verdict}.")
-        wins = []
-        for budget in sorted(cfg["budgets"]):
-            ours, theirs = _arm_rows(done, "queue", budget), _arm_rows(done, "cleanlab", budget)
-            if ours and theirs:
-                # compared as printed: a difference below 0.0005 is a tie, not "ahead"
-                a = round(float(np.mean([x["macro_f1"] for _, x in ours])), 3)
-                b = round(float(np.mean([x["macro_f1"] for _, x in theirs])), 3)
-                fa = sum(x["errors_fixed"] for _, x in ours)
-                fb = sum(x["errors_fixed"] for _, x in theirs)
-                wins.append(f"{budget:.0%}: F1 {a:.3f} vs {b:.3f} ({'ahead' if a > b else 'behind' if a < b else 'tie'}),"
-                            f" errors fixed {fa} vs {fb}")
-        lines.append("Target 2, beat the cleanlab-ordered queue at equal budget (queue vs cleanlab, summed over "
-                     "seeds for errors): " + "; ".join(wins) + ".")
-        if repeats:  # how far apart two trainings on the same labels land: F1 differences below it are noise
-            spread = max(abs(r["noisy"]["macro_f1"] - r["noisy_repeat"]["macro_f1"]) for _, r in repeats)
-            gap = float(np.mean([r["ceiling"]["macro_f1"] - r["noisy"]["macro_f1"] for r in done.values()]))
-            lines.append(f"Training noise: two trainings on the same noisy labels differ by up to {spread:.3f} macro "
-                         f"F1; the noisy->ceiling gap is {gap:+.3f} (mean). F1 differences smaller than "
-                         f"{spread:.3f} between arms are not distinguishable from training noise with "
-                         f"{len(done)} seed(s)" + ("; the gap itself is within it, so the fraction recovered is "
-                                                   "dominated by that noise." if gap <= spread else "."))
-    lines.append("")
-    names = ["generate", "noisy_fit", "score", *(f"review_{o}" for o in cfg.get("orders", ORDERS)), "ceiling_labels",
-             "ceiling_fit", "noisy_repeat_fit"]
-    lines.append("Wall time per step, seconds (generate = both demos + ingest; a fit = training + held-out "
-                 "prediction; review = all three budgets; cleaned retrains in the table): " + "; ".join(
-                     f"seed {s}: " + ", ".join(f"{n} {r['times'][n]:.0f}" for n in names if n in r["times"])
-                     for s, r in done.items()) + ".")
+    lines += _targets(a, cfg, fits, "Target")
+    acc = analyse(data, "acc_class")
+    lines += ["", *_table(acc, fits, inj), *_targets(acc, cfg, fits, "Same test")]
+    times = record.get("times", {})
+    train_s = [m.get("train_s", 0) + m.get("eval_s", 0) for cell in fits.values() for m in cell.values()
+               if not m.get("reused")]
+    lines += ["", "Wall time, seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+              + f"; {len(train_s)} trainings {sum(train_s):.0f} (median {np.median(train_s) if train_s else 0:.0f} "
+              "each, training + held-out prediction)."]
     return "\n".join(lines)
+
+
+def report_all(documents: Sequence[dict[str, Any]]) -> str:
+    return "\n\n".join(report(d) for d in documents)
 
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:
@@ -686,48 +706,47 @@ def write_section(text: str, path: Path = BENCHMARKS) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small run: " + json.dumps(QUICK))
+    parser.add_argument("--quick", action="store_true", help="tiny run: " + json.dumps(QUICK))
+    parser.add_argument("--profile", choices=["random", "systematic"], help="the demo's noise profile")
     parser.add_argument("--persons", type=int)
     parser.add_argument("--holdout", type=int, help="held-out people (a separate demo)")
-    parser.add_argument("--noise", type=float, help="fraction of people with a wrong label")
+    parser.add_argument("--noise", type=float, help="the demo's noise (see core.demo)")
+    parser.add_argument("--demo-seed", type=int)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), help="generated image size")
     parser.add_argument("--model")
     parser.add_argument("--img-size", type=int, nargs=2, metavar=("W", "H"), help="training input size")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--folds", type=int)
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=[*ORDERS, *EXTRA_ORDERS],
-                        help="queues to compare (queue_per_decision: the Review page's queue, every entry 1 image)")
-    parser.add_argument("--repeat-noisy", action="store_true",
-                        help="after the queues, train the noisy labels again with training seed + 1000: the "
-                             "run-to-run spread at fixed labels")
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS),
+                        help="fractions of the labelled images, spent as decisions")
+    parser.add_argument("--seeds", type=int, nargs="+", help=f"training seeds (default {list(SEEDS)})")
+    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=list(ORDERS))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared, loaded machine a second thread made training 4x slower)")
-    parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop[-quick])")
+    parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop-<profile>[-quick])")
     parser.add_argument("--out", type=Path, help="results JSON (default <work>/results.json); resumed if present")
-    parser.add_argument("--report", type=Path, nargs="+",
-                        help="print the table of existing results JSON file(s) (seeds merged) and exit")
-    parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    parser.add_argument("--report", type=Path, nargs="+", help="print the report of existing results JSON files")
+    parser.add_argument("--write", action="store_true", help="write the report into BENCHMARKS.md")
     args = parser.parse_args(argv)
 
     if args.report:
-        text = report(merge([json.loads(path.read_text()) for path in args.report]))
+        text = report_all([json.loads(path.read_text()) for path in args.report])
         print(text)
         if args.write:
             write_section(text)
         return 0
     cfg = dict(QUICK if args.quick else DEFAULT)
-    for key in ("persons", "holdout", "noise", "image_size", "model", "img_size", "epochs", "folds", "batch_size"):
+    for key in ("profile", "persons", "holdout", "noise", "demo_seed", "image_size", "model", "img_size", "epochs",
+                "folds", "batch_size"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=list(args.seeds), orders=list(args.orders),
-               repeat_noisy=args.repeat_noisy)
+    seeds = args.seeds or list(QUICK_SEEDS if args.quick else SEEDS)
+    cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=seeds, orders=list(args.orders))
     cfg["image_size"], cfg["img_size"] = list(cfg["image_size"]), list(cfg["img_size"])
-    work = args.work or Path("/tmp/cleaning-loop" + ("-quick" if args.quick else ""))
+    work = args.work or Path(f"/tmp/cleaning-loop-{cfg['profile']}" + ("-quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)
-    results = Results(args.out or work / "results.json", {k: v for k, v in cfg.items() if k != "seeds"})
+    results = Results(args.out or work / "results.json", cfg)
     results.data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start"
     command = "PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results.data["commands"] = list(dict.fromkeys([*results.data.get("commands", []), command.strip()]))
@@ -735,12 +754,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:7.0f} s] {message}", flush=True)
-
-    for seed in args.seeds:
-        run_seed(seed, cfg, work, results, log)
         results.data["total_s"] = round(earlier + time.monotonic() - started, 1)
-        results.save()
-        print(report(results.data), flush=True)
+
+    run(cfg, work, results, log)
+    results.data["total_s"] = round(earlier + time.monotonic() - started, 1)
+    results.save()
+    print(report(results.data), flush=True)
     if args.write:
         write_section(report(results.data))
     return 0

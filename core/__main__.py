@@ -24,7 +24,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from core.demo import generate
 
     info = generate(Path(args.out), persons=args.persons, noise=args.noise, seed=args.seed,
-                    eval_images=args.eval_images)
+                    eval_images=args.eval_images, profile=args.noise_profile)
     print(info.summary() if hasattr(info, "summary") else info)
     return 0
 
@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.05, help="label-noise rate to inject (default: 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--eval-images", type=int, default=None, help="eval images (default: persons / 2)")
+    p.add_argument("--noise-profile", choices=["random", "systematic"], default="random",
+                   help="random: independent errors (default); systematic: errors that repeat a pattern (a swapped "
+                        "upload batch, rounded ages, a look-alike annotator; see core/demo.py)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="scan a dataset root into the label store")

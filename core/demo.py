@@ -11,8 +11,19 @@ Cues a small CNN can learn at 96x128 px: *mask* position (over the nose / under 
 chin / none); *gender* from several imperfect cues (hair length, brow thickness, jaw shape, face and
 neck width, beard or stubble, eyeliner, lipstick, earrings); *age* from cues that grow continuously
 with an "apparent age" (grey-hair fraction, forehead wrinkles, crow's feet, eye bags, sagging jaw,
-skin tone), so people near 30 and 60 are genuinely ambiguous. Noise corrupts whole people: gender
-flips (folder and csv agree, like the real data), incorrect_mask/normal swaps and wrong age groups.
+skin tone), so people near 30 and 60 are genuinely ambiguous. Noise corrupts whole people. Two noise
+profiles (``NOISE_PROFILES``): ``random`` (the default) flips genders (folder and csv agree, like the real
+data), swaps incorrect_mask/normal and gives wrong age groups to random people, errors a model averages
+away; ``systematic`` repeats patterns, as the real data's errors did, which a model learns:
+
+* ``mask_batch``: one batch of consecutive ids (noise/2 of the people) with incorrect_mask and normal swapped;
+* ``age_rounded``: ages 27-29 entered as 30 and 57-59 as 60 (people in their late 50s land in >= 60) for a
+  share min(1, 4 x noise) of the people;
+* ``gender_lookalike``: one annotator, labelling a share min(1, 4 x noise) of the people, gives women without
+  long hair the male label and long-haired beardless men the female one.
+
+truth.csv's ``noise_kind`` names every pattern that changed a person (``+``-joined), and its given_* and
+true_* columns record every change.
 Output is byte-identical for a seed whatever ``workers`` is: every person has its own RNG stream.
 """
 
@@ -24,7 +35,7 @@ import multiprocessing
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +47,18 @@ from core.schema import COMPETITION, MASK_FILES
 MARKER = ".labelfix-demo"  # marks a folder this module wrote, so it may be overwritten
 DESIGN = (384, 512)  # drawing canvas (w, h) in px; each photo is warped from it to image_size
 ZOOM = 1.12  # photos are framed a little tighter than the drawing, so the face is large
-NOISE_KINDS = ("gender_flip", "mask_swap", "age")
+NOISE_KINDS = ("gender_flip", "mask_swap", "age")  # the random profile's kinds
+SYSTEMATIC_KINDS = ("mask_batch", "age_rounded", "gender_lookalike")
+NOISE_PROFILES = {
+    "random": "independent errors on randomly chosen people: gender flips, incorrect_mask/normal swaps, a wrong "
+              "age group (about 45 / 45 / 10 %); `noise` is the fraction of people",
+    "systematic": "errors that repeat a pattern, as this dataset's did: (mask_batch) one upload batch of "
+                  "consecutive ids, noise/2 of the people, with incorrect_mask and normal swapped; (age_rounded) "
+                  "ages 27-29 entered as 30 and 57-59 as 60 for a share min(1, 4 x noise) of the people; "
+                  "(gender_lookalike) one annotator, labelling a share min(1, 4 x noise) of the people, who gives "
+                  "women without long hair the male label and long-haired beardless men the female one",
+}
+SYSTEMATIC_SHARE = 4.0  # share of people under the age-rounding / look-alike annotator = min(1, 4 x noise)
 FEMALE_SHARE = 1658 / 2700  # the real training set's proportions
 OLD_SHARE = 192 / 2700  # people aged exactly 60
 OWNED = ("train", "eval", "truth.csv", "truth_eval.csv")  # what an overwrite may delete
@@ -61,12 +83,13 @@ class DemoInfo:
     noise: float = 0.0
     seed: int = 0
     seconds: float = 0.0
+    profile: str = "random"
 
     def summary(self) -> str:
-        total = sum(self.corrupted.values())
+        total = sum(self.corrupted.values())  # systematic: a person with two patterns counts twice
         kinds = ", ".join(f"{n} {kind}" for kind, n in self.corrupted.items())
         return (f"demo dataset in {self.out}: {self.persons:,} people, {self.images:,} train images, "
-                f"{self.eval_images:,} eval images; label noise {self.noise:.0%}: {total} people corrupted "
+                f"{self.eval_images:,} eval images; label noise {self.noise:.0%} ({self.profile}): {total} people corrupted "
                 f"({kinds}); true labels in truth.csv; seed {self.seed}, {self.seconds:.1f} s")
 
 
@@ -83,8 +106,49 @@ def _sample_ages(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(out)
 
 
-def _plan(persons: int, noise: float, seed: int) -> pd.DataFrame:
+def _systematic(plan: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
+    """Rewrite a clean plan's given labels with the ``systematic`` profile's three patterns (see
+    ``NOISE_PROFILES``); ``noise_kind`` lists every pattern that changed a person, joined by ``+``."""
+    persons = len(plan)
+    rng = np.random.default_rng([seed, 3])  # its own stream: the people and their photos stay those of random
+    share = min(1.0, SYSTEMATIC_SHARE * noise)
+    kinds = [[] for _ in range(persons)]
+    # 1. one upload batch (consecutive ids) whose incorrect_mask and normal files were swapped
+    batch = int(round(noise / 2 * persons))
+    start = int(rng.integers(0, max(1, persons - batch + 1)))
+    for i in range(start, start + batch):
+        kinds[i].append("mask_batch")
+    # 2. ages rounded up to the next round number by the intake staff of most sites: 27-29 -> 30, 57-59 -> 60
+    given_age = plan["age"].to_numpy().copy()
+    rounds = rng.random(persons) < share
+    for i in np.flatnonzero(rounds):
+        for low, to in ((27, 30), (57, 60)):
+            if low <= given_age[i] < to:
+                given_age[i] = to
+                kinds[i].append("age_rounded")
+    # 3. one annotator (most people) who goes by hair: short-haired women -> male, long-haired beardless men -> female
+    given_gender = plan["gender"].to_numpy().copy()
+    annotated = rng.random(persons) < share
+    for i in np.flatnonzero(annotated):
+        _, face = _draw_person(np.random.default_rng((seed, 1, int(plan["id"].iat[i]))), plan["gender"].iat[i],
+                               int(plan["age"].iat[i]))  # the very draw _render_person makes
+        female = given_gender[i] == "female"
+        if (female and face.style != "long") or (not female and face.style != "short" and not face.beard):
+            given_gender[i] = "male" if female else "female"
+            kinds[i].append("gender_lookalike")
+    plan = plan.copy()
+    plan["given_gender"], plan["given_age"] = given_gender, given_age
+    plan["noise_kind"] = np.array(["+".join(k) for k in kinds], dtype=object)
+    plan["folder"] = [f"{i}_{g}_Asian_{a}" for i, g, a in zip(plan["id"], given_gender, given_age)]
+    return plan
+
+
+def _plan(persons: int, noise: float, seed: int, profile: str = "random") -> pd.DataFrame:
     """One row per person: true and given labels, noise kind, file extension, AppleDouble junk."""
+    if profile not in NOISE_PROFILES:
+        raise ValueError(f"noise profile must be one of {', '.join(NOISE_PROFILES)}, got {profile!r}")
+    if profile == "systematic":
+        return _systematic(_plan(persons, 0.0, seed), noise, seed)
     rng = np.random.default_rng([seed, 0])
     n_female = int(round(FEMALE_SHARE * persons))
     gender = rng.permutation(np.array(["female"] * n_female + ["male"] * (persons - n_female)))
@@ -134,6 +198,8 @@ class _Face:
     chin_y: float
     side_y: np.ndarray  # right half of the outline: y ascending ...
     side_x: np.ndarray  # ... and its x
+    style: str = ""  # hair: long, bob or short (what a look-alike annotator goes by)
+    beard: str = ""  # full, stubble, goatee or ""
 
     def half_width(self, y: float) -> float:
         return float(np.interp(y, self.side_y, self.side_x)) - self.cx
@@ -267,7 +333,7 @@ def _draw_person(rng: np.random.Generator, gender: str, age: int) -> tuple[Image
             ex = cx + side * 0.4 * a
             d.ellipse((ex - 19, eye_y - 14, ex + 19, eye_y + 14), outline=(40, 40, 44), width=3)
         d.line([(cx - 0.4 * a + 19, eye_y - 2), (cx + 0.4 * a - 19, eye_y - 2)], fill=(40, 40, 44), width=3)
-    return canvas, face
+    return canvas, replace(face, style=str(style), beard=str(beard))
 
 
 def _draw_mask(canvas: Image.Image, face: _Face, state: str, rng: np.random.Generator) -> None:
@@ -373,11 +439,13 @@ def _prepare(out: Path, settings: dict) -> None:
 
 
 def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, eval_images: int | None = None,
-             image_size: tuple[int, int] = (384, 512), workers: int = 2) -> DemoInfo:
+             image_size: tuple[int, int] = (384, 512), workers: int = 2, profile: str = "random") -> DemoInfo:
     """Write the demo dataset to ``out`` (see the module docstring); ``image_size`` is (width, height) px.
 
     ``noise`` is the fraction of people with a corrupted label (about 45% gender flips, 45%
-    incorrect_mask/normal swaps, 10% wrong age group); ``eval_images`` defaults to persons // 2.
+    incorrect_mask/normal swaps, 10% wrong age group) with ``profile="random"``; ``profile="systematic"``
+    applies the patterns of ``NOISE_PROFILES["systematic"]`` instead (a person may carry several; every
+    change is in truth.csv). ``eval_images`` defaults to persons // 2.
     Raises ValueError for bad arguments or a non-empty ``out`` that is not a previous demo.
     """
     started = time.perf_counter()
@@ -391,18 +459,23 @@ def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, 
         raise ValueError(f"eval_images must be a whole number >= 0, got {eval_images!r}")
     if len(image_size) != 2 or min(image_size) < 16:
         raise ValueError(f"image_size must be (width, height) with both >= 16 px, got {image_size!r}")
+    if profile not in NOISE_PROFILES:
+        raise ValueError(f"noise profile must be one of {', '.join(NOISE_PROFILES)}, got {profile!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     size = (int(image_size[0]), int(image_size[1]))
-    _prepare(out, {"persons": persons, "noise": noise, "seed": seed, "eval_images": eval_images, "size": size})
+    settings = {"persons": persons, "noise": noise, "seed": seed, "eval_images": eval_images, "size": size}
+    if profile != "random":  # the random profile's marker stays as it was
+        settings["profile"] = profile
+    _prepare(out, settings)
 
-    plan = _plan(persons, noise, seed)
+    plan = _plan(persons, noise, seed, profile)
     rows, tasks = [], []
     for p in plan.itertuples(index=False):
         shots = []
         for stem, given_mask in MASK_FILES.items():
             shown = given_mask
-            if p.noise_kind == "mask_swap" and stem in ("incorrect_mask", "normal"):
+            if {"mask_swap", "mask_batch"} & set(p.noise_kind.split("+")) and stem in ("incorrect_mask", "normal"):
                 shown = "not_wear" if stem == "incorrect_mask" else "incorrect"
             relative = f"train/images/{p.folder}/{stem}.{p.ext}"
             shots.append((shown, str(out / relative)))
@@ -442,6 +515,7 @@ def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, 
     csv = pd.DataFrame({"id": plan.id, "gender": plan.given_gender, "race": "Asian", "age": plan.given_age,
                         "path": plan.folder})
     csv.to_csv(out / "train" / "train.csv", index=False)  # last: its presence means the demo is complete
-    corrupted = {kind: int((plan.noise_kind == kind).sum()) for kind in NOISE_KINDS}
+    kinds = NOISE_KINDS if profile == "random" else SYSTEMATIC_KINDS
+    corrupted = {kind: int(plan.noise_kind.map(lambda k, kind=kind: kind in k.split("+")).sum()) for kind in kinds}
     return DemoInfo(out=out, persons=persons, images=len(truth), eval_images=eval_images, corrupted=corrupted,
-                    noise=float(noise), seed=seed, seconds=time.perf_counter() - started)
+                    noise=float(noise), seed=seed, seconds=time.perf_counter() - started, profile=profile)

@@ -45,6 +45,9 @@ class Attribute:
     minimum: int | None = None
     maximum: int | None = None
     aliases: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # Two classes photographed once each per person, so a label error exchanges them (``core.scoring``'s swap
+    # test): the competition's incorrect / not_wear. None: no such pair.
+    swap_pair: tuple[str, str] | None = None
 
     def parse(self, raw: Any) -> str | int:
         """Validate one raw value (from a CSV, a form, a corrections file) and return its stored form."""
@@ -143,6 +146,18 @@ class Schema:
                 return binned.source
         return target
 
+    def swap_codes(self, target: str) -> tuple[int, int] | None:
+        """Class indices of the target's ``swap_pair`` (competition mask: (1, 2)), or None without one."""
+        if self.target_source(target) != target:
+            return None
+        attribute = self.attribute(target)
+        if attribute.swap_pair is None:
+            return None
+        missing = [c for c in attribute.swap_pair if c not in attribute.classes]
+        if missing:
+            raise SchemaError(f"{target}: swap_pair names {', '.join(missing)}, not one of {', '.join(attribute.classes)}")
+        return attribute.code(attribute.swap_pair[0]), attribute.code(attribute.swap_pair[1])
+
     @property
     def n_classes(self) -> int:
         return int(np.prod([len(self.target_classes(n)) for n in self.class_attributes])) if self.class_attributes else 0
@@ -217,6 +232,10 @@ class Schema:
                     "minimum": a.minimum,
                     "maximum": a.maximum,
                     "aliases": a.aliases,
+                    # written only where it differs from what from_dict infers, so the JSON (and every snapshot
+                    # hash taken over it) of schemas saved before swap_pair existed stays the same
+                    **({"swap_pair": list(a.swap_pair) if a.swap_pair else None}
+                       if a.swap_pair != _legacy_swap_pair(self.name, {"name": a.name, "classes": a.classes}) else {}),
                 }
                 for a in self.attributes
             ],
@@ -240,6 +259,7 @@ class Schema:
                     minimum=a.get("minimum"),
                     maximum=a.get("maximum"),
                     aliases=dict(a.get("aliases") or {}),
+                    swap_pair=tuple(a["swap_pair"]) if a.get("swap_pair") else _legacy_swap_pair(data["name"], a),
                 )
                 for a in data["attributes"]
             ),
@@ -252,6 +272,13 @@ class Schema:
         return cls.from_dict(json.loads(text))
 
 
+def _legacy_swap_pair(schema_name: str, attribute: dict[str, Any]) -> tuple[str, str] | None:
+    """Schemas saved before ``swap_pair`` existed (stores, snapshots): the competition's mask gets its pair back."""
+    if "swap_pair" in attribute or schema_name != "mask" or attribute["name"] != "mask":
+        return None
+    return ("incorrect", "not_wear") if tuple(attribute["classes"]) == MASK_CLASSES else None
+
+
 MASK_CLASSES = ("wear", "incorrect", "not_wear")
 GENDER_CLASSES = ("male", "female")
 AGE_EDGES = (30, 60)
@@ -261,7 +288,8 @@ COMPETITION = Schema(
     attributes=(
         Attribute("mask", scope="image", classes=MASK_CLASSES,
                   aliases={"mask": "wear", "incorrect_mask": "incorrect", "normal": "not_wear",
-                           "0": "wear", "1": "incorrect", "2": "not_wear"}),
+                           "0": "wear", "1": "incorrect", "2": "not_wear"},
+                  swap_pair=("incorrect", "not_wear")),
         Attribute("gender", scope="person", classes=GENDER_CLASSES, aliases={"0": "male", "1": "female"}),
         Attribute("age", scope="person", kind="integer", minimum=0, maximum=120),
     ),

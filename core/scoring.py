@@ -114,17 +114,79 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
-def _evidence(probs: np.ndarray, codes: np.ndarray, n_groups: int, prior: np.ndarray,
-              independence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Tempered log-likelihoods (n_groups, k) of each class from the groups' images, and group sizes (n_groups,).
+def shared_evidence(labels: Any, pred_probs: Any, groups: Any) -> float:
+    """How much a group's images share their evidence: the intra-class correlation ``rho`` in [0, 1].
+
+    The photos of one person share the cues that mislead a model (face, hair, a look-alike class),
+    and how much they share differs from one dataset to the next, so it is measured on the data at
+    hand: one-way analysis of variance of each image's centred log-probabilities (``log p - mean_k
+    log p``, probabilities floored at ``EPS``) across groups, after removing the mean of the class
+    the group's images look like (its argmax; so that neither classes nor wrong labels count as
+    shared cues; ``labels`` only validate). ``rho = (MSB - MSW) / (MSB + (m0 - 1)
+    MSW)``, summed over classes, clipped to [0, 1] (the textbook estimator for unequal group sizes).
+    Groups of one image carry no within-group variance; with no larger group ``rho`` is 0.
+
+    Parameters
+    ----------
+    labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids.
+    """
+    given, probs = check_inputs(labels, pred_probs)
+    codes, ids = check_groups(groups, len(given))
+    return _shared_evidence(given, np.log(np.clip(probs, EPS, 1.0)), codes, len(ids))
+
+
+def _shared_evidence(given: np.ndarray, logs: np.ndarray, codes: np.ndarray, n_groups: int) -> float:
+    n, k = logs.shape
+    if n <= n_groups or n_groups < 2:
+        return 0.0
+    centred = logs - logs.mean(axis=1, keepdims=True)
+    sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    person = np.zeros((n_groups, k))
+    np.add.at(person, codes, centred)
+    looks = person.argmax(axis=1)[codes]  # the class a group's images look like, not its label: flips share nothing
+    by_class = np.zeros((k, k))
+    np.add.at(by_class, looks, centred)
+    centred = centred - (by_class / np.maximum(np.bincount(looks, minlength=k), 1)[:, None])[looks]
+    means = np.zeros((n_groups, k))
+    np.add.at(means, codes, centred)
+    means /= sizes[:, None]
+    within = ((centred - means[codes]) ** 2).sum() / (n - n_groups)
+    between = (sizes[:, None] * (means - centred.mean(axis=0)) ** 2).sum() / (n_groups - 1)
+    m0 = (n - (sizes ** 2).sum() / n) / (n_groups - 1)
+    denominator = between + (m0 - 1) * within
+    return float(np.clip((between - within) / denominator, 0.0, 1.0)) if denominator > 0 else 0.0
+
+
+def person_probs(pred_probs: Any, codes: np.ndarray, prior: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's class probabilities from its images, counted as ``m / (1 + (m - 1) rho)`` independent views.
 
     An out-of-sample p(j | x) divided by the class prior is proportional to the likelihood p(x | j);
-    a group's log-likelihood is the sum over its m images, scaled by ``m ** (independence - 1)``.
+    a group's log-likelihood is the sum over its m images, scaled by the design effect ``1 / (1 + (m - 1)
+    rho)`` (``rho`` = ``shared_evidence``: 0 counts m independent views, 1 one view, the normalised
+    mean of logs); times the prior, renormalised. A group of one image gets its own ``pred_probs``.
+
+    Parameters
+    ----------
+    pred_probs : (n, k) float; codes : (n,) int group index in [0, g); prior : (k,) class prior; rho : float.
+
+    Returns
+    -------
+    (probabilities (g, k) float, effective views (g,) float).
     """
+    probs = np.asarray(pred_probs, dtype=np.float64)
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
     logs = np.zeros((n_groups, probs.shape[1]))
     np.add.at(logs, codes, np.log(np.clip(probs, EPS, 1.0)) - np.log(prior))
     sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    return logs * sizes[:, None] ** (independence - 1.0), sizes
+    weight = 1.0 / (1.0 + (sizes - 1.0) * rho)
+    return _softmax(logs * weight[:, None] + np.log(prior)), sizes * weight
+
+
+def top_n(score: np.ndarray, n: int) -> np.ndarray:
+    """(len(score),) bool: the ``n`` highest scores (ties: first rows first)."""
+    flags = np.zeros(len(score), dtype=bool)
+    flags[np.argsort(-score, kind="stable")[: max(int(n), 0)]] = True
+    return flags
 
 
 def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:
@@ -151,14 +213,13 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     """
     given, probs = check_inputs(labels, pred_probs)
     n, k = probs.shape
-    evidence, _ = _evidence(probs, np.arange(n), n, class_prior(given, k), 1.0)
+    evidence = np.log(np.clip(probs, EPS, 1.0)) - np.log(class_prior(given, k))  # log p(x | j) + const
     posterior = _softmax(evidence + np.log(noise_prior(given, probs)[given]))
     score = 1.0 - posterior[np.arange(n), given]
     # n_jobs=1: cleanlab's default forks a process pool, which deadlocks in a process that already runs threads
     # (the score job after torch training: a forked worker hung on a lock); results do not depend on n_jobs.
     cleanlab_issue = find_label_issues(given, probs, filter_by=filter_by, n_jobs=1)
-    is_issue = np.zeros(n, dtype=bool)
-    is_issue[np.argsort(-score, kind="stable")[: int(cleanlab_issue.sum())]] = True
+    is_issue = top_n(score, int(cleanlab_issue.sum()))
     self_confidence = get_self_confidence_for_each_label(given, probs)
     return pd.DataFrame({
         "given": given, "self_confidence": self_confidence,
@@ -168,58 +229,116 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     })
 
 
-def group_scores(labels: Any, pred_probs: Any, groups: Any, *, independence: float = 0.5) -> pd.DataFrame:
+def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None = None) -> pd.DataFrame:
     """Person-level verdicts for a person-scope attribute: one row per group, in order of first appearance.
 
-    Model: one true class per person; the given label is a noisy copy of it with the rates of
-    ``noise_prior`` (cleanlab's confident joint, from all images); each image is evidence with
-    likelihood p(x | j) ∝ pred_probs[j] / prior[j]. The photos of one person are far from
-    independent, so the summed log-likelihood is scaled by ``m ** (independence - 1)``: 0.5
-    (default) counts m images as sqrt(m) independent views, 0 as one (normalised mean of logs, a
-    tempered product of experts), 1 as m. Then
+    One true class per person, one given label (the mode of its images' labels); every parameter is
+    estimated from the data at hand:
 
-        P(true = j | images, given = i)  ∝  Q[i, j] · exp(tempered log-likelihood of j)
+    * how much a person's images share their evidence, ``rho`` (``shared_evidence``, unless given);
+    * the person's class probabilities ``person_probs``: its images counted as ``m / (1 + (m - 1) rho)``
+      independent views (the design effect), so near-identical photos are not m opinions;
+    * how many people to flag, N: the median of three estimates (``issue_counts``): cleanlab's
+      ``find_label_issues`` on the people's mean probabilities (confident learning at person level,
+      per-class thresholds, so a hard majority-class person is not a flag just for being hard),
+      cleanlab per image + majority vote, and the expected number under the posterior with
+      cleanlab's person-level confident joint as the noise prior;
+    * which people: the N with the highest ``score`` = 1 - P(given) of ``person_probs``. Measured
+      across regimes in BENCHMARKS.md ("Person level across regimes").
 
-    ``score`` = 1 - P(true = given | ...), and ``is_issue`` when another class is the most probable
-    (the Bayes decision), so a wrong person is flagged once, with all its images as evidence, while
-    one ambiguous image cannot overturn the prior. A group whose images carry different labels is
-    flagged ``inconsistent`` whatever the model says; its ``given`` is the most common label.
-    For single images use ``image_scores``: there the posterior alone flags too few (the model, trained
-    on the noisy labels, already leans to them), and cleanlab's count of issues does better.
+    A group whose images carry different labels is flagged ``inconsistent`` whatever the model says.
+    When every group has one image this is exactly ``image_scores`` (its posterior score, its flags).
 
     Parameters
     ----------
     labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids (person keys).
+    rho : float in [0, 1] to override the estimate (0: images independent, 1: one view per person).
 
     Returns
     -------
-    DataFrame columns: ``group`` (id), ``rows`` (tuple of row indices), ``n_images``, ``given``,
-    ``inconsistent``, ``self_confidence`` (P(given) from the images alone), ``suggested`` and
-    ``suggested_prob`` (argmax of the images alone), ``n_against`` (images whose own argmax differs
-    from ``given``), ``score`` in [0, 1], ``is_issue``, ``probs`` ((k,) images-only distribution).
+    DataFrame columns: ``group`` (id), ``rows`` (tuple of row indices), ``n_images``, ``views``
+    (effective independent views), ``given``, ``inconsistent``, ``self_confidence`` (P(given) of the
+    person's probabilities), ``suggested`` and ``suggested_prob`` (their argmax), ``n_against`` (images
+    whose own argmax differs from ``given``), ``score`` in [0, 1], ``is_issue``, ``probs`` ((k,) the
+    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["counts"]`` the three counts.
     """
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
     n_groups, k = len(ids), probs.shape[1]
     prior = class_prior(given, k)
-    evidence, sizes = _evidence(probs, codes, n_groups, prior, independence)
-    from_images = _softmax(evidence + np.log(prior))
+    if rho is None:
+        rho = _shared_evidence(given, np.log(np.clip(probs, EPS, 1.0)), codes, n_groups)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"rho must be in [0, 1], got {rho}")
+    combined, views = person_probs(probs, codes, prior, rho)
+    sizes = np.bincount(codes, minlength=n_groups)
     votes = np.zeros((n_groups, k))
     np.add.at(votes, (codes, given), 1.0)
-    group_given = (votes + 1e-6 * from_images).argmax(axis=1)  # the mode; ties go to the more probable class
+    group_given = (votes + 1e-6 * combined).argmax(axis=1)  # the mode; ties go to the more probable class
     inconsistent = (votes > 0).sum(axis=1) > 1
-    posterior = _softmax(evidence + np.log(noise_prior(given, probs)[group_given]))
+    if (sizes == 1).all():  # one image a group: the per-image verdict
+        images = image_scores(given, probs).iloc[np.argsort(codes)]
+        score, flagged = images["score"].to_numpy(), images["is_issue"].to_numpy()
+    else:
+        score = 1.0 - combined[np.arange(n_groups), group_given]
+        counts = issue_counts(given, probs, codes, group_given, combined, prior)
+        flagged = top_n(score, int(np.median(list(counts.values()))))
     against = np.bincount(codes, weights=probs.argmax(axis=1) != group_given[codes], minlength=n_groups)
     order = np.argsort(codes, kind="stable")
-    rows = np.split(order, np.cumsum(sizes.astype(int))[:-1])
-    return pd.DataFrame({
+    rows = np.split(order, np.cumsum(sizes)[:-1])
+    table = pd.DataFrame({
         "group": ids, "rows": [tuple(int(i) for i in r) for r in rows], "n_images": sizes.astype(int),
-        "given": group_given, "inconsistent": inconsistent,
-        "self_confidence": from_images[np.arange(n_groups), group_given],
-        "suggested": from_images.argmax(axis=1), "suggested_prob": from_images.max(axis=1),
-        "n_against": against.astype(int), "score": 1.0 - posterior[np.arange(n_groups), group_given],
-        "is_issue": (posterior.argmax(axis=1) != group_given) | inconsistent, "probs": list(from_images),
+        "views": views, "given": group_given, "inconsistent": inconsistent,
+        "self_confidence": combined[np.arange(n_groups), group_given],
+        "suggested": combined.argmax(axis=1), "suggested_prob": combined.max(axis=1),
+        "n_against": against.astype(int), "score": score, "is_issue": flagged | inconsistent,
+        "probs": list(combined),
     })
+    table.attrs["rho"] = float(rho)
+    table.attrs["counts"] = {} if (sizes == 1).all() else counts
+    return table
+
+
+def issue_counts(labels: np.ndarray, pred_probs: np.ndarray, codes: np.ndarray, group_labels: np.ndarray,
+                 group_probs: np.ndarray, prior: np.ndarray) -> dict[str, int]:
+    """Three estimates of how many groups are mislabelled; ``group_scores`` flags their median.
+
+    * ``person_mean``: cleanlab's ``find_label_issues`` on the groups' mean probabilities (confident
+      learning with one view per person; counts low when a person's probabilities are unsure);
+    * ``image_vote``: groups with more than half of their images flagged by cleanlab per image (every
+      image a view; counts low or high with how much the images share);
+    * ``expected``: the sum over groups of the posterior that the group's label is wrong,
+      P(true = j | images, given = i) ∝ Q[i, j] · group_probs[j] / prior[j], Q = ``noise_prior`` of
+      the groups (their cleanlab confident joint), the same posterior ``image_scores`` uses per image.
+
+    Each is biased in its own direction on some data (BENCHMARKS.md, "Person level across regimes");
+    the median of the three is a vote that none of them has to win alone.
+
+    Parameters
+    ----------
+    labels : (n,) int; pred_probs : (n, k); codes : (n,) group index; group_labels : (g,) int;
+    group_probs : (g, k) (``person_probs``); prior : (k,) class prior of the images.
+    """
+    n_groups, k = group_probs.shape
+    sizes = np.bincount(codes, minlength=n_groups)
+    mean = np.zeros((n_groups, k))
+    np.add.at(mean, codes, pred_probs)
+    share = np.bincount(codes, weights=_count_issues(labels, pred_probs), minlength=n_groups) / sizes
+    joint = compute_confident_joint(group_labels, group_probs, calibrate=True).astype(np.float64)
+    flips = (joint + 1.0) / (joint.sum(axis=1, keepdims=True) + k)
+    posterior = _softmax(np.log(np.clip(group_probs, 1e-300, 1.0)) - np.log(prior) + np.log(flips[group_labels]))
+    return {"person_mean": int(_count_issues(group_labels, mean / sizes[:, None]).sum()),
+            "image_vote": int((share > 0.5).sum()),
+            "expected": int(round(float((1.0 - posterior[np.arange(n_groups), group_labels]).sum())))}
+
+
+def _count_issues(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's ``find_label_issues`` (n,) bool; all False where it cannot run (a class with under 2 rows)."""
+    try:
+        # n_jobs=1: cleanlab's default forks a process pool, which deadlocks in a process that already runs threads
+        return find_label_issues(given, probs, n_jobs=1)
+    except ValueError:
+        return np.zeros(len(given), dtype=bool)
 
 
 def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[int, int] = (1, 2),
@@ -265,6 +384,30 @@ def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[i
     return pd.DataFrame(out, columns=columns)
 
 
+PAIR_RULE = "one image of each of the pair per person: the swap test decides"
+
+
+def pair_rule(labels: Any, suggested: Any, groups: Any, pair: tuple[int, int]) -> np.ndarray:
+    """(n,) bool: image flags to leave to the swap test (``mask_swap_scores``) rather than raise on their own.
+
+    Each person is photographed once per class of the pair, so one image "should be" the partner
+    class (``not_wear`` -> ``incorrect``) would give its person two of one class and none of the
+    other: either both images are exchanged, which the swap test weighs with both images, or the
+    model is wrong (on the demo: chin beards read as a mask on the chin). True for rows given a
+    class of the pair, suggested the other one, whose group holds both classes of the pair; flags
+    towards any other class (a ``not_wear`` photo showing a worn mask) stay.
+
+    Parameters
+    ----------
+    labels : (n,) int given; suggested : (n,) int suggested class; groups : (n,) ids; pair : two class indices.
+    """
+    given, other = np.asarray(labels), np.asarray(suggested)
+    codes, ids = check_groups(groups, len(given))
+    holds = [np.bincount(codes, weights=given == c, minlength=len(ids)) > 0 for c in pair]
+    both = (holds[0] & holds[1])[codes]
+    return both & np.isin(given, pair) & np.isin(other, pair) & (other != given)
+
+
 def model_disagreement(pred_probs_list: Sequence[Any], *, method: str = "js") -> np.ndarray:
     """Disagreement of several models on the same items: mean over model pairs, shape (n,) float in [0, 1].
 
@@ -298,8 +441,7 @@ QUEUE_COLUMNS = ["kind", "attribute", "target", "rows", "given", "suggested", "s
 
 
 def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], groups: Any = None, *,
-                 person_scope: Collection[str] = (), swap: tuple[str, int, int] | None = None,
-                 independence: float = 0.5) -> pd.DataFrame:
+                 person_scope: Collection[str] = (), swap: tuple[str, int, int] | None = None) -> pd.DataFrame:
     """One ranked queue over attributes: flagged first, then by ``score`` (P(given label is wrong)), descending.
 
     Parameters
@@ -329,15 +471,15 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
         probs = np.mean([check_pred_probs(m, len(np.asarray(given))) for m in models], axis=0)
         spread = model_disagreement(models) if len(models) > 1 else np.full(len(probs), np.nan)
         if attribute in person_scope:
-            table = group_scores(given, probs, groups, independence=independence)
+            table = group_scores(given, probs, groups)
             frames.append(pd.DataFrame({
                 "kind": "person", "attribute": attribute, "target": table["group"], "rows": table["rows"],
                 "given": table["given"], "suggested": table["suggested"], "score": table["score"],
                 "is_issue": table["is_issue"], "disagreement": [spread[list(r)].mean() for r in table["rows"]],
                 "detail": [{"probabilities": p.round(4).tolist(), "n_images": int(n), "n_against": int(a),
-                            "inconsistent": bool(i)}
-                           for p, n, a, i in table[["probs", "n_images", "n_against", "inconsistent"]].itertuples(
-                               index=False, name=None)]}))
+                            "inconsistent": bool(i), "views": round(float(v), 2), "rho": round(table.attrs["rho"], 3)}
+                           for p, n, a, i, v in table[["probs", "n_images", "n_against", "inconsistent",
+                                                       "views"]].itertuples(index=False, name=None)]}))
             continue
         table = image_scores(given, probs)
         keep = np.ones(len(table), bool)
@@ -353,13 +495,18 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
                 "disagreement": [spread[list(r)].mean() for r in rows],
                 "detail": [{"log_ratio": round(x, 3), "pair": [swap[1], swap[2]], "n_first": len(r)}
                            for x, r in zip(swaps["log_ratio"], swaps["rows_first"])]}))
+        lifted = np.zeros(len(table), bool)
+        if swap is not None and swap[0] == attribute:
+            lifted = pair_rule(given, table["suggested"].to_numpy(), groups, (swap[1], swap[2])) & table["is_issue"].to_numpy()
         table = table[keep]
+        lifted = lifted[keep]
         frames.append(pd.DataFrame({
             "kind": "image", "attribute": attribute, "target": table.index, "rows": [(i,) for i in table.index],
             "given": table["given"], "suggested": table["suggested"], "score": table["score"],
-            "is_issue": table["is_issue"], "disagreement": spread[table.index],
-            "detail": [{"probabilities": probs[i].round(4).tolist(), "normalized_margin": round(float(m), 4)}
-                       for i, m in zip(table.index, table["normalized_margin"])]}))
+            "is_issue": table["is_issue"] & ~lifted, "disagreement": spread[table.index],
+            "detail": [{"probabilities": probs[i].round(4).tolist(), "normalized_margin": round(float(m), 4),
+                        **({"pair_rule": PAIR_RULE} if lift else {})}
+                       for i, m, lift in zip(table.index, table["normalized_margin"], lifted)]}))
     queue = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     if queue is None:
         return pd.DataFrame(columns=QUEUE_COLUMNS)

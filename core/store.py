@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlite_utils
 
 from core.faults import fault_point
 from core.files import replacing
 from core.schema import Schema, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED = {"item_id", "path", "person", "split", "class", "corrected", "id", "hash", "width", "height"}
 
@@ -159,8 +158,15 @@ CREATE TABLE IF NOT EXISTS ingest_aggregates(
 CREATE INDEX IF NOT EXISTS corrections_reverts ON corrections(reverts);
 """
 
+# Version 3: repeat groups. ``python -m train fit --repeats N`` trains one config on one snapshot with N
+# seeds; its runs share ``repeat_group`` = the id of the group's first run (NULL: a single run).
+_V3 = """
+ALTER TABLE runs ADD COLUMN repeat_group INTEGER;
+CREATE INDEX IF NOT EXISTS runs_repeat_group ON runs(repeat_group);
+"""
+
 # Migrations from version N-1 to N; each runs inside the transaction that bumps the version.
-MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2}
+MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3}
 
 # Corrections name their target by person key or image path; these are the labelled images of every
 # person (or person-less image) any correction ever touched. Only their labels can differ from the
@@ -189,7 +195,6 @@ class LabelStore:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self.db = sqlite_utils.Database(self.conn)
         self._migrate()
         self._schema: Schema | None = None
 
@@ -837,7 +842,7 @@ class LabelStore:
     _RUN_JSON = {"config", "environment", "progress", "metrics"}
     _RUN_FIELDS = {"kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
                    "environment", "seed", "host", "pid", "started_at", "finished_at", "heartbeat_at", "progress",
-                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note"}
+                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"}
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._RUN_FIELDS
@@ -873,7 +878,23 @@ class LabelStore:
         return pd.DataFrame([_run_dict(r) for r in rows], columns=[
             "id", "kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
             "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
-            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note"])
+            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"])
+
+    def run_states(self) -> tuple[tuple[int, str], ...]:
+        """(id, status) of every run, oldest first: a cheap signature of the journal for pages to notice a run
+        starting or finishing."""
+        return tuple((int(r[0]), str(r[1])) for r in self.conn.execute("SELECT id, status FROM runs ORDER BY id"))
+
+    def repeat_group(self, group: int) -> pd.DataFrame:
+        """The runs of one repeat group (``fit --repeats``), oldest first; JSON columns decoded."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE repeat_group = ? ORDER BY id", (int(group),)).fetchall()
+        return pd.DataFrame([_run_dict(r) for r in rows])
+
+    def repeat_group_pending(self, group: int) -> bool:
+        """Whether a run of the repeat group is still queued or running (the group's job is not over)."""
+        row = self.conn.execute("SELECT 1 FROM runs WHERE repeat_group = ? AND status IN ('queued', 'running') "
+                                "LIMIT 1", (int(group),)).fetchone()
+        return row is not None
 
     def epochs(self, run_id: int) -> pd.DataFrame:
         rows = self.conn.execute("SELECT epoch, metrics FROM epochs WHERE run_id = ? ORDER BY epoch",
@@ -909,8 +930,10 @@ class LabelStore:
         One unit per scored image for image-scope targets and one per person for person-scope ones
         (``age_group`` is decided on ``age``, a person attribute), represented by the person's most
         suspicious image; attributes that are not targets of the schema are left out. Class codes in
-        the scores (``0``, ``"2"``) become class names. ``rank`` orders by score, highest first; ties
-        keep image units before person units, then item / person order.
+        the scores (``0``, ``"2"``) become class names. ``rank`` follows the ranking ``core.scoring``
+        computed (``detail["rank"]`` of the scores, the unit's place in ``review_queue``); scores saved
+        without one are ordered by score, highest first; ties keep image units before person units,
+        then item / person order.
         """
         schema = self.schema
         self.conn.execute("DELETE FROM review_units WHERE run_id = ?", (run_id,))
@@ -927,7 +950,8 @@ class LabelStore:
             if by_scope[scope]:
                 selects.append(
                     f"SELECT s.item_id, s.attribute, {target} AS target, s.given, s.suggested, {score} AS score,"
-                    f" s.is_issue, {grouped} AS grouped, {tie} AS tie FROM scores s JOIN items i ON i.id = s.item_id"
+                    f" s.is_issue, {grouped} AS grouped, {tie} AS tie, {RANK_OF_SCORE} AS ranked"
+                    " FROM scores s JOIN items i ON i.id = s.item_id"
                     " LEFT JOIN persons p ON p.id = i.person_id"
                     f" WHERE s.run_id = ? AND s.attribute IN ({', '.join('?' * len(by_scope[scope]))})"
                     + (" GROUP BY s.attribute, coalesce(i.person_id, -s.item_id)" if grouped else ""))
@@ -936,7 +960,7 @@ class LabelStore:
             pairs = " WHEN ? THEN ?" * len(targets)
             self.conn.execute(
                 "INSERT INTO review_units(run_id, rank, item_id, attribute, stored, scope, target, given, suggested,"
-                " score, is_issue) SELECT ?, row_number() OVER (ORDER BY u.score DESC, u.grouped,"
+                " score, is_issue) SELECT ?, row_number() OVER (ORDER BY u.ranked IS NULL, u.ranked, u.score DESC, u.grouped,"
                 " CASE WHEN u.grouped THEN u.attribute END, u.tie, u.attribute) - 1, u.item_id, u.attribute,"
                 f" CASE u.attribute{pairs} END, CASE u.attribute{pairs} END, u.target, u.given, u.suggested, u.score,"
                 f" coalesce(u.is_issue, 0) FROM ({' UNION ALL '.join(selects)}) u",
@@ -1173,6 +1197,11 @@ def _canonical(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(_sql_value(value))
+
+
+# The unit's place in core.scoring's ranked queue, stored in the score row's detail by train.oof.score_rows (NULL when
+# absent or when detail is not JSON). The store only pages this order; how it is computed is core.scoring's policy.
+RANK_OF_SCORE = "CASE WHEN json_valid(s.detail) THEN json_extract(s.detail, '$.rank') END"
 
 
 def _text(value: Any) -> str | None:

@@ -15,7 +15,7 @@ from core import review, stats
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
-from tests.app_data import add_score_run
+from core.synthetic import add_score_run
 from tests.fixtures import build_folder_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
@@ -476,13 +476,20 @@ def test_training_size_and_thumbnails_come_from_the_data(digits: Path) -> None:
 def test_review_caption_on_the_competition_schema(store: LabelStore) -> None:
     add_score_run(store)
     at = open_page("app_pages/review.py")
-    caption = at.caption[0].value
-    assert "set class" in caption and ("1-3" in caption or "1-2" in caption)  # mask has 3 classes, gender 2
+    at.selectbox(key="review_attribute").set_value("mask").run()
+    assert "1-3 set class" in at.caption[0].value  # mask has 3 classes
+    at.selectbox(key="review_attribute").set_value("gender").run()
+    assert "1-2 set class" in at.caption[0].value
+    options = at.selectbox(key="review_attribute").options
+    integer = [name for name in options if name.startswith("age") and name != "age_group"]
+    if integer:  # an integer attribute: typed, no class keys
+        at.selectbox(key="review_attribute").set_value(integer[0]).run()
+        assert "set class" not in at.caption[0].value
 
 
 # ---- one flagged count, plain reasons, undo lands on the undone unit, journal wording -------------------
 def test_one_flagged_count_everywhere(store: LabelStore) -> None:
-    from core import journal_views as jv
+    from app import journal_views as jv
 
     run_id = add_score_run(store)
     flagged = review.flagged_counts(store, run_id)
@@ -538,7 +545,7 @@ def test_history_puts_the_change_first_and_marks_reverts(store: LabelStore) -> N
 
 
 def test_prediction_runs_name_their_model_and_source() -> None:
-    from core import journal_views as jv
+    from app import journal_views as jv
 
     config = {"checkpoints": [{"checkpoint": "/r/runs/0003-20261130-120000/best.safetensors", "model": "test_resnet"}],
               "out": "/r/runs/0003-20261130-120000/submission.csv"}

@@ -5,6 +5,7 @@ cleanlab's order and the report/BENCHMARKS section writer."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -144,34 +145,75 @@ def test_cleanlab_order_puts_confident_errors_first():
     assert sorted(order) == list(range(60)) and set(order[:2]) == {5, 30}
 
 
-def test_report_and_section_writer(tmp_path: Path):
-    arm = {"spent_images": 30, "errors_fixed": 5, "macro_f1": 0.65, "gap_recovered": 0.5, "retrain_s": 10.0,
-           "acc_class": 0.85, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7}
-    seed = {"times": {"generate": 1.0, "noisy_fit": 2.0, "score": 3.0}, "n_images": 1000, "n_holdout_images": 200,
-            "errors_injected": {"errors": 20, "gender": 5, "age_group": 1, "mask": 14, "images": 56},
-            "noisy": {"macro_f1": 0.6, "acc_class": 0.8, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
-            "ceiling": {"macro_f1": 0.7, "acc_class": 0.9, "acc_mask": 0.9, "acc_gender": 0.8, "acc_age_group": 0.7},
-            "arms": {"queue": {"0.05": arm}, "cleanlab": {"0.05": {**arm, "macro_f1": 0.62}}}}
-    config = {"persons": 100, "holdout": 20, "noise": 0.2, "model": "m", "img_size": [64, 80], "epochs": 2,
-              "folds": 3, "budgets": [0.05], "batch_size": 8}
-    text = loop.report({"config": config, "seeds": {"0": seed}})
-    rows = [line for line in text.splitlines() if line.startswith("| 5% |")]
-    assert len(rows) == 2 and "| 50% |" in rows[0] and "| 20% |" in rows[1] and "| 5/20 |" in rows[0]
-    assert "| 0.800 / 0.850 / 0.900 (50%) |" in rows[0]
-    assert "with a 5% budget: missed (50% of the gap" in text and "5%: F1 0.650 vs 0.620 (ahead)" in text
-    assert "the person's images (10 in this demo)" in text  # 1000 images of 100 people
-    assert "Training noise" not in text  # no repeated training: no spread to state
-    spread = loop.report({"config": config, "seeds": {"0": {**seed, "noisy_repeat": {
-        **seed["noisy"], "macro_f1": 0.55, "acc_class": 0.75}}}})
-    assert "seed 0: 0.600 vs 0.550 / 0.800 vs 0.750" in spread
-    assert "differ by up to 0.050 macro F1; the noisy->ceiling gap is +0.100 (mean)" in spread
-    assert "with 1 seed(s)." in spread  # the gap (0.1) exceeds the spread (0.05)
-    tie = {**seed, "arms": {"queue": {"0.05": {**arm, "macro_f1": 0.65011}}, "cleanlab": {"0.05": arm}}}
-    assert "F1 0.650 vs 0.650 (tie)" in loop.report({"config": config, "seeds": {"0": tie}})
-    merged = loop.report(loop.merge([{"config": config, "seeds": {"0": seed}}]))  # merge of files without commands
-    assert merged.startswith("`bench/cleaning_loop.py` (")
+def fits(values: dict[str, list[float]]) -> dict[str, dict[str, dict[str, float]]]:
+    return {name: {str(seed): {"macro_f1": v, "acc_class": v + 0.1} for seed, v in enumerate(vs)}
+            for name, vs in values.items()}
+
+
+def test_paired_and_ratio_intervals():
+    mean, low, high = loop.paired_interval([0.01, 0.03, 0.02, 0.04, 0.00])
+    half = loop.t_quantile(4) * np.std([0.01, 0.03, 0.02, 0.04, 0.00], ddof=1) / np.sqrt(5)
+    assert mean == pytest.approx(0.02) and (low, high) == pytest.approx((0.02 - half, 0.02 + half))
+    assert np.isnan(loop.paired_interval([0.1])[1])
+    # A gap far above its noise: Fieller's interval is close to the ratio's delta-method one and holds it.
+    num, den = [0.081, 0.079, 0.080, 0.082, 0.078], [0.100, 0.101, 0.099, 0.100, 0.100]
+    ratio, low, high = loop.ratio_interval(num, den)
+    assert ratio == pytest.approx(0.8) and low < 0.8 < high and high - low < 0.1
+    # A gap not distinguishable from 0: the ratio's interval is unbounded.
+    ratio, low, high = loop.ratio_interval([0.01, -0.02, 0.03], [0.01, -0.01, 0.02])
+    assert np.isnan(low) and np.isnan(high)
+    assert loop.ratio_interval([0.1, 0.2], [-0.1, -0.2])[0] is None
+    assert loop.pooled_sd([[1.0, 3.0], [2.0, 2.0], [5.0]]) == pytest.approx(np.sqrt(2 / 2))
+
+
+def test_report_states_intervals_targets_and_the_spread_check(tmp_path: Path):
+    config = {"persons": 100, "holdout": 300, "noise": 0.2, "profile": "systematic", "demo_seed": 0, "model": "m",
+              "img_size": [48, 64], "epochs": 2, "folds": 3, "budgets": [0.05], "batch_size": 8, "seeds": [0, 1, 2],
+              "orders": ["queue", "cleanlab", "random"]}
+    snap = {"budget_decisions": 35, "entries": 35, "images_shown": 90, "errors_fixed": 30}
+    record = {"times": {"generate": 1.0, "score": 3.0}, "n_images": 700, "n_holdout_images": 2100,
+              "n_holdout_people": 300, "corrupted_people": {"mask_batch": 10, "age_rounded": 12, "gender_lookalike": 8},
+              "errors_injected": {"errors": 40, "mask": 20, "gender": 8, "age_group": 12, "images": 150},
+              "snapshots": {"queue@0.05": snap, "cleanlab@0.05": {**snap, "errors_fixed": 10, "images_shown": 35},
+                            "random@0.05": {**snap, "errors_fixed": 3}},
+              "fits": fits({"noisy": [0.60, 0.61, 0.59], "ceiling": [0.70, 0.71, 0.69],
+                            "queue@0.05": [0.69, 0.70, 0.68], "cleanlab@0.05": [0.62, 0.64, 0.61],
+                            "random@0.05": [0.60, 0.62, 0.59]})}
+    text = loop.report({"config": config, "record": record, "commands": ["c"], "total_s": 600})
+    assert "| noisy | — | — | 0 | 0.600 (0.600, 0.610, 0.590) | — | 0 % |" in text
+    assert "| ceiling | — | — | 40/40 (all) | 0.700 (0.700, 0.710, 0.690) | +0.100 [+0.100, +0.100] | 100 % |" in text
+    assert "| Review page | 5% (35) | 35 / 90 | 30/40 | 0.690 (0.690, 0.700, 0.680) | +0.090 [+0.090, +0.090] |" in text
+    assert "Target 1 (systematic, macro F1 (18 classes)), recover >= 80 % of the noisy->ceiling gap at 5% with the " \
+           "interval's lower end above 50 %: met (90% [" in text
+    assert "Target 2 (systematic, macro F1 (18 classes)), beat cleanlab's order at 5% on errors fixed and on the " \
+           "metric (interval of the paired difference above 0): met (errors fixed 30 vs 10; queue - cleanlab " \
+           "+0.067 [" in text
+    assert "noisy->ceiling gap +0.1000 = " in text and "(at least the 3x required)" in text
+    assert "| 18-class accuracy, mean (per seed) |" in text and "Same test 1 (systematic, 18-class accuracy)" in text
+    worse = {**record, "fits": fits({"noisy": [0.60, 0.61, 0.59], "ceiling": [0.62, 0.60, 0.63],
+                                     "queue@0.05": [0.61, 0.60, 0.60], "cleanlab@0.05": [0.62, 0.60, 0.61]})}
+    text = loop.report({"config": config, "record": worse})
+    assert ": missed (" in text and "(less than the 3x required)" in text
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\n## Ingest\n\nkeep me\n\n## Does cleaning pay?\n\nold\n\n## Later\n\nand me\n")
     loop.write_section("new table", bench)
     assert bench.read_text() == ("# Benchmarks\n\n## Ingest\n\nkeep me\n\n## Does cleaning pay?\n\nnew table\n\n"
                                  "## Later\n\nand me\n")
+
+
+@pytest.mark.slow
+def test_quick_path_runs_every_arm_with_paired_seeds(tmp_path: Path):
+    out = tmp_path / "quick.json"
+    assert loop.main(["--quick", "--persons", "16", "--holdout", "8", "--work", str(tmp_path / "w"),
+                      "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    record = data["record"]
+    assert set(record["fits"]) == {"noisy", "ceiling", "queue@0.05", "cleanlab@0.05", "random@0.05"}
+    assert all(set(cell) == {"0", "1"} for cell in record["fits"].values())  # the same seeds in every arm
+    budget = int(0.05 * record["n_images"])
+    for order in ("queue", "cleanlab", "random"):
+        snap = record["snapshots"][f"{order}@0.05"]
+        assert snap["entries"] == snap["budget_decisions"] == budget  # one entry = one decision
+        assert snap["images_shown"] >= snap["entries"]
+    assert record["n_holdout_people"] == 8
+    assert "### Profile `systematic`" in loop.report(data)

@@ -205,3 +205,54 @@ def test_ingest_reads_the_demo_without_problems(demo: tuple[Path, DemoInfo], tmp
         result = ingest(root, store)
     assert result.problems == []
     assert (result.report.n_items, result.n_persons) == (info.images + info.eval_images, info.persons)
+
+
+def test_systematic_profile_reproduces_its_truth_exactly_for_a_seed(demo: tuple[Path, DemoInfo],
+                                                                     tmp_path: Path) -> None:
+    """Every change of ``--noise-profile systematic`` is in truth.csv, follows its pattern, and the whole
+    folder (truth.csv included) is byte-identical for a seed; the people are the random profile's."""
+    info = generate(tmp_path / "a", persons=PERSONS, noise=NOISE, seed=3, image_size=SIZE, workers=1,
+                    profile="systematic")
+    again = generate(tmp_path / "b", persons=PERSONS, noise=NOISE, seed=3, image_size=SIZE, workers=2,
+                     profile="systematic")
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b") and info.corrupted == again.corrupted
+    truth, random_truth = read_truth(tmp_path / "a"), read_truth(demo[0])
+    # Same people (true labels, in order) as the random profile of the seed: only the given labels differ.
+    assert list(truth.person.str[:6]) == list(random_truth.person.str[:6])
+    for column in ("true_gender", "true_age"):  # (true_mask: what a photo shows, swapped or not)
+        assert list(truth[column]) == list(random_truth[column])
+    table = pd.read_csv(tmp_path / "a" / "train" / "train.csv", dtype={"id": str}).set_index("path")
+    batch = []
+    for person, rows in truth.groupby("person", sort=False):
+        kinds = set(filter(None, rows.noise_kind.iloc[0].split("+")))
+        first = rows.iloc[0]
+        assert (first.given_gender, first.given_age) == (table.gender[person], table.age[person])
+        wrong = {c for c in ("mask", "gender", "age") if (rows[f"true_{c}"] != rows[f"given_{c}"]).any()}
+        assert wrong == {{"mask_batch": "mask", "age_rounded": "age", "gender_lookalike": "gender"}[k] for k in kinds}
+        if "mask_batch" in kinds:
+            batch.append(int(person[:6]))
+            shown = dict(zip(rows.path.map(lambda p: Path(p).stem), rows.true_mask))
+            assert (shown["incorrect_mask"], shown["normal"]) == ("not_wear", "incorrect")
+            assert (rows.true_mask != rows.given_mask).sum() == 2
+        if "age_rounded" in kinds:
+            assert (first.true_age, first.given_age) in {(a, 30) for a in (27, 28, 29)} | {(a, 60) for a in (57, 58, 59)}
+        elif first.true_age in (27, 28, 29, 57, 58, 59):  # noise 0.5: the rounding staff enter every age
+            raise AssertionError(f"{person}: age {first.true_age} not rounded")
+    assert batch == list(range(batch[0], batch[0] + round(NOISE / 2 * PERSONS)))  # one batch of consecutive ids
+    assert info.corrupted == {k: int(truth.drop_duplicates("person").noise_kind.str.contains(k).sum())
+                              for k in ("mask_batch", "age_rounded", "gender_lookalike")}
+    assert "(systematic)" in info.summary()
+
+
+def test_systematic_shares_at_scale_and_bad_profile() -> None:
+    plan = _plan(200, 0.1, seed=1, profile="systematic")  # share of the rounding / look-alike staff: 40 %
+    kinds = plan.noise_kind.str.split("+")
+    batch = plan.id[kinds.map(lambda k: "mask_batch" in k)].astype(int)
+    assert len(batch) == 10 and (batch.diff().dropna() == 1).all()
+    eligible = plan.age.isin([27, 28, 29, 57, 58, 59])
+    rounded = kinds.map(lambda k: "age_rounded" in k)
+    assert (rounded <= eligible).all() and 0.2 < rounded[eligible].mean() < 0.6
+    flipped = kinds.map(lambda k: "gender_lookalike" in k)
+    assert ((plan.gender != plan.given_gender) == flipped).all() and flipped.sum() > 0
+    with pytest.raises(ValueError, match="noise profile must be one of random, systematic"):
+        _plan(10, 0.1, seed=0, profile="bursty")

@@ -75,3 +75,22 @@ def test_schema_json_round_trip_keeps_bins():
     moved = COMPETITION.with_bins("age_group", (30, 58))
     assert Schema.from_json(moved.to_json()) == moved
     assert COMPETITION.targets == ["mask", "gender", "age_group"]
+
+
+def test_swap_pair_comes_from_the_schema_and_old_schema_json_is_unchanged():
+    from dataclasses import replace
+
+    from core.schema import COMPETITION, Schema, SchemaError, generic_schema
+    assert COMPETITION.swap_codes("mask") == (1, 2) and COMPETITION.swap_codes("gender") is None
+    assert COMPETITION.swap_codes("age_group") is None
+    assert "swap_pair" not in COMPETITION.to_json()  # snapshot hashes taken over the schema JSON stay valid
+    assert Schema.from_json(COMPETITION.to_json()) == COMPETITION
+    off = replace(COMPETITION, attributes=(replace(COMPETITION.attributes[0], swap_pair=None), *COMPETITION.attributes[1:]))
+    assert Schema.from_json(off.to_json()).swap_codes("mask") is None
+    generic = generic_schema({"a": ["x", "y", "z"]})
+    assert generic.swap_codes("a") is None
+    paired = replace(generic, attributes=(replace(generic.attributes[0], swap_pair=("z", "x")),))
+    assert Schema.from_json(paired.to_json()).swap_codes("a") == (2, 0)
+    wrong = replace(generic, attributes=(replace(generic.attributes[0], swap_pair=("x", "w")),))
+    with pytest.raises(SchemaError, match="swap_pair names w"):
+        wrong.swap_codes("a")

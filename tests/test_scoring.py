@@ -127,8 +127,8 @@ def test_one_ambiguous_image_does_not_overturn_a_person():
     groups = np.append(groups, "single")
     table = group_scores(labels, probs, groups).set_index("group")
     assert not table.loc["single", "is_issue"]
-    assert table.loc["single", "suggested"] == 1  # the images alone lean to 1 ...
-    assert table.loc["single", "score"] < 0.5  # ... but not enough against the label's prior
+    assert table.loc["single", "suggested"] == 1  # the image alone leans to 1, but barely ...
+    assert table.loc["single", "score"] < table.loc["p03", "score"]  # ... and ranks below the clear flip
     assert table.loc["p03", "is_issue"]
 
 
@@ -142,30 +142,84 @@ def test_images_that_disagree_on_a_person_label_are_flagged_inconsistent():
     assert table["inconsistent"].sum() == 1
 
 
-def test_a_single_image_group_scores_like_the_image():
+def test_groups_of_one_image_give_the_per_image_verdict():
     true = np.arange(40) % 2
     probs = confident(true, 2)
     labels = true.copy()
-    labels[5] = 1 - labels[5]
+    labels[[5, 12]] = 1 - labels[[5, 12]]
+    order = np.random.default_rng(0).permutation(40)  # group ids in any order: rows still map to their images
     by_image = image_scores(labels, probs)
-    by_group = group_scores(labels, probs, np.arange(40))
+    by_group = group_scores(labels, probs, order).set_index("group").loc[order]
     assert np.allclose(by_group["score"], by_image["score"])
+    assert (by_group["is_issue"].to_numpy() == by_image["is_issue"].to_numpy()).all()
     assert np.allclose(by_group["self_confidence"], by_image["self_confidence"])
+    issues = array_issues(labels, probs, groups=np.arange(40))
+    assert (issues["is_issue"] == by_image["is_issue"]).all() and np.allclose(issues["score"], by_image["score"])
 
 
-def test_independence_sets_how_much_many_images_weigh():
-    """Seven images at 0.7 against the label: one view (mean of logs) keeps the label, sqrt(7) views overturn it."""
+def leaning_people(seed: int = 0, n_persons: int = 300, shared: float = 1.0) -> tuple[np.ndarray, ...]:
+    """(labels, pred_probs, groups, wrong per person): logits with a per-person offset shared by its 7 images."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 3, n_persons)
+    wrong = rng.random(n_persons) < 0.08
+    given = np.where(wrong, (true + rng.integers(1, 3, n_persons)) % 3, true)
+    groups = np.repeat(np.arange(n_persons), 7)
+    logits = 2.5 * np.eye(3)[true[groups]] + rng.normal(0, shared, (n_persons, 3))[groups] + rng.normal(0, 1, (len(groups), 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return given[groups], probs, groups, wrong
+
+
+def test_shared_evidence_is_estimated_from_the_data():
+    from core.scoring import shared_evidence
+    labels, probs, groups, _ = leaning_people(shared=0.0)
+    independent = shared_evidence(labels, probs, groups)
+    labels, probs, groups, _ = leaning_people(shared=1.5)
+    shared = shared_evidence(labels, probs, groups)
+    assert independent < 0.15 < 0.4 < shared <= 1.0
+    table = group_scores(labels, probs, groups)
+    assert table.attrs["rho"] == pytest.approx(shared)
+    assert np.allclose(table["views"], 7 / (1 + 6 * shared))
+    assert shared_evidence(labels[:50], probs[:50], np.arange(50)) == 0.0  # one image a group: nothing shared
+
+
+def test_rho_sets_how_much_many_images_weigh():
+    """Seven images at 0.7 against the label: one view keeps it near 0.7, seven independent views make it certain."""
     true, probs, groups = people(30, seed=1)
     labels = true.copy()
-    for person in ("p03", "p04"):  # two confident flips give the prior some room
-        labels[groups == person] = 1 - labels[groups == person]
     rows = groups == "p05"
     labels[rows] = 1 - true[rows]
     probs[rows] = np.where(np.arange(2) == true[rows][:, None], 0.7, 0.3)
-    scores = {x: group_scores(labels, probs, groups, independence=x).set_index("group").loc["p05"]
-              for x in (0.0, 0.5, 1.0)}
-    assert scores[0.0]["score"] < scores[0.5]["score"] < scores[1.0]["score"]
-    assert not scores[0.0]["is_issue"] and scores[0.5]["is_issue"] and scores[1.0]["is_issue"]
+    scores = {r: group_scores(labels, probs, groups, rho=r).set_index("group").loc["p05", "score"] for r in (1.0, 0.5, 0.0)}
+    assert scores[1.0] == pytest.approx(0.7, abs=0.02) and scores[1.0] < scores[0.5] < scores[0.0]
+    with pytest.raises(ValueError, match="rho must be in"):
+        group_scores(labels, probs, groups, rho=1.5)
+
+
+def test_permuting_people_rows_and_class_indices_changes_no_verdict():
+    labels, probs, groups, wrong = leaning_people(seed=3)
+    base = group_scores(labels, probs, groups).set_index("group").sort_index()
+    assert base["is_issue"].sum() > 0
+    rng = np.random.default_rng(1)
+    rows = rng.permutation(len(labels))
+    names = rng.permutation(groups.max() + 1)  # new person ids, in a new order of first appearance
+    classes = np.array([2, 0, 1])  # class c becomes classes[c]
+    moved = group_scores(classes[labels[rows]], probs[rows][:, np.argsort(classes)], names[groups[rows]])
+    moved = moved.set_index("group").loc[names].set_axis(np.arange(len(names)))
+    assert (moved["is_issue"].to_numpy() == base["is_issue"].to_numpy()).all()
+    assert np.allclose(moved["score"], base["score"])
+    assert (moved["given"].to_numpy() == classes[base["given"].to_numpy()]).all()
+    assert moved.attrs["rho"] == pytest.approx(base.attrs["rho"])
+
+
+def test_every_row_of_a_group_carries_the_group_verdict():
+    labels, probs, groups, wrong = leaning_people(seed=4)
+    issues = array_issues(labels, probs, groups=groups)
+    per_group = issues.groupby("group").agg(score=("score", "nunique"), flag=("is_issue", "nunique"),
+                                            suggested=("suggested", "nunique"))
+    assert (per_group == 1).all().all()
+    table = group_scores(labels, probs, groups)
+    assert (issues.groupby("group")["is_issue"].first().to_numpy() == table["is_issue"].to_numpy()).all()
+    assert issues["is_issue"].any() and (issues.groupby("group")["is_issue"].first() & wrong).sum() > 0
 
 
 # ---- swaps ---------------------------------------------------------------------------------------------------------

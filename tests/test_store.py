@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 from core.__main__ import main as core_main
 from core.export import cleaned_table, export, read_table
 from core.store import ConflictError, LabelStore, StoreError, read_snapshot
-from tests.conftest import competition_frames, ingest_frames
+from core.synthetic import competition_frames, ingest_frames
 
 PERSON = "000001_female_Asian_22"
 IMAGE = f"train/images/{PERSON}/normal.jpg"
@@ -406,7 +407,7 @@ def test_dashboard_aggregates_equal_full_queries_after_corrections_reverts_and_a
 
 def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(make_store):
     from core import review, stats
-    from tests.app_data import add_score_run
+    from core.synthetic import add_score_run
 
     store = make_store(n_persons=8)
     run_id = add_score_run(store, flag_every=3)
@@ -421,10 +422,13 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         for table in ("review_units", "review_runs", "ingest_aggregates"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DROP INDEX corrections_reverts")
+        conn.execute("DROP INDEX runs_repeat_group")  # and what version 3 added
+        conn.execute("ALTER TABLE runs DROP COLUMN repeat_group")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:
-        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert "repeat_group" in migrated.runs().columns
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables
         assert migrated.conn.execute("SELECT count(*) FROM review_units").fetchone()[0] == 0  # built lazily
@@ -469,3 +473,16 @@ def test_review_units_rank_once_per_run_and_name_class_codes(make_store):
         None if not units["is_issue"].iloc[5] else int(units["is_issue"].iloc[:5].sum()))
     store.save_scores(run_id, pd.DataFrame(rows[:28]))  # replaced: the queue follows
     assert store.review_units(run_id, limit=0)[1] == 28
+
+
+def test_review_units_follow_the_rank_core_scoring_gave(make_store):
+    """The store pages the queue core.scoring ranked (``detail["rank"]``); it does not re-rank by score."""
+    store = make_store(n_persons=2)
+    labels = store.current_labels()
+    items = list(labels["item_id"])
+    rows = [{"item_id": item_id, "attribute": "mask", "given": "wear", "suggested": "wear", "score": 0.1 * (i % 7),
+             "is_issue": False, "detail": json.dumps({"rank": len(items) - 1 - i})} for i, item_id in enumerate(items)]
+    run_id = store.create_run("score", {}, status="running")
+    store.save_scores(run_id, pd.DataFrame(rows))
+    units, _ = store.review_units(run_id)
+    assert list(units["item_id"]) == items[::-1]  # by rank, although the scores say otherwise

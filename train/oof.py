@@ -20,12 +20,6 @@ from core.scoring import image_scores, model_disagreement, queue_items, review_q
 from core.store import LabelStore, StoreError
 from train.model import Head
 
-# Photos of one person share its identity cues (face, hair, beard), so a model's mistakes on a person repeat
-# across them: 7 images count as 7 ** 0.25 = 1.6 independent views in the person verdicts. core.scoring's default
-# (0.5, sqrt(m) views) suits independent images such as the digits bench's; on the demo 0.25 keeps borderline ages
-# from being flagged on the strength of 7 near-identical opinions (BENCHMARKS.md, "Label issues").
-INDEPENDENCE = 0.25
-
 
 def marginals(schema: Schema, class_probs: np.ndarray) -> dict[str, np.ndarray]:
     """Per-target probabilities {target: (n, k)} from combined-class probabilities (n, n_classes) (single head)."""
@@ -79,16 +73,17 @@ def previous_probs(store: LabelStore, run_id: int, paths: pd.Series) -> tuple[in
 
 
 def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray],
-               previous: dict[str, np.ndarray] | None = None, *, independence: float = INDEPENDENCE) -> pd.DataFrame:
+               previous: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Rows for ``LabelStore.save_scores``: one per image (``labels`` row) and scored target.
 
     ``labels`` has ``item_id``, ``path``, ``person`` and the stored attributes; ``probs`` maps a
     target to its (n, k) out-of-fold probabilities; ``previous`` (optional) another model's (n, k)
     probabilities on the same rows, NaN where it has none. Person-scope targets are decided per
-    person (``group_scores`` with ``independence``, see ``INDEPENDENCE``) and swaps of the ``mask`` pair (incorrect, not_wear) per person (``core.scoring.review_queue``);
-    their verdict, score and suggestion are copied to each of the person's images. An image flag
-    suggesting the other class of the pair, for a person holding both, is left to the swap test
-    (``_pair_rule``).
+    person (``core.scoring.group_scores``) and swaps of a target's ``swap_pair`` (the schema's; the
+    competition's mask incorrect / not_wear) per person; their verdict, score and suggestion are copied
+    to each of the person's images. An image flag suggesting the other class of the pair, for a person
+    holding both, is left to the swap test (``core.scoring.pair_rule``). Every verdict and the ranking
+    are ``core.scoring.review_queue``'s; this function only names classes and gathers details.
 
     Columns: ``item_id``, ``attribute``, ``given``, ``suggested`` (class names), ``score``
     (P(given label is wrong), the unit's), ``is_issue`` (the unit's verdict), ``kind`` (image | person
@@ -104,15 +99,11 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
     person = labels["person"].fillna("").astype(str)
     groups = np.where(person != "", person, labels["path"].astype(str))  # an image without a person is its own
     person_scope = {t for t in targets if schema.scope(schema.target_source(t)) == "person"}
-    mask_classes = schema.target_classes("mask") if "mask" in targets else ()
-    swap = ("mask", mask_classes.index("incorrect"), mask_classes.index("not_wear")) \
-        if {"incorrect", "not_wear"} <= set(mask_classes) else None
+    pairs = [(t, *schema.swap_codes(t)) for t in targets if t not in person_scope and schema.swap_codes(t)]
     queue = review_queue({t: codes[t] for t in targets}, {t: probs[t] for t in targets}, groups,
-                         person_scope=person_scope, swap=swap, independence=independence)
+                         person_scope=person_scope, swap=pairs[0] if pairs else None)
     queue["detail"] = [{**d, "rank": i} for i, d in enumerate(queue["detail"])]
     rows = queue_items(queue)
-    if swap is not None:
-        rows = _pair_rule(rows, codes["mask"], groups, swap[1:])
     images = {t: image_scores(codes[t], probs[t]).to_dict("list") for t in targets}  # columns as lists: fast rows
     spread = {t: _disagreement(probs[t], previous[t]) for t in targets if previous and t in previous}
     unit_spread = {}
@@ -144,36 +135,6 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
         "suggested": [schema.target_classes(a)[int(s)] for a, s in zip(rows["attribute"], rows["suggested"])],
         "score": rows["score"].astype(float), "is_issue": rows["is_issue"].astype(bool), "kind": rows["kind"],
         "unit": rows["target"].astype(str), "detail": details})
-
-
-def _pair_rule(rows: pd.DataFrame, given: np.ndarray, groups: np.ndarray, pair: tuple[int, int]) -> pd.DataFrame:
-    """Leave incorrect <-> not_wear to the swap test for a person holding one image of each.
-
-    Each person is photographed once per pair class, so a single image "should be" the partner class
-    (``not_wear`` -> ``incorrect``) would give that person two of one class and none of the other:
-    either both images are exchanged, which the swap test (``mask_swap_scores``) weighs with both
-    images, or the model is wrong (on the demo: chin beards read as a mask on the chin). Such image
-    flags are lifted (``is_issue`` False, score and ranking kept; ``detail['pair_rule']`` says why);
-    flags towards any other class (a ``normal`` photo showing a worn mask) stay.
-    """
-    in_pair = np.isin(given, pair)
-    holds_both = _holds_both(given, groups, pair)
-    row = rows["row"].to_numpy()
-    lift = ((rows["attribute"] == "mask") & (rows["kind"] == "image") & rows["is_issue"].astype(bool)
-            & rows["suggested"].isin(pair) & (rows["suggested"] != rows["given"])).to_numpy() \
-        & in_pair[row] & holds_both[row]
-    rows = rows.copy()
-    rows.loc[lift, "is_issue"] = False
-    rows.loc[lift, "detail"] = [{**d, "pair_rule": "one image of each of the pair per person: the swap test decides"}
-                                for d in rows.loc[lift, "detail"]]
-    return rows
-
-
-def _holds_both(given: np.ndarray, groups: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
-    """(n,) bool: the row's person has at least one image given each class of ``pair``."""
-    frame = pd.DataFrame({"group": groups, "first": given == pair[0], "second": given == pair[1]})
-    both = frame.groupby("group")[["first", "second"]].transform("any")
-    return (both["first"] & both["second"]).to_numpy()
 
 
 def _disagreement(current: np.ndarray, other: np.ndarray) -> np.ndarray:
