@@ -16,7 +16,8 @@ from core import review
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
-from tests.app_data import add_score_run, serve
+from core.synthetic import add_score_run
+from tests.app_data import serve
 from tests.test_browser import ARGS, CHROMIUM
 
 pytestmark = [
@@ -111,8 +112,9 @@ def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
             accept.wait_for(timeout=60_000)
             settled()
             assert name.input_value() == NAME
-            # The focused unit names its target in its heading (a person) or under its image (a path).
-            focused = page.locator(f"h3:has-text('{first['target']}'), "
+            # The focused unit names its target and attribute in its heading (a person) or its path under its image.
+            focused = page.locator(f"h3:has-text('Person {first['target']}: {first['attribute']}')"
+                                   if first["scope"] == "person" else
                                    f"[data-testid='stText']:has-text('{first['target']}')")
             assert focused.first.is_visible()
             assert not page.evaluate(CUT), page.evaluate(CUT)  # no decision label cut at 1400×1000
