@@ -16,7 +16,7 @@ import streamlit as st
 
 from app import train_charts, ui
 from app.journal_views import ACTIVE, flag_changes, progress_view
-from core import review
+from core import review, stats
 from core.store import LabelStore, StoreError
 from train import jobs
 from train.config import DEFAULT_FOLDS, SCORE_DEFAULTS, TrainConfig, defaults
@@ -133,7 +133,9 @@ def _cancel(run_id: int) -> None:
 
 def retrain_form(store: LabelStore) -> None:
     """"Same settings as run X", then the model form with its Retrain and Rescore buttons."""
-    for key, value in settings_of({}).items():
+    # First visit: the image size follows the dataset's images (32×32 digits train at 32×32, photos at 64×80).
+    sized = {} if "train_width" in st.session_state else {"img_size": stats.suggested_img_size(store)}
+    for key, value in settings_of(sized).items():
         st.session_state.setdefault(key, value)
     st.session_state.setdefault("score_folds", DEFAULT_FOLDS)
     st.session_state.setdefault("score_own_defaults", True)

@@ -552,3 +552,9 @@ def test_prediction_runs_name_their_model_and_source() -> None:
     assert jv.predict_source(config) == "test_resnet of run #3"
     _, text = jv.progress_view({"kind": "predict", "id": 4, "status": "done", "config": config})
     assert text == "predict run #4 done with test_resnet of run #3 · wrote submission.csv"
+
+
+def test_the_train_form_suggests_the_datasets_image_size(digits: Path) -> None:
+    at = open_page("app_pages/train.py")
+    assert_clean(at)
+    assert (at.session_state["train_width"], at.session_state["train_height"]) == (32, 32)
