@@ -53,8 +53,8 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
 
 def button(label: str, action: str, payload: dict[str, Any], *, key: str, shortcut: str | None = None,
            after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False) -> None:
-    """One action button (label is our own text, never user data unescaped)."""
-    st.button(label, key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
+    """One action button; the label may hold data (class values) and is rendered literally (``ui.plain``)."""
+    st.button(ui.plain(label), key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
               disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary")
 
 
@@ -96,7 +96,7 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
         accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown)
     row = st.columns(3)
     with row[0]:
-        button(f"Accept: {attribute} → {ui.plain(accept_value)}" if accept_value is not None else "Accept suggestion",
+        button(f"Accept: {attribute} → {accept_value}" if accept_value is not None else "Accept suggestion",
                "set", {**base, "value": accept_value}, key=f"{key}_accept", shortcut=SHORTCUTS["accept"],
                after=on_next, primary=True, disabled=accept_value is None or str(accept_value) == str(shown))
     with row[1]:
@@ -107,7 +107,7 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
 
     spec = schema.attribute(attribute)
     if spec.kind == "categorical":
-        st.caption(f"Set {attribute}:")
+        ui.caption(f"Set {attribute}:")
         classes = st.columns(len(spec.classes))
         for number, (column, value) in enumerate(zip(classes, spec.classes), start=1):
             with column:

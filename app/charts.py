@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.ui import safe_figure
 from core import stats
 from core.store import LabelStore
 
@@ -26,10 +27,10 @@ CURRENT, ORIGINAL = "#3b6fb6", "#b8c4d6"
 def _figure(traces: list[dict[str, Any]], title: str, height: int = 320, **layout: Any) -> go.Figure:
     """One validated figure from plain trace and layout dicts (much cheaper than trace objects and
     repeated ``update_layout`` calls, which re-validate every time)."""
-    return go.Figure(data=traces, layout={
+    return safe_figure(go.Figure(data=traces, layout={  # class names are data: HTML-escaped (ui.safe_figure)
         "title": {"text": title}, "height": height, "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
         "legend": {"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"}, "clickmode": "event+select",
-        **layout})
+        **layout}))
 
 
 def _bar(name: str, x: Any, y: Any, color: str, **extra: Any) -> dict[str, Any]:
@@ -102,10 +103,11 @@ def corrections(frame: pd.DataFrame) -> tuple[go.Figure, Filters]:
 
 def probabilities(probs: dict[str, float]) -> go.Figure:
     """Horizontal bars of the model's out-of-fold class probabilities for one unit."""
-    return go.Figure(data=[{"type": "bar", "x": list(probs.values()), "y": list(probs.keys()), "orientation": "h",
-                            "marker": {"color": CURRENT}}],
-                     layout={"height": 60 + 28 * len(probs), "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-                             "xaxis": {"range": [0, 1], "title": {"text": "model probability"}}})
+    return safe_figure(go.Figure(
+        data=[{"type": "bar", "x": list(probs.values()), "y": list(probs.keys()), "orientation": "h",
+               "marker": {"color": CURRENT}}],
+        layout={"height": 60 + 28 * len(probs), "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+                "xaxis": {"range": [0, 1], "title": {"text": "model probability"}}}))
 
 
 def selected_filter(event: Any, filters: Filters) -> dict[str, Any] | None:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.schema import SchemaError
-from core.store import LabelStore, StoreError, default_db, now
-from train.checkpoint import CheckpointError
+from core.errors import run_command
+from core.store import LabelStore, default_db, now
 from train.jobs import JOB_LOG_ENV
 from train.journal import LOG_BYTES, CappedLog
 from train.loop import TrainConfig
@@ -248,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m train {' '.join(sys.argv[1:] if argv is None else argv)}  (this log rotates at "
               f"{LOG_BYTES / 1e6:.0f} MB, two older parts kept)")
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (StoreError, SchemaError, CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)  # one line per error, no traceback (LABELFIX_DEBUG=1 shows it)
 
 
 if __name__ == "__main__":

@@ -87,11 +87,13 @@ def runs_table(store: LabelStore, kind: str | None = "train") -> pd.DataFrame:
     """One line per run for ``python -m train runs``: id, status, model, epochs, best macro F1, labels."""
     rows = []
     for run in store.runs(kind).to_dict("records"):
-        config, metrics = run["config"] or {}, run["metrics"] or {}
+        config = run["config"] if isinstance(run["config"], dict) else {}  # a predict run has no training config
+        metrics = run["metrics"] if isinstance(run["metrics"], dict) else {}
         rows.append({"id": run["id"], "kind": run["kind"], "status": run["status"],
                      "created": str(run["created_at"])[:19], "model": config.get("model"),
                      "epochs": f"{metrics.get('epochs_done', 0)}/{config.get('epochs', '?')}",
                      "best_f1": metrics.get("best_macro_f1"), "lr": config.get("lr"),
-                     "corrections": run["n_corrections"], "snapshot": (run["snapshot_hash"] or "")[:10],
+                     "corrections": run["n_corrections"],
+                     "snapshot": run["snapshot_hash"][:10] if isinstance(run["snapshot_hash"], str) else "",
                      "best_checkpoint": run["best_checkpoint"]})
     return pd.DataFrame(rows)

@@ -40,7 +40,7 @@ from train.data import (
 )
 from train.journal import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
-from train.model import HeadsModel, heads_for, load_pretrained, make_loss
+from train.model import HeadsModel, check_model_options, heads_for, load_pretrained, make_loss
 from train.runs import (
     VAL_PREDICTIONS,
     checkpoint_meta,
@@ -126,6 +126,8 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
     check_writers(config, db, resume)  # a missing writer package fails here, before anything is written
+    if resume is None:
+        check_model_options(config)  # an unknown or hub model name, a bad weights file: refused before any write
     world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
     store = LabelStore(db)
     plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None

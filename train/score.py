@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.checks import run_data_checks
+from core.files import csv_safe
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train.data import (
@@ -52,7 +53,7 @@ from train.data import (
 from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
 from train.loop import TrainConfig, log_evictions, predict_probs
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
+from train.model import Head, HeadsModel, check_model_options, heads_for, load_pretrained, make_loss
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
 from train.runs import reopen, take_snapshot
 from train.writers import Writers, open_writers
@@ -89,6 +90,8 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     started = time.monotonic()
     with LabelStore(db) as store:
         check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
+        if resume is None:
+            check_model_options(config)
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
         run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
         log = run_logger(run_dir / "score.log", echo=echo)
@@ -176,7 +179,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if len(folds) != len(labels):
         raise StoreError(f"{saved} has {len(folds)} rows but the snapshot {len(labels)}: not this run's folds")
     save_npy(saved, folds)
-    labels.assign(fold=folds)[["item_id", "path", "person", "fold"]].to_csv(run_dir / "items.csv", index=False)
+    csv_safe(labels.assign(fold=folds)[["item_id", "path", "person", "fold"]]).to_csv(run_dir / "items.csv", index=False)
     heads = heads_for(schema, config.heads)
     codes = schema.codes(labels)
     if config.heads == "single":

@@ -115,10 +115,10 @@ with right:
         binned = next(b for b in schema.binned if b.name == unit["attribute"])
         shown_text = f"{shown} ({binned.classes[int(binned.codes([shown])[0])]})"
     facts = st.columns(4)
-    facts[0].metric("Given (scored)", str(unit["given"]))
-    facts[1].metric("Suggested", str(unit["suggested"]))
-    facts[2].metric("Score", f"{unit['score']:.3f}")
-    facts[3].metric(f"Current {unit['stored']}", str(shown_text))
+    ui.metric(facts[0], "Given (scored)", unit["given"])  # class names are data: rendered literally
+    ui.metric(facts[1], "Suggested", unit["suggested"])
+    ui.metric(facts[2], "Score", f"{unit['score']:.3f}")
+    ui.metric(facts[3], f"Current {unit['stored']}", shown_text)
     st.caption(ui.plain(f"Status: {unit['status']} · flagged: {'yes' if unit['is_issue'] else 'no'} · "
                         "score = how strongly the out-of-fold model disagrees with the given label"))
     detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
