@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable
 
 DEBUG_ENV = "LABELFIX_DEBUG"
+ROWS = re.compile(r"^\d+ bad row\(s\)")
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0a, 0x20), 0x7f)}
 
 
@@ -34,7 +36,9 @@ def describe(error: BaseException, *, db: str | os.PathLike[str] | None = None) 
 
     if isinstance(error, StoreError | SchemaError | ValueError | KeyError) and not isinstance(error, UnicodeError):
         text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        return "\n".join(printable(line) for line in text.splitlines() or [type(error).__name__])
+        if ROWS.match(text):  # "3 bad row(s), nothing applied:" then one line per bad row, each naming it
+            return "\n".join(printable(line) for line in text.splitlines())
+        return printable(text.strip() or type(error).__name__)  # a newline inside data cannot start a line
     if isinstance(error, sqlite3.Error):
         return f"{printable(db or 'label store')}: {sqlite_reason(error)}"
     if isinstance(error, OSError):

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -230,7 +231,8 @@ def thumbnail(store: LabelStore, relative_path: str, size: int = 160, *, content
     The write is atomic (temp file + ``os.replace``), so concurrent callers never see half a file.
     """
     source = resolve_inside(store.root, relative_path)
-    digest = content_hash_hex or content_hash(source)
+    known = isinstance(content_hash_hex, str) and re.fullmatch(r"[0-9a-f]{64}", content_hash_hex)
+    digest = content_hash_hex if known else content_hash(source)  # a stored hash names a file: hex only
     out = store.files_dir / "thumbs" / f"{digest}_{int(size)}.jpg"
     if out.exists():
         return out

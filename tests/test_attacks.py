@@ -749,3 +749,38 @@ def test_attack_corpus_is_large_enough() -> None:
     count = sum(len(getattr(t, "pytestmark", [None])[0].args[1]) if getattr(t, "pytestmark", None) else 1
                 for t in tests)
     assert count >= 40, count
+
+
+def test_issues_npy_holding_pickled_objects_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("ATTACK_MARKER", str(marker))
+    np.save(tmp_path / "labels.npy", np.array([_Payload(), 1], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "probs.npy", np.array([[0.5, 0.5], [0.5, 0.5]]))
+    code, out, err = core(["issues", "--labels", str(tmp_path / "labels.npy"), "--pred-probs",
+                           str(tmp_path / "probs.npy"), "--out", str(tmp_path / "issues.csv")], capsys)
+    one_error_line(code, out, err, "allow_pickle")
+    assert not marker.exists() and not (tmp_path / "issues.csv").exists()
+
+
+def test_store_from_elsewhere_cannot_aim_deletion_or_thumbnails_outside(tmp_path: Path) -> None:
+    from train import disk
+
+    _, db = competition_store(tmp_path)
+    victim = tmp_path / "home"
+    (victim / "notes").mkdir(parents=True)
+    (victim / "notes" / "thesis.tex").write_text("years of work")
+    with LabelStore(db) as store:
+        run_id = store.create_run("train", {}, status="done", run_dir=str(victim))
+        plan = disk.deletion_plan(store.run(run_id), include_best=True)
+        assert plan.refused and not plan.files
+        path = f"train/images/{PERSON}/mask1.jpg"
+        made = thumbnail(store, path, 64, content_hash_hex="../../../home/evil")
+        assert made.parent == store.files_dir / "thumbs"
+    assert (victim / "notes" / "thesis.tex").exists()
+
+
+def test_error_message_with_a_newline_in_data_stays_one_line(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_text('path,label\n"img/a\nerror: forged.png",x\n"img/b\nerror: forged.png",y\n')
+    one_error_line(*core(["ingest", str(csv), "--db", str(tmp_path / "labels.db")], capsys), "labels.csv",
+                   "\\x0aerror: forged.png")

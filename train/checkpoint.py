@@ -33,6 +33,8 @@ from core import faults
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
 EPOCH_FILE = re.compile(r"^epoch(\d+)\.safetensors$")
+MAX_CLASSES = 100_000  # metadata limits: a checkpoint from anywhere cannot ask for a gigantic model or image cache
+MAX_SIDE = 4096
 
 
 class CheckpointError(Exception):
@@ -137,12 +139,14 @@ def check_meta(path: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, 
             isinstance(h, dict) and isinstance(h.get("name"), str) and isinstance(h.get("classes"), list)
             and h["classes"] and all(isinstance(c, str) for c in h["classes"]) for h in heads):
         raise bad("heads", "a non-empty list of {name: text, classes: [text, ...]}")
+    if sum(len(h["classes"]) for h in heads) > MAX_CLASSES:
+        raise bad("heads", f"at most {MAX_CLASSES} classes in all")
     drop = meta.get("drop_rate", 0.0)
     if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0.0 <= drop < 1.0:
         raise bad("drop_rate", "a number in [0, 1)")
     size = meta.get("image_size", [1, 1])
     if not isinstance(size, list) or len(size) != 2 or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 8192 for v in size):
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size):
         raise bad("image_size", "[width, height] in pixels")
     for key in ("mean", "std"):
         value = meta.get(key, [0.5, 0.5, 0.5])
