@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import printable, run_command
+from core.errors import printable, printable_frame, run_command
 from core.files import csv_safe
 from core.store import LabelStore, default_db, remove_store_files
 
@@ -65,7 +65,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         plan = store.import_corrections(frame, annotator=args.annotator, dry_run=args.dry_run, file=args.csv)
     verb = "would apply" if args.dry_run else "applied"
     for row in plan.itertuples(index=False):
-        print(f"line {row.line}: {row.target} {row.attribute}: {row.old_value} -> {row.new_value}")
+        print(printable(f"line {row.line}: {row.target} {row.attribute}: {row.old_value} -> {row.new_value}"))
     print(f"{verb} {len(plan)} correction(s) from {args.csv}")
     return 0
 
@@ -89,7 +89,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     with LabelStore(args.db) as store:
         log = store.history(target=args.target, attribute=args.attribute, limit=args.limit)
-    print(log.to_string(index=False) if len(log) else "no corrections yet")
+    print(printable_frame(log).to_string(index=False) if len(log) else "no corrections yet")
     return 0
 
 

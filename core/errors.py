@@ -17,6 +17,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Callable
+from typing import Any
 
 DEBUG_ENV = "LABELFIX_DEBUG"
 ROWS = re.compile(r"^\d+ bad row\(s\)")
@@ -27,6 +28,12 @@ def printable(text: object) -> str:
     """``text`` as one printable line: control characters (newlines included) and surrogate-escaped bytes of
     non-UTF-8 file names shown as escapes, so a hostile name can neither break a line nor crash the print."""
     return str(text).translate(_CONTROL).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable_frame(frame: Any) -> Any:
+    """A copy of a DataFrame whose text cells went through ``printable`` (for ``to_string`` on a terminal: a
+    reason or note holding ANSI escapes or newlines cannot repaint the screen or forge rows)."""
+    return frame.map(lambda v: printable(v) if isinstance(v, str) else v)
 
 
 def describe(error: BaseException, *, db: str | os.PathLike[str] | None = None) -> str:

@@ -51,10 +51,20 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` with every text cell (and column name) passed through ``csv_cell``; numbers are kept."""
     safe = frame.copy()
     for column in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[column]) and not pd.api.types.is_bool_dtype(safe[column]):
+        if _texts_starting(safe[column], _ESCAPED_START).any():
             safe[column] = [csv_cell(v) for v in safe[column]]
     safe.columns = [csv_cell(c) if isinstance(c, str) else c for c in safe.columns]
     return safe
+
+
+def _texts_starting(values: pd.Series, prefixes: tuple[str, ...]) -> pd.Series:
+    """Boolean mask of the text cells starting with one of ``prefixes`` (vectorised; numbers never do)."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return pd.Series(False, index=values.index)
+    try:
+        return values.str.startswith(prefixes, na=False).astype(bool)
+    except (AttributeError, TypeError):  # not a text column after all
+        return values.map(lambda v: isinstance(v, str) and v.startswith(prefixes)).astype(bool)
 
 
 def csv_unescape(frame: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +72,8 @@ def csv_unescape(frame: pd.DataFrame) -> pd.DataFrame:
     frame.columns = [c[1:] if isinstance(c, str) and c.startswith("'") and c[1:].startswith(_ESCAPED_START) else c
                      for c in frame.columns]
     for column in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
-            values = frame[column]
-            if values.map(lambda v: isinstance(v, str) and v.startswith("'")).any():
-                frame[column] = [v[1:] if isinstance(v, str) and v.startswith("'") and v[1:].startswith(_ESCAPED_START)
-                                 else v for v in values]
+        values = frame[column]
+        if _texts_starting(values, ("'",)).any():
+            frame[column] = [v[1:] if isinstance(v, str) and v.startswith("'") and v[1:].startswith(_ESCAPED_START)
+                             else v for v in values]
     return frame

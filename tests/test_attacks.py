@@ -784,3 +784,50 @@ def test_error_message_with_a_newline_in_data_stays_one_line(tmp_path: Path, cap
     csv.write_text('path,label\n"img/a\nerror: forged.png",x\n"img/b\nerror: forged.png",y\n')
     one_error_line(*core(["ingest", str(csv), "--db", str(tmp_path / "labels.db")], capsys), "labels.csv",
                    "\\x0aerror: forged.png")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
+def test_browser_fetches_nothing_a_class_name_points_at(tmp_path: Path) -> None:
+    """The reported attack, in a real browser: class names that are a markdown image, an HTML link and an HTML
+    image. No page may request the attacker's host or draw a live link or image to it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.app_data import add_score_run, serve
+
+    hostile = ["![t](http://attacker.invalid/md.png)", '<a href="http://attacker.invalid/a">x</a>',
+               "<img src=http://attacker.invalid/i.png>"]
+    csv = csv_dataset(tmp_path / "data", [hostile[i % 3] for i in range(9)])
+    db = tmp_path / "labels.db"
+    with LabelStore(db) as store:
+        from core.ingest import ingest
+
+        ingest(csv, store)
+        add_score_run(store, flag_every=1)
+    requests: list[str] = []
+    with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda request: requests.append(request.url))
+            for path, ready in (("review?annotator=eve", "button:has-text('Accept')"),
+                                ("distributions", ".js-plotly-plot"), ("browse", "button:has-text('Set label')")):
+                page.goto(f"{url}/{path}")
+                page.locator(ready).first.wait_for(timeout=60_000)
+                page.wait_for_timeout(1500)
+                assert page.locator("a[href*='attacker.invalid'], img[src*='attacker.invalid']").count() == 0, path
+                assert "attacker.invalid" in page.content(), path  # the names are on the page, as text
+        finally:
+            browser.close()
+    assert not [r for r in requests if "attacker.invalid" in r], requests
+
+
+def test_terminal_escapes_in_a_reason_are_not_sent_to_the_terminal(tmp_path: Path, capsys) -> None:
+    _, db = competition_store(tmp_path)
+    with LabelStore(db) as store:
+        store.correct(PERSON, "gender", "male", expected="female", annotator="\x1b]0;pwned\x07eve",
+                      reason="\x1b[2J\x1b[Hcleared\nline 9: forged")
+    code, out, _ = core(["history", "--db", str(db)], capsys)
+    assert code == 0 and "\x1b" not in out and "\\x1b[2J" in out
+    assert not any(line.startswith("line 9") for line in out.splitlines())

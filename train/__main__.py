@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import run_command
+from core.errors import printable, printable_frame, run_command
 from core.store import LabelStore, default_db, now
 from train.jobs import JOB_LOG_ENV
 from train.journal import LOG_BYTES, CappedLog
@@ -97,7 +97,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet: python -m train fit")
         return 0
     with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(printable_frame(table).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
@@ -110,7 +110,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     with LabelStore(args.db) as store:
         diff = diff_runs(store, args.run_a, args.run_b)
-    print(json.dumps(diff, indent=1, default=str) if args.json else format_diff(diff))
+    print(json.dumps(diff, indent=1, default=str) if args.json else
+          "\n".join(printable(line) for line in format_diff(diff).splitlines()))
     return 0
 
 
