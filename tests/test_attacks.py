@@ -831,3 +831,26 @@ def test_terminal_escapes_in_a_reason_are_not_sent_to_the_terminal(tmp_path: Pat
     code, out, _ = core(["history", "--db", str(db)], capsys)
     assert code == 0 and "\x1b" not in out and "\\x1b[2J" in out
     assert not any(line.startswith("line 9") for line in out.splitlines())
+
+
+def test_app_started_from_another_folder_binds_loopback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.app_data import free_port
+
+    port = free_port()
+    env = {**os.environ, "LABELS_DB": str(tmp_path / "labels.db"), "LABELS_AUTO_DEMO": "0", "PYTHONPATH": str(REPO)}
+    log = tmp_path / "streamlit.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port)],
+                                  cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "URL:" not in log.read_text():
+            time.sleep(0.3)
+        text = log.read_text()
+        assert f"127.0.0.1:{port}" in text and "0.0.0.0" not in text, text
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
