@@ -30,9 +30,15 @@ PAGE_SIZE = 24
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$>])")
 
 
+# GFM turns bare URLs, www. names and e-mail addresses in text into links after parsing, escapes or not; an
+# invisible WORD JOINER after the scheme, the "www" or the "@" keeps them plain text.
+_AUTOLINK = re.compile(r"(?i)\b(?:https?|ftp|mailto|www)(?=[:.])|@")
+
+
 def plain(text: Any) -> str:
-    """``text`` escaped so markdown renders it literally (no links, emphasis, colours or HTML)."""
-    return _MARKDOWN.sub(r"\\\1", str(text))
+    """``text`` escaped so markdown renders it literally (no links, autolinks, images, emphasis, colours or HTML)."""
+    unlinked = _AUTOLINK.sub(lambda match: match.group(0) + "\u2060", str(text))
+    return _MARKDOWN.sub(r"\\\1", unlinked)
 
 
 def button(label: Any, *, container: Any = None, **kwargs: Any) -> bool:
