@@ -392,6 +392,9 @@ def _add(scan: Scan, path: str, person: str | None, split: str, source_id: str |
         scan.candidates.append(Candidate(path, entry.path, person, split, source_id, labels))
         return True
     where = "" if line is None else f"line {line}: "
+    if _plainly_relative(path) and not os.path.lexists(os.path.join(scan.root, path)):
+        scan.problems.append((path, where + "file not found"))  # one stat: a CSV of a million missing paths
+        return False  # fails in seconds (nothing was read, so confinement needs no realpath here)
     try:
         file = resolve_inside(scan.root, path, root_is_real=True)  # every scan's root is resolved already
     except PathRefused as refused:
@@ -428,6 +431,12 @@ def _rows(table: pd.DataFrame) -> list[tuple[int, dict[str, str]]]:
     """
     lines = table.attrs.get("lines") or range(2, len(table) + 2)
     return list(zip(lines, table.to_dict("records")))
+
+
+def _plainly_relative(path: str) -> bool:
+    """A path ``resolve_inside`` would not refuse on its face (empty, NUL, absolute, drive letter, ``..``)."""
+    return bool(path.strip()) and "\x00" not in path and not os.path.isabs(path) and path[1:3] not in (":\\", ":/") \
+        and not path.startswith("\\\\") and ".." not in path.replace("\\", "/").split("/")
 
 
 def _undecodable(scan: Scan, path: str) -> bool:
