@@ -42,7 +42,7 @@ def describe(error: BaseException, *, db: str | os.PathLike[str] | None = None) 
     from core.store import StoreError
 
     if isinstance(error, StoreError | SchemaError | ValueError | KeyError) and not isinstance(error, UnicodeError):
-        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        text = f"missing key {error.args[0]!r}" if isinstance(error, KeyError) and error.args else str(error)
         if ROWS.match(text):  # "3 bad row(s), nothing applied:" then one line per bad row, each naming it
             return "\n".join(printable(line) for line in text.splitlines())
         return printable(text.strip() or type(error).__name__)  # a newline inside data cannot start a line
