@@ -113,6 +113,13 @@ def _start_from_form(command: str) -> None:
     if not values["model"]:
         ui.flash(review.Outcome(False, "Not started: type a timm model name (or pick one from the list)."))
         return
+    from train.model import check_model_name
+
+    try:  # a typed name is checked against timm's registry: no hub download or local folder without a request
+        check_model_name(values["model"], allow_hub=False)
+    except ValueError as error:
+        ui.flash(review.Outcome(False, f"Not started: {error}"))
+        return
     if command == "score":
         own = st.session_state.get("score_own_defaults", True)  # the scorer's cheap defaults, or the form's model
         config = None if own else TrainConfig.from_dict(values)

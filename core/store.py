@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 
 from core.faults import fault_point
-from core.files import replacing
+from core.files import csv_safe, csv_unescape, replacing
 from core.schema import Schema, SchemaError
 
 SCHEMA_VERSION = 3
@@ -188,15 +188,31 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = 30.0):
         self.path = Path(path or default_db())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self._migrate()
         self._schema: Schema | None = None
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a label store file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"{self.path}: cannot create its folder ({error.strerror or error})") from None
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as error:
+            from core.errors import sqlite_reason
+
+            raise StoreError(f"{self.path}: {sqlite_reason(error)}") from None
+        try:
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._migrate()
+        except sqlite3.Error as error:  # not SQLite, damaged, read-only file or folder: one line, not a traceback
+            self.conn.close()
+            from core.errors import sqlite_reason
+
+            raise StoreError(f"{self.path}: {sqlite_reason(error)}") from None
 
     # ---- plumbing -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -209,7 +225,8 @@ class LabelStore:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite ends the transaction itself on some errors (disk full)
+                self.conn.execute("ROLLBACK")
             raise
         else:
             fault_point("commit", "before COMMIT")  # LABELFIX_FAULT=commit:N (crash tests)
@@ -723,7 +740,8 @@ class LabelStore:
         plan, errors = [], []
         pending: dict[tuple[str, str], Any] = {}
         with self.transaction():  # read a consistent view; the apply below joins this transaction
-            for line, row in zip(range(2, len(frame) + 2), frame.to_dict("records")):
+            lines = frame.attrs.get("lines") or range(2, len(frame) + 2)  # physical lines (read_table)
+            for line, row in zip(lines, frame.to_dict("records")):
                 try:
                     attribute = str(row["attribute"]).strip()
                     attr = schema.attribute(attribute)
@@ -805,7 +823,7 @@ class LabelStore:
             last = self.conn.execute("SELECT max(id) FROM corrections").fetchone()[0]
         schema = self.schema
         columns = ["path", "person", "hash", "width", "height", *schema.names, "corrected"]
-        text = labels[columns].to_csv(index=False, lineterminator="\n")
+        text = csv_safe(labels[columns]).to_csv(index=False, lineterminator="\n")  # same bytes unless a cell needs it
         digest = hashlib.sha256((schema.to_json() + "\n" + text).encode()).hexdigest()
         directory = Path(directory) if directory else self.files_dir / "snapshots"
         directory.mkdir(parents=True, exist_ok=True)
@@ -1174,9 +1192,19 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str,
     digest = hashlib.sha256((schema.to_json() + "\n" + text).encode()).hexdigest()
     if digest != meta["hash"]:
         raise StoreError(f"{path}: content does not match its hash {meta['hash'][:16]} (file edited?)")
-    labels = pd.read_csv(io.StringIO(text), dtype={"path": str, "person": str, "hash": str},
-                         keep_default_na=False)
+    labels = csv_unescape(pd.read_csv(io.StringIO(text), dtype={"path": str, "person": str, "hash": str},
+                                      keep_default_na=False))
     return schema.add_derived(labels), meta
+
+
+def remove_store_files(path: str | os.PathLike[str]) -> None:
+    """Delete a label store file with its SQLite companions (``-wal``, ``-shm``, ``-journal``) and its files
+    folder when empty: what a failed first ingest must not leave behind."""
+    path = Path(path)
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        path.with_name(name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.with_name(path.name + ".d").rmdir()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from core.checks import run_data_checks
+from core.files import csv_safe
 from core.review import flagged_counts
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
@@ -44,7 +45,7 @@ from train.data import CachedImages, ImageCache, person_folds
 from train.logs import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
 from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, fetch_pretrained, heads_for
+from train.model import Head, check_model_options, fetch_pretrained, heads_for
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
 from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
@@ -72,6 +73,8 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     started = time.monotonic()
     with LabelStore(db) as store:
         check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
+        if resume is None:
+            check_model_options(config)
         if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
             fetch_pretrained(config.model)
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
@@ -161,7 +164,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if len(folds) != len(labels):
         raise StoreError(f"{saved} has {len(folds)} rows but the snapshot {len(labels)}: not this run's folds")
     save_npy(saved, folds)
-    labels.assign(fold=folds)[["item_id", "path", "person", "fold"]].to_csv(run_dir / "items.csv", index=False)
+    csv_safe(labels.assign(fold=folds)[["item_id", "path", "person", "fold"]]).to_csv(run_dir / "items.csv", index=False)
     heads = heads_for(schema, config.heads)
     codes = schema.codes(labels)
     if config.heads == "single":
