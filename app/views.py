@@ -148,12 +148,13 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
             st.subheader("Eval image (unlabelled)")
             _predictions(store, item)
             return
-        st.subheader(ui.plain(f"Person {item.get('person')}") if item.get("person") else "Image")
+        grouped = bool(item.get("person")) and ui.has_groups(store)  # else every image is its own "person"
+        st.subheader(ui.plain(f"Person {item.get('person')}") if grouped else ui.plain(f"Image {item['path']}"))
         original = {n: item.get(f"{n}_original") for n in schema.names}
         st.dataframe(ui.label_table(schema.names, item, original), hide_index=True)
         actions.image_actions(schema, item, key=f"{key}_act", source=source, on_next=on_next,
                               on_previous=on_previous)
-    if item.get("person") and ui.has_groups(store):
+    if grouped:
         with st.expander("All images of this person", expanded=True):
             ui.person_strip(store, item["person"], highlight=item["path"])
 

@@ -448,6 +448,7 @@ def test_no_person_panel_where_every_image_is_its_own_person(digits: Path) -> No
     at = open_page("app_pages/browse.py")
     assert_clean(at)
     assert not [e for e in at.expander if "person" in e.label]
+    assert not [s for s in at.subheader if s.value.startswith("Person")]
     review_page = open_page("app_pages/review.py")
     assert not [e for e in review_page.expander if "person" in e.label]
     with LabelStore(digits) as store:
