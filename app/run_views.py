@@ -1,7 +1,7 @@
 """The Train page's journal views: runs table with notes, comparing two runs, run detail, disk.
 
 Everything is read from the store (``runs``, ``epochs``) and the run folders; the tables come from
-``core.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
+``app.journal_views``, the comparison from ``train.compare`` (what ``python -m train diff`` prints),
 file sizes and deletion from ``train.disk``. User text (notes, paths) only reaches data widgets
 or ``ui.plain``.
 """
@@ -15,15 +15,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app import journal_views as jv
 from app import train_charts, ui
 from app.train_views import run_label, start_job
-from core import journal_views as jv
 from core import review
 from core.store import LabelStore, StoreError
 from train import cache as image_cache
 from train import disk, jobs
 from train.compare import IMPROVED, WORSE, compare_runs, diff_runs, group_summaries
-from train.runs import VAL_PREDICTIONS
+from train.run_folder import VAL_PREDICTIONS
 
 GALLERY_SIZE = 12
 SUBMISSION = "submission.csv"
@@ -273,8 +273,8 @@ def _predict_eval(store: LabelStore, run: dict[str, Any]) -> None:
         st.caption("Predict needs a finished run with its best checkpoint on disk.")
     elif st.button("Predict eval", key="detail_predict",
                    help="Runs `python -m train predict` with this run's best checkpoint as a background job."):
-        if start_job("predict", ["--run", str(run["id"]), "--out", str(out), "--threads", "2"],
-                     f"prediction with run #{run['id']}") is not None:
+        if start_job("predict", None, f"prediction with run #{run['id']}",
+                     options={"run": [int(run["id"])], "out": str(out), "threads": 2}) is not None:
             st.rerun()
     if out is not None and out.exists():
         st.download_button(f"Download {SUBMISSION} (run #{run['id']})", out.read_bytes(), file_name=SUBMISSION,

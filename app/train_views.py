@@ -1,24 +1,25 @@
 """The Train page's job controls: the retrain/rescore form, live progress with Cancel, the rescore outcome.
 
-Jobs start through ``train.jobs.start`` (a detached ``python -m train ...`` process recorded in the
-runs table, one at a time under the store's job lock) from button callbacks; their state is read
-back from the database every ``REFRESH_S`` seconds, so a reload or a second tab sees the same job.
+Jobs start through ``train.jobs.start(store, command, TrainConfig)`` (a detached ``python -m train ...``
+process recorded in the runs table, one at a time under the store's job lock) from button callbacks; their
+state is read back from the database every ``REFRESH_S`` seconds, so a reload or a second tab sees the same
+job. Nothing here imports torch or timm (``train.config`` holds the settings; a test renders every page and
+checks): a model's pretrained input size comes from ``PRETRAINED_SIZES`` for the listed models, else from
+``python -m train model-info`` in a subprocess, cached.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
 from typing import Any
 
 import streamlit as st
 
 from app import train_charts, ui
+from app.journal_views import ACTIVE, flag_changes, progress_view
 from core import review
-from core.journal_views import ACTIVE, flag_changes, progress_view
 from core.store import LabelStore, StoreError
 from train import jobs
-from train.loop import TrainConfig
-from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS
+from train.config import DEFAULT_FOLDS, SCORE_DEFAULTS, TrainConfig, defaults
 
 REFRESH_S = 2
 REPEATS = (1, 3, 5)  # the Train form's "× N" choice (fit --repeats N)
@@ -29,22 +30,22 @@ MODELS = {
     "resnet18d": "stronger: slow on a CPU, comfortable on a GPU",
     "efficientnet_b0": "GPU recommended: the most accurate of these at larger image sizes",
 }
+# timm's pretrained input size (W, H) of the listed models (their pretrained_cfg; a test checks it against timm),
+# so that ticking "pretrained" sets the sizes without a subprocess.
+PRETRAINED_SIZES = {"test_resnet": (160, 160), "resnet10t": (176, 176), "resnet18d": (224, 224),
+                    "efficientnet_b0": (224, 224)}
 OTHER = "other (type a timm name)"
 # Form widget key -> TrainConfig field; img_size comes from two widgets, model from two (list or typed name).
 FIELDS = {"train_epochs": "epochs", "train_lr": "lr", "train_batch_size": "batch_size", "train_loss": "loss",
           "train_age_threshold": "age_threshold", "train_seed": "seed", "train_heads": "heads",
           "train_threads": "threads", "train_device": "device", "train_val_folds": "val_folds",
-          "train_keep_top": "keep_top", "train_augment": "augment", "train_balanced": "balanced"}
-
-
-def _defaults() -> dict[str, Any]:
-    return {spec.name: spec.default if spec.default is not MISSING else spec.default_factory()
-            for spec in fields(TrainConfig)}
+          "train_keep_top": "keep_top", "train_augment": "augment", "train_balanced": "balanced",
+          "train_pretrained": "pretrained"}
 
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """Form widget values (session-state keys) for a TrainConfig dict (a run's config or the defaults)."""
-    values = {**_defaults(), **{k: v for k, v in config.items() if k in _defaults()}}
+    values = {**defaults(), **{k: v for k, v in config.items() if k in defaults()}}
     out = {key: values[name] for key, name in FIELDS.items()}
     model = str(values["model"])
     out["train_model"] = model if model in MODELS else OTHER
@@ -62,20 +63,31 @@ def form_values(state: Any) -> dict[str, Any]:
     return values
 
 
-def config_flags(values: dict[str, Any], exclude: tuple[str, ...] = ()) -> list[str]:
-    """TrainConfig values as ``python -m train fit`` options (None means the default: no flag)."""
-    flags: list[str] = []
-    for name, value in values.items():
-        if name in exclude or value is None:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + name.replace("_", "-"))
-        elif isinstance(value, tuple | list):
-            flags += [flag, *(str(v) for v in value)]
-        else:
-            flags += [flag, str(value)]
-    return flags
+@st.cache_data(show_spinner="Asking timm for the model's input size…", max_entries=64)
+def _model_info(model: str) -> dict[str, Any]:
+    return jobs.model_info(model)
+
+
+def pretrained_size(model: str) -> tuple[int, int] | None:
+    """The input size (W, H) ``model``'s pretrained weights expect, or None when timm does not know the name."""
+    if model in PRETRAINED_SIZES:
+        return PRETRAINED_SIZES[model]
+    try:
+        return tuple(_model_info(model)["img_size"])
+    except ValueError:
+        return None
+
+
+def _follow_model_size() -> None:
+    """Callback of the model and pretrained widgets: with pretrained on, the sizes become the model's own."""
+    if not st.session_state.get("train_pretrained"):
+        return
+    model = form_values(st.session_state)["model"]
+    size = pretrained_size(model) if model else None
+    if size is None:
+        ui.flash(review.Outcome(False, f"timm knows no model named {model!r}: sizes left as they are."))
+        return
+    st.session_state["train_width"], st.session_state["train_height"] = size
 
 
 def _load_settings(run_id: int) -> None:
@@ -85,10 +97,11 @@ def _load_settings(run_id: int) -> None:
     ui.flash(review.Outcome(True, f"Form filled with the settings of run #{run_id}; change what you want to test."))
 
 
-def start_job(command: str, options: list[str], what: str) -> int | None:
-    """Start a background job, flash what happened (or why not); returns its run id or None."""
+def start_job(command: str, config: TrainConfig | None, what: str,
+              options: dict[str, Any] | None = None) -> int | None:
+    """Start a background job (``jobs.start``), flash what happened (or why not); returns its run id or None."""
     try:
-        run_id = jobs.start(ui.get_store(), command, options)
+        run_id = jobs.start(ui.get_store(), command, config, options=options)
     except jobs.JobBusy as error:
         ui.flash(review.Outcome(False, f"Not started: {error}."))
         return None
@@ -106,13 +119,13 @@ def _start_from_form(command: str) -> None:
         return
     if command == "score":
         own = st.session_state.get("score_own_defaults", True)  # the scorer's cheap defaults, or the form's model
-        options = [] if own else config_flags(values, exclude=NOT_FOR_SCORE)
-        start_job("score", [*options, "--folds", str(st.session_state["score_folds"]), "--quiet"], "rescoring")
+        config = None if own else TrainConfig.from_dict(values)
+        start_job("score", config, "rescoring", options={"folds": int(st.session_state["score_folds"])})
     else:
         repeats = int(st.session_state.get("train_repeats", 1))
-        extra = ["--repeats", str(repeats)] if repeats > 1 else []
-        start_job("fit", config_flags(values) + extra + ["--quiet"],
-                  f"training ({values['model']}" + (f", × {repeats} seeds)" if repeats > 1 else ")"))
+        start_job("fit", TrainConfig.from_dict(values),
+                  f"training ({values['model']}" + (f", × {repeats} seeds)" if repeats > 1 else ")"),
+                  options={"repeats": repeats} if repeats > 1 else None)
 
 
 def _cancel(run_id: int) -> None:
@@ -135,21 +148,28 @@ def retrain_form(store: LabelStore) -> None:
         chosen = left.selectbox("Same settings as run", list(labels), format_func=labels.get, key="train_same_as")
         right.button("Use these settings", key="train_load", on_click=_load_settings, args=(chosen,))
     has_age = any(b.name == "age_group" for b in store.schema.binned)
+    # Outside the form: changing the model or ticking pretrained reruns at once, so the sizes follow the model.
+    top = st.columns([3, 2, 1], vertical_alignment="bottom")
+    top[0].selectbox("Model", [*MODELS, OTHER], key="train_model", on_change=_follow_model_size)
+    top[1].text_input("Other timm model name", key="train_custom_model", placeholder="e.g. convnext_nano",
+                      on_change=_follow_model_size, help="Used when filled in; any name timm.create_model knows.")
+    top[2].checkbox("Pretrained", key="train_pretrained", on_change=_follow_model_size,
+                    help="Start from timm's pretrained weights for this model (downloaded once into the Hugging "
+                         "Face cache; offline, the job fails and says so). Sets the image size to the model's own.")
+    chosen = form_values(st.session_state)["model"]
+    st.caption(ui.plain(f"{chosen}: {MODELS[chosen]}" if chosen in MODELS else f"{chosen or 'no model'}: any timm "
+                        "name; expect it to want a GPU unless it is small"))
     with st.form("train_form", border=True):
-        top = st.columns([2, 2, 1, 1])
-        top[0].selectbox("Model", [*MODELS, OTHER], key="train_model",
-                         format_func=lambda m: m if m == OTHER else f"{m}: {MODELS[m]}")
-        top[1].text_input("Other timm model name", key="train_custom_model", placeholder="e.g. convnext_nano",
-                          help="Used when filled in; any name timm.create_model knows.")
-        top[2].number_input("Image width", 16, 1024, step=8, key="train_width")
-        top[3].number_input("Image height", 16, 1024, step=8, key="train_height")
-        middle = st.columns(5)
-        middle[0].number_input("Epochs", 1, 500, step=1, key="train_epochs")
-        middle[1].number_input("Learning rate", 1e-6, 1.0, format="%.5f", step=1e-4, key="train_lr")
-        middle[2].number_input("Batch size", 1, 4096, step=8, key="train_batch_size")
-        middle[3].selectbox("Loss", ["ce", "smooth", "focal"], key="train_loss",
+        first = st.columns(4)
+        first[0].number_input("Image width", 16, 1024, step=8, key="train_width")
+        first[1].number_input("Image height", 16, 1024, step=8, key="train_height")
+        first[2].number_input("Epochs", 1, 500, step=1, key="train_epochs")
+        first[3].number_input("Batch size", 1, 4096, step=8, key="train_batch_size")
+        second = st.columns(4)
+        second[0].number_input("Learning rate", 1e-6, 1.0, format="%.5f", step=1e-4, key="train_lr")
+        second[1].selectbox("Loss", ["ce", "smooth", "focal"], key="train_loss",
                             help="ce: cross-entropy · smooth: label smoothing · focal: focuses on hard images")
-        middle[4].number_input("Seed", 0, 2**31 - 1, step=1, key="train_seed")
+        second[2].number_input("Seed", 0, 2**31 - 1, step=1, key="train_seed")
         if has_age:
             st.number_input("Age threshold for the oldest group (empty: the schema's edge)", 1, 120, value=None,
                             step=1, key="train_age_threshold",
@@ -186,23 +206,13 @@ def retrain_form(store: LabelStore) -> None:
         st.session_state["train_age_threshold"] = None
 
 
-def _queued_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A job's queued row holds only its command-line options until the trainer fills its config in."""
-    options, out = [str(o) for o in config.get("options") or []], {}
-    for flag, name in (("--model", "model"), ("--epochs", "epochs")):
-        if flag in options[:-1]:
-            out[name] = options[options.index(flag) + 1]
-    return out
-
-
 def run_label(run: dict[str, Any]) -> str:
     config, metrics = run.get("config") or {}, run.get("metrics") or {}
-    config = {**_queued_settings(config), **config}
     f1 = metrics.get("best_macro_f1")
     note = str(run.get("note") or "")
     group = run.get("repeat_group")
     group = None if group is None or group != group else int(group)  # NaN: no group
-    return (f"#{run['id']} · {config.get('model', 'default model')} · {config.get('epochs', '?')} epochs · "
+    return (f"#{run['id']} · {config.get('model', '?')} · {config.get('epochs', '?')} epochs · "
             f"{run['status']}" + (f" · F1 {f1:.3f}" if f1 is not None else "")
             + (f" · repeat group #{group}" if group is not None else "") + (f" · {note[:40]}" if note else ""))
 
@@ -250,7 +260,7 @@ def live_progress() -> None:
                   help="Stops the job cleanly: status cancelled, the last finished epoch's checkpoint kept.")
     elif run["status"] == "failed":
         st.error(ui.plain(f"{run['kind']} run #{run['id']} failed. The end of its log:"))
-        st.code(str(run.get("error_tail") or "no error text recorded"), language=None)
+        st.code(str(run.get("error_tail") or "no error text recorded"), language=None, wrap_lines=True)
     elif run["status"] == "cancelled":
         st.warning(ui.plain(f"{run['kind']} run #{run['id']} was cancelled."))
     if run["kind"] == "train":

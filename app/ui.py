@@ -16,9 +16,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core import review, stats
+from core import review
 from core.images import thumbnail
 from core.store import LabelStore, StoreError, default_db
+from train.predictions import latest_predictions
 
 PAGE_SIZE = 24
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$>])")
@@ -121,7 +122,7 @@ def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _predictions(_store: LabelStore, db: str, runs: tuple[tuple[int, str], ...]) -> tuple[int, pd.DataFrame] | None:
-    return stats.latest_predictions(_store)
+    return latest_predictions(_store)
 
 
 def predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:

@@ -13,8 +13,8 @@ from typing import Any
 import streamlit as st
 
 from app import actions, ui
-from core import stats
 from core.store import LabelStore
+from train import predictions
 
 # Keys a chart filter may carry (anything else in the URL is ignored, never passed to the store).
 CHART_KEYS = ("labels", "ranges", "original", "corrected")
@@ -164,7 +164,7 @@ def _predictions(store: LabelStore, item: dict[str, Any]) -> None:
         return
     run_id, table = found
     image_id = str(item.get("source_id") or str(item["path"]).rsplit("/", 1)[-1])
-    prediction = stats.prediction_of(table, store.schema, image_id)
+    prediction = predictions.prediction_of(table, store.schema, image_id)
     if prediction is None:
         st.caption(f"Prediction run #{run_id} has no row for this image.")
         return

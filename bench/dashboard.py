@@ -41,7 +41,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import review  # noqa: E402
 from core.store import LabelStore  # noqa: E402
-from tests.app_data import add_score_run, synthetic_store  # noqa: E402
+from core.synthetic import add_score_run, synthetic_store  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGES = {"Distributions": "app_pages/distributions.py", "Review queue": "app_pages/review.py",

@@ -27,8 +27,7 @@ sys.path.insert(0, str(REPO))
 from bench.sections import write_section  # noqa: E402
 from bench.stress_store import run as stress_run  # noqa: E402
 from core.store import LabelStore  # noqa: E402
-from tests.conftest import ingest_frames  # noqa: E402
-from tests.test_reliability import _IMPORT_SCRIPT, _KILL_IN_TRANSACTION  # noqa: E402
+from core.synthetic import child_command, ingest_frames  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
@@ -42,7 +41,7 @@ def import_kills(trials: int, seed: int = 0) -> tuple[int, int, int]:
             store = LabelStore(Path(directory) / "labels.db")
             ingest_frames(store, Path(directory), n_persons=400)
             store.close()
-            process = subprocess.Popen([sys.executable, "-c", _IMPORT_SCRIPT, str(store.path)], cwd=REPO, env=ENV,
+            process = subprocess.Popen(child_command("import_ages", str(store.path)), cwd=REPO, env=ENV,
                                        stdout=subprocess.PIPE, text=True)
             process.stdout.readline()
             time.sleep(rng.uniform(0.0, 1.5))
@@ -68,7 +67,7 @@ def kills_in_transaction() -> tuple[int, int]:
             ingest_frames(store, Path(directory), n_persons=400)
             before = store.current_labels()
             store.close()
-            done = subprocess.run([sys.executable, "-c", _KILL_IN_TRANSACTION, str(store.path), write], cwd=REPO,
+            done = subprocess.run(child_command("write_killed_before_commit", str(store.path), write), cwd=REPO,
                                   env=ENV, capture_output=True, text=True)
             reopened = LabelStore(store.path)
             ok = (done.returncode == -signal.SIGKILL and reopened.n_corrections() == 0
@@ -90,6 +89,13 @@ def pytest_counts(*args: str) -> tuple[int, int]:
     return passed, failed
 
 
+def pytest_ids(*args: str) -> list[str]:
+    """The test ids pytest collects from a selection (one per parametrized case)."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", *args],
+                          cwd=REPO, env=ENV, capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=8)
@@ -105,10 +111,9 @@ def main() -> int:
     train_passed, train_failed = pytest_counts("tests/test_train_faults.py", "tests/test_train.py", "-k",
                                                "sigkill or killed or sigterm or disk or pickle")
     bad_passed, bad_failed = pytest_counts("tests/test_bad_inputs.py")
+    kinds = len(pytest_ids("tests/test_bad_inputs.py", "-k", "test_bad_input_gets_one_clear_line"))
     disk_passed, disk_failed = pytest_counts("tests/test_train_cache.py", "tests/test_train_logs.py",
                                              "tests/test_train_units.py", "-k", "cache or log or retention")
-    from tests.test_bad_inputs import CORPUS
-
     rows = [
         ("concurrent writers", f"{stress['workers']} processes x {args.per_worker} corrections (image + person scope)"),
         ("writes accepted / in the log", f"{stress['accepted']} / {stress['logged']}"),
@@ -126,7 +131,7 @@ def main() -> int:
          f"{train_passed} survived, {train_failed} failed"),
         ("disk budgets (image-cache LRU budget, caches in use kept, truncated cache rebuilt, capped rotating "
          "logs, checkpoint retention never deletes the best)", f"{disk_passed} passed, {disk_failed} failed"),
-        ("bad inputs tried", f"{len(CORPUS)} kinds + a bad corrections CSV: {bad_passed} passed, {bad_failed} failed"),
+        ("bad inputs tried", f"{kinds} kinds + a bad corrections CSV: {bad_passed} passed, {bad_failed} failed"),
     ]
     table = "| check | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.schema import MASK_FILES  # noqa: E402
 from core.store import ConflictError, LabelStore  # noqa: E402
-from tests.conftest import competition_frames  # noqa: E402
+from core.synthetic import competition_frames  # noqa: E402
 
 
 def _people(n_persons: int) -> list[tuple[str, str, int]]:

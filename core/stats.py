@@ -17,7 +17,6 @@ over the person-scope attributes, which is what the dashboard caches per store v
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,40 +275,3 @@ def corrections_by_attribute(source: LabelStore | Counts) -> pd.DataFrame:
                      "reverts": int(logged.at[name, "reverts"]) if found else 0,
                      "changed_images": changed.get(name, 0), "filter": {"corrected": name}})
     return pd.DataFrame(rows)
-
-
-def latest_predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:
-    """(run id, table) of the newest finished prediction run's per-image probabilities, or None.
-
-    The table is ``train.predict``'s ``<out>.probs.csv`` indexed by ImageID: ``<attribute>=<class>``
-    marginals and ``p<k>`` per combined class. None when no prediction exists or its file is gone.
-    """
-    runs = store.runs(kind="predict")
-    done = runs[runs["status"] == "done"] if len(runs) else runs
-    for run in done.itertuples(index=False):
-        out = (run.config or {}).get("out")
-        probs = Path(out).with_suffix(".probs.csv") if out else None
-        if probs is not None and probs.is_file():
-            return int(run.id), pd.read_csv(probs, dtype={"ImageID": str}).set_index("ImageID")
-    return None
-
-
-def prediction_of(table: pd.DataFrame, schema: Schema, image_id: str) -> pd.DataFrame | None:
-    """One eval image's prediction: rows ``target``, ``predicted``, ``probability`` (+ the combined class)."""
-    if image_id not in table.index:
-        return None
-    row = table.loc[image_id]
-    out = []
-    for target in schema.class_attributes:
-        classes = schema.target_classes(target)
-        values = [float(row.get(f"{target}={c}", np.nan)) for c in classes]
-        best = int(np.nanargmax(values)) if not np.all(np.isnan(values)) else None
-        if best is not None:
-            out.append({"target": target, "predicted": classes[best], "probability": round(values[best], 3)})
-    joint = [c for c in table.columns if c.startswith("p") and c[1:].isdigit()]
-    if joint:
-        best = int(np.argmax([float(row[c]) for c in joint]))
-        names = schema.class_names()
-        out.append({"target": "class", "predicted": f"{best} ({names[best]})" if best < len(names) else str(best),
-                    "probability": round(float(row[f"p{best}"]), 3)})
-    return pd.DataFrame(out)

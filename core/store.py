@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlite_utils
 
 from core.faults import fault_point
 from core.files import replacing
@@ -196,7 +195,6 @@ class LabelStore:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self.db = sqlite_utils.Database(self.conn)
         self._migrate()
         self._schema: Schema | None = None
 

@@ -15,7 +15,7 @@ from core import review, stats
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
-from tests.app_data import add_score_run
+from core.synthetic import add_score_run
 from tests.fixtures import build_folder_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")

@@ -140,14 +140,14 @@ def test_two_repeat_groups_use_welch_and_a_clear_gain_gets_its_arrow(journal: La
 def test_the_train_forms_x3_starts_one_fit_job_with_repeats(journal: LabelStore, monkeypatch: pytest.MonkeyPatch):
     from train import jobs
 
-    started: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(jobs, "start", lambda store, command, options=None, **kw: started.append(
-        (command, list(options or []))) or 99)
+    started: list[tuple[str, object, dict]] = []
+    monkeypatch.setattr(jobs, "start", lambda store, command, config=None, *, options=None, **kw: started.append(
+        (command, config, dict(options or {}))) or 99)
     at = open_train(train_repeats=3)
     at.button(key="train_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    command, options = started[-1]
-    assert command == "fit" and options[options.index("--repeats") + 1] == "3"
+    command, config, options = started[-1]
+    assert command == "fit" and config is not None and options == {"repeats": 3}
     at = open_train()
     at.button(key="train_start").click().run()
-    assert "--repeats" not in started[-1][1]  # × 1: a single run, as before
+    assert started[-1][2] == {}  # × 1: a single run, as before

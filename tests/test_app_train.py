@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import journal_views as jv
 from app import train_views
-from core import journal_views as jv
 from core import review
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
-from tests.app_data import add_score_run
+from core.synthetic import add_score_run
 from train import disk, jobs
-from train.loop import TrainConfig
+from train.config import TrainConfig, from_args, to_argv
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGE = "app_pages/train.py"
@@ -198,20 +198,22 @@ def test_same_settings_as_an_earlier_run_fill_the_form(store: LabelStore) -> Non
 
 def test_rescore_uses_the_scorers_settings_unless_told_otherwise(store: LabelStore,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(jobs, "start", lambda _store, command, options: started.append((command, options)) or 99)
+    started: list[tuple[str, TrainConfig | None, dict | None]] = []
+    monkeypatch.setattr(jobs, "start", lambda _store, command, config=None, options=None:
+                        started.append((command, config, options)) or 99)
     at = open_train(**TINY)
     at.button(key="score_start").click().run()
     at.checkbox(key="score_own_defaults").uncheck()
     at.button(key="score_start").click().run()
     at.button(key="train_start").click().run()
     assert_clean(at)
-    assert started[0] == ("score", ["--folds", "3", "--quiet"])
-    command, options = started[1]
-    assert command == "score" and options[-3:] == ["--folds", "3", "--quiet"]
-    assert "--model" in options and "--val-folds" not in options and "--keep-top" not in options
-    command, options = started[2]
-    assert command == "fit" and options[options.index("--model") + 1] == "test_resnet" and "--val-folds" in options
+    assert started[0] == ("score", None, {"folds": 3})  # None: the scorer's own settings
+    command, config, options = started[1]
+    assert command == "score" and options == {"folds": 3}
+    assert config.model == "test_resnet" and config.img_size == (32, 40)
+    assert "--val-folds" not in to_argv(config, "score") and "--keep-top" not in to_argv(config, "score")
+    command, config, options = started[2]
+    assert command == "fit" and config.model == "test_resnet" and config.epochs == 1 and not options
 
 
 def fake_run(store: LabelStore, status: str = "done") -> dict:
@@ -250,18 +252,18 @@ def test_deleting_a_run_keeps_its_best_checkpoint_unless_confirmed(store: LabelS
 
 
 # ---- pure helpers ----------------------------------------------------------------------------------------
-def test_config_flags_round_trip_the_form_settings() -> None:
+def test_form_settings_round_trip_through_the_command_line() -> None:
     settings = train_views.settings_of({"model": "test_byobnet", "img_size": [32, 40], "augment": False, "lr": 0.01})
     assert settings["train_model"] == train_views.OTHER and settings["train_custom_model"] == "test_byobnet"
     values = train_views.form_values(settings)
     assert values["model"] == "test_byobnet" and values["img_size"] == (32, 40) and values["age_threshold"] is None
-    flags = train_views.config_flags(values)
+    config = TrainConfig.from_dict(values)
+    flags = to_argv(config, "fit")
     assert flags[flags.index("--img-size"):flags.index("--img-size") + 3] == ["--img-size", "32", "40"]
     assert "--no-augment" in flags and "--age-threshold" not in flags
     from train.__main__ import build_parser
 
-    parsed = build_parser().parse_args(["fit", *flags])
-    assert (parsed.model, tuple(parsed.img_size), parsed.augment, parsed.lr) == ("test_byobnet", (32, 40), False, 0.01)
+    assert from_args(build_parser().parse_args(["fit", *flags]), "fit") == config
     assert train_views.settings_of({})["train_model"] == TrainConfig().model
 
 

@@ -1,7 +1,5 @@
 """The bad-input corpus: every kind gets one clear line naming the file or row, the right exit code,
 and nothing half-written. Each case builds a clean dataset, damages it one way, and runs the CLI.
-
-``CORPUS`` is also read by ``bench/reliability.py`` to count the kinds tried.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from core import review
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
-from tests.app_data import add_score_run, serve
+from core.synthetic import add_score_run
+from tests.app_data import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

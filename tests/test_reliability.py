@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from bench.stress_store import run as stress_run
 from core.store import LabelStore
-from tests.conftest import ingest_frames
+from core.synthetic import child_command, ingest_frames
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,24 +29,12 @@ def test_reduced_stress_run_loses_nothing_and_refuses_every_collision(tmp_path):
     assert result["read_failures"] == 0 and result["dashboard_reads"] > 0
 
 
-_IMPORT_SCRIPT = """
-import sys, pandas as pd
-from core.store import LabelStore
-store = LabelStore(sys.argv[1])
-people = store.persons()["person"].tolist()
-frame = pd.DataFrame({"target": people, "attribute": "age", "value": "61", "reason": "bulk"})
-print("ready", flush=True)
-store.import_corrections(frame)
-print("done", flush=True)
-"""
-
-
 @pytest.mark.parametrize("delay_s", [0.05, 0.2, 0.5])
 def test_sigkill_during_an_import_is_all_or_nothing(tmp_path, delay_s):
     store = LabelStore(tmp_path / "labels.db")
     ingest_frames(store, tmp_path, n_persons=400)
     before = store.current_labels()
-    process = subprocess.Popen([sys.executable, "-c", _IMPORT_SCRIPT, str(store.path)], cwd=REPO,
+    process = subprocess.Popen(child_command("import_ages", str(store.path)), cwd=REPO,
                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     time.sleep(delay_s)
@@ -65,31 +52,13 @@ def test_sigkill_during_an_import_is_all_or_nothing(tmp_path, delay_s):
 
 # The same writes with a SIGKILL injected between the last row and COMMIT (core.store's LABELFIX_FAULT hook):
 # the kill lands inside the transaction every time, not merely before or after it.
-_KILL_IN_TRANSACTION = """
-import os, sys, pandas as pd
-from core.store import LabelStore
-store = LabelStore(sys.argv[1])
-people = store.persons()["person"].tolist()
-if sys.argv[2] == "import":
-    frame = pd.DataFrame({"target": people, "attribute": "age", "value": "61", "reason": "bulk"})
-    os.environ["LABELFIX_FAULT"] = "commit:1"
-    store.import_corrections(frame)
-else:
-    person = people[0]
-    gender = store.label_of(person, "gender")
-    os.environ["LABELFIX_FAULT"] = "commit:1"
-    store.correct(person, "gender", "male" if gender == "female" else "female", expected=gender, annotator="a")
-print("committed", flush=True)
-"""
-
-
 @pytest.mark.parametrize("write", ["import", "person-scope correction"])
 def test_sigkill_inside_the_transaction_leaves_nothing(tmp_path, write):
     store = LabelStore(tmp_path / "labels.db")
     ingest_frames(store, tmp_path, n_persons=40)
     before = store.current_labels()
     store.close()
-    done = subprocess.run([sys.executable, "-c", _KILL_IN_TRANSACTION, str(store.path), write.split()[0]], cwd=REPO,
+    done = subprocess.run(child_command("write_killed_before_commit", str(store.path), write.split()[0]), cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     assert "SIGKILL before COMMIT" in done.stdout and "committed" not in done.stdout

@@ -94,16 +94,19 @@ def test_difference_welch_journal_and_no_spread():
 
 def test_a_dashboard_job_with_repeats_holds_the_job_lock_until_its_last_run(journal: Path):
     from train import jobs
+    from train.config import TrainConfig
 
     with LabelStore(journal) as store:
-        first = jobs.start(store, "fit", [*TINY, "--repeats", "2", "--seed", "20"])
+        config = TrainConfig(model="test_resnet", img_size=(32, 40), epochs=1, batch_size=16, val_folds=3, threads=1,
+                             seed=20)
+        first = jobs.start(store, "fit", config, options={"repeats": 2})
         assert jobs.wait(store, first, timeout_s=300)["status"] == "done"
         group = store.repeat_group(first)
         assert list(group["id"]) == [first, first + 1]
         if store.repeat_group_pending(first):  # the second run is queued or training: still one job
             assert int(jobs.running_job(store)["id"]) in (first, first + 1)
             with pytest.raises(jobs.JobBusy):
-                jobs.start(store, "score", ["--quiet"])
+                jobs.start(store, "score")
         assert jobs.wait(store, first + 1, timeout_s=300)["status"] == "done"
         deadline = time.monotonic() + 30
         while jobs.running_job(store) is not None and time.monotonic() < deadline:

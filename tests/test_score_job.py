@@ -22,6 +22,7 @@ from core.store import LabelStore, read_snapshot
 from tests.fixtures import demo_db
 from train import jobs
 from train.__main__ import main as train_main
+from train.config import score_config
 from train.data import person_folds
 from train.score import load_oof, score, score_rows
 
@@ -29,12 +30,9 @@ TINY = {"model": "test_resnet", "img_size": (32, 40), "epochs": 2, "batch_size":
 TARGETS = ("mask", "gender", "age_group")
 
 
-def options(**overrides: object) -> list[str]:
-    """TINY (with overrides) as `python -m train score` options."""
-    out: list[str] = ["--folds", "2", "--quiet"]
-    for key, value in {**TINY, **overrides}.items():
-        out += [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, tuple) else [value])]
-    return out
+def start_score(store: LabelStore, **overrides: object) -> int:
+    """A two-fold score job of TINY (with overrides)."""
+    return jobs.start(store, "score", score_config(**{**TINY, **overrides}), options={"folds": 2})
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +123,7 @@ def test_the_review_page_shows_a_real_score_run(db: Path, first: dict, monkeypat
 
 def test_a_killed_score_job_resumes_and_skips_its_finished_folds(db: Path, first: dict):
     with LabelStore(db) as store:
-        run_id = jobs.start(store, "score", options(epochs=20))
+        run_id = start_score(store, epochs=20)
         assert store.run(run_id)["status"] in ("queued", "running")
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -154,7 +152,7 @@ def test_a_killed_score_job_resumes_and_skips_its_finished_folds(db: Path, first
 
 def test_sigterm_cancels_a_score_job(db: Path):
     with LabelStore(db) as store:
-        run_id = jobs.start(store, "score", options(epochs=200))
+        run_id = start_score(store, epochs=200)
         deadline = time.monotonic() + 240
         while (store.run(run_id)["progress"] or {}).get("phase") != "train":
             assert time.monotonic() < deadline and jobs.process_alive(store.run(run_id)["pid"])

@@ -9,7 +9,7 @@ import pytest
 from core.__main__ import main as core_main
 from core.export import cleaned_table, export, read_table
 from core.store import ConflictError, LabelStore, StoreError, read_snapshot
-from tests.conftest import competition_frames, ingest_frames
+from core.synthetic import competition_frames, ingest_frames
 
 PERSON = "000001_female_Asian_22"
 IMAGE = f"train/images/{PERSON}/normal.jpg"
@@ -406,7 +406,7 @@ def test_dashboard_aggregates_equal_full_queries_after_corrections_reverts_and_a
 
 def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(make_store):
     from core import review, stats
-    from tests.app_data import add_score_run
+    from core.synthetic import add_score_run
 
     store = make_store(n_persons=8)
     run_id = add_score_run(store, flag_every=3)

@@ -55,7 +55,7 @@ def test_sigkill_during_a_checkpoint_save_leaves_loadable_files_and_resume_compl
 
 def test_a_run_refuses_to_start_when_the_disk_is_too_full(dataset: Path, monkeypatch, tmp_path: Path):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("train.runs.shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10 * 2**20, 10 * 2**20))
+    monkeypatch.setattr("train.run_folder.shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10 * 2**20, 10 * 2**20))
     with LabelStore(dataset) as store:
         before = len(store.runs())
     with pytest.raises(StoreError, match="not enough free disk"):

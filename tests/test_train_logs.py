@@ -11,7 +11,7 @@ from pathlib import Path
 from core.store import LabelStore
 from train import jobs
 from train.disk import disk_usage
-from train.journal import LOG_BYTES, CappedLog, close_logger, run_logger
+from train.logs import LOG_BYTES, CappedLog, close_logger, run_logger
 
 
 def test_capped_log_rotates_and_keeps_two_older_parts(tmp_path: Path):
@@ -42,7 +42,7 @@ def test_run_logs_rotate_at_the_cap(tmp_path: Path):
 def test_a_dashboard_job_writes_through_its_capped_log(tmp_path: Path):
     db = tmp_path / "labels.db"
     with LabelStore(db) as store:  # an empty store: the job fails at once, cheaply, with a message
-        run_id = jobs.start(store, "predict", ["--checkpoint", str(tmp_path / "none.safetensors")])
+        run_id = jobs.start(store, "predict", options={"checkpoint": [str(tmp_path / "none.safetensors")]})
         run = jobs.wait(store, run_id, timeout_s=120)
         usage = disk_usage(store).set_index("category")
     log = Path(run["log_path"])

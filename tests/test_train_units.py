@@ -238,7 +238,7 @@ def test_pretrained_file_loads_backbone_and_skips_a_mismatched_classifier(tmp_pa
 
 def test_resume_reopens_only_an_unfinished_run_of_its_kind_and_clears_half_written_files(make_store, tmp_path: Path):
     from core.store import StoreError
-    from train.runs import reopen
+    from train.run_folder import reopen
 
     store = make_store()
     run_dir = tmp_path / "runs" / "0001"

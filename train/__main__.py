@@ -1,4 +1,4 @@
-"""Command line for the trainer: ``python -m train {fit,score,runs,diff,cache,predict} --help``.
+"""Command line for the trainer: ``python -m train {fit,score,runs,diff,cache,predict,model-info} --help``.
 
 Thin argument parsing over ``train.fit``, ``train.score``, ``train.predict`` and the store's journal. Every ``--db``
 defaults to ``$LABELS_DB``, else ``labels.db``. ``fit`` also runs under
@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pandas as pd
@@ -19,59 +18,54 @@ import pandas as pd
 from core.schema import SchemaError
 from core.store import LabelStore, StoreError, default_db, now
 from train.checkpoint import CheckpointError
+from train.config import DEFAULT_FOLDS, TrainConfig, add_options
+from train.config import from_args as config_from_args
 from train.jobs import JOB_LOG_ENV
-from train.journal import LOG_BYTES, CappedLog
-from train.loop import TrainConfig
-
-# How a TrainConfig annotation (a string, under postponed evaluation) becomes an argparse option.
-_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float, "str | None": str}
+from train.logs import LOG_BYTES, CappedLog
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=default_db(), help="label store (default: $LABELS_DB, else labels.db)")
 
 
-def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
-                        defaults: dict[str, object] | None = None) -> None:
-    """One option per TrainConfig field (but ``exclude``), with the field's help text and default
-    (``defaults`` overrides some, e.g. score's epochs)."""
-    for spec in fields(TrainConfig):
-        if spec.name in exclude:
-            continue
-        flag = "--" + spec.name.replace("_", "-")
-        default = spec.default if spec.default is not MISSING else spec.default_factory()
-        default = (defaults or {}).get(spec.name, default)
-        text = spec.metadata.get("help", "")
-        shown = "" if "default" in text else f" (default: {default})"  # some texts say their default in words
-        if spec.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=f"{text} (default: {'on' if default else 'off'})")
-        elif spec.type == "tuple[int, int]":
-            parser.add_argument(flag, type=int, nargs=2, metavar=("W", "H"), default=default,
-                                help=f"{text} (default: {' '.join(map(str, default))})")
-        else:
-            parser.add_argument(flag, type=_TYPES[spec.type], default=default, choices=spec.metadata.get("choices"),
-                                help=text + shown)
+def _config(args: argparse.Namespace, command: str) -> TrainConfig:
+    """The run's config from ``fit``/``score`` options; --pretrained without --img-size takes the model's own
+    input size (timm's registry, no network; ``fit``/``score`` then fetch the weights before writing a run row)."""
+    if args.pretrained and args.img_size is None and args.resume is None:
+        from train.model import pretrained_info
+
+        args.img_size = tuple(pretrained_info(args.model)["img_size"])
+    return config_from_args(args, command)
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from train.model import pretrained_info
+
+    info = pretrained_info(args.model)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{info['model']}: input {info['img_size'][0]}x{info['img_size'][1]}, mean {info['mean']}, "
+              f"std {info['std']}, pretrained weights: {info['source'] or 'none'}")
+    return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from train.loop import fit
 
-    values = {spec.name: getattr(args, spec.name) for spec in fields(TrainConfig)}
+    config = _config(args, "fit")
     if args.repeats != 1:
         from train.repeats import fit_repeats
 
         if args.resume is not None:
             raise ValueError("--resume continues one run; it does not take --repeats")
-        results = fit_repeats(TrainConfig.from_dict(values), args.repeats, db=args.db, run_id=args.run_id,
-                              echo=not args.quiet)
+        results = fit_repeats(config, args.repeats, db=args.db, run_id=args.run_id, echo=not args.quiet)
         result = results[-1]
         ids = ", ".join(f"#{r['run_id']}" for r in results)
         print(f"repeat group #{results[0]['run_id']}: {len(results)} of {args.repeats} run(s) trained ({ids}); "
               "python -m train runs shows the group's mean and spread")
     else:
-        result = fit(TrainConfig.from_dict(values), db=args.db, run_id=args.run_id, resume=args.resume,
-                     echo=not args.quiet)
+        result = fit(config, db=args.db, run_id=args.run_id, resume=args.resume, echo=not args.quiet)
     if result["status"] == "cancelled":
         print(f"run {result['run_id']} cancelled; resume with: python -m train fit --resume {result['run_id']}")
         return 130
@@ -79,10 +73,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from train.score import NOT_FOR_SCORE, score
+    from train.score import score
 
-    values = {spec.name: getattr(args, spec.name) for spec in fields(TrainConfig) if spec.name not in NOT_FOR_SCORE}
-    result = score(TrainConfig.from_dict(values), db=args.db, folds=args.folds, run_id=args.run_id,
+    result = score(_config(args, "score"), db=args.db, folds=args.folds, run_id=args.run_id,
                    resume=args.resume, echo=not args.quiet)
     if result["status"] == "cancelled":
         print(f"score run {result['run_id']} cancelled; resume with: python -m train score --resume {result['run_id']}")
@@ -199,42 +192,43 @@ def _job_options(p: argparse.ArgumentParser, resume_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("fit", help="train on a snapshot of the current labels (journaled, checkpointed)")
-    _add_config_options(p)
+    p = sub.add_parser("fit", help="train on a snapshot of the current labels (journaled, checkpointed)",
+                       allow_abbrev=False)
+    add_options(p, "fit")
     p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="train this config N times on one label snapshot with seeds seed, seed+1, ...: one repeat "
                         "group in the journal, whose spread tells Compare what is noise (default: 1)")
     _job_options(p, "continue run RUN_ID from its last checkpoint with its own config (default: start a new run)")
     p.set_defaults(func=cmd_fit)
 
-    from train.score import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS
-
-    p = sub.add_parser("score", help="cross-validated label-issue scores of the current labels (journaled, resumable)")
+    p = sub.add_parser("score", help="cross-validated label-issue scores of the current labels (journaled, resumable)",
+                       allow_abbrev=False)
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
                    help=f"person-grouped folds; each image is scored by the model trained on the others "
                         f"(default: {DEFAULT_FOLDS})")
-    _add_config_options(p, exclude=NOT_FOR_SCORE, defaults=SCORE_DEFAULTS)
+    add_options(p, "score")
     _job_options(p, "continue score run RUN_ID with its own config, skipping its finished folds")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("runs", help="list training runs (the experiment journal)")
+    p = sub.add_parser("runs", help="list training runs (the experiment journal)", allow_abbrev=False)
     p.add_argument("--json", action="store_true", help="JSON: id, status, best_checkpoint, metrics, config, ...")
     p.add_argument("--kind", default="train", help="train, score, predict or all (default: train)")
     _db(p)
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("diff", help="which config values and labels differ between two runs (in run order), and "
-                                    "whether each metric moved beyond run-to-run noise")
+                                    "whether each metric moved beyond run-to-run noise", allow_abbrev=False)
     p.add_argument("run_a", type=int)
     p.add_argument("run_b", type=int)
     p.add_argument("--json", action="store_true", help="print the diff as JSON")
     _db(p)
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("cache", help="list the decoded image caches (size, images, last use, in use); clear or trim")
+    p = sub.add_parser("cache", help="list the decoded image caches (size, images, last use, in use); clear or trim",
+                       allow_abbrev=False)
     p.add_argument("--clear", action="store_true", help="delete every cache no running job holds")
     p.add_argument("--trim", action="store_true",
                    help="delete least recently used caches no running job holds until the folder fits --cache-mb")
@@ -245,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db(p)
     p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser("predict", help="predict eval/info.csv in submission format (ensemble, TTA)")
+    p = sub.add_parser("predict", help="predict eval/info.csv in submission format (ensemble, TTA)",
+                       allow_abbrev=False)
     p.add_argument("--checkpoint", action="append", help="checkpoint file; repeat to ensemble (default: none)")
     p.add_argument("--run", action="append", type=int, help="use this run's best checkpoint; repeat to ensemble")
     p.add_argument("--tta", choices=["none", "flip"], default="none", help="test-time augmentation (default: none)")
@@ -260,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adopt this queued journal row instead of creating one (used by job launchers)")
     _db(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("model-info", help="a timm model's default input size, normalisation and pretrained weights "
+                                          "(from timm's registry, no network)", allow_abbrev=False)
+    p.add_argument("model", help="timm model name")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=cmd_model_info)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints: self-describing safetensors files, resume state without pickle, and retention.
+"""Checkpoints: self-describing safetensors files, their metadata, resume state without pickle, and retention.
 
 File format (``FORMAT``): one safetensors file. Tensors ``model.<name>`` are the weights; the
 header's metadata holds ``format`` and ``meta`` (JSON: model name, heads and class names, image
@@ -19,16 +19,26 @@ import os
 import random
 import re
 import shutil
+import sys
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from core import faults
+from core.schema import Schema
+from core.store import LabelStore, now
+from train.logs import environment
+from train.run_folder import LAST
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.model import Head, HeadsModel
+# torch (and safetensors.torch) are imported inside the functions that move tensors: the dashboard's disk
+# view reads checkpoint headers and retention (train.disk) without loading torch.
 
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
@@ -43,6 +53,8 @@ class CheckpointError(Exception):
 def write_checkpoint(path: str | os.PathLike[str], model_state: dict[str, torch.Tensor], meta: dict[str, Any],
                      extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights (+ extra tensors) and JSON metadata atomically: temp file, fsync, ``os.replace``."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {f"model.{k}": v.detach().to("cpu").clone().contiguous() for k, v in model_state.items()}
     tensors.update({k: v.detach().to("cpu").contiguous() for k, v in (extra or {}).items()})
@@ -65,7 +77,8 @@ def fault_point(path: Path) -> None:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic | torch.Tensor):
+    torch = sys.modules.get("torch")  # no tensor can exist while torch is not loaded
+    if isinstance(value, np.generic) or (torch is not None and isinstance(value, torch.Tensor)):
         return value.item()
     if isinstance(value, Path):
         return str(value)
@@ -92,8 +105,12 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON metadata of a checkpoint (reads the header only, not the weights)."""
     path = Path(path)
     _check_safetensors(path)
-    with safe_open(str(path), "pt") as handle:
-        header = handle.metadata() or {}
+    with open(path, "rb") as handle:  # the safetensors header is 8 bytes of length, then JSON: no torch needed
+        size = int.from_bytes(handle.read(8), "little")
+        try:
+            header = json.loads(handle.read(size)).get("__metadata__") or {}
+        except (ValueError, AttributeError):
+            raise CheckpointError(f"{path}: a damaged safetensors header") from None
     if header.get("format") != FORMAT or "meta" not in header:
         raise CheckpointError(f"{path}: a safetensors file but not a labelfix checkpoint (format "
                               f"{header.get('format')!r}); use --pretrained-file to load plain weights")
@@ -102,6 +119,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_tensors(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
     """Tensors whose key starts with ``prefix``, keyed without it (e.g. prefix ``model.``)."""
+    from safetensors import safe_open
+
     _check_safetensors(Path(path))
     with safe_open(str(path), "pt") as handle:
         return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
@@ -131,6 +150,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 # ---- resume state (optimizer, scheduler, RNG) without pickle ------------------------------------------
 def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, JSON scalars) capturing optimizer, scheduler and every RNG the loop uses."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
     opt = optimizer.state_dict()
     scalars: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
@@ -155,6 +176,8 @@ def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict
 def restore_state(path: str | os.PathLike[str], optimizer: torch.optim.Optimizer, scheduler: Any,
                   resume: dict[str, Any]) -> None:
     """Put optimizer, scheduler and RNG state saved by ``resume_state`` back in place."""
+    import torch
+
     tensors = read_tensors(path, "")
     scalars = resume["optimizer"]
     state: dict[int, dict[str, Any]] = {}
@@ -276,3 +299,62 @@ def enforce_budget(run_dirs: Iterable[str | os.PathLike[str]], budget_bytes: int
             deleted.append(path)
         used -= sizes[inode]
     return deleted, used
+
+
+# ---- what a training run writes after each epoch ------------------------------------------------------
+def checkpoint_meta(config: Any, model: HeadsModel, heads: list[Head], schema: Schema, train_schema: Schema,
+                    snap: dict[str, Any], run_id: int, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to use a checkpoint without the code's config files (JSON-ready)."""
+    import torch
+
+    mean, std = model.mean_std
+    value = metrics.get("macro_f1")
+    if value is None:  # no combined class: mean per-target accuracy ranks checkpoints instead
+        accs = [v for k, v in metrics.items() if k.startswith("acc_")]
+        value = sum(accs) / len(accs) if accs else 0.0
+    return {
+        "model": config.model, "drop_rate": config.drop_rate, "head_mode": config.heads,
+        "heads": [{"name": h.name, "classes": list(h.classes)} for h in heads],
+        "image_size": list(config.img_size), "mean": list(mean), "std": list(std),
+        "input": "RGB, resized to image_size (w, h) by core.images.load_rgb, /255, then (x - mean) / std; "
+                 "NCHW float; the model returns {head: logits}",
+        "schema": schema.to_dict(), "train_schema": train_schema.to_dict(),
+        "snapshot_hash": snap["hash"], "n_corrections": snap.get("n_corrections"),
+        "config": asdict(config), "run_id": run_id, "epoch": epoch,
+        "metric": {"name": "val_macro_f1" if "macro_f1" in metrics else "val_mean_accuracy", "value": value},
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("confusion_")},
+        "versions": environment()["packages"], "torch": torch.__version__, "created_at": now(),
+    }
+
+
+def retention(config: Any, store: LabelStore, model: HeadsModel, optimizer: torch.optim.Optimizer, scheduler: Any,
+              meta: dict[str, Any], run_dir: Path, log: Any) -> None:
+    """End of an epoch: write ``last`` (with resume state), keep the top-k, then apply disk budgets."""
+    state = model.state_dict()
+    tensors, resume = resume_state(optimizer, scheduler)
+    write_checkpoint(run_dir / LAST, state, {**meta, "resume": resume}, extra=tensors)
+    saved, deleted = keep_top_k(run_dir, state, meta, meta["epoch"], meta["metric"]["value"], config.keep_top)
+    if saved is not None:
+        top = top_checkpoints(run_dir)
+        log.info(f"saved {saved.name} ({meta['metric']['name']} {meta['metric']['value']:.4f})"
+                 + (" - new best" if top and top[0][2] == saved else ""))
+    for path in deleted:
+        log.info(f"removed {path.name}: no longer in the top {config.keep_top}")
+    budgets = []
+    if config.keep_mb is not None:
+        budgets.append(("this run", [run_dir], config.keep_mb))
+    if config.keep_mb_all is not None:
+        out = run_dir.parent
+        budgets.append((f"all runs in {out}", [p for p in out.iterdir() if p.is_dir()], config.keep_mb_all))
+    if not budgets:
+        return
+    active = store.runs()  # any kind: a running score job's `last` files are as precious as ours
+    protect = [run_dir / LAST] + [Path(d) / LAST for d, s in zip(active["run_dir"], active["status"])
+                                  if d and s in ("running", "queued")]
+    for label, dirs, megabytes in budgets:
+        removed, used = enforce_budget(dirs, int(megabytes * 1e6), protect)
+        for path in removed:
+            log.info(f"disk budget ({label}, {megabytes} MB): deleted {path}")
+        if used > megabytes * 1e6:
+            log.info(f"disk budget ({label}): {used / 1e6:.1f} MB used > {megabytes} MB, but only best and "
+                     "running runs' last checkpoints remain; nothing else to delete")

@@ -1,7 +1,8 @@
 """Background jobs: the dashboard's only way to start training, scoring or prediction.
 
 A job is ``python -m train <command> --run-id N ...`` started as a detached subprocess in its own
-process group. Its state lives in the store (the ``runs`` row and a ``job`` lock), never in the
+process group, from a ``TrainConfig`` and named options (``start(store, "fit", config)``): the command-line
+form is ``train.config``'s alone, so pages never assemble flags. Its state lives in the store (the ``runs`` row and a ``job`` lock), never in the
 browser session, so a page reload or a second tab sees the same truth. One job at a time: the lock
 names the run and process holding it; a lock whose process is gone is stale and is recovered
 (its run is marked failed with the tail of its log). Job logs (``runs/job-N.log``) rotate at 2 MB
@@ -10,6 +11,7 @@ names the run and process holding it; a lock whose process is gone is stale and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,14 +19,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from core.store import LabelStore, StoreError, now
+from train.config import TrainConfig, options_argv, to_argv
 
 JOB_LOCK = "job"
 JOB_LOG_ENV = "TRAIN_JOB_LOG"  # python -m train sends its stdout/stderr to this file, size-capped and rotated
 JOB_LOGS_KEPT = 50  # job logs of older jobs are deleted when a job starts
 COMMANDS = {"fit": "train", "score": "score", "predict": "predict"}  # CLI command -> runs.kind
+CONFIG_COMMANDS = ("fit", "score")  # the jobs whose settings are a TrainConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -104,26 +111,38 @@ def running_job(store: LabelStore) -> dict | None:
     return store.run(holder["run_id"])
 
 
-def start(store: LabelStore, command: str, options: list[str] | None = None, *,
-          config: dict | None = None, env: dict[str, str] | None = None) -> int:
-    """Start ``python -m train <command> --db <store> --run-id N <options>`` detached; returns N.
+def start(store: LabelStore, command: str, config: TrainConfig | None = None, *,
+          options: Mapping[str, Any] | None = None, env: dict[str, str] | None = None) -> int:
+    """Start ``python -m train <command> --db <store> --run-id N ...`` detached; returns N.
 
-    Raises ``JobBusy`` (nothing started, no run row written) when another job runs.
+    ``config`` (fit, score) is the run's TrainConfig, passed as every option it sets (``train.config.to_argv``);
+    None is the command's defaults (score: the scorer's own small settings). ``options`` are the command's other
+    options by name: ``{"folds": 3}`` for score, ``{"run": [4], "out": "submission.csv"}`` for predict
+    (``train.config.options_argv``). Raises ``JobBusy`` (nothing started, no run row written) when another job
+    runs.
     """
     if command not in COMMANDS:
         raise StoreError(f"unknown job {command!r}; choose one of {', '.join(COMMANDS)}")
+    if config is not None and command not in CONFIG_COMMANDS:
+        raise StoreError(f"a {command} job takes options, not a TrainConfig")
+    if isinstance(options, list | tuple | str):  # the old form: argument strings assembled by the caller
+        raise TypeError("jobs.start takes a TrainConfig and named options, not command-line strings")
+    argv = (to_argv(config, command) if config is not None else []) + options_argv(options or {})
+    if command in CONFIG_COMMANDS:
+        argv.append("--quiet")  # the job log gets the output anyway; the console copy would double it
+    journal = {**(asdict(config) if config is not None else {}), **(options or {})}
     recover_stale(store)
     holder = store.acquire_lock(JOB_LOCK, run_id=None, pid=os.getpid())
     if holder is not None:
         raise JobBusy(f"run #{holder['run_id']} is still running (one job at a time); wait or cancel it")
     try:
-        run_id = store.create_run(COMMANDS[command], config or {"options": options or []}, status="queued")
+        run_id = store.create_run(COMMANDS[command], journal, status="queued")
         log_dir = store.path.resolve().parent / "runs"
         log_dir.mkdir(parents=True, exist_ok=True)
         prune_job_logs(log_dir)
         log_path = log_dir / f"job-{run_id}.log"
         argv = [sys.executable, "-m", "train", command, "--db", str(store.path.resolve()), "--run-id", str(run_id),
-                *(options or [])]
+                *argv]
         child_env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO_ROOT), "TQDM_DISABLE": "1",
                      "PYTHONUNBUFFERED": "1", JOB_LOG_ENV: str(log_path)}
         # Python's output goes through the child's capped, rotating stream ($TRAIN_JOB_LOG); the file handle
@@ -137,6 +156,18 @@ def start(store: LabelStore, command: str, options: list[str] | None = None, *,
         store.release_lock(JOB_LOCK)
         raise
     return run_id
+
+
+def model_info(model: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """``python -m train model-info MODEL --json`` in a subprocess: timm's input size, normalisation and weights
+    source for a model, without importing timm here (the dashboard). Raises ValueError for a name timm does
+    not know."""
+    done = subprocess.run([sys.executable, "-m", "train", "model-info", model, "--json"], cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if done.returncode != 0:
+        raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"model-info {model} failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def prune_job_logs(log_dir: Path, keep: int = JOB_LOGS_KEPT, min_age_s: float = 3600.0) -> list[Path]:

@@ -1,7 +1,10 @@
-"""The training loop, readable top to bottom: config, then ``fit`` = snapshot -> data -> model -> epochs.
+"""The training loop, readable top to bottom: config, then ``fit`` = snapshot -> data -> ``train_model``,
+validating and saving after every epoch; ``train_model`` = model -> AdamW + warm-up/cosine schedule -> epochs.
 
     from train import fit
     result = fit(db="labels.db", epochs=5)          # -> {"run_id", "status", "best_checkpoint", ...}
+
+``train_model`` is the one place a model is trained: ``fit`` and every fold of ``train/score.py`` call it.
 
 Under ``torchrun --nproc_per_node N`` the same function runs on every rank: DDP on gloo (CPU) or
 nccl (GPU); rank 0 takes the snapshot, writes the journal rows and the checkpoints.
@@ -13,7 +16,8 @@ import logging
 import math
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ from core.store import LabelStore, now, read_snapshot
 from train import checkpoint as ckpt
 from train import distributed as dist
 from train.cache import budget_mb as cache_budget_mb
+from train.checkpoint import checkpoint_meta, retention
+from train.config import TrainConfig  # re-exported: `from train.loop import TrainConfig` keeps working
 from train.data import (
     CachedImages,
     EpochSampler,
@@ -38,82 +44,11 @@ from train.data import (
     normalise,
     person_folds,
 )
-from train.journal import Progress, SignalFlag, StopRequested, close_logger, run_logger
+from train.logs import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
-from train.model import HeadsModel, heads_for, load_pretrained, make_loss
-from train.runs import (
-    VAL_PREDICTIONS,
-    checkpoint_meta,
-    finish_run,
-    open_run,
-    retention,
-    save_val_predictions,
-    summary,
-)
+from train.model import Head, HeadsModel, fetch_pretrained, heads_for, load_pretrained, make_loss
+from train.run_folder import VAL_PREDICTIONS, finish_run, open_run, save_val_predictions, summary
 from train.writers import Writers, check, open_writers
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; the CLI builds its flags (and --help defaults) from these fields."""
-
-    # Defaults are sized for the demo on 2 CPU cores (~1.5 min, held-out mask/gender/age group 0.999/0.999/0.945,
-    # BENCHMARKS.md "Trainer"): timm's 0.4 M-parameter test_resnet at 64x80 out-learns resnet10t at 96x128 there at a
-    # fifth of the cost. On real photos and a GPU pick a real backbone and size (e.g. resnet18d at 192x256).
-    model: str = field(default="test_resnet", metadata={"help": "timm model name, trained from scratch"})
-    img_size: tuple[int, int] = field(default=(64, 80), metadata={"help": "input size W H in pixels"})
-    epochs: int = field(default=12, metadata={"help": "passes over the training people"})
-    batch_size: int = field(default=32, metadata={"help": "images per step, summed over all ranks"})
-    lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (warm-up, then cosine decay)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
-    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length in epochs"})
-    heads: str = field(default="multi", metadata={"help": "multi: one head per target; single: one 18-class head",
-                                                  "choices": ["multi", "single"]})
-    loss: str = field(default="ce", metadata={"help": "ce, smooth (label smoothing) or focal",
-                                              "choices": ["ce", "smooth", "focal"]})
-    label_smoothing: float = field(default=0.1, metadata={"help": "smoothing for --loss smooth"})
-    focal_gamma: float = field(default=2.0, metadata={"help": "focusing parameter for --loss focal"})
-    balanced: bool = field(default=False, metadata={"help": "sample classes equally often (with replacement)"})
-    age_threshold: int | None = field(default=None, metadata={"help": "train with the old-age bin at this age "
-                                                                       "(e.g. 58); validation keeps the schema's "
-                                                                       "(default: the schema's bins)"})
-    augment: bool = field(default=True, metadata={"help": "flip, small affine warp and colour jitter"})
-    drop_rate: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
-    pretrained_file: str | None = field(default=None, metadata={"help": "local weights (.safetensors or "
-                                                                         "state-dict .pth) to start from (default: "
-                                                                         "none, from scratch)"})
-    val_folds: int = field(default=5, metadata={"help": "person-grouped folds; one of them validates"})
-    val_fold: int = field(default=0, metadata={"help": "which fold validates"})
-    seed: int = field(default=0, metadata={"help": "seed for folds, init, sampling and augmentation"})
-    threads: int = field(default=2, metadata={"help": "CPU threads (shared by the ranks of a CPU torchrun)"})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA if present), cpu or cuda",
-                                                  "choices": ["auto", "cpu", "cuda"]})
-    keep_top: int = field(default=1, metadata={"help": "epoch checkpoints kept, best by val macro F1"})
-    keep_mb: float | None = field(default=None, metadata={"help": "disk budget of this run's checkpoints "
-                                                                    "in MB (default: none)"})
-    keep_mb_all: float | None = field(default=None, metadata={"help": "disk budget of all runs in --out, MB "
-                                                                        "(default: none)"})
-    snapshot: str | None = field(default=None, metadata={"help": "label snapshot file (default: take one now)"})
-    out: str | None = field(default=None, metadata={"help": "folder of run folders (default: runs/ beside the db)"})
-    cache_dir: str | None = field(default=None, metadata={"help": "image cache (default: <db>.d/cache)"})
-    cache_mb: float | None = field(default=None, metadata={"help": "image cache budget in MB: writing a new cache "
-                                                                     "deletes the least recently used ones no job "
-                                                                     "holds beyond it (default: $LABELS_CACHE_MB, "
-                                                                     "else 2048)"})
-    tensorboard: str | None = field(default=None, metadata={"help": "also write TensorBoard event files, one "
-                                                                     "subfolder per run under this folder (default: "
-                                                                     "off)"})
-    mlflow: str | None = field(default=None, metadata={"help": "also log params and per-epoch metrics to this MLflow "
-                                                                "tracking URI or folder, e.g. file:./mlruns (needs "
-                                                                "pip install mlflow-skinny; default: off)"})
-
-    def __post_init__(self) -> None:
-        self.img_size = tuple(int(v) for v in self.img_size)  # JSON gives lists back
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int | None = None,
@@ -126,6 +61,8 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
     check_writers(config, db, resume)  # a missing writer package fails here, before anything is written
+    if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
+        fetch_pretrained(config.model)
     world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
     store = LabelStore(db)
     plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None
@@ -198,19 +135,84 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     log.info(f"run {run_id}: {len(train_items)} training and {len(val_items)} validation images "
              f"({labels['person'].nunique()} people), snapshot {snap['hash'][:12]}, {config.model} "
              f"{config.img_size[0]}x{config.img_size[1]}, {world.size} process(es) on {world.device}")
+    train_set = CachedImages(cache, train_items, targets[train_items])
+    progress = Progress(store if world.is_main else None, run_id, config.epochs)
+    loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma)
+    evaluate_truth = schema.codes(labels.iloc[val_items])  # the schema's own bins, whatever training used
 
-    # ---- model, optimizer, schedule --------------------------------------------------------------------
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate)
+    # ---- train; after every epoch rank 0 validates, journals and saves checkpoints ---------------------------
+    for done in train_model(config, heads, train_set, seed=config.seed, world=world,
+                            balance_key=class_key(train_codes, train_schema)[train_items],
+                            resume_from=resume_from, progress=progress, stop=stop, log=log):
+        if not world.is_main:  # the others wait for the next epoch
+            dist.barrier(world)
+            continue
+        model, epoch = done.model, done.epoch
+        progress.update(epoch - 1, done.steps, done.steps, done.images, phase="validate", force=True)
+        probs, val_loss = predict_probs(model, cache, val_items, *model.mean_std, world.device, config.batch_size * 2,
+                                        targets=targets[val_items], head_names=head_names, loss_fn=loss_fn)
+        predicted = predicted_codes(schema, head_names, probs)
+        metrics = {"epoch": epoch, "train_loss": done.train_loss, "val_loss": val_loss,
+                   "lr": done.optimizer.param_groups[0]["lr"], "seconds": round(done.seconds, 2),
+                   "images_per_s": round(done.images / max(done.seconds, 1e-9), 1),
+                   **classification_metrics(schema, evaluate_truth, predicted)}
+        store.record_epoch(run_id, epoch, metrics)
+        board.scalars(epoch, metrics)
+        meta = checkpoint_meta(config, model, heads, schema, train_schema, snap, run_id, epoch, metrics)
+        retention(config, store, model, done.optimizer, done.scheduler, meta, run_dir, log)
+        run_summary = summary(store, run_id)
+        if run_summary.get("best_epoch") == epoch:  # the best epoch's validation predictions, for the dashboard
+            save_val_predictions(run_dir / VAL_PREDICTIONS, labels.iloc[val_items], schema, evaluate_truth, predicted)
+        store.update_run(run_id, metrics=run_summary, best_checkpoint=str(run_dir / "best.safetensors"))
+        log.info(_epoch_line(metrics, config.epochs, head_names))
+        dist.barrier(world)
+    return {"best_checkpoint": str(run_dir / "best.safetensors"), "metrics": summary(store, run_id)
+            if world.is_main else {}}
+
+
+@dataclass
+class EpochDone:
+    """What ``train_model`` yields after each epoch, on every rank."""
+
+    epoch: int  # 1-based
+    model: HeadsModel  # the bare model (not its DDP wrapper), in train mode
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loss: float  # mean over the epoch's images of all ranks
+    images: int  # images trained on in this epoch, all ranks
+    steps: int  # batches per epoch on each rank
+    seconds: float
+
+
+def train_model(config: TrainConfig, heads: list[Head], train_set: CachedImages, *, seed: int,
+                world: dist.World | None = None, balance_key: np.ndarray | None = None,
+                resume_from: str | None = None, progress: Any = None, stop: SignalFlag | None = None,
+                log: logging.Logger | None = None) -> Iterator[EpochDone]:
+    """The training loop: a fresh model on ``train_set`` for ``config.epochs`` epochs; yields after each one.
+
+    ``fit`` and every score fold train through this. ``seed`` fixes the initial weights, the batch
+    order and the augmentation; ``world`` is this process's place (default: one CPU process);
+    ``balance_key`` (n,) is each row's class, used when ``config.balanced``; ``resume_from`` a ``last``
+    checkpoint to continue (weights, optimizer, schedule, RNG). ``progress.update(epoch, step, steps,
+    images)`` hears of every step; a raised ``stop`` flag (SIGTERM/SIGINT) ends the run with
+    ``StopRequested`` at the next step, on all ranks together.
+    """
+    world = world or dist.World(0, 1, 0, torch.device("cpu"))
+    log = log or logging.getLogger(__name__)
+    # ---- model -------------------------------------------------------------------------------------------
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    weights = fetch_pretrained(config.model) if config.pretrained and resume_from is None else None  # cached
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=weights)
     if config.pretrained_file:
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)
     mean, std = model.mean_std
     model = model.to(world.device, memory_format=torch.channels_last)
-    train_set = CachedImages(cache, train_items, targets[train_items])
-    sampler = EpochSampler(len(train_set), world.rank, world.size, config.seed,
-                           weights=_balance_weights(train_codes, train_schema, train_items) if config.balanced else None)
+
+    # ---- batches, optimizer, schedule ---------------------------------------------------------------------
+    weights = balanced_weights(balance_key) if config.balanced and balance_key is not None else None
+    sampler = EpochSampler(len(train_set), world.rank, world.size, seed, weights=weights)
     per_rank = max(1, config.batch_size // world.size)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=keep_batch, drop_last=True,
                         pin_memory=world.device.type == "cuda")
@@ -219,15 +221,8 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
         raise ValueError(f"{len(train_set)} training images make no batch of {per_rank} per process; "
                          "lower --batch-size")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup = config.warmup_epochs * steps
-
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 1% of the peak
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup
-        progress = (step - warmup) / max(1.0, config.epochs * steps - warmup)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    warmup, total = config.warmup_epochs * steps, config.epochs * steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
     start_epoch = 0
     if resume_from:  # continue where `last` left off: weights, optimizer, schedule, RNG
         model.load_state_dict(ckpt.read_tensors(resume_from, "model."))
@@ -238,19 +233,18 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     net = DistributedDataParallel(model, device_ids=[world.local_rank] if world.device.type == "cuda" else None) \
         if world.distributed else model
     loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma)
-    progress = Progress(store if world.is_main else None, run_id, config.epochs, start_epoch)
-    evaluate_truth = schema.codes(labels.iloc[val_items])  # the schema's own bins, whatever training used
+    head_names = [h.name for h in heads]
 
     # ---- epochs ----------------------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
         started, seen, loss_sum = time.monotonic(), 0, torch.zeros((), device=world.device)
         net.train()
         sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + world.rank)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + world.rank)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not world.is_main or None,
                    leave=False, mininterval=1.0)
         for step, (images, batch_targets, _) in enumerate(bar):
-            if dist.any_rank(world, stop.raised is not None):
+            if dist.any_rank(world, stop is not None and stop.raised is not None):
                 raise StopRequested()
             images = images.to(world.device, non_blocking=True)
             batch_targets = batch_targets.to(world.device, non_blocking=True)
@@ -265,32 +259,21 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
             scheduler.step()
             loss_sum += loss.detach() * len(images)
             seen += len(images)
-            progress.update(epoch, step + 1, steps, seen * world.size)
+            if progress is not None:
+                progress.update(epoch, step + 1, steps, seen * world.size)
         seconds = time.monotonic() - started
         totals = dist.all_sum(world, torch.stack([loss_sum.float(), torch.tensor(float(seen), device=world.device)]))
-        if not world.is_main:  # rank 0 alone validates and writes; the others wait for the next epoch
-            dist.barrier(world)
-            continue
-        progress.update(epoch, steps, steps, seen * world.size, phase="validate", force=True)
-        probs, val_loss = predict_probs(model, cache, val_items, mean, std, world.device, config.batch_size * 2,
-                                        targets=targets[val_items], head_names=head_names, loss_fn=loss_fn)
-        predicted = predicted_codes(schema, head_names, probs)
-        metrics = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_loss": val_loss,
-                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
-                   "images_per_s": round(float(totals[1]) / max(seconds, 1e-9), 1),
-                   **classification_metrics(schema, evaluate_truth, predicted)}
-        store.record_epoch(run_id, epoch + 1, metrics)
-        board.scalars(epoch + 1, metrics)
-        meta = checkpoint_meta(config, model, heads, schema, train_schema, snap, run_id, epoch + 1, metrics)
-        retention(config, store, model, optimizer, scheduler, meta, run_dir, log)
-        run_summary = summary(store, run_id)
-        if run_summary.get("best_epoch") == epoch + 1:  # the best epoch's validation predictions, for the dashboard
-            save_val_predictions(run_dir / VAL_PREDICTIONS, labels.iloc[val_items], schema, evaluate_truth, predicted)
-        store.update_run(run_id, metrics=run_summary, best_checkpoint=str(run_dir / "best.safetensors"))
-        log.info(_epoch_line(metrics, config.epochs, head_names))
-        dist.barrier(world)
-    return {"best_checkpoint": str(run_dir / "best.safetensors"), "metrics": summary(store, run_id)
-            if world.is_main else {}}
+        yield EpochDone(epoch + 1, model, optimizer, scheduler, float(totals[0] / totals[1]), int(totals[1]), steps,
+                        seconds)
+
+
+def lr_factor(step: int, warmup: float, total: int) -> float:
+    """The learning rate over the peak at batch ``step``: linear warm-up from 10 % over ``warmup`` steps,
+    then cosine decay to 1 % at step ``total``."""
+    if step < warmup:
+        return 0.1 + 0.9 * step / warmup
+    progress = (step - warmup) / max(1.0, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @torch.no_grad()
@@ -336,11 +319,10 @@ def _moved_old_age(schema: Schema, threshold: int) -> Schema:
     return schema.with_bins("age_group", (*edges[:-1], int(threshold)))
 
 
-def _balance_weights(codes: dict[str, np.ndarray], schema: Schema, items: np.ndarray) -> np.ndarray:
-    """Weight per training row, shape (n,): 1 / frequency of its combined class (first target if none)."""
-    key = schema.encode_class({n: codes[n] for n in schema.class_attributes}) if schema.class_attributes \
+def class_key(codes: dict[str, np.ndarray], schema: Schema) -> np.ndarray:
+    """Each row's class for balanced sampling, shape (n,): its combined class (the first target's if none)."""
+    return schema.encode_class({n: codes[n] for n in schema.class_attributes}) if schema.class_attributes \
         else codes[schema.targets[0]]
-    return balanced_weights(key[items])
 
 
 def _epoch_line(metrics: dict[str, Any], epochs: int, head_names: list[str]) -> str:

@@ -46,12 +46,16 @@ def heads_for(schema: Schema, mode: str = "multi") -> list[Head]:
 class HeadsModel(nn.Module):
     """timm backbone ``net`` whose classifier emits all heads; forward returns {head: logits (b, k)}."""
 
-    def __init__(self, model_name: str, heads: Sequence[Head], *, drop_rate: float = 0.0):
+    def __init__(self, model_name: str, heads: Sequence[Head], *, drop_rate: float = 0.0,
+                 pretrained: str | None = None):
         super().__init__()
         self.model_name = model_name
         self.heads = list(heads)
-        self.net = timm.create_model(model_name, pretrained=False, num_classes=sum(len(h.classes) for h in heads),
-                                     drop_rate=drop_rate)
+        # pretrained: the local file of timm's weights for this model (``fetch_pretrained``), loaded by timm itself
+        # (its key filters; the classifier is new since its size differs) without any network access here
+        self.net = timm.create_model(model_name, pretrained=bool(pretrained),
+                                     pretrained_cfg_overlay={"file": str(pretrained)} if pretrained else None,
+                                     num_classes=sum(len(h.classes) for h in heads), drop_rate=drop_rate)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images: float (b, 3, h, w), normalised -> {head name: logits float (b, n_classes)}."""
@@ -64,6 +68,107 @@ class HeadsModel(nn.Module):
         """Per-channel normalisation the backbone expects (timm's default config; ImageNet if none)."""
         cfg = getattr(self.net, "pretrained_cfg", None) or {}
         return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
+class PretrainedUnavailable(ValueError):
+    """timm's pretrained weights for a model cannot be had (offline, or none exist); the message is one line."""
+
+
+def pretrained_info(model_name: str) -> dict:
+    """What timm's registry says of ``model_name``'s pretrained weights, without network or building the model:
+    ``{"model", "img_size": [W, H], "mean", "std", "source" (hub id or URL, None if no weights)}``."""
+    from timm.models import get_pretrained_cfg, is_model
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None and not is_model(model_name):
+        raise ValueError(f"timm knows no model named {model_name!r}")
+    size = (cfg.input_size if cfg else None) or (3, 224, 224)
+    return {"model": model_name, "img_size": [int(size[2]), int(size[1])],
+            "mean": list(cfg.mean) if cfg else list(IMAGENET_MEAN), "std": list(cfg.std) if cfg else list(IMAGENET_STD),
+            "source": (cfg.hf_hub_id or cfg.url or cfg.file or None) if cfg else None}
+
+
+def fetch_pretrained(model_name: str) -> str:
+    """The local file of timm's pretrained weights for ``model_name``: found in the Hugging Face cache (no network),
+    else downloaded into it. The product's only network access, and only for --pretrained: ``fit``/``score`` call
+    it before a run row is written. Raises ``PretrainedUnavailable`` (one line, naming --pretrained-file) when the
+    weights are not cached and the hub cannot be reached (no network, or ``HF_HUB_OFFLINE=1``)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise PretrainedUnavailable(f"timm has no pretrained weights for {model_name!r}; train from scratch "
+                                    "(without --pretrained) or start from local weights with --pretrained-file PATH")
+    if cfg.file:
+        return str(cfg.file)
+    try:
+        if cfg.hf_hub_id:
+            return _hub_file(cfg.hf_hub_id, cfg.hf_hub_filename)
+        from timm.models._hub import download_cached_file
+
+        return download_cached_file(cfg.url)  # weights only at a URL: timm's own cache (torch hub's folder)
+    except Exception as error:  # no network, hub unreachable, offline mode: one line, not a traceback
+        if not _offline_error(error):
+            raise
+        raise PretrainedUnavailable(
+            f"cannot fetch timm's pretrained weights for {model_name} ({cfg.hf_hub_id or cfg.url}): offline or the "
+            f"hub is unreachable ({type(error).__name__}). Fetch them once where there is a network, or start from "
+            "local weights with --pretrained-file PATH (.safetensors or state-dict .pth) instead of --pretrained"
+        ) from None
+
+
+def _hub_file(hub_id: str, filename: str | None) -> str:
+    """The weights file of a timm hub repository, as timm looks for it (safetensors first): the cached copy if
+    there is one, else a download."""
+    import logging
+    import socket
+    import urllib.parse
+
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo, _, revision = hub_id.partition("@")
+    candidates = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
+    for name in candidates:
+        cached = try_to_load_from_cache(repo, name, revision=revision or None)
+        if isinstance(cached, str):
+            return cached
+    if constants.HF_HUB_OFFLINE:
+        raise LocalEntryNotFoundError(f"{hub_id} is not in the cache and HF_HUB_OFFLINE is set")
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    if host and not any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        try:  # without DNS the hub client would retry for half a minute, logging each try
+            socket.getaddrinfo(host, 443)
+        except OSError as error:
+            raise ConnectionError(f"cannot resolve {host}: {error}") from None
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would bury the one line that says what happened
+    try:
+        for index, name in enumerate(candidates):
+            try:
+                return hf_hub_download(repo, name, revision=revision or None)
+            except LocalEntryNotFoundError:
+                raise
+            except EntryNotFoundError:
+                if index == len(candidates) - 1:
+                    raise
+    finally:
+        hub_log.setLevel(level)
+    raise AssertionError("unreachable")
+
+
+def _offline_error(error: BaseException) -> bool:
+    """True for the errors of a machine without network (or in HF_HUB_OFFLINE mode)."""
+    import urllib.error
+
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(error, LocalEntryNotFoundError | OfflineModeIsEnabled | urllib.error.URLError
+                  | ConnectionError | TimeoutError):
+        return True
+    names = {type(e).__name__ for e in (error, error.__cause__, error.__context__) if e is not None}
+    return bool(names & {"ConnectError", "ConnectTimeout", "ConnectionError", "ProxyError", "ReadTimeout"})
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

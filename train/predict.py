@@ -27,6 +27,7 @@ from train.cache import budget_mb
 from train.checkpoint import load_model
 from train.data import ImageCache
 from train.loop import predict_probs
+from train.predictions import probs_file
 
 
 def joint_probs(schema: Schema, head_probs: dict[str, np.ndarray]) -> np.ndarray:
@@ -102,7 +103,7 @@ def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     submission.to_csv(out, index=False)
-    _write_probs(out.with_suffix(".probs.csv"), table["ImageID"], schema, mean_probs)
+    _write_probs(probs_file(out), table["ImageID"], schema, mean_probs)
     if store is not None:
         config = {"checkpoints": used, "tta": tta, "info": str(info.resolve()), "out": str(out.resolve())}
         if run_id is None:

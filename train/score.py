@@ -23,7 +23,6 @@ not run since the last ingest.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -34,42 +33,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from core.checks import run_data_checks
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
-from train.data import (
-    CachedImages,
-    EpochSampler,
-    ImageCache,
-    augment,
-    balanced_weights,
-    keep_batch,
-    normalise,
-    person_folds,
-)
-from train.journal import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
-from train.loop import TrainConfig, log_evictions, predict_probs
+from train import distributed as dist
+from train.config import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS, TrainConfig
+from train.data import CachedImages, ImageCache, person_folds
+from train.logs import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
+from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, HeadsModel, heads_for, load_pretrained, make_loss
+from train.model import Head, fetch_pretrained, heads_for
 from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
-from train.runs import reopen, take_snapshot
+from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
 
 __all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "score", "score_rows"]
 
-DEFAULT_FOLDS = 3
-# Score defaults, differing from fit's: k models must train in minutes on 2 shared CPU cores. timm's tiny ResNet
-# (0.37 M parameters, 0.02 GMACs at 64x80) for 10 epochs of batch 32 learns the demo's cues (held-out mask 0.99,
-# gender 0.97 against the true labels) at a tenth of resnet10t's cost at 96x128 (BENCHMARKS.md, "Label issues").
-# One thread: on a machine shared with other jobs, OpenMP's 2-thread barriers stall (2x slower, measured).
-SCORE_DEFAULTS: dict[str, Any] = {"model": "test_resnet", "img_size": (64, 80), "epochs": 10, "batch_size": 32,
-                                  "threads": 1}
-# fit options that mean nothing here (one fold validates, checkpoint retention) or would change the classes
-# scored (training bins differ from the schema's): left out of the score CLI, refused by ``score``.
-NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold")
 
 
 def score(config: TrainConfig | None = None, *, db: str | None = None, folds: int = DEFAULT_FOLDS,
@@ -89,6 +70,8 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     started = time.monotonic()
     with LabelStore(db) as store:
         check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
+        if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
+            fetch_pretrained(config.model)
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
         run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
         log = run_logger(run_dir / "score.log", echo=echo)
@@ -156,7 +139,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     mark = time.monotonic()
     ingest_id = store.last_ingest_id()
     if store.data_checks_ingest() != ingest_id:  # once per ingest, beside the label checks
-        progress.update(0, 0, 0, 1, phase="data checks", force=True)
+        progress.update(0, 0, 1, phase="data checks", force=True)
         issues = run_data_checks(store, workers=max(1, config.threads))
         store.record_data_checks(ingest_id)
         log.info(f"data checks: {len(issues)} issue(s) " + str(issues["kind"].value_counts().to_dict()))
@@ -182,6 +165,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if config.heads == "single":
         codes["class"] = schema.encode_class(codes)
     targets = np.stack([codes[h.name] for h in heads], 1)  # (n, n_heads) int64
+    balance_key = class_key(codes, schema)  # (n,) class of each row, for --balanced
     cache = ImageCache.open(snap["root"], labels["path"].tolist(), labels["hash"].tolist(), config.img_size,
                             Path(config.cache_dir) if config.cache_dir else store.files_dir / "cache",
                             threads=config.threads, progress=False, budget_mb=config.cache_mb)
@@ -200,8 +184,8 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
             progress.fold_skipped()
             continue
         train_items = np.flatnonzero(folds != fold)
-        probs, record = _train_fold(config, schema, heads, cache, targets, train_items, held_out, fold, progress,
-                                    stop, device, log)
+        probs, record = _train_fold(config, schema, heads, cache, targets, balance_key, train_items, held_out, fold,
+                                    progress, stop, device, log)
         truth = schema.codes(labels.iloc[held_out])
         metrics = classification_metrics(schema, truth, predicted_codes(schema, [h.name for h in heads], probs))
         store.record_epoch(run_id, fold + 1, {**record, **{m: v for m, v in metrics.items()
@@ -214,7 +198,8 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     # ---- join the folds, score, store -----------------------------------------------------------------------
     _check(stop)
     phases["folds"], mark = time.monotonic() - mark, time.monotonic()
-    progress.update(k - 1, config.epochs - 1, 1, 1, phase="scoring", force=True)
+    progress.fold = k - 1
+    progress.update(config.epochs - 1, 1, 1, phase="scoring", force=True)
     oof = join_folds(run_dir, folds, heads, schema)
     for target, probs in oof.items():
         save_npy(run_dir / f"oof_{target}.npy", probs)
@@ -237,61 +222,28 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
 
 
 def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: ImageCache, targets: np.ndarray,
-                train_items: np.ndarray, held_out: np.ndarray, fold: int, progress: FoldProgress, stop: SignalFlag,
-                device: torch.device, log: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train a fresh model on ``train_items`` like ``fit`` does; return (held-out probabilities per head, record)."""
-    torch.manual_seed(config.seed * 1009 + fold)
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate)
-    if config.pretrained_file:
-        for note in load_pretrained(model, config.pretrained_file):
-            log.info(note)
-    mean, std = model.mean_std
-    model = model.to(device, memory_format=torch.channels_last)
-    weights = None
-    if config.balanced:  # 1 / frequency of the combined class (first target when the schema has none)
-        key = schema.encode_class({h.name: targets[:, i] for i, h in enumerate(heads)}) \
-            if config.heads == "multi" and schema.class_attributes else targets[:, 0]
-        weights = balanced_weights(key[train_items])
+                balance_key: np.ndarray, train_items: np.ndarray, held_out: np.ndarray, fold: int,
+                progress: FoldProgress, stop: SignalFlag, device: torch.device,
+                log: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train a fresh model on ``train_items`` with ``train_model`` (fit's loop, seed ``config.seed + fold``);
+    return (held-out probabilities per head, record)."""
     train_set = CachedImages(cache, train_items, targets[train_items])
-    sampler = EpochSampler(len(train_set), 0, 1, config.seed + fold, weights=weights)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=keep_batch,
-                        drop_last=len(train_set) > config.batch_size)  # a tiny set still gets its one batch
-    steps = max(1, len(loader))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup, total = config.warmup_epochs * steps, config.epochs * steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
-    loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma)
-    losses, started = [], time.monotonic()
-    for epoch in range(config.epochs):
-        model.train()
-        sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + fold * 7919)
-        loss_sum, seen = 0.0, 0
-        for step, (images, batch_targets, _) in enumerate(loader):
-            _check(stop)
-            images, batch_targets = images.to(device, non_blocking=True), batch_targets.to(device)
-            x = augment(images, generator, mean, std) if config.augment else normalise(images, mean, std)
-            x = x.contiguous(memory_format=torch.channels_last)  # the model's layout: no conversion in every layer
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                outputs = model(x)
-            loss = sum(loss_fn(outputs[h.name], batch_targets[:, i]) for i, h in enumerate(heads))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum, seen = loss_sum + float(loss.detach()) * len(images), seen + len(images)
-            progress.update(fold, epoch, step + 1, steps)
-        losses.append(round(loss_sum / max(1, seen), 5))
-    seconds = time.monotonic() - started
-    progress.update(fold, config.epochs - 1, steps, steps, phase="predict", force=True)
+    progress.fold = fold
+    losses, images, seconds = [], 0, 0.0
+    for done in train_model(config, heads, train_set, seed=config.seed + fold, world=dist.World(0, 1, 0, device),
+                            balance_key=balance_key[train_items], progress=progress, stop=stop, log=log):
+        losses.append(round(done.train_loss, 5))
+        images, seconds = images + done.images, seconds + done.seconds
+    progress.update(config.epochs - 1, done.steps, done.steps, phase="predict", force=True)
     # Flip TTA: a second look for 1/2 an epoch's forward cost on 1/k of the data; steadier probabilities.
-    probs, _ = predict_probs(model, cache, held_out, mean, std, device, config.batch_size * 4, tta="flip")
+    probs, _ = predict_probs(done.model, cache, held_out, *done.model.mean_std, device, config.batch_size * 4,
+                             tta="flip")
     progress.fold_done()
     if config.heads == "single":
         probs = marginals(schema, probs["class"])
     record = {"fold": fold + 1, "n_train": len(train_items), "n_held_out": len(held_out), "train_loss": losses[-1],
               "train_loss_per_epoch": losses, "seconds": round(seconds, 2),
-              "images_per_s": round(config.epochs * steps * config.batch_size / max(seconds, 1e-9), 1)}
+              "images_per_s": round(images / max(seconds, 1e-9), 1)}
     return probs, record
 
 
@@ -301,21 +253,17 @@ def _check(stop: SignalFlag) -> None:
         raise StopRequested()
 
 
-def lr_factor(step: int, warmup: float, total: int) -> float:
-    """fit's schedule: linear warm-up from 10 %, then cosine decay to 1 % of the peak (``step`` counts batches)."""
-    if step < warmup:
-        return 0.1 + 0.9 * step / warmup
-    progress = (step - warmup) / max(1.0, total - warmup)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 class FoldProgress:
-    """Writes fold, epoch, step, phase, ETA and speed to the run row at most every ``every_s`` seconds."""
+    """Writes fold, epoch, step, phase, ETA and speed to the run row at most every ``every_s`` seconds.
+
+    ``train_model`` calls ``update``; ``fold`` (0-based) says which fold is training.
+    """
 
     def __init__(self, store: LabelStore, run_id: int, folds: int, epochs: int, batch_size: int,
                  every_s: float = 3.0):
         self.store, self.run_id, self.folds, self.epochs, self.every_s = store, run_id, folds, epochs, every_s
         self.batch_size = batch_size
+        self.fold = 0
         self.folds_left = folds  # folds still to train; the ETA extrapolates this session's training rate
         self.steps_done, self.last_write, self.started = 0, 0.0, None
 
@@ -325,8 +273,9 @@ class FoldProgress:
     def fold_done(self) -> None:
         self.folds_left -= 1
 
-    def update(self, fold: int, epoch: int, step: int, steps: int, *, phase: str = "train", force: bool = False) -> None:
-        """fold, epoch: 0-based; step/steps: batches of this epoch."""
+    def update(self, epoch: int, step: int, steps: int, images: int = 0, *, phase: str = "train",
+               force: bool = False) -> None:
+        """epoch: 0-based; step/steps: batches of this epoch; images: unused (the rate comes from steps)."""
         moment = time.monotonic()
         if phase == "train":
             self.steps_done += 1
@@ -337,7 +286,7 @@ class FoldProgress:
         elapsed = moment - self.started if self.started else 0.0
         rate = self.steps_done / elapsed if elapsed > 0 else 0.0  # steps per second
         remaining = self.folds_left * self.epochs * steps - (epoch * steps + step) if phase == "train" else None
-        self.store.update_progress(self.run_id, fold=fold + 1, folds=self.folds, epoch=epoch + 1, epochs=self.epochs,
-                                   step=step, total=steps, phase=phase,
+        self.store.update_progress(self.run_id, fold=self.fold + 1, folds=self.folds, epoch=epoch + 1,
+                                   epochs=self.epochs, step=step, total=steps, phase=phase,
                                    eta_s=round(remaining / rate, 1) if remaining is not None and rate else None,
                                    images_per_s=round(rate * self.batch_size, 1) if rate else None)

@@ -28,7 +28,8 @@ from core.checks import run_data_checks  # noqa: E402
 from core.demo import generate  # noqa: E402
 from core.ingest import ingest  # noqa: E402
 from core.store import LabelStore  # noqa: E402
-from tests.app_data import add_score_run, serve  # noqa: E402
+from core.synthetic import add_score_run  # noqa: E402
+from tests.app_data import serve  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 # page url -> (file name, text that shows the page has drawn)

@@ -16,6 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ from core.ingest import ingest  # noqa: E402
 from core.store import LabelStore  # noqa: E402
 from tests.app_data import serve  # noqa: E402
 from train import jobs  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -36,9 +38,9 @@ TABS = {"Runs": ("train_runs", "Download CSV"), "Compare": ("train_compare", "Di
         "Run detail": ("train_detail", "Misclassified validation images"), "Disk": ("train_disk", "Delete a run")}
 
 
-def fit(store: LabelStore, options: list[str], note: str) -> int:
+def fit(store: LabelStore, config: TrainConfig, note: str) -> int:
     """One training job to the end, with its journal note; returns the run id."""
-    run_id = jobs.start(store, "fit", [*options, "--quiet"])
+    run_id = jobs.start(store, "fit", config)
     run = jobs.wait(store, run_id, timeout_s=1800)
     if run["status"] != "done":
         raise RuntimeError(f"run #{run_id} {run['status']}: {run.get('error_tail')}")
@@ -82,26 +84,25 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    base = ["--model", args.model, "--img-size", "64", "80", "--batch-size", "32"]
-    options = [*base, "--epochs", str(args.epochs)]
+    config = TrainConfig(model=args.model, img_size=(64, 80), batch_size=32, epochs=args.epochs)
     with tempfile.TemporaryDirectory() as folder:
         root, db = Path(folder) / "demo", Path(folder) / "labels.db"
         generate(root, persons=args.persons, noise=0.15, image_size=(96, 128))
         store = LabelStore(db)
         ingest(root, store)
-        fit(store, options, "baseline: the labels as given")
+        fit(store, config, "baseline: the labels as given")
         with serve(db, log=Path(folder) / "streamlit.log") as url, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1500})
             # A second run, watched live, then cancelled (its last finished epoch stays on disk).
-            running = jobs.start(store, "fit", [*base, "--epochs", str(args.epochs * 3), "--lr", "0.01", "--quiet"])
+            running = jobs.start(store, "fit", replace(config, epochs=args.epochs * 3, lr=0.01))
             store.update_run(running, note="does a higher learning rate help? (stopped: cleaning first)")
             page.goto(f"{url}/train?annotator=ana")
             page.locator("text=epoch 2/").first.wait_for(timeout=600_000)
             shoot(page, "train_progress")
             jobs.cancel(store, running)
             flips, swaps = clean_from_truth(store, root)
-            fit(store, options, f"cleaned: {flips} gender flips and {swaps} mask swaps fixed in review")
+            fit(store, config, f"cleaned: {flips} gender flips and {swaps} mask swaps fixed in review")
             page.goto(f"{url}/train?annotator=ana")
             for tab, (name, marker) in TABS.items():
                 page.locator(f"[role=tab]:has-text('{tab}')").first.click()

@@ -1,4 +1,5 @@
-"""What a run records about itself: environment, git state, size-capped logs, progress, signals.
+"""What a running job writes about itself and listens to: environment and git state, size-capped log files,
+progress on its run row, stop signals, whether a process is alive.
 
 Everything here is written through store verbs (``update_run``, ``update_progress``); this module
 holds the plumbing so ``train/loop.py`` reads as a training loop.
@@ -19,8 +20,6 @@ from importlib import metadata
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from core.store import LabelStore
 
@@ -51,6 +50,8 @@ def environment(world_size: int = 1) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    import torch  # here: log files, progress and signals load without torch (a dashboard job reads them)
+
     cuda = torch.cuda.is_available()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "cuda": torch.version.cuda if cuda else None,
@@ -142,10 +143,10 @@ def close_logger(logger: logging.Logger) -> None:
 class Progress:
     """Writes (epoch, step, total, eta_s, images_per_s) to the run row at most every ``every_s`` seconds."""
 
-    def __init__(self, store: LabelStore | None, run_id: int | None, total_epochs: int, start_epoch: int = 0,
-                 every_s: float = 3.0):
+    def __init__(self, store: LabelStore | None, run_id: int | None, total_epochs: int,
+                 start_epoch: int | None = None, every_s: float = 3.0):
         self.store, self.run_id, self.total_epochs, self.every_s = store, run_id, total_epochs, every_s
-        self.start_epoch = start_epoch  # a resumed run's rate counts from where it resumed
+        self.start_epoch = start_epoch  # a resumed run's rate counts from where it resumed (default: first update)
         self.last_write = 0.0
         self.started = time.monotonic()
         self.epoch_started = (-1, self.started)
@@ -154,6 +155,8 @@ class Progress:
                force: bool = False) -> None:
         """epoch is 0-based; step/total count batches in this epoch; images counts this epoch's images."""
         now = time.monotonic()
+        if self.start_epoch is None:
+            self.start_epoch = epoch
         if self.epoch_started[0] != epoch:
             self.epoch_started = (epoch, now)
         if self.store is None or self.run_id is None or (not force and now - self.last_write < self.every_s):

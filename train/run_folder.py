@@ -1,4 +1,5 @@
-"""Run bookkeeping for ``train/loop.py``: opening/resuming a journal row, checkpoint metadata, retention.
+"""A run's folder and journal row over its life: open it (or adopt a queued row, or resume a run), check
+the disk first, save the best epoch's validation predictions, summarise the epochs, finish it.
 
 Every write goes through store verbs (``create_run``, ``update_run``, ``record_epoch``).
 """
@@ -13,17 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from core.files import replacing
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
-from train import checkpoint as ckpt
-from train.journal import environment, git_state, pid_alive
-from train.model import Head, HeadsModel
+from train.logs import environment, git_state, pid_alive
 
-LAST = "last.safetensors"
-BEST = "best.safetensors"
+LAST = "last.safetensors"  # the newest epoch's checkpoint, with resume state (train.checkpoint.retention)
+BEST = "best.safetensors"  # hard link to the top epoch's checkpoint
 VAL_PREDICTIONS = "val_predictions.csv"  # the best epoch's validation predictions (dashboard gallery)
 
 
@@ -110,62 +107,6 @@ def finish_run(store: LabelStore, run_id: int, status: str, *, error_tail: str |
     if error_tail is not None:
         fields["error_tail"] = error_tail
     store.update_run(run_id, **fields)
-
-
-def checkpoint_meta(config: Any, model: HeadsModel, heads: list[Head], schema: Schema, train_schema: Schema,
-                    snap: dict[str, Any], run_id: int, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to use a checkpoint without the code's config files (JSON-ready)."""
-    mean, std = model.mean_std
-    value = metrics.get("macro_f1")
-    if value is None:  # no combined class: mean per-target accuracy ranks checkpoints instead
-        accs = [v for k, v in metrics.items() if k.startswith("acc_")]
-        value = sum(accs) / len(accs) if accs else 0.0
-    return {
-        "model": config.model, "drop_rate": config.drop_rate, "head_mode": config.heads,
-        "heads": [{"name": h.name, "classes": list(h.classes)} for h in heads],
-        "image_size": list(config.img_size), "mean": list(mean), "std": list(std),
-        "input": "RGB, resized to image_size (w, h) by core.images.load_rgb, /255, then (x - mean) / std; "
-                 "NCHW float; the model returns {head: logits}",
-        "schema": schema.to_dict(), "train_schema": train_schema.to_dict(),
-        "snapshot_hash": snap["hash"], "n_corrections": snap.get("n_corrections"),
-        "config": asdict(config), "run_id": run_id, "epoch": epoch,
-        "metric": {"name": "val_macro_f1" if "macro_f1" in metrics else "val_mean_accuracy", "value": value},
-        "metrics": {k: v for k, v in metrics.items() if not k.startswith("confusion_")},
-        "versions": environment()["packages"], "torch": torch.__version__, "created_at": now(),
-    }
-
-
-def retention(config: Any, store: LabelStore, model: HeadsModel, optimizer: torch.optim.Optimizer, scheduler: Any,
-              meta: dict[str, Any], run_dir: Path, log: Any) -> None:
-    """End of an epoch: write ``last`` (with resume state), keep the top-k, then apply disk budgets."""
-    state = model.state_dict()
-    tensors, resume = ckpt.resume_state(optimizer, scheduler)
-    ckpt.write_checkpoint(run_dir / LAST, state, {**meta, "resume": resume}, extra=tensors)
-    saved, deleted = ckpt.keep_top_k(run_dir, state, meta, meta["epoch"], meta["metric"]["value"], config.keep_top)
-    if saved is not None:
-        top = ckpt.top_checkpoints(run_dir)
-        log.info(f"saved {saved.name} ({meta['metric']['name']} {meta['metric']['value']:.4f})"
-                 + (" - new best" if top and top[0][2] == saved else ""))
-    for path in deleted:
-        log.info(f"removed {path.name}: no longer in the top {config.keep_top}")
-    budgets = []
-    if config.keep_mb is not None:
-        budgets.append(("this run", [run_dir], config.keep_mb))
-    if config.keep_mb_all is not None:
-        out = run_dir.parent
-        budgets.append((f"all runs in {out}", [p for p in out.iterdir() if p.is_dir()], config.keep_mb_all))
-    if not budgets:
-        return
-    active = store.runs()  # any kind: a running score job's `last` files are as precious as ours
-    protect = [run_dir / LAST] + [Path(d) / LAST for d, s in zip(active["run_dir"], active["status"])
-                                  if d and s in ("running", "queued")]
-    for label, dirs, megabytes in budgets:
-        removed, used = ckpt.enforce_budget(dirs, int(megabytes * 1e6), protect)
-        for path in removed:
-            log.info(f"disk budget ({label}, {megabytes} MB): deleted {path}")
-        if used > megabytes * 1e6:
-            log.info(f"disk budget ({label}): {used / 1e6:.1f} MB used > {megabytes} MB, but only best and "
-                     "running runs' last checkpoints remain; nothing else to delete")
 
 
 def save_val_predictions(path: Path, labels: Any, schema: Schema, truth: dict[str, Any],
