@@ -276,6 +276,8 @@ def compare_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
     before, after = sorted((int(run_a), int(run_b)))
     runs = store.runs("train")
     side_a, side_b = _side(store, runs, before), _side(store, runs, after)
+    if set(side_a) & set(side_b):  # two runs of one repeat group: each stands for itself
+        side_a, side_b = [before], [after]
     configs = {config_hash(store.run(r)["config"]) for r in (before, after)}
     wanted = set(side_a) | set(side_b) | {
         int(r["id"]) for r in runs.to_dict("records") if r["status"] == "done" and config_hash(r["config"]) in configs}
