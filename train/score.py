@@ -46,7 +46,7 @@ from train.logs import SignalFlag, StopRequested, close_logger, environment, git
 from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, check_model_options, fetch_pretrained, heads_for
-from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
+from train.oof import join_folds, load_oof, previous_probs, save_npy, score_rows
 from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
@@ -267,9 +267,7 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
     # Flip TTA: a second look for 1/2 an epoch's forward cost on 1/k of the data; steadier probabilities.
     probs, _ = predict_probs(done.model, cache, held_out, *done.model.mean_std, device, config.batch_size * 4,
                              tta="flip")
-    progress.fold_done()
-    if config.heads == "single":
-        probs = marginals(schema, probs["class"])
+    progress.fold_done()  # a single "class" head stays joint here: join_folds turns it into per-target marginals
     record = {"fold": fold + 1, "n_train": len(train_items), "n_held_out": len(held_out), "train_loss": losses[-1],
               "train_loss_per_epoch": losses, "seconds": round(seconds, 2),
               "images_per_s": round(images / max(seconds, 1e-9), 1)}
