@@ -7,6 +7,7 @@ dataset is generated and ingested (``core.bootstrap``), with a notice. Pages are
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,11 +22,39 @@ from app import ui  # noqa: E402
 from core.bootstrap import auto_demo_enabled, ensure_demo  # noqa: E402
 from core.store import StoreError  # noqa: E402
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+REMOTE_ENV = "LABELFIX_ALLOW_REMOTE"  # =1: serving beyond this machine is intended
+
+
+def bound_to_loopback() -> bool:
+    """True when the server listens on this machine only (``server.address`` a loopback address).
+
+    ``app/.streamlit/config.toml`` (read beside this script, whatever the working directory) sets 127.0.0.1;
+    ``--server.address 0.0.0.0`` or an unset address listens on every interface.
+    """
+    address = st.get_option("server.address")
+    return str(address or "").strip().strip("[]") in LOOPBACK or str(address or "").startswith("127.")
+
+
+def refuse_unless_local() -> None:
+    """Stop the page, loudly, when the server is reachable from the network and the user did not opt in."""
+    if bound_to_loopback() or os.environ.get(REMOTE_ENV) == "1":
+        return
+    address = st.get_option("server.address") or "every network interface"
+    print(f"labelfix: refusing to serve: the server listens on {address}, not only on this machine; restart "
+          f"with --server.address 127.0.0.1, or set {REMOTE_ENV}=1 to share it on purpose", file=sys.stderr)
+    st.error(f"This dashboard listens on {ui.plain(address)}: anyone who can reach this machine could read and "
+             f"change the labels, so it refuses to run. Restart it with `--server.address 127.0.0.1`, or set "
+             f"`{REMOTE_ENV}=1` if sharing it on the network is intended.")
+    st.stop()
+
 
 def main() -> None:
     """Set up the page, fill an empty store with the demo, then run the chosen page."""
     # A local image, not ":material/…" (Streamlit fetches that favicon from fonts.gstatic.com): works offline.
     st.set_page_config(page_title="labelfix", page_icon=ui.favicon(), layout="wide")
+    st.set_option("client.showErrorDetails", "none")  # no traceback or server path ever reaches the browser
+    refuse_unless_local()
 
     store = ui.get_store()
     if store.is_empty and auto_demo_enabled():

@@ -81,8 +81,9 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
 def button(label: str, action: str, payload: dict[str, Any], *, key: str, shortcut: str | None = None,
            after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False,
            stretch: bool = False) -> None:
-    """One action button (label is our own text, never user data unescaped); ``stretch``: as wide as its column."""
-    st.button(label, key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
+    """One action button; the label may hold data (class values) and is rendered literally (``ui.plain``);
+    ``stretch``: as wide as its column."""
+    st.button(ui.plain(label), key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
               disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary",
               width="stretch" if stretch else "content")
 
@@ -126,7 +127,7 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
     if suggested is not None and not pd.isna(suggested) and shown is not None:
         accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown)
     # The accept button has a row of its own: the value it writes is read in full, never cut.
-    button(f"Accept: {ui.plain(attribute)} → {ui.plain(accept_value)}" if accept_value is not None else
+    button(f"Accept: {attribute} → {accept_value}" if accept_value is not None else
            "Accept suggestion", "set", {**base, "value": accept_value}, key=f"{key}_accept",
            shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
            disabled=accept_value is None or str(accept_value) == str(shown))
@@ -147,7 +148,7 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
             for column, (number, value) in zip(columns, numbered[start:start + CLASSES_PER_ROW]):
                 keyname = class_key(number)
                 with column:
-                    button(ui.plain(value), "set",  # Streamlit shows the key on the button
+                    button(str(value), "set",  # Streamlit shows the key on the button
                            {**base, "value": value}, key=f"{key}_set_{number}", shortcut=keyname, after=on_next,
                            disabled=unknown or value == shown, stretch=True)
     else:

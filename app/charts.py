@@ -28,11 +28,11 @@ def _figure(traces: list[dict[str, Any]], title: str, height: int = 320, **layou
     """One validated figure from plain trace and layout dicts (much cheaper than trace objects and
     repeated ``update_layout`` calls, which re-validate every time)."""
     # The title on its own line at the top, the legend on the next one, just above the plot: never overlapping.
-    return go.Figure(data=traces, layout={
+    return ui.safe_figure(go.Figure(data=traces, layout={  # class names are data: HTML-escaped
         "title": {"text": title, "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8}},
         "height": height, "margin": {"l": 10, "r": 10, "t": 66, "b": 10},
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1, "xanchor": "right"},
-        "clickmode": "event+select", **layout})
+        "clickmode": "event+select", **layout}))
 
 
 def _bar(name: str, x: Any, y: Any, color: str, **extra: Any) -> dict[str, Any]:
@@ -115,10 +115,11 @@ def corrections(frame: pd.DataFrame) -> tuple[go.Figure, Filters]:
 
 def probabilities(probs: dict[str, float]) -> go.Figure:
     """Horizontal bars of the model's out-of-fold class probabilities for one unit."""
-    return go.Figure(data=[{"type": "bar", "x": list(probs.values()), "y": list(probs.keys()), "orientation": "h",
-                            "marker": {"color": CURRENT}}],
-                     layout={"height": 60 + 28 * len(probs), "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-                             "xaxis": {"range": [0, 1], "title": {"text": "model probability"}}})
+    return ui.safe_figure(go.Figure(
+        data=[{"type": "bar", "x": list(probs.values()), "y": list(probs.keys()), "orientation": "h",
+               "marker": {"color": CURRENT}}],
+        layout={"height": 60 + 28 * len(probs), "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+                "xaxis": {"range": [0, 1], "title": {"text": "model probability"}}}))
 
 
 def selected_filter(event: Any, filters: Filters) -> dict[str, Any] | None:

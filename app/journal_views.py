@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from core.files import csv_safe
+
 ACTIVE = ("queued", "running")
 OVERVIEW_COLUMNS = ["id", "kind", "status", "model", "macro_f1", "flagged", "epochs", "snapshot", "corrections",
                     "new_corrections", "created", "duration_min", "checkpoint_mb", "note"]
@@ -142,13 +144,8 @@ def changed_notes(before: pd.DataFrame, after: pd.DataFrame) -> dict[int, str]:
 
 def csv_bytes(table: pd.DataFrame) -> bytes:
     """The table as UTF-8 CSV; text cells that a spreadsheet would run as a formula get a leading quote."""
-    safe = table.copy()
-    for column in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[column]):
-            safe[column] = [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
-                            for v in safe[column]]
     buffer = io.StringIO()
-    safe.to_csv(buffer, index=False, lineterminator="\n")
+    csv_safe(table).to_csv(buffer, index=False, lineterminator="\n")
     return buffer.getvalue().encode("utf-8")
 
 

@@ -19,6 +19,7 @@ from app import journal_views as jv
 from app import train_charts, ui
 from app.train_views import run_label, start_job
 from core import review
+from core.files import csv_unescape
 from core.store import LabelStore, StoreError
 from train import cache as image_cache
 from train import disk, jobs
@@ -201,9 +202,9 @@ def run_detail(store: LabelStore) -> None:
     run = store.run(run_id)
     epochs = store.epochs(run_id)
     facts = st.columns(4)
-    facts[0].metric("Status", run["status"])
+    ui.metric(facts[0], "Status", run["status"])
     facts[1].metric("Best macro F1", f"{(run.get('metrics') or {}).get('best_macro_f1') or 0:.4f}")
-    facts[2].metric("Labels", str(run.get("snapshot_hash") or "")[:10] or "-")
+    ui.metric(facts[2], "Labels", str(run.get("snapshot_hash") or "")[:10] or "-")
     seconds = jv.duration_seconds(run)
     facts[3].metric("Minutes", f"{seconds / 60:.1f}" if seconds is not None else "-")
     if run["status"] == "failed":
@@ -235,7 +236,7 @@ def _misclassified(store: LabelStore, run: dict[str, Any]) -> None:
     if path is None or not path.exists():
         st.caption("This run recorded no validation predictions (runs before this feature, or no epoch finished).")
         return
-    wrong = jv.misclassified(pd.read_csv(path, dtype=str, keep_default_na=False))
+    wrong = jv.misclassified(csv_unescape(pd.read_csv(path, dtype=str, keep_default_na=False)))
     if wrong.empty:
         st.success("Every validation image was classified correctly.")
         return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from app.ui import safe_figure  # class names are data: HTML-escaped in every figure
+
 LOSS, F1, BEFORE, AFTER = "#3b6fb6", "#27ae60", "#b8c4d6", "#3b6fb6"
 
 
@@ -35,13 +37,13 @@ def confusion(matrix: pd.DataFrame, target: str) -> go.Figure:
     """A confusion matrix heatmap: rows = true class, columns = predicted class, cells = images."""
     cells = matrix.to_numpy().tolist()
     names = [str(c) for c in matrix.columns]
-    return go.Figure(data=[{"type": "heatmap", "z": cells, "x": names, "y": [str(i) for i in matrix.index],
+    return safe_figure(go.Figure(data=[{"type": "heatmap", "z": cells, "x": names, "y": [str(i) for i in matrix.index],
                             "colorscale": "Blues", "text": cells, "texttemplate": "%{text}", "showscale": False,
                             "hovertemplate": "true %{y}, predicted %{x}: %{z} images<extra></extra>"}],
                      # A short title (the head): it sits in a third of the page; the axes say true / predicted.
                      layout=_layout(str(target), 260 + 20 * len(names),
                                     xaxis={"title": {"text": "predicted"}, "side": "bottom"},
-                                    yaxis={"title": {"text": "true"}, "autorange": "reversed"}))
+                                    yaxis={"title": {"text": "true"}, "autorange": "reversed"})))
 
 
 def per_class_f1(frame: pd.DataFrame, names: tuple[str, str] = ("F1", "")) -> go.Figure:
@@ -52,5 +54,5 @@ def per_class_f1(frame: pd.DataFrame, names: tuple[str, str] = ("F1", "")) -> go
     if names[1] and "run_b" in frame:
         traces.append({"type": "bar", "name": names[1], "x": classes, "marker": {"color": AFTER},
                        "y": [None if pd.isna(v) else float(v) for v in frame["run_b"]]})
-    return go.Figure(data=traces, layout=_layout("Validation F1 per class", 340, barmode="group",
-                                                 xaxis={"tickangle": -45}, yaxis={"range": [0, 1]}))
+    return safe_figure(go.Figure(data=traces, layout=_layout("Validation F1 per class", 340, barmode="group",
+                                                             xaxis={"tickangle": -45}, yaxis={"range": [0, 1]})))

@@ -113,6 +113,13 @@ def _start_from_form(command: str) -> None:
     if not values["model"]:
         ui.flash(review.Outcome(False, "Not started: type a timm model name (or pick one from the list)."))
         return
+    from train.model import check_model_name
+
+    try:  # a typed name is checked against timm's registry: no hub download or local folder without a request
+        check_model_name(values["model"], allow_hub=False)
+    except ValueError as error:
+        ui.flash(review.Outcome(False, f"Not started: {error}"))
+        return
     if command == "score":
         own = st.session_state.get("score_own_defaults", True)  # the scorer's cheap defaults, or the form's model
         config = None if own else TrainConfig.from_dict(values)
@@ -204,23 +211,13 @@ def retrain_form(store: LabelStore) -> None:
         st.session_state["train_age_threshold"] = None
 
 
-def _queued_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A job's queued row holds only its command-line options until the trainer fills its config in."""
-    options, out = [str(o) for o in config.get("options") or []], {}
-    for flag, name in (("--model", "model"), ("--epochs", "epochs")):
-        if flag in options[:-1]:
-            out[name] = options[options.index(flag) + 1]
-    return out
-
-
 def run_label(run: dict[str, Any]) -> str:
     config, metrics = run.get("config") or {}, run.get("metrics") or {}
-    config = {**_queued_settings(config), **config}
     f1 = metrics.get("best_macro_f1")
     note = str(run.get("note") or "")
     group = run.get("repeat_group")
     group = None if group is None or group != group else int(group)  # NaN: no group
-    return (f"#{run['id']} · {config.get('model', 'default model')} · {config.get('epochs', '?')} epochs · "
+    return (f"#{run['id']} · {config.get('model', '?')} · {config.get('epochs', '?')} epochs · "
             f"{run['status']}" + (f" · F1 {f1:.3f}" if f1 is not None else "")
             + (f" · repeat group #{group}" if group is not None else "") + (f" · {note[:40]}" if note else ""))
 

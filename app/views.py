@@ -14,23 +14,22 @@ import pandas as pd
 import streamlit as st
 
 from app import actions, ui
+from core import stats
+from core.schema import Schema
 from core.store import LabelStore
 from train import predictions
 
 # Keys a chart filter may carry (anything else in the URL is ignored, never passed to the store).
-CHART_KEYS = ("labels", "ranges", "original", "corrected")
+CHART_KEYS = stats.CHART_FILTER_KEYS
 
 
-def chart_filter() -> dict[str, Any]:
-    """The chart selection from ``?filter=`` ({} when none or unreadable)."""
-    text = st.query_params.get("filter")
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return {k: data[k] for k in CHART_KEYS if isinstance(data, dict) and k in data}
+def chart_filter(schema: Schema) -> dict[str, Any]:
+    """The chart selection from ``?filter=``, checked against the schema (``stats.parse_chart_filter``); what a
+    malformed or edited link holds beyond that is ignored with a warning, never raised."""
+    selection, ignored = stats.parse_chart_filter(st.query_params.get("filter"), schema)
+    if ignored:
+        st.warning(ui.plain("Ignored part of the link's filter: " + "; ".join(ignored[:5])))
+    return selection
 
 
 def describe(selection: dict[str, Any]) -> str:
@@ -89,7 +88,7 @@ def _merge(widgets: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]
 def browse_view(store: LabelStore, *, key: str, source: str) -> None:
     """Filters, a paged thumbnail gallery and the focused image with its relabeling actions."""
     schema = store.schema
-    selection = chart_filter()
+    selection = chart_filter(schema)
     if selection:
         info, clear = st.columns([5, 1], vertical_alignment="center")
         info.info(ui.plain(f"Chart selection: {describe(selection)}"))

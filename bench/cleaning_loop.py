@@ -607,9 +607,18 @@ def analyse(data: dict[str, Any], metric: str = "macro_f1") -> dict[str, Any]:
 METRIC_NAMES = {"macro_f1": "macro F1 (18 classes)", "acc_class": "18-class accuracy"}
 
 
+def _by_kind(snap: dict[str, Any], inj: dict[str, int]) -> str:
+    """Errors fixed per kind, mask / gender / age group, e.g. " (37/64, 1/26, 10/49)"."""
+    left = snap.get("errors_left")
+    if not left:
+        return ""
+    return " (" + ", ".join(f"{inj[k] - left[k]}/{inj[k]}" for k in ("mask", "gender", "age_group")) + ")"
+
+
 def _table(a: dict[str, Any], fits: dict[str, Any], inj: dict[str, int]) -> list[str]:
     metric = a["metric"]
-    lines = [f"| arm | budget (decisions) | entries / images shown | errors fixed | {METRIC_NAMES[metric]}, mean "
+    lines = [f"| arm | budget (decisions) | entries / images shown | errors fixed (mask, gender, age group) | "
+             f"{METRIC_NAMES[metric]}, mean "
              "(per seed) | paired diff from noisy [95 % CI] | gap recovered [95 % CI] |",
              "|---|---|---|---|---|---|---|"]
     for name in ("noisy", "ceiling"):
@@ -622,7 +631,7 @@ def _table(a: dict[str, Any], fits: dict[str, Any], inj: dict[str, int]) -> list
         snap, values = arm["snapshot"], arm["values"]
         lines.append(f"| {ORDER_NAMES.get(arm['order'], arm['order'])} | {arm['budget']:.0%} "
                      f"({snap.get('budget_decisions', '?')}) | {snap.get('entries', '?')} / "
-                     f"{snap.get('images_shown', '?')} | {snap.get('errors_fixed', '?')}/{inj['errors']} "
+                     f"{snap.get('images_shown', '?')} | {snap.get('errors_fixed', '?')}/{inj['errors']}{_by_kind(snap, inj)} "
                      f"| {values.mean():.3f} ({', '.join(f'{v:.3f}' for v in values)}) | {_interval(*arm['diff'])} "
                      f"| {_ratio(*arm['recovered'])} |")
     gap, spread = a["gap"][0], a["spread"]

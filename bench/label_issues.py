@@ -472,12 +472,13 @@ the ranking (`score` vs cleanlab's default self-confidence ranking).
 **Person level**: digits of one true class grouped into "people" of {GROUP_SIZE}; whole people flipped
 (class-conditional, 10 classes); folds grouped by person; person-level precision/recall/F1 (image level is the
 same here, every person has {GROUP_SIZE} images). "5 of 7 masked": the lower 5 pixel rows of 5 of each person's 7
-images are blanked, as a mask hides the lower face. `group_scores`: posterior of the person's true class from all
-images (log-likelihoods tempered to sqrt(m) views) with cleanlab's confident joint as the noise prior.
-Unmasked digits at 10 % are easy enough for a perfect majority vote (a tie at 1.000); in the other settings
-`group_scores` leads, most where masked images cost the per-image vote its precision. Running cleanlab on the people
-(confident learning at group level) misses people whose combined probabilities sit below their class's very high
-average: the reason the person verdict is a posterior with a cleanlab prior instead.
+images are blanked, as a mask hides the lower face. `group_scores`: the person's images counted as
+m / (1 + (m - 1) rho) views, rho measured on the data (`shared_evidence`); as many flags as the median of three
+cleanlab-based counts (`issue_counts`), the people least probable under their label. "rho=1": the same with one
+view a person. Unmasked digits at 10 % are easy enough for a perfect majority vote (a tie at 1.000). Running
+cleanlab on the people's mean probabilities alone misses people whose combined probabilities sit below their
+class's very high average: the reason it is only one of the three counts. The regimes of "Person level across
+regimes" below test the same function on data it was not shaped on.
 
 {person}
 

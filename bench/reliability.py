@@ -5,6 +5,7 @@
 2. SIGKILL during a 400-person import at random moments (all or nothing each time),
 3. the trainer fault suite (SIGKILL before each checkpoint replace, mid-epoch, SIGTERM) via pytest,
 4. the bad-input corpus via pytest,
+5. the hostile-input suite (``tests/test_attacks.py``: each test parameter is one attack) via pytest,
 and prints one table; ``--record`` replaces the "## Reliability" section of BENCHMARKS.md.
 """
 
@@ -112,6 +113,7 @@ def main() -> int:
                                                "sigkill or killed or sigterm or disk or pickle")
     bad_passed, bad_failed = pytest_counts("tests/test_bad_inputs.py")
     kinds = len(pytest_ids("tests/test_bad_inputs.py", "-k", "test_bad_input_gets_one_clear_line"))
+    attacks_held, attacks_failed = pytest_counts("tests/test_attacks.py")
     disk_passed, disk_failed = pytest_counts("tests/test_train_cache.py", "tests/test_train_logs.py",
                                              "tests/test_train_units.py", "-k", "cache or log or retention")
     rows = [
@@ -132,13 +134,19 @@ def main() -> int:
         ("disk budgets (image-cache LRU budget, caches in use kept, truncated cache rebuilt, capped rotating "
          "logs, checkpoint retention never deletes the best)", f"{disk_passed} passed, {disk_failed} failed"),
         ("bad inputs tried", f"{kinds} kinds + a bad corrections CSV: {bad_passed} passed, {bad_failed} failed"),
+        ("hostile inputs (tests/test_attacks.py): data strings as markdown/HTML on pages and in plotly, formula "
+         "cells in every CSV written, hub/local-dir model names from checkpoints and the CLI, pickles and damaged "
+         "checkpoints/weights, decompression bombs swapped in after ingest, symlinks out of the root, stores that "
+         "are not SQLite / read-only / disk full, malformed ?filter= links, non-UTF-8 and newline file names, "
+         "line numbers of multi-line records, failed first ingest",
+         f"{attacks_held + attacks_failed} tried: {attacks_held} held, {attacks_failed} failed"),
     ]
     table = "| check | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)
     print(f"total {time.perf_counter() - started:.0f} s")
     ok = (stress["accepted"] == stress["logged"] and stress["replay_mismatches"] == 0 and intact == trials
           and in_tx_held == in_tx
-          and train_failed == 0 and bad_failed == 0 and disk_failed == 0)
+          and train_failed == 0 and bad_failed == 0 and disk_failed == 0 and attacks_failed == 0 and attacks_held > 0)
     if args.record:
         write_section("Reliability",
                       f"`python bench/reliability.py --record` on {time.strftime('%Y-%m-%d %H:%M')} "

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.schema import SchemaError
-from core.store import LabelStore, StoreError, default_db
+from core.errors import printable, printable_frame, run_command
+from core.files import csv_safe
+from core.store import LabelStore, default_db, remove_store_files
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
@@ -32,12 +33,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from core.ingest import ingest
 
-    with LabelStore(args.db) as store:
-        result = ingest(Path(args.root), store, fmt=args.format, label_columns=args.label_columns,
-                        path_column=args.path_column, person_column=args.person_column)
+    created = not Path(args.db).exists()
+    try:
+        with LabelStore(args.db) as store:
+            result = ingest(Path(args.root), store, fmt=args.format, label_columns=args.label_columns,
+                            path_column=args.path_column, person_column=args.person_column)
+    except BaseException:
+        if created:  # a failed first ingest leaves no empty store behind
+            remove_store_files(args.db)
+        raise
     for path, reason in result.problems:
-        print(f"{path}: {reason}")
-    print(result.summary())
+        print(printable(f"{path}: {reason}"))
+    print(printable(result.summary()))
     return 0
 
 
@@ -58,7 +65,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         plan = store.import_corrections(frame, annotator=args.annotator, dry_run=args.dry_run, file=args.csv)
     verb = "would apply" if args.dry_run else "applied"
     for row in plan.itertuples(index=False):
-        print(f"line {row.line}: {row.target} {row.attribute}: {row.old_value} -> {row.new_value}")
+        print(printable(f"line {row.line}: {row.target} {row.attribute}: {row.old_value} -> {row.new_value}"))
     print(f"{verb} {len(plan)} correction(s) from {args.csv}")
     return 0
 
@@ -82,7 +89,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     with LabelStore(args.db) as store:
         log = store.history(target=args.target, attribute=args.attribute, limit=args.limit)
-    print(log.to_string(index=False) if len(log) else "no corrections yet")
+    print(printable_frame(log).to_string(index=False) if len(log) else "no corrections yet")
     return 0
 
 
@@ -102,7 +109,7 @@ def cmd_issues(args: argparse.Namespace) -> int:
     pred_probs = np.load(args.pred_probs)
     groups = np.load(args.groups, allow_pickle=False) if args.groups else None
     table = array_issues(labels, pred_probs, groups=groups)
-    table.to_csv(args.out, index=False)
+    csv_safe(table).to_csv(args.out, index=False)
     print(f"wrote {args.out}: {len(table)} rows, {int(table['is_issue'].sum())} flagged")
     return 0
 
@@ -214,11 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (StoreError, SchemaError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)  # one line per error, no traceback (LABELFIX_DEBUG=1 shows it)
 
 
 if __name__ == "__main__":

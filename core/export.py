@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from core.files import replacing
+from core.files import csv_safe, replacing
 from core.store import LabelStore, Snapshot, StoreError
 
 
@@ -27,7 +28,8 @@ def cleaned_table(store: LabelStore) -> pd.DataFrame:
 def export(store: LabelStore, out: Path) -> Snapshot:
     """Write the cleaned table to ``out`` (``.parquet`` by suffix, else CSV) and ``<out>.snapshot.json``.
 
-    The sidecar records the snapshot hash of exactly these labels, so a file handed to someone
+    Text cells that start with ``= + - @`` (a formula to a spreadsheet) are written with a leading ``'``
+    (``core.files.csv_safe``). The sidecar records the snapshot hash of exactly these labels, so a file handed to someone
     else can be traced back to the store state that produced it. Both writes are atomic.
     """
     out = Path(out)
@@ -38,7 +40,7 @@ def export(store: LabelStore, out: Path) -> Snapshot:
         if out.suffix.lower() == ".parquet":
             table.to_parquet(tmp, index=False)
         else:
-            table.to_csv(tmp, index=False, lineterminator="\n")
+            csv_safe(table).to_csv(tmp, index=False, lineterminator="\n")  # no cell a spreadsheet would run
     sidecar = out.with_name(out.name + ".snapshot.json")
     meta = {"snapshot_hash": snapshot.hash, "snapshot_file": str(snapshot.path.resolve()), "rows": len(table),
             "corrections": snapshot.n_corrections, "store": str(store.path.resolve())}
@@ -74,4 +76,25 @@ def read_table(path: Path) -> pd.DataFrame:
     except pd.errors.ParserError as error:
         raise StoreError(f"{path}: not a valid CSV ({error})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    frame.attrs["lines"] = record_lines(text, len(frame))
     return frame
+
+
+def record_lines(text: str, n_rows: int) -> list[int] | None:
+    """The physical line (1-based) where each of the ``n_rows`` data records of a CSV starts, for messages.
+
+    A quoted field may span lines and blank lines are skipped, so record k is not always line k + 2. None when
+    the count does not match what pandas read (then callers fall back to record numbers).
+    """
+    if '"' not in text and "\n\n" not in text and "\r" not in text:
+        return None  # one record per line: record k is line k + 2
+    starts, end = [], 0
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for record in reader:
+            if record:  # blank lines are skipped by pandas too
+                starts.append(end + 1)
+            end = reader.line_num
+    except csv.Error:
+        return None
+    return starts[1:] if len(starts) == n_rows + 1 else None

@@ -4,17 +4,21 @@
   refusing anything that would leave the dataset root (absolute paths, ``..``, outbound symlinks).
 * ``inspect_image(path)`` reads a file once: size, content hash, full decode (to catch truncation),
   or an ``ImageProblem`` whose message is a short human reason ("truncated image").
+* ``open_image(path)`` is the one decode guard: every reader opens images through it, and a header claiming
+  more than ``MAX_PIXELS`` is refused before any pixel is decoded.
 * ``load_rgb(path, size)`` decodes any mode (CMYK, grayscale, RGBA, 16-bit) to uint8 RGB.
 * ``thumbnail(store, relative_path)`` lazily writes a cached JPEG under ``<db>.d/thumbs/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,7 @@ HASH_NAME = "sha256"
 POOL_THRESHOLD = 64  # below this many files a process pool costs more than it saves
 
 
-class ImageProblem(Exception):
+class ImageProblem(ValueError):
     """A file is not a usable image; ``str(error)`` is the reason shown to the user."""
 
 
@@ -57,12 +61,13 @@ class ImageFacts:
     format: str
 
 
-def resolve_inside(root: str | os.PathLike[str], relative: str | os.PathLike[str]) -> Path:
+def resolve_inside(root: str | os.PathLike[str], relative: str | os.PathLike[str], *, root_is_real: bool = False) -> Path:
     """Resolve ``relative`` (a path from a CSV or the database) to a real path inside ``root``.
 
     Raises ``PathRefused`` (a ``ValueError``) naming the path and the reason for an empty or
     absolute path, a ``..`` that climbs out of ``root``, or a symlink whose target lies outside
-    ``root``. The file need not exist.
+    ``root``. The file need not exist. ``root_is_real=True``: ``root`` is already a resolved real path
+    (ingest resolves it once, not once per row).
     """
     text = os.fspath(relative)
     if not text.strip():
@@ -75,11 +80,38 @@ def resolve_inside(root: str | os.PathLike[str], relative: str | os.PathLike[str
     if os.path.normpath(text).split(os.sep)[0] == "..":
         raise PathRefused(text, "'..' leads outside the dataset root")
     # os.path.realpath on strings: pathlib's resolve() is several times slower, and ingest calls this per file.
-    real_root = os.path.realpath(root)
+    real_root = os.fspath(root) if root_is_real else os.path.realpath(root)
     target = os.path.realpath(os.path.join(real_root, text))
     if target != real_root and not target.startswith(os.path.join(real_root, "")):
         raise PathRefused(text, f"a symlink leads outside the dataset root (to {target})")
     return Path(target)
+
+
+@contextlib.contextmanager
+def open_image(source: str | os.PathLike[str] | io.BytesIO, *, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """The one decode guard: open an image lazily and refuse it before any pixel is decoded when its header
+    claims more than ``max_pixels`` (decompression bombs), whoever reads it (ingest, thumbnails, checks, the
+    trainer's image cache). Raises ``ImageProblem`` ("image too large (W×H)", "not a decodable image", ...).
+    """
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError:
+        raise ImageProblem(f"image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageProblem("not a decodable image") from None
+    except FileNotFoundError:
+        raise ImageProblem("file not found") from None
+    except OSError as error:
+        if error.errno is None:  # PIL's decoders raise plain OSError for bad data ("Truncated File Read")
+            raise ImageProblem(_decode_reason(error)) from None
+        raise ImageProblem(f"unreadable file ({error.strerror or error})") from None
+    except Exception as error:  # any decoder failure on hostile input
+        raise ImageProblem(_decode_reason(error)) from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:  # the header alone tells the size: nothing decoded yet
+            raise ImageProblem(f"image too large ({width}×{height})")
+        yield image
 
 
 def inspect_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> ImageFacts:
@@ -100,24 +132,15 @@ def inspect_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS)
     digest = hashlib.new(HASH_NAME, data).hexdigest()
     # Decoders raise many exception types on hostile input (struct.error, IndexError, ...); any of
     # them means "this file is not a usable image", and one bad file must never stop an ingest.
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise ImageProblem(f"image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except UnidentifiedImageError:
-        raise ImageProblem("not a decodable image") from None
-    except Exception as error:  # any decoder failure, see above
-        raise ImageProblem(_decode_reason(error)) from None
-    width, height = image.size
-    if width * height > max_pixels:  # checked before load(): the header alone tells the size
-        raise ImageProblem(f"image too large ({width}×{height})")
-    try:
-        image.load()
-    except Image.DecompressionBombError:
-        raise ImageProblem(f"image too large ({width}×{height})") from None
-    except Exception as error:  # any decoder failure, see above
-        raise ImageProblem(_decode_reason(error)) from None
-    return ImageFacts(width, height, len(data), digest, image.mode, image.format or "")
+    with open_image(io.BytesIO(data), max_pixels=max_pixels) as image:
+        width, height = image.size
+        try:
+            image.load()
+        except Image.DecompressionBombError:
+            raise ImageProblem(f"image too large ({width}×{height})") from None
+        except Exception as error:  # any decoder failure, see above
+            raise ImageProblem(_decode_reason(error)) from None
+        return ImageFacts(width, height, len(data), digest, image.mode, image.format or "")
 
 
 def inspect_many(paths: Sequence[str | os.PathLike[str]], workers: int = 2) -> list[ImageFacts | str]:
@@ -146,6 +169,18 @@ def _decode_reason(error: BaseException) -> str:
     if "truncated" in message.lower() or isinstance(error, EOFError):
         return "truncated image"
     return f"corrupt image data ({message})"
+
+
+def _decoded(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """``convert(image)`` with decoder failures (truncation, corrupt data) as ``ImageProblem``."""
+    try:
+        return convert(image)
+    except ImageProblem:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageProblem(f"image too large ({image.size[0]}×{image.size[1]})") from None
+    except Exception as error:  # any decoder failure on hostile input
+        raise ImageProblem(_decode_reason(error)) from None
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:
@@ -178,10 +213,10 @@ def load_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None) 
     EXIF orientation is applied; transparent pixels become white. JPEGs are first reduced in the
     DCT domain (``draft``) when much larger than ``size``, then resized with Lanczos.
     """
-    with Image.open(path) as image:
+    with open_image(path) as image:
         if size is not None and image.format == "JPEG":
             image.draft("RGB", size)  # keeps at least ``size``; cuts decode time for small targets
-        rgb = _to_rgb(image)
+        rgb = _decoded(image, _to_rgb)
         if size is not None and rgb.size != tuple(size):
             rgb = rgb.resize(tuple(size), Image.Resampling.LANCZOS)
         return np.asarray(rgb, dtype=np.uint8).copy()
@@ -198,7 +233,9 @@ def thumbnail(store: LabelStore, relative_path: str, size: int = 160, *, content
     to skip reading the file when the thumbnail already exists. The write is atomic (temp file +
     ``os.replace``), so concurrent callers never see half a file.
     """
-    digest = content_hash_hex
+    # a stored hash names a file: hex only, or it is ignored and the file's content is hashed instead
+    digest = content_hash_hex if isinstance(content_hash_hex, str) and re.fullmatch(r"[0-9a-f]{64}", content_hash_hex) \
+        else None
     folder = store.files_dir / "thumbs"
     if digest:
         for done in (folder / f"{digest}_{int(size)}.jpg", folder / f"{digest}_{int(size)}.png"):
@@ -206,11 +243,11 @@ def thumbnail(store: LabelStore, relative_path: str, size: int = 160, *, content
                 return done
     source = resolve_inside(store.root, relative_path)
     digest = digest or content_hash(source)
-    with Image.open(source) as image:
+    with open_image(source) as image:
         factor = int(size) // max(image.size) if max(image.size) > 0 else 1
         if factor < 2:
             image.draft("RGB", (size, size))
-        rgb = _to_rgb(image)
+        rgb = _decoded(image, _to_rgb)
     if factor >= 2:
         out = folder / f"{digest}_{int(size)}.png"
         rgb = rgb.resize((rgb.width * factor, rgb.height * factor), Image.Resampling.NEAREST)

@@ -116,7 +116,7 @@ def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = No
     if not scan.candidates:
         raise IngestError(f"{root}: empty dataset, no image files found{_first_problems(scan.problems)}")
 
-    problems = list(scan.problems)
+    problems = [(_storable(path), _storable(reason)) for path, reason in scan.problems]
     rows = []
     inspected = inspect_many([c.file for c in scan.candidates], workers)
     phases["inspect"] = time.perf_counter() - started - phases["scan"]
@@ -168,6 +168,11 @@ def scan_competition(root: Path) -> Scan:
         raise IngestError(f"{csv_path}: missing; the competition layout needs train/train.csv and train/images/")
     if not images_dir.is_dir():
         raise IngestError(f"{images_dir}: missing; the competition layout needs train/images/<person folder>/")
+    for folder in ("train", "train/images", "eval", "eval/images"):
+        try:  # a layout folder that is a symlink leading elsewhere would make every file "inside"
+            resolve_inside(root, folder, root_is_real=True)
+        except PathRefused as refused:
+            raise IngestError(f"{root / folder}: {refused.reason}") from None
     table = _read_csv(csv_path, ("id", "gender", "race", "age", "path"))
     scan = Scan("competition", root, COMPETITION)
     listing = {e.name: e for e in os.scandir(images_dir) if not _hidden(e.name)}
@@ -195,7 +200,7 @@ def scan_competition(root: Path) -> Scan:
         scan.persons[folder] = (row["id"], json.dumps({"race": row["race"], "line": line}))
         _scan_person(scan, folder, labels, row["id"])
     for name, entry in sorted(listing.items()):
-        if name in rows_by_folder:
+        if name in rows_by_folder or _undecodable(scan, f"train/images/{name}"):
             continue
         kind = "folder has no row in train/train.csv" if entry.is_dir() else "unexpected file in train/images"
         scan.problems.append((f"train/images/{entry.name}", f"{kind}; left out"))
@@ -238,7 +243,7 @@ def _scan_person(scan: Scan, folder: str, labels: dict[str, Any], source_id: str
     where = f"train/images/{folder}"
     by_stem: dict[str, list[os.DirEntry[str]]] = {}
     for entry in os.scandir(scan.root / where):
-        if _hidden(entry.name):
+        if _hidden(entry.name) or _undecodable(scan, f"{where}/{entry.name}"):
             continue
         stem, _, suffix = entry.name.rpartition(".")
         if entry.is_file() and stem in MASK_FILES and f".{suffix.lower()}" in COMPETITION_SUFFIXES:
@@ -290,7 +295,7 @@ def _scan_eval(scan: Scan) -> None:
                 continue
         _add(scan, where, None, "eval", image_id, {}, line=line, entry=files.get(image_id))
     scan.problems += [(f"eval/images/{name}", "not listed in eval/info.csv; left out")
-                      for name in sorted(files) if name not in listed]
+                      for name in sorted(files) if name not in listed and not _undecodable(scan, f"eval/images/{name}")]
 
 
 # ---- csv and folder ------------------------------------------------------------------------------------
@@ -335,6 +340,9 @@ def scan_csv(root: Path, label_columns: list[str] | None, path_column: str, pers
                     {c: row[c] for c in label_columns}, line=line):
                 scan.persons.setdefault(scan.candidates[-1].person,  # type: ignore[arg-type]
                                         (row[person_column] if person_column else None, json.dumps({"line": line})))
+    if not scan.candidates:  # say so, rather than blame the label column for having no classes
+        raise IngestError(f"{csv_path}: none of the {len(table)} row(s) names an image file under {base} (column "
+                          f"{path_column!r}, paths relative to the CSV's folder){_first_problems(scan.problems)}")
     scan.schema = _generic(csv_path, {c: [x.labels[c] for x in scan.candidates] for c in label_columns})
     return scan
 
@@ -346,10 +354,18 @@ def scan_folder(root: Path) -> Scan:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if _hidden(entry.name):
             continue
+        if _undecodable(scan, entry.name):
+            continue
         if not entry.is_dir():
             if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
                 scan.problems.append((entry.name, "image outside a class folder; left out"))
             continue
+        if entry.is_symlink():  # a class folder linking out of the root is not walked (nor its names listed)
+            try:
+                resolve_inside(root, entry.name, root_is_real=True)
+            except PathRefused as refused:
+                scan.problems.append((entry.name, f"class folder left out: {refused.reason}"))
+                continue
         for directory, subdirs, names in os.walk(entry.path):
             subdirs[:] = sorted(d for d in subdirs if not _hidden(d))
             for name in sorted(n for n in names if not _hidden(n)):
@@ -370,12 +386,17 @@ def _add(scan: Scan, path: str, person: str | None, split: str, source_id: str |
     ``entry``: the file as listed in a folder already confined to the root; unless it is a symlink
     it needs no resolving (saves a realpath per image on the full dataset).
     """
+    if _undecodable(scan, path):
+        return False
     if entry is not None and not entry.is_symlink() and entry.is_file():
         scan.candidates.append(Candidate(path, entry.path, person, split, source_id, labels))
         return True
     where = "" if line is None else f"line {line}: "
+    if _plainly_relative(path) and not os.path.lexists(os.path.join(scan.root, path)):
+        scan.problems.append((path, where + "file not found"))  # one stat: a CSV of a million missing paths
+        return False  # fails in seconds (nothing was read, so confinement needs no realpath here)
     try:
-        file = resolve_inside(scan.root, path)
+        file = resolve_inside(scan.root, path, root_is_real=True)  # every scan's root is resolved already
     except PathRefused as refused:
         scan.problems.append((path, where + refused.reason))
         return False
@@ -397,12 +418,41 @@ def _read_csv(path: Path, required: tuple[str, ...], allow_empty: bool = False) 
         raise IngestError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.columns)})")
     if table.empty and not allow_empty:
         raise IngestError(f"{path}: no data rows")
-    return table.apply(lambda column: column.str.strip())
+    lines = table.attrs.get("lines")
+    table = table.apply(lambda column: column.str.strip())
+    table.attrs["lines"] = lines
+    return table
 
 
 def _rows(table: pd.DataFrame) -> list[tuple[int, dict[str, str]]]:
-    """(line number in the file, row) pairs; line 1 is the header."""
-    return [(index + 2, row) for index, row in enumerate(table.to_dict("records"))]
+    """(physical line number in the file where the row starts, row) pairs; line 1 is the header.
+
+    ``read_table`` records where each record starts (a quoted field may span lines, blank lines are skipped).
+    """
+    lines = table.attrs.get("lines") or range(2, len(table) + 2)
+    return list(zip(lines, table.to_dict("records")))
+
+
+def _plainly_relative(path: str) -> bool:
+    """A path ``resolve_inside`` would not refuse on its face (empty, NUL, absolute, drive letter, ``..``)."""
+    return bool(path.strip()) and "\x00" not in path and not os.path.isabs(path) and path[1:3] not in (":\\", ":/") \
+        and not path.startswith("\\\\") and ".." not in path.replace("\\", "/").split("/")
+
+
+def _undecodable(scan: Scan, path: str) -> bool:
+    """Record a problem (and return True) for a file or folder name that is not valid UTF-8: such a name cannot
+    be stored or shown, and one must not stop the ingest of every other file."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        scan.problems.append((path, "file or folder name is not valid UTF-8; rename it (left out)"))
+        return True
+    return False
+
+
+def _storable(text: str) -> str:
+    """Text safe to store and print: undecodable file-name bytes shown as escapes (``\\udcff``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _generic(source: Path, classes: dict[str, list[str]]) -> Schema:

@@ -159,7 +159,10 @@ def test_one_job_at_a_time_and_cancel(store: LabelStore) -> None:
 def test_a_failing_job_shows_its_error_tail(store: LabelStore) -> None:
     at = open_train(**{**TINY, "train_custom_model": "no_such_model"})
     at.button(key="train_start").click().run()
-    run_id = int(store.runs("train").iloc[0]["id"])
+    assert store.runs("train").empty  # a name outside timm's registry is refused before a job starts
+    assert any("not in timm's model registry" in e for e in texts(at, "warning"))
+    # a job that fails in the child (here: the same name from the command line) shows its error tail
+    run_id = jobs.start(store, "fit", TrainConfig(model="no_such_model"))
     assert jobs.wait(store, run_id, timeout_s=240)["status"] == "failed"
     at.run()
     assert_clean(at)

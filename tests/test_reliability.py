@@ -100,7 +100,7 @@ def test_no_sql_outside_the_store_module():
     offenders = []
     for folder in ("core", "train", "app"):
         for path in (REPO / folder).rglob("*.py"):
-            if path.name == "store.py":
+            if path.relative_to(REPO).parts[:2] == ("core", "store"):  # the store package
                 continue
             text = path.read_text()
             offenders += [f"{path.relative_to(REPO)}: {m.strip()}" for m in sql_markers if m in text]

@@ -62,6 +62,10 @@ def test_compare_is_in_run_order_and_uses_the_groups_spread(journal: Path):
     assert f1["low"] < f1["change"] < f1["high"] and f1["verdict"] in (compare.IMPROVED, compare.WORSE, compare.NOISE)
     assert "journal's measured run-to-run spread" in forward["source"]
     assert forward["per_class"] and all("verdict" in row for row in forward["per_class"])
+    with LabelStore(journal) as store:
+        within = compare.compare_runs(store, 3, 1)  # two runs of one group: each for itself, the group's spread
+    assert (within["runs_before"], within["runs_after"]) == ([1], [3])
+    assert next(m for m in within["metrics"] if m["metric"] == "macro_f1")["interval"] == "journal"
 
 
 def test_diff_prints_the_verdicts_before_and_after_in_run_order(journal: Path, capsys):
@@ -93,9 +97,9 @@ def test_a_dashboard_job_with_repeats_holds_the_job_lock_until_its_last_run(jour
     from train import jobs
 
     with LabelStore(journal) as store:
-        tiny = TrainConfig(model="test_resnet", img_size=(32, 40), epochs=1, batch_size=16, val_folds=3, threads=1,
-                           seed=20)
-        first = jobs.start(store, "fit", tiny, options={"repeats": 2})
+        config = TrainConfig(model="test_resnet", img_size=(32, 40), epochs=1, batch_size=16, val_folds=3, threads=1,
+                             seed=20)
+        first = jobs.start(store, "fit", config, options={"repeats": 2})
         assert jobs.wait(store, first, timeout_s=300)["status"] == "done"
         group = store.repeat_group(first)
         assert list(group["id"]) == [first, first + 1]

@@ -175,6 +175,18 @@ def test_a_second_score_run_adds_the_disagreement_signal(db: Path, first: dict):
     assert "data checks" not in (Path(second["run_dir"]) / "score.log").read_text()  # once per ingest
 
 
+def test_a_single_class_head_scores_every_target(db: Path, first: dict):
+    """One 18-class head (``heads="single"``): folds keep the joint probabilities, the join turns them into
+    per-target marginals, so the run scores the same targets as multi-head."""
+    single = score(db=str(db), folds=2, echo=False, **{**TINY, "epochs": 1, "heads": "single"})
+    assert single["status"] == "done"
+    items, oof = load_oof(single["run_dir"])
+    assert set(oof) == set(TARGETS)
+    for target, probs in oof.items():
+        assert probs.shape == (len(items), len(COMPETITION.target_classes(target)))
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+
+
 def test_score_refuses_fit_only_options(db: Path):
     with pytest.raises(ValueError, match="age_threshold"):
         score(db=str(db), folds=2, echo=False, age_threshold=58, **TINY)

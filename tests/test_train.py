@@ -192,9 +192,15 @@ def test_generic_folder_dataset_gets_one_head_per_label_column(tmp_path: Path):
     assert 0 <= epoch["acc_label"] <= 1 and 0 <= epoch["macro_f1"] <= 1
 
 
-def test_a_failing_run_is_journaled_with_its_error(dataset: Path):
+def test_a_failing_run_is_journaled_with_its_error(dataset: Path, monkeypatch: pytest.MonkeyPatch):
+    # An unknown model name is refused before anything is written (tests/test_attacks.py); a failure inside
+    # the run (here: building the backbone) is journaled.
+    def broken(*args, **kwargs):
+        raise RuntimeError("no-such-model: the backbone could not be built")
+
+    monkeypatch.setattr("train.loop.HeadsModel", broken)
     with pytest.raises(RuntimeError, match="no-such-model"):
-        fit(db=str(dataset), echo=False, **{**TINY, "model": "no-such-model"})
+        fit(db=str(dataset), echo=False, **TINY)
     with LabelStore(dataset) as store:
         run = store.runs("train").iloc[0].to_dict()
     assert run["status"] == "failed" and "no-such-model" in run["error_tail"] and run["finished_at"]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.schema import SchemaError
-from core.store import LabelStore, StoreError, default_db, now
-from train.checkpoint import CheckpointError
+from core.errors import printable, printable_frame, run_command
+from core.store import LabelStore, default_db, now
 from train.config import DEFAULT_FOLDS, TrainConfig, add_options
 from train.config import from_args as config_from_args
 from train.jobs import JOB_LOG_ENV
@@ -103,7 +102,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet: python -m train fit")
         return 0
     with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(printable_frame(table).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
@@ -122,7 +121,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     else:
         if verdicts["swapped"]:
             print(f"(in run order: run {verdicts['before']} is before, run {verdicts['after']} after)")
-        print(format_diff(diff, verdicts))
+        print("\n".join(printable(line) for line in format_diff(diff, verdicts).splitlines()))
     return 0
 
 
@@ -271,11 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m train {' '.join(sys.argv[1:] if argv is None else argv)}  (this log rotates at "
               f"{LOG_BYTES / 1e6:.0f} MB, two older parts kept)")
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (StoreError, SchemaError, CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)  # one line per error, no traceback (LABELFIX_DEBUG=1 shows it)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 FORMAT = "labelfix-checkpoint/1"
 SUFFIX = ".safetensors"
 EPOCH_FILE = re.compile(r"^epoch(\d+)\.safetensors$")
+MAX_CLASSES = 100_000  # metadata limits: a checkpoint from anywhere cannot ask for a gigantic model or image cache
+MAX_SIDE = 4096
 
 
 class CheckpointError(Exception):
@@ -107,14 +109,69 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     _check_safetensors(path)
     with open(path, "rb") as handle:  # the safetensors header is 8 bytes of length, then JSON: no torch needed
         size = int.from_bytes(handle.read(8), "little")
+        if size <= 0 or size > min(path.stat().st_size - 8, 100_000_000):
+            raise CheckpointError(f"{path}: damaged safetensors file (header length {size} does not fit the file)")
         try:
             header = json.loads(handle.read(size)).get("__metadata__") or {}
-        except (ValueError, AttributeError):
-            raise CheckpointError(f"{path}: a damaged safetensors header") from None
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            raise CheckpointError(f"{path}: damaged safetensors file (the header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged safetensors file (metadata is not an object)")
     if header.get("format") != FORMAT or "meta" not in header:
         raise CheckpointError(f"{path}: a safetensors file but not a labelfix checkpoint (format "
-                              f"{header.get('format')!r}); use --pretrained-file to load plain weights")
-    return json.loads(header["meta"])
+                              f"{str(header.get('format'))[:80]!r}); use --pretrained-file to load plain weights")
+    try:
+        meta = json.loads(header["meta"])
+    except ValueError:
+        raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata is not a JSON object")
+    return meta
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def check_meta(path: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Any]:
+    """Refuse metadata of the wrong types or keys before anything is built from it (one line naming the key).
+
+    The model name passes ``train.model.check_model_name`` without hub access: a checkpoint from anywhere can
+    never make this process contact the network or read a folder outside the checkpoint.
+    """
+    from train.model import check_model_name
+
+    def bad(key: str, wanted: str) -> CheckpointError:
+        return CheckpointError(f"{path}: checkpoint metadata {key!r} must be {wanted}, not {str(meta.get(key))[:80]!r}")
+
+    for key in ("model", "heads"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: checkpoint metadata has no {key!r}")
+    try:
+        check_model_name(meta["model"], allow_hub=False)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    heads = meta["heads"]
+    if not isinstance(heads, list) or not heads or not all(
+            isinstance(h, dict) and isinstance(h.get("name"), str) and isinstance(h.get("classes"), list)
+            and h["classes"] and all(isinstance(c, str) for c in h["classes"]) for h in heads):
+        raise bad("heads", "a non-empty list of {name: text, classes: [text, ...]}")
+    if sum(len(h["classes"]) for h in heads) > MAX_CLASSES:
+        raise bad("heads", f"at most {MAX_CLASSES} classes in all")
+    drop = meta.get("drop_rate", 0.0)
+    if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0.0 <= drop < 1.0:
+        raise bad("drop_rate", "a number in [0, 1)")
+    size = meta.get("image_size", [1, 1])
+    if not isinstance(size, list) or len(size) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size):
+        raise bad("image_size", "[width, height] in pixels")
+    for key in ("mean", "std"):
+        value = meta.get(key, [0.5, 0.5, 0.5])
+        if not isinstance(value, list) or len(value) != 3 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise bad(key, "three numbers")
+    return meta
 
 
 def read_tensors(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
@@ -122,8 +179,11 @@ def read_tensors(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.T
     from safetensors import safe_open
 
     _check_safetensors(Path(path))
-    with safe_open(str(path), "pt") as handle:
-        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+    except Exception as error:  # truncated data, offsets outside the file, unknown dtypes
+        raise CheckpointError(f"{path}: damaged safetensors file ({_first_line(error)})") from None
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -132,18 +192,19 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     Returns ``(model, meta)``: the model is in eval mode on ``device``; ``model(x)`` takes float
     images (b, 3, h, w) with ``h, w = meta["image_size"][::-1]``, RGB scaled to [0, 1] then
     normalised by ``meta["mean"]`` / ``meta["std"]``, and returns {head: logits (b, k)} with class
-    names in ``meta["heads"]``. Raises ``CheckpointError`` for pickles and foreign files.
+    names in ``meta["heads"]``. Raises ``CheckpointError`` for pickles, foreign or damaged files and metadata of
+    the wrong types or keys (``check_meta``); the model name never reaches the network.
     """
     from train.model import Head, HeadsModel
 
-    meta = read_meta(path)
+    meta = check_meta(path, read_meta(path))
     heads = [Head(h["name"], tuple(h["classes"])) for h in meta["heads"]]
     model = HeadsModel(meta["model"], heads, drop_rate=float(meta.get("drop_rate", 0.0)))
     state = read_tensors(path, "model.")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit {meta['model']}: {error}") from None
+        raise CheckpointError(f"{path}: weights do not fit {meta['model']}: {_first_line(error)}") from None
     return model.to(device).eval(), meta
 
 

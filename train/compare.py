@@ -136,13 +136,14 @@ def runs_table(store: LabelStore, kind: str | None = "train") -> pd.DataFrame:
     all_runs = store.runs(kind)
     groups = group_summaries(all_runs)
     for run in all_runs.to_dict("records"):
-        config, metrics = run["config"] or {}, run["metrics"] or {}
+        config = run["config"] if isinstance(run["config"], dict) else {}  # a predict run has no training config
+        metrics = run["metrics"] if isinstance(run["metrics"], dict) else {}
         rows.append({"id": run["id"], "kind": run["kind"], "status": run["status"],
                      "created": str(run["created_at"])[:19], "model": config.get("model"),
                      "epochs": f"{metrics.get('epochs_done', 0)}/{config.get('epochs', '?')}",
                      "best_f1": metrics.get("best_macro_f1"), "repeat_group": _group_text(run, groups),
                      "lr": config.get("lr"),
-                     "corrections": run["n_corrections"], "snapshot": (run["snapshot_hash"] or "")[:10],
+                     "corrections": run["n_corrections"], "snapshot": run["snapshot_hash"][:10] if isinstance(run["snapshot_hash"], str) else "",
                      "best_checkpoint": run["best_checkpoint"]})
     return pd.DataFrame(rows)
 
@@ -275,6 +276,8 @@ def compare_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
     before, after = sorted((int(run_a), int(run_b)))
     runs = store.runs("train")
     side_a, side_b = _side(store, runs, before), _side(store, runs, after)
+    if set(side_a) & set(side_b):  # two runs of one repeat group: each stands for itself
+        side_a, side_b = [before], [after]
     configs = {config_hash(store.run(r)["config"]) for r in (before, after)}
     wanted = set(side_a) | set(side_b) | {
         int(r["id"]) for r in runs.to_dict("records") if r["status"] == "done" and config_hash(r["config"]) in configs}

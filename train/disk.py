@@ -104,6 +104,11 @@ def deletion_plan(run: Mapping[str, Any], *, include_best: bool = False) -> Dele
     if run.get("status") in ACTIVE:
         plan.refused = f"run #{run['id']} is {run['status']}: cancel it first"
         return plan
+    prefix = f"{int(run['id']):04d}"
+    if run_dir is not None and (run_dir.is_symlink() or run_dir.name.partition("-")[0] != prefix):
+        # the folder comes from the store: a store from elsewhere must not make this delete another folder
+        plan.refused = f"run #{run['id']}'s folder {run_dir} is not named like its run folder; not deleting it"
+        return plan
     files = folder_files(run_dir)
     if not files:
         plan.refused = f"run #{run['id']} has no files on disk"

@@ -75,8 +75,14 @@ def run_logger(log_path: Path | None, *, echo: bool = True) -> logging.Logger:
     if echo:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
+        console.addFilter(_no_traceback)  # the log file keeps it; the command line prints one error line
         logger.addHandler(console)
     return logger
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    """Console filter: a logged traceback stays in the run's log file (unless ``$LABELFIX_DEBUG`` is set)."""
+    return bool(os.environ.get("LABELFIX_DEBUG")) or "Traceback (most recent call last)" not in str(record.msg)
 
 
 class CappedLog(io.TextIOBase):

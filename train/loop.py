@@ -46,7 +46,7 @@ from train.data import (
 )
 from train.logs import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, HeadsModel, fetch_pretrained, heads_for, load_pretrained, make_loss
+from train.model import Head, HeadsModel, check_model_options, fetch_pretrained, heads_for, load_pretrained, make_loss
 from train.run_folder import VAL_PREDICTIONS, finish_run, open_run, save_val_predictions, summary
 from train.writers import Writers, check, open_writers
 
@@ -61,6 +61,8 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
     check_writers(config, db, resume)  # a missing writer package fails here, before anything is written
+    if resume is None:
+        check_model_options(config)  # an unknown or hub model name, a bad weights file: refused before any write
     if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
         fetch_pretrained(config.model)
     world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
@@ -203,7 +205,8 @@ def train_model(config: TrainConfig, heads: list[Head], train_set: CachedImages,
     torch.manual_seed(seed)
     np.random.seed(seed)
     weights = fetch_pretrained(config.model) if config.pretrained and resume_from is None else None  # cached
-    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=weights)
+    model = HeadsModel(config.model, heads, drop_rate=config.drop_rate, pretrained=weights,
+                       allow_hub=config.pretrained)  # a hub name only with an explicit pretrained request
     if config.pretrained_file:
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)

@@ -43,12 +43,46 @@ def heads_for(schema: Schema, mode: str = "multi") -> list[Head]:
     return [Head(name, tuple(schema.target_classes(name))) for name in schema.targets]
 
 
+# timm treats these name prefixes as sources: ``hf-hub:``/``hf_hub:`` download a config (and weights) from the
+# model hub, ``local-dir:`` reads a folder's config.json. ``timm.create_model`` contacts them even with
+# ``pretrained=False``, so such a name from a checkpoint, a saved config or a text box must never reach it.
+SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+class ModelNameRefused(ValueError):
+    """A model name that is not a timm registry architecture (or a hub/local source without a pretrained request)."""
+
+
+def check_model_name(name: object, *, allow_hub: bool = False) -> str:
+    """The one gate every model name passes before ``timm.create_model``; returns the name.
+
+    A plain timm registry name (``resnet18d``, ``resnet18d.a1_in1k``) is accepted. ``hf-hub:owner/name`` and
+    ``local-dir:/path`` are accepted only with ``allow_hub=True``, i.e. a name the user typed together with an
+    explicit pretrained-weights request; names read from checkpoints, configs or pages pass ``allow_hub=False``.
+    Raises ``ModelNameRefused`` (a ``ValueError``) with one line saying why.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ModelNameRefused(f"model name must be a non-empty text, not {name!r}")
+    if name.lower().startswith(SOURCE_PREFIXES):
+        if allow_hub:
+            return name
+        raise ModelNameRefused(f"model {name!r} names a download or a local folder, not a timm architecture; "
+                               "such names are used only with an explicit pretrained-weights request")
+    if len(name) > 200 or not timm.is_model(name):
+        raise ModelNameRefused(f"unknown model {name[:200]!r}: not in timm's model registry (see timm.list_models())")
+    return name
+
+
 class HeadsModel(nn.Module):
-    """timm backbone ``net`` whose classifier emits all heads; forward returns {head: logits (b, k)}."""
+    """timm backbone ``net`` whose classifier emits all heads; forward returns {head: logits (b, k)}.
+
+    ``allow_hub``: see ``check_model_name``; only an explicit pretrained request may pass True.
+    """
 
     def __init__(self, model_name: str, heads: Sequence[Head], *, drop_rate: float = 0.0,
-                 pretrained: str | None = None):
+                 pretrained: str | None = None, allow_hub: bool = False):
         super().__init__()
+        check_model_name(model_name, allow_hub=allow_hub)
         self.model_name = model_name
         self.heads = list(heads)
         # pretrained: the local file of timm's weights for this model (``fetch_pretrained``), loaded by timm itself
@@ -182,21 +216,59 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a local weights file (.safetensors, or a state-dict .pth/.pt read with ``weights_only``).
+
+    Raises ``WeightsFileError`` (a ``ValueError``) with one line naming the file
+    for a missing file, a pickle holding code or objects, a damaged file, or one without any tensor.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"{path}: no such weights file")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or a raw pickle
+            state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
+            for key in ("state_dict", "model", "model_state_dict"):
+                if isinstance(state, dict) and isinstance(state.get(key), dict):
+                    state = state[key]
+        else:
+            raise WeightsFileError(f"{path}: not a weights file (expected .safetensors or a torch.save state dict)")
+    except WeightsFileError:
+        raise
+    except Exception as error:  # UnpicklingError (code or objects refused), SafetensorError, zip errors
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise WeightsFileError(f"{path}: not a loadable weights file ({first}); only tensors are read, never "
+                               "pickled objects") from None
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFileError(f"{path}: holds no tensors (expected a state dict of weights)")
+    return state
+
+
+class WeightsFileError(ValueError):
+    """A ``--pretrained-file`` that is not a loadable weights file; the message names the file."""
+
+
+def check_model_options(config: object) -> None:
+    """What a run checks before it writes anything: the model name (``check_model_name``; the hub only when the
+    config explicitly asks for pretrained weights) and the ``pretrained_file``, if any (``read_weights_file``)."""
+    check_model_name(getattr(config, "model", None), allow_hub=getattr(config, "pretrained", False) is True)
+    if getattr(config, "pretrained_file", None):
+        read_weights_file(config.pretrained_file)  # type: ignore[attr-defined]
+
+
 def load_pretrained(model: HeadsModel, path: str | os.PathLike[str]) -> list[str]:
     """Load local backbone weights (.safetensors, or a state dict .pth/.pt loaded with weights_only).
 
     Tensors whose shape differs (the classifier, usually) are skipped; returns the notes printed.
     """
+    state = read_weights_file(path)
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
     state = _strip_prefixes({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
     own = model.net.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.files import replacing
+from core.files import csv_unescape, replacing
 from core.schema import Schema
 from core.scoring import image_scores, model_disagreement, queue_items, review_queue
 from core.store import LabelStore, StoreError
@@ -49,7 +49,7 @@ def join_folds(run_dir: Path, folds: np.ndarray, heads: list[Head], schema: Sche
 def load_oof(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """A finished score run's (items: item_id, path, person, fold; {target: (n, k) float32}), rows aligned."""
     run_dir = Path(run_dir)
-    items = pd.read_csv(run_dir / "items.csv", dtype={"path": str, "person": str})
+    items = csv_unescape(pd.read_csv(run_dir / "items.csv", dtype={"path": str, "person": str}))
     probs = {p.stem[4:]: np.load(p) for p in sorted(run_dir.glob("oof_*.npy"))}
     return items, probs
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.files import replacing
+from core.files import csv_safe, replacing
 from core.images import content_hash, resolve_inside
 from core.schema import Schema
 from core.store import LabelStore, StoreError
@@ -102,7 +102,7 @@ def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     submission["ans"] = mean_probs.argmax(1)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    submission.to_csv(out, index=False)
+    csv_safe(submission).to_csv(out, index=False)
     _write_probs(probs_file(out), table["ImageID"], schema, mean_probs)
     if store is not None:
         config = {"checkpoints": used, "tta": tta, "info": str(info.resolve()), "out": str(out.resolve())}
@@ -125,7 +125,7 @@ def _write_probs(path: Path, image_ids: pd.Series, schema: Schema, joint: np.nda
     for k in range(joint.shape[1]):
         columns[f"p{k}"] = joint[:, k]
     with replacing(path, fsync=False) as tmp:
-        pd.DataFrame(columns).to_csv(tmp, index=False, float_format="%.6f")
+        csv_safe(pd.DataFrame(columns)).to_csv(tmp, index=False, float_format="%.6f")
 
 
 def checkpoints_of_runs(store: LabelStore, run_ids: Sequence[int]) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.files import csv_unescape
 from core.schema import Schema
 from core.store import LabelStore
 
@@ -33,7 +34,7 @@ def latest_predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:
         out = (run.config or {}).get("out")
         probs = probs_file(out) if out else None
         if probs is not None and probs.is_file():
-            return int(run.id), pd.read_csv(probs, dtype={"ImageID": str}).set_index("ImageID")
+            return int(run.id), csv_unescape(pd.read_csv(probs, dtype={"ImageID": str})).set_index("ImageID")
     return None
 
 

@@ -11,7 +11,7 @@ failed repeat ends the group: its queued rows are marked cancelled.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from core.store import LabelStore, now
@@ -34,8 +34,8 @@ def fit_repeats(config: Any, repeats: int, *, db: str | None = None, run_id: int
         snapshot, _ = take_snapshot(store, config.snapshot)  # one snapshot for the whole group
         first = run_id if run_id is not None else store.create_run("train", {}, status="queued")
         store.update_run(first, repeat_group=first)
-        ids = [first] + [store.create_run("train", {"repeat_of": first}, status="queued", repeat_group=first)
-                         for _ in range(repeats - 1)]
+        ids = [first] + [store.create_run("train", {**asdict(config), "seed": config.seed + i, "repeat_of": first},
+                                          status="queued", repeat_group=first) for i in range(1, repeats)]
     config = replace(config, snapshot=str(snapshot))
     results: list[dict[str, Any]] = []
     try:

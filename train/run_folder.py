@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core.files import replacing
+from core.files import csv_safe, replacing
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train.logs import environment, git_state, pid_alive
@@ -119,7 +119,7 @@ def save_val_predictions(path: Path, labels: Any, schema: Schema, truth: dict[st
         table[f"true_{name}"] = [classes[int(c)] for c in truth[name]]
         table[f"pred_{name}"] = [classes[int(c)] for c in predicted[name]]
     with replacing(path, fsync=False) as tmp:
-        table.to_csv(tmp, index=False)
+        csv_safe(table).to_csv(tmp, index=False)
     return path
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from core.checks import run_data_checks
+from core.files import csv_safe
 from core.review import flagged_counts
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
@@ -44,8 +45,8 @@ from train.data import CachedImages, ImageCache, person_folds
 from train.logs import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
 from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, fetch_pretrained, heads_for
-from train.oof import join_folds, load_oof, marginals, previous_probs, save_npy, score_rows
+from train.model import Head, check_model_options, fetch_pretrained, heads_for
+from train.oof import join_folds, load_oof, previous_probs, save_npy, score_rows
 from train.run_folder import reopen, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
@@ -72,6 +73,8 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     started = time.monotonic()
     with LabelStore(db) as store:
         check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
+        if resume is None:
+            check_model_options(config)
         if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
             fetch_pretrained(config.model)
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
@@ -161,7 +164,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if len(folds) != len(labels):
         raise StoreError(f"{saved} has {len(folds)} rows but the snapshot {len(labels)}: not this run's folds")
     save_npy(saved, folds)
-    labels.assign(fold=folds)[["item_id", "path", "person", "fold"]].to_csv(run_dir / "items.csv", index=False)
+    csv_safe(labels.assign(fold=folds)[["item_id", "path", "person", "fold"]]).to_csv(run_dir / "items.csv", index=False)
     heads = heads_for(schema, config.heads)
     codes = schema.codes(labels)
     if config.heads == "single":
@@ -264,9 +267,7 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
     # Flip TTA: a second look for 1/2 an epoch's forward cost on 1/k of the data; steadier probabilities.
     probs, _ = predict_probs(done.model, cache, held_out, *done.model.mean_std, device, config.batch_size * 4,
                              tta="flip")
-    progress.fold_done()
-    if config.heads == "single":
-        probs = marginals(schema, probs["class"])
+    progress.fold_done()  # a single "class" head stays joint here: join_folds turns it into per-target marginals
     record = {"fold": fold + 1, "n_train": len(train_items), "n_held_out": len(held_out), "train_loss": losses[-1],
               "train_loss_per_epoch": losses, "seconds": round(seconds, 2),
               "images_per_s": round(images / max(seconds, 1e-9), 1)}

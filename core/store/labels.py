@@ -1,0 +1,240 @@
+"""Reading labels: items, persons, current/original labels and the dashboard's aggregates.
+
+Part of the ``core.store`` package: all SQL of the project lives in this package."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from core.store.base import StoreBase, StoreError, quote
+
+# Corrections name their target by person key or image path; these are the labelled images of every
+# person (or person-less image) any correction ever touched. Only their labels can differ from the
+# originals, so current counts = original counts - their original rows + their current rows.
+_TOUCHED = """
+WITH touched_persons(id) AS (
+    SELECT p.id FROM corrections c JOIN persons p ON p.key = c.target WHERE c.target_kind = 'person'
+    UNION SELECT i.person_id FROM corrections c JOIN items i ON i.path = c.target
+    WHERE c.target_kind = 'image' AND i.person_id IS NOT NULL),
+touched(id) AS (
+    SELECT i.id FROM items i WHERE i.person_id IN (SELECT id FROM touched_persons)
+    UNION SELECT i.id FROM corrections c JOIN items i ON i.path = c.target WHERE c.target_kind = 'image')
+"""
+
+
+class LabelsMixin(StoreBase):
+    """Reading labels: items, persons, current/original labels and the dashboard's aggregates."""
+
+    def items(self, split: str | None = None) -> pd.DataFrame:
+        """All items: id, path, person, split, width, height, bytes, hash, source_id."""
+        where, params = ("WHERE i.split = ?", (split,)) if split else ("", ())
+        return self._query("SELECT i.id AS item_id, i.path, p.key AS person, i.split, i.width, i.height, i.bytes,"
+                           f" i.hash, i.source_id FROM items i LEFT JOIN persons p ON p.id = i.person_id {where}"
+                           " ORDER BY i.path", params)
+
+    def persons(self) -> pd.DataFrame:
+        return self._query("SELECT p.key AS person, p.source_id, p.info, count(i.id) AS n_images FROM persons p"
+                           " LEFT JOIN items i ON i.person_id = p.id GROUP BY p.id ORDER BY p.key")
+
+    def current_labels(self, *, original: bool = False, derived: bool = True) -> pd.DataFrame:
+        """One row per labelled image: item_id, path, person, hash, <attributes>, [binned, class], corrected.
+
+        ``original=True`` gives the ingested labels instead. ``corrected`` is 1 where any attribute
+        differs from the original.
+        """
+        schema = self.schema
+        table = "original" if original else "current"
+        differs = " OR ".join(f"c.{quote(a)} IS NOT o.{quote(a)}" for a in schema.names)
+        frame = self._query(
+            f"SELECT i.id AS item_id, i.path, p.key AS person, i.hash, i.width, i.height,"
+            f" {', '.join('c.' + quote(a) for a in schema.names)}, ({differs}) AS corrected"
+            f" FROM {table} c JOIN items i ON i.id = c.item_id JOIN original o ON o.item_id = c.item_id"
+            " LEFT JOIN persons p ON p.id = i.person_id ORDER BY i.path")
+        if original:
+            frame["corrected"] = 0
+        for name in schema.names:
+            if schema.attribute(name).kind == "integer":
+                frame[name] = frame[name].astype("int64")
+        if derived and len(frame):
+            frame = schema.add_derived(frame)
+            frame["corrected"] = frame.pop("corrected").astype("int64")
+        return frame
+
+    def label_of(self, target: str | int, attribute: str) -> Any:
+        """Current value of one attribute for an image (path or item id) or a person (key)."""
+        kind, ids, _ = self._resolve(target, attribute)
+        values = {r[0] for r in self.conn.execute(
+            f"SELECT DISTINCT {quote(attribute)} FROM current WHERE item_id IN ({','.join('?' * len(ids))})", ids)}
+        if len(values) != 1:
+            raise StoreError(f"{target}: its images disagree on {attribute}: {sorted(map(str, values))}")
+        return values.pop()
+
+    def count_by(self, columns: Sequence[str], *, original: bool = False) -> pd.DataFrame:
+        """Label counts grouped by attributes (SQL GROUP BY): columns + ``images`` + ``persons``."""
+        return self._query(self._count_sql(columns, "original" if original else "current"))
+
+    def changed_counts(self) -> dict[str, int]:
+        """Per stored attribute, how many labelled images differ from their original label now."""
+        names = self.schema.names
+        sums = ", ".join(f"coalesce(sum(c.{quote(a)} IS NOT o.{quote(a)}), 0)" for a in names)
+        # Only images some correction touched can differ: the query reads those, not the whole table.
+        row = self.conn.execute(f"{_TOUCHED} SELECT {sums} FROM current c JOIN original o ON o.item_id = c.item_id"
+                                " WHERE c.item_id IN (SELECT id FROM touched)").fetchone()
+        return {name: int(value) for name, value in zip(names, row)}
+
+    def label_counts(self, columns: Sequence[str], *, original: bool = False) -> pd.DataFrame:
+        """``count_by(columns, original=...)``, at a cost that grows with the corrections, not the dataset.
+
+        Original counts are saved with each ingest (``ingest_aggregates``); current counts are those
+        minus the original rows plus the current rows of the images of every person a correction
+        touched (persons are counted per person, so the difference is exact).
+        """
+        columns = list(columns)
+        base = self._ingest_aggregate(f"count_by:{','.join(columns)}", self._count_sql(columns, "original"))
+        if original or not self.conn.execute("SELECT 1 FROM corrections LIMIT 1").fetchone():
+            return base
+        parts = [base]
+        for table, sign in (("original", -1), ("current", 1)):
+            part = self._query(_TOUCHED + self._count_sql(columns, table, "WHERE c.item_id IN (SELECT id FROM touched)"))
+            parts.append(part.assign(images=part["images"] * sign, persons=part["persons"] * sign))
+        both = pd.concat([p for p in parts if len(p)] or [base], ignore_index=True)
+        summed = both.groupby(columns, dropna=False, sort=False, as_index=False)[["images", "persons"]].sum()
+        summed = summed[summed["images"] != 0].astype({"images": "int64", "persons": "int64"})
+        return summed.sort_values(columns, na_position="first", kind="stable").reset_index(drop=True)
+
+    def person_image_counts(self) -> pd.DataFrame:
+        """How many persons have n images: ``images`` (n, 0 for a person without images), ``persons``.
+        Saved with each ingest (only an ingest changes it)."""
+        return self._ingest_aggregate(
+            "person_image_counts", "SELECT n AS images, count(*) AS persons FROM (SELECT count(i.id) AS n"
+            " FROM persons p LEFT JOIN items i ON i.person_id = p.id GROUP BY p.id) GROUP BY n ORDER BY n")
+
+    def count_items(self, split: str | None = None) -> int:
+        """Number of items (of one split); saved with each ingest."""
+        if split is None:
+            frame = self._ingest_aggregate("count_items", "SELECT count(*) AS n FROM items")
+        else:
+            frame = self._ingest_aggregate(f"count_items:{split}", "SELECT count(*) AS n FROM items WHERE split = ?",
+                                           (split,))
+        return int(frame["n"].iloc[0])
+
+    def correction_counts(self) -> pd.DataFrame:
+        """Per stored attribute with log entries: ``corrections`` (not reverts) and ``reverts`` logged."""
+        return self._query("SELECT attribute, coalesce(sum(source != 'revert'), 0) AS corrections,"
+                           " coalesce(sum(source = 'revert'), 0) AS reverts FROM corrections GROUP BY attribute")
+
+    @staticmethod
+    def _count_sql(columns: Sequence[str], table: str, where: str = "") -> str:
+        """Images and persons per combination of ``columns`` in ``table`` (original or current)."""
+        cols = ", ".join(f"c.{quote(c)}" for c in columns)
+        return (f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
+                f" FROM {table} c JOIN items i ON i.id = c.item_id {where} GROUP BY {cols} ORDER BY {cols}")
+
+    def _ingest_aggregate(self, name: str, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """A query whose answer only an ingest changes, read from ``ingest_aggregates`` when saved for
+        the newest ingest, else run and saved (stores from before version 2, or a new grouping)."""
+        ingest_id = self.last_ingest_id() or 0
+        row = self.conn.execute("SELECT value FROM ingest_aggregates WHERE ingest_id = ? AND name = ?",
+                                (ingest_id, name)).fetchone()
+        if row is not None:
+            saved = json.loads(row[0])
+            return pd.DataFrame(saved["rows"], columns=saved["columns"])
+        cursor = self.conn.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        rows = cursor.fetchall()
+        with self.transaction() as conn:
+            if (self.last_ingest_id() or 0) == ingest_id:  # an ingest meanwhile makes this answer stale
+                conn.execute("INSERT OR REPLACE INTO ingest_aggregates(ingest_id, name, value) VALUES(?, ?, ?)",
+                             (ingest_id, name, json.dumps({"columns": columns, "rows": [list(r) for r in rows]})))
+        return pd.DataFrame(rows, columns=columns)
+
+    def _save_ingest_aggregates(self, ingest_id: int) -> None:
+        """Inside the ingest's transaction: drop older ingests' aggregates and save the ones the
+        dashboard reads (original counts by all attributes and by the person-scope ones, people per
+        image count, item counts), so a first visit after an ingest does not scan the dataset."""
+        self.conn.execute("DELETE FROM ingest_aggregates WHERE ingest_id <> ?", (ingest_id,))
+        schema = self.schema
+        person_scope = [n for n in schema.names if schema.scope(n) == "person"]
+        for columns in (schema.names, person_scope):
+            if columns:
+                self.label_counts(columns, original=True)
+        self.person_image_counts()
+        self.count_items()
+        self.count_items("eval")
+
+    def select_items(self, *, split: str | None = None, person: str | None = None, path_contains: str | None = None,
+                     labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,
+                     original: bool = False, corrected: bool | str | None = None, issue_kind: str | None = None,
+                     offset: int = 0, limit: int | None = 50) -> tuple[pd.DataFrame, int]:
+        """One page of items matching every filter (ordered by path) and how many match in total.
+
+        ``labels`` maps a stored attribute or a binned target (``age_group``: class name or code) to
+        one value or a list of values; ``ranges`` maps an integer attribute to an inclusive
+        (low, high). Label filters read the current labels, or the ingested ones with
+        ``original=True`` (so a chart of original labels opens exactly its images). ``person`` is a
+        person key; ``path_contains`` a case-insensitive substring; ``corrected`` True/False for images
+        with/without any changed label, or an attribute name for images where that one changed;
+        ``issue_kind`` a data-issue kind (``"any"`` for any). Rows: item_id, path, person, split, hash,
+        width, height, the current <attributes> (None for unlabelled items), corrected (0/1) and
+        ``<attribute>_original`` (the ingested labels).
+        Only the requested page is read.
+        """
+        schema = self.schema
+        source = "o" if original else "c"
+        clauses: list[str] = []
+        params: list[Any] = []
+        ranges = dict(ranges or {})
+        for name, wanted in (labels or {}).items():
+            binned = next((b for b in schema.binned if b.name == name), None)
+            values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+            if binned is not None:  # a bin is an inclusive age range on the stored attribute
+                parts = []
+                for value in values:
+                    code = binned.classes.index(value) if value in binned.classes else int(value)
+                    low = binned.edges[code - 1] if code > 0 else -(2**62)
+                    high = binned.edges[code] - 1 if code < len(binned.edges) else 2**62
+                    parts.append(f"{source}.{quote(binned.source)} BETWEEN ? AND ?")
+                    params += [low, high]
+                clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
+                continue
+            attribute = schema.attribute(name)
+            clauses.append(f"{source}.{quote(name)} IN ({', '.join('?' * len(values))})" if values else "0")
+            params += [attribute.parse(v) for v in values]
+        for name, (low, high) in ranges.items():
+            clauses.append(f"{source}.{quote(schema.attribute(name).name)} BETWEEN ? AND ?")
+            params += [int(low), int(high)]
+        if split:
+            clauses.append("i.split = ?")
+            params.append(split)
+        if person:
+            clauses.append("p.key = ?")
+            params.append(person)
+        if path_contains:
+            clauses.append("instr(lower(i.path), ?) > 0")
+            params.append(path_contains.lower())
+        differs = " OR ".join(f"c.{quote(a)} IS NOT o.{quote(a)}" for a in schema.names)
+        if isinstance(corrected, str):  # images whose value of this attribute differs from the original
+            clauses.append(f"c.item_id IS NOT NULL AND c.{quote(schema.attribute(corrected).name)}"
+                           f" IS NOT o.{quote(corrected)}")
+        elif corrected is not None:
+            clauses.append(f"c.item_id IS NOT NULL AND ({differs}) = ?")
+            params.append(int(bool(corrected)))
+        if issue_kind:
+            kind_clause = "" if issue_kind == "any" else " AND d.kind = ?"
+            clauses.append(f"EXISTS (SELECT 1 FROM data_issues d WHERE d.item_id = i.id{kind_clause})")
+            params += [] if issue_kind == "any" else [issue_kind]
+        joins = (" FROM items i LEFT JOIN persons p ON p.id = i.person_id"
+                 " LEFT JOIN current c ON c.item_id = i.id LEFT JOIN original o ON o.item_id = i.id")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = int(self.conn.execute(f"SELECT count(*){joins}{where}", params).fetchone()[0])
+        page = f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}" if limit is not None else ""
+        originals = ", ".join(f'o.{quote(a)} AS "{a}_original"' for a in schema.names)
+        frame = self._query(
+            "SELECT i.id AS item_id, i.path, p.key AS person, i.split, i.hash, i.width, i.height,"
+            f" {', '.join('c.' + quote(a) for a in schema.names)}, coalesce(({differs}), 0) AS corrected,"
+            f" {originals}{joins}{where} ORDER BY i.path{page}", params)
+        return frame, total
