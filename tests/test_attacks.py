@@ -503,7 +503,7 @@ def test_read_only_store(tmp_path: Path, capsys, monkeypatch) -> None:
     _, db = competition_store(tmp_path)
     before = tree(tmp_path)
     connect = sqlite3.connect  # the tests run as root, where chmod does not stop writes: SQLite's own read-only mode
-    monkeypatch.setattr("core.store.sqlite3.connect",
+    monkeypatch.setattr("core.store.base.sqlite3.connect",
                         lambda path, **kw: connect(f"file:{path}?mode=ro", uri=True, **kw))
     code, out, err = core(["correct", PERSON, "gender", "male", "--annotator", "eve", "--db", str(db)], capsys)
     one_error_line(code, out, err, "labels.db", "read-only")
