@@ -674,7 +674,7 @@ def report(data: dict[str, Any]) -> str:
         return f"### Profile `{cfg['profile']}`\n\n(no seed with both noisy and ceiling trainings yet)"
     inj = record["errors_injected"]
     lines = [
-        f"### Profile `{cfg['profile']}`",
+        f"### Profile `{cfg['profile']}`, noise {cfg['noise']}, {cfg['epochs']} epochs",
         "",
         " and ".join(f"`{c}`" for c in data.get("commands") or ["bench/cleaning_loop.py"]) +
         f" ({data.get('machine', 'this machine')}; {data.get('total_s', 0) / 60:.0f} min of wall time).",
