@@ -217,7 +217,8 @@ def run_label(run: dict[str, Any]) -> str:
     note = str(run.get("note") or "")
     group = run.get("repeat_group")
     group = None if group is None or group != group else int(group)  # NaN: no group
-    return (f"#{run['id']} · {config.get('model', '?')} · {config.get('epochs', '?')} epochs · "
+    epochs = config.get("epochs", "?")
+    return (f"#{run['id']} · {config.get('model', '?')} · {epochs} epoch{'' if epochs == 1 else 's'} · "
             f"{run['status']}" + (f" · F1 {f1:.3f}" if f1 is not None else "")
             + (f" · repeat group #{group}" if group is not None else "") + (f" · {note[:40]}" if note else ""))
 

@@ -368,3 +368,10 @@ def test_misclassified_and_flag_changes() -> None:
     assert (changes["flagged"], changes["appeared"], changes["cleared"], changes["kept"]) == (2, 1, 1, 1)
     assert changes["by_attribute"].set_index("attribute").loc["mask", "cleared"] == 1
     assert jv.flag_changes(new, None)["appeared"] == 2
+
+
+def test_run_label_says_epoch_for_one_epoch() -> None:
+    run = {"id": 8, "status": "done", "config": {"model": "test_resnet", "epochs": 1}, "metrics": {}}
+    assert train_views.run_label(run) == "#8 · test_resnet · 1 epoch · done"
+    run["config"]["epochs"] = 2
+    assert train_views.run_label(run).startswith("#8 · test_resnet · 2 epochs · done")
