@@ -162,8 +162,11 @@ def retrain_form(store: LabelStore) -> None:
                     help="Start from timm's pretrained weights for this model (downloaded once into the Hugging "
                          "Face cache; offline, the job fails and says so). Sets the image size to the model's own.")
     chosen = form_values(st.session_state)["model"]
-    st.caption(ui.plain(f"{chosen}: {MODELS[chosen]}" if chosen in MODELS else f"{chosen or 'no model'}: any timm "
-                        "name; expect it to want a GPU unless it is small"))
+    about = (f"{chosen}: {MODELS[chosen]}" if chosen in MODELS else f"{chosen or 'no model'}: any timm "
+             "name; expect it to want a GPU unless it is small")
+    if st.session_state.get("train_pretrained") and chosen in PRETRAINED_SIZES:  # the size above is not the form's
+        about += " · pretrained: its weights expect {}x{}".format(*PRETRAINED_SIZES[chosen])
+    st.caption(ui.plain(about))
     with st.form("train_form", border=True):
         first = st.columns(4)
         first[0].number_input("Image width", 16, 1024, step=8, key="train_width")

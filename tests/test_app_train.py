@@ -207,6 +207,7 @@ def test_pretrained_sizes_follow_the_model_and_reach_the_job(store: LabelStore,
     at.checkbox(key="train_pretrained").check().run()
     assert_clean(at)
     assert (at.session_state["train_width"], at.session_state["train_height"]) == (160, 160)  # test_resnet's own
+    assert any("pretrained: its weights expect 160x160" in c for c in texts(at, "caption"))  # not only the 64x80 default
     at.selectbox(key="train_model").select("efficientnet_b0").run()
     assert (at.session_state["train_width"], at.session_state["train_height"]) == (224, 224)
     at.checkbox(key="train_pretrained").uncheck().run()
