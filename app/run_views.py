@@ -209,7 +209,7 @@ def run_detail(store: LabelStore) -> None:
     seconds = jv.duration_seconds(run)
     facts[3].metric("Minutes", f"{seconds / 60:.1f}" if seconds is not None else "-")
     if run["status"] == "failed":
-        st.code(str(run.get("error_tail") or ""), language=None)
+        st.code(str(run.get("error_tail") or ""), language=None, wrap_lines=True)  # the error line in full
     if epochs.empty:
         st.caption("No finished epoch yet.")
         return
