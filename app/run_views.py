@@ -203,12 +203,13 @@ def run_detail(store: LabelStore) -> None:
     epochs = store.epochs(run_id)
     facts = st.columns(4)
     ui.metric(facts[0], "Status", run["status"])
-    facts[1].metric("Best macro F1", f"{(run.get('metrics') or {}).get('best_macro_f1') or 0:.4f}")
+    best = (run.get("metrics") or {}).get("best_macro_f1")
+    facts[1].metric("Best macro F1", f"{best:.4f}" if best is not None else "-")  # a failed run measured nothing
     ui.metric(facts[2], "Labels", str(run.get("snapshot_hash") or "")[:10] or "-")
     seconds = jv.duration_seconds(run)
     facts[3].metric("Minutes", f"{seconds / 60:.1f}" if seconds is not None else "-")
     if run["status"] == "failed":
-        st.code(str(run.get("error_tail") or ""), language=None)
+        st.code(str(run.get("error_tail") or ""), language=None, wrap_lines=True)  # the error line in full
     if epochs.empty:
         st.caption("No finished epoch yet.")
         return

@@ -162,8 +162,11 @@ def retrain_form(store: LabelStore) -> None:
                     help="Start from timm's pretrained weights for this model (downloaded once into the Hugging "
                          "Face cache; offline, the job fails and says so). Sets the image size to the model's own.")
     chosen = form_values(st.session_state)["model"]
-    st.caption(ui.plain(f"{chosen}: {MODELS[chosen]}" if chosen in MODELS else f"{chosen or 'no model'}: any timm "
-                        "name; expect it to want a GPU unless it is small"))
+    about = (f"{chosen}: {MODELS[chosen]}" if chosen in MODELS else f"{chosen or 'no model'}: any timm "
+             "name; expect it to want a GPU unless it is small")
+    if st.session_state.get("train_pretrained") and chosen in PRETRAINED_SIZES:  # the size above is not the form's
+        about += " · pretrained: its weights expect {}x{}".format(*PRETRAINED_SIZES[chosen])
+    st.caption(ui.plain(about))
     with st.form("train_form", border=True):
         first = st.columns(4)
         first[0].number_input("Image width", 16, 1024, step=8, key="train_width")
@@ -217,7 +220,8 @@ def run_label(run: dict[str, Any]) -> str:
     note = str(run.get("note") or "")
     group = run.get("repeat_group")
     group = None if group is None or group != group else int(group)  # NaN: no group
-    return (f"#{run['id']} · {config.get('model', '?')} · {config.get('epochs', '?')} epochs · "
+    epochs = config.get("epochs", "?")
+    return (f"#{run['id']} · {config.get('model', '?')} · {epochs} epoch{'' if epochs == 1 else 's'} · "
             f"{run['status']}" + (f" · F1 {f1:.3f}" if f1 is not None else "")
             + (f" · repeat group #{group}" if group is not None else "") + (f" · {note[:40]}" if note else ""))
 

@@ -151,3 +151,21 @@ def test_the_train_forms_x3_starts_one_fit_job_with_repeats(journal: LabelStore,
     at = open_train()
     at.button(key="train_start").click().run()
     assert started[-1][2] == {}  # × 1: a single run, as before
+
+
+def test_a_failed_run_without_a_snapshot_says_so_in_compare_and_run_detail(journal: LabelStore):
+    """A job that failed before its snapshot (e.g. Pretrained offline) has no labels and no metrics."""
+    failed = journal.create_run("train", {**CONFIG, "seed": 0}, status="failed")
+    journal.update_run(failed, error_tail="error: cannot fetch timm's pretrained weights (offline)")
+    at = open_train()
+    before, after = compare_boxes(at)
+    after.set_value(failed)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    assert any(f"no label snapshot for run #{failed}: none taken (the run is failed)" in w for w in warnings), warnings
+    at.selectbox(key="detail_run").set_value(failed).run()
+    assert not at.exception
+    assert next(m.value for m in at.metric if m.label == "Best macro F1") == "-"  # not 0.0000
+    tail = next(c for c in at.code if "cannot fetch" in c.value)
+    assert tail.proto.wrap_lines  # the one error line readable without scrolling sideways

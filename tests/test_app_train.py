@@ -207,6 +207,7 @@ def test_pretrained_sizes_follow_the_model_and_reach_the_job(store: LabelStore,
     at.checkbox(key="train_pretrained").check().run()
     assert_clean(at)
     assert (at.session_state["train_width"], at.session_state["train_height"]) == (160, 160)  # test_resnet's own
+    assert any("pretrained: its weights expect 160x160" in c for c in texts(at, "caption"))  # not only the 64x80 default
     at.selectbox(key="train_model").select("efficientnet_b0").run()
     assert (at.session_state["train_width"], at.session_state["train_height"]) == (224, 224)
     at.checkbox(key="train_pretrained").uncheck().run()
@@ -368,3 +369,10 @@ def test_misclassified_and_flag_changes() -> None:
     assert (changes["flagged"], changes["appeared"], changes["cleared"], changes["kept"]) == (2, 1, 1, 1)
     assert changes["by_attribute"].set_index("attribute").loc["mask", "cleared"] == 1
     assert jv.flag_changes(new, None)["appeared"] == 2
+
+
+def test_run_label_says_epoch_for_one_epoch() -> None:
+    run = {"id": 8, "status": "done", "config": {"model": "test_resnet", "epochs": 1}, "metrics": {}}
+    assert train_views.run_label(run) == "#8 · test_resnet · 1 epoch · done"
+    run["config"]["epochs"] = 2
+    assert train_views.run_label(run).startswith("#8 · test_resnet · 2 epochs · done")

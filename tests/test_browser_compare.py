@@ -45,8 +45,8 @@ def test_compare_opens_on_baseline_before_retrain_after_once_the_retrain_finishe
             after = page.locator('input[aria-label="After (the later run)"]')
             before.wait_for(timeout=60_000)
             # While the retrain is queued: already in run order.
-            assert before.input_value().startswith("#1 · test_resnet · 1 epochs · done · F1 0.858")
-            assert after.input_value() == "#2 · test_resnet · 1 epochs · queued"
+            assert before.input_value().startswith("#1 · test_resnet · 1 epoch · done · F1 0.858")
+            assert after.input_value() == "#2 · test_resnet · 1 epoch · queued"
 
             snapshot = store.snapshot()  # the job's trainer fills its row in and finishes
             store.update_run(retrain, status="done", snapshot_hash=snapshot.hash,
@@ -58,8 +58,8 @@ def test_compare_opens_on_baseline_before_retrain_after_once_the_retrain_finishe
             assert wait_for(lambda: after.count() == 1 and "· done · F1 0.810" in after.input_value(), timeout=60), \
                 [after.nth(i).input_value() for i in range(after.count())]
             time.sleep(1.0)
-            assert before.input_value().startswith("#1 · test_resnet · 1 epochs · done · F1 0.858")
-            assert after.input_value() == "#2 · test_resnet · 1 epochs · done · F1 0.810"
+            assert before.input_value().startswith("#1 · test_resnet · 1 epoch · done · F1 0.858")
+            assert after.input_value() == "#2 · test_resnet · 1 epoch · done · F1 0.810"
             body = page.locator('[data-testid="stMain"]').inner_text()
             assert "no spread known: train ×3 to know" in body and "-0.0480 (no interval)" in body
             assert not page.locator('[data-testid="stMetricDelta"]').count()  # no arrow, green or red

@@ -84,7 +84,9 @@ def diff_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
     elif all(p and Path(p).exists() for p in paths):
         out["labels"] = {**snapshot_diff(paths[0], paths[1]), "same": False}
     else:
-        raise StoreError(f"cannot compare labels: snapshot file missing ({paths[0]} / {paths[1]})")
+        gone = [f"run #{r['id']}: " + (f"{p} is gone" if p else f"none taken (the run is {r['status']})")
+                for r, p in zip((a, b), paths) if not (p and Path(p).exists())]
+        raise StoreError("cannot compare labels: no label snapshot for " + "; ".join(gone))
     return out
 
 
