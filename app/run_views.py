@@ -154,20 +154,19 @@ def compare(store: LabelStore) -> None:
     except StoreError as error:
         st.warning(ui.plain(f"Label differences unavailable: {error}"))
         diff = None
-    left, right = st.columns(2)
-    with left:
-        st.subheader("What changed")
-        if diff is not None:
-            config = pd.DataFrame([{"setting": k, f"before #{run_a}": str(a), f"after #{run_b}": str(b)}
-                                   for k, (a, b) in diff["config"].items()])
-            st.caption("Settings")
-            st.dataframe(config, hide_index=True) if len(config) else st.text("same settings")
-            st.caption(ui.plain(f"Labels (before #{run_a} -> after #{run_b})"))
-            st.dataframe(_label_changes(diff["labels"]), hide_index=True)
-    with right:
-        st.subheader("Did it help")
-        st.dataframe(verdict_table(verdicts["metrics"], f"before {name_a}", f"after {name_b}"), hide_index=True,
-                     key="compare_metrics")
+    # Full width, the answer first: no verdict, value or label change is pushed out of view at 1280-1400 px.
+    st.subheader("Did it help")
+    st.dataframe(verdict_table(verdicts["metrics"], f"before {name_a}", f"after {name_b}"), hide_index=True,
+                 key="compare_metrics", width="stretch")
+    st.subheader("What changed")
+    if diff is not None:
+        config = pd.DataFrame([{"setting": k, f"before #{run_a}": str(a), f"after #{run_b}": str(b)}
+                               for k, (a, b) in diff["config"].items()])
+        settings, label_changes = st.columns([2, 3])
+        settings.caption("Settings")
+        settings.dataframe(config, hide_index=True) if len(config) else settings.text("same settings")
+        label_changes.caption(ui.plain(f"Labels (before #{run_a} -> after #{run_b})"))
+        label_changes.dataframe(_label_changes(diff["labels"]), hide_index=True, width="stretch")
     if verdicts["per_class"]:
         classes = pd.DataFrame([{"class": r["metric"], "run_a": r["before"], "run_b": r["after"],
                                  "change": r["change"]} for r in verdicts["per_class"]])

@@ -25,11 +25,17 @@ pytestmark = [
 
 
 def wait_for(condition, timeout: float = 20.0) -> bool:
-    """Poll ``condition()`` until it is truthy or ``timeout`` seconds pass."""
+    """Poll ``condition()`` until it is truthy or ``timeout`` seconds pass. A page mid-rerun can briefly hold a
+    stale copy of an element beside the new one (Playwright's strict-mode error): that counts as "not yet"."""
+    from playwright.sync_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return True
+        try:
+            if condition():
+                return True
+        except PlaywrightError:
+            pass
         time.sleep(0.2)
     return False
 

@@ -6,7 +6,6 @@ measured spread backs. Journal rows are hand-made (no training); ``LABELFIX_SCRE
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def test_compare_opens_on_baseline_before_retrain_after_once_the_retrain_finishe
             # No click: the page reruns by itself when a run finishes, and Compare opens on the new defaults.
             assert wait_for(lambda: after.count() == 1 and "· done · F1 0.810" in after.input_value(), timeout=60), \
                 [after.nth(i).input_value() for i in range(after.count())]
-            time.sleep(1.0)
+            assert wait_for(lambda: before.count() == 1 and after.count() == 1, timeout=30)  # the rerun has settled
             assert before.input_value().startswith("#1 · test_resnet · 1 epoch · done · F1 0.858")
             assert after.input_value() == "#2 · test_resnet · 1 epoch · done · F1 0.810"
             body = page.locator('[data-testid="stMain"]').inner_text()
