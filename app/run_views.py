@@ -40,6 +40,9 @@ def runs_table(store: LabelStore) -> None:
     groups, group_of = group_summaries(runs), runs.set_index("id")["repeat_group"].dropna()
     table.insert(5, "repeat_group", [groups.get(int(group_of[i]), "") if i in group_of.index else ""
                                      for i in table["id"]])
+    for column in ("macro_f1", "flagged", "new_corrections", "duration_min", "checkpoint_mb"):
+        if column in table:  # numbers or NaN (an empty cell), never the text "None"
+            table[column] = pd.to_numeric(table[column], errors="coerce")
     cells = st.columns([2, 2, 3])
     kinds = cells[0].multiselect("Kind", sorted(table["kind"].unique()), key="runs_kinds")
     statuses = cells[1].multiselect("Status", sorted(table["status"].unique()), key="runs_statuses")
