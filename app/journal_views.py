@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from core.files import csv_safe
+from train.compare import best_record  # noqa: F401  (one definition: Compare's; the pages call jv.best_record)
 
 ACTIVE = ("queued", "running")
 OVERVIEW_COLUMNS = ["id", "kind", "status", "model", "macro_f1", "flagged", "epochs", "snapshot", "corrections",
@@ -202,16 +203,6 @@ def _fraction(progress: Mapping[str, Any]) -> float:
     done = ((int(progress.get("fold") or 1) - 1) * epochs + int(progress.get("epoch") or 1) - 1) * total + \
         int(progress.get("step") or 0)
     return min(1.0, max(0.0, done / (folds * epochs * total)))
-
-
-def best_record(run: Mapping[str, Any], epochs: pd.DataFrame) -> dict[str, Any]:
-    """The ``epochs`` row of the run's best epoch (``metrics.best_epoch``; the last if unknown), {} if none."""
-    if epochs.empty:
-        return {}
-    best = (run.get("metrics") or {}).get("best_epoch")
-    rows = epochs[epochs["epoch"] == best] if best is not None else epochs.iloc[0:0]
-    record = (rows if len(rows) else epochs.tail(1)).iloc[0].to_dict()
-    return {k: v for k, v in record.items() if not (isinstance(v, float) and pd.isna(v))}
 
 
 def metric_deltas(record_a: Mapping[str, Any], record_b: Mapping[str, Any]) -> pd.DataFrame:
