@@ -163,8 +163,14 @@ def compare(store: LabelStore) -> None:
                  key="compare_metrics", width="stretch")
     st.subheader("What changed")
     if diff is not None:
-        config = pd.DataFrame([{"setting": k, f"before #{run_a}": str(a), f"after #{run_b}": str(b)}
-                               for k, (a, b) in diff["config"].items()])
+        changed = dict(diff["config"])
+        seeds_a, seeds_b = _seeds(store, verdicts["runs_before"]), _seeds(store, verdicts["runs_after"])
+        if len(seeds_a) > 1 or len(seeds_b) > 1:  # a repeat group trains several seeds: list them, not one run's
+            changed.pop("seed", None)
+            if seeds_a != seeds_b:
+                changed["seed"] = (", ".join(seeds_a), ", ".join(seeds_b))
+        config = pd.DataFrame([{"setting": k, f"before {name_a}": str(a), f"after {name_b}": str(b)}
+                               for k, (a, b) in changed.items()])
         settings, label_changes = st.columns([2, 3])
         settings.caption("Settings")
         settings.dataframe(config, hide_index=True) if len(config) else settings.text("same settings")
@@ -177,6 +183,11 @@ def compare(store: LabelStore) -> None:
                         key="compare_f1")
         st.dataframe(verdict_table(verdicts["per_class"], f"before {name_a}", f"after {name_b}", ".3f").rename(
             columns={"metric": "class"}), hide_index=True, key="compare_classes")
+
+
+def _seeds(store: LabelStore, run_ids: list[int]) -> list[str]:
+    """The training seeds of these runs (a repeat group's members), in run order."""
+    return [str((store.run(int(i)).get("config") or {}).get("seed", "?")) for i in run_ids]
 
 
 def _label_changes(labels: dict[str, Any]) -> pd.DataFrame:

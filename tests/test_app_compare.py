@@ -169,3 +169,15 @@ def test_a_failed_run_without_a_snapshot_says_so_in_compare_and_run_detail(journ
     assert next(m.value for m in at.metric if m.label == "Best macro F1") == "-"  # not 0.0000
     tail = next(c for c in at.code if "cannot fetch" in c.value)
     assert tail.proto.wrap_lines  # the one error line readable without scrolling sideways
+
+
+def test_a_repeat_groups_seeds_are_listed_not_one_runs(journal: LabelStore):
+    snapshot = journal.snapshot()
+    first = add_run(journal, snapshot, 0.80, seed=10)
+    journal.update_run(first, repeat_group=first)
+    for seed in (11, 12):
+        add_run(journal, snapshot, 0.80, seed=seed, group=first)
+    at = open_train(**{f"compare_a_{first + 2}": 1, f"compare_b_{first + 2}": first})
+    assert not at.exception, [e.value for e in at.exception]
+    settings = next(d.value for d in at.dataframe if "setting" in d.value.columns).set_index("setting")
+    assert list(settings.loc["seed"]) == ["0", "10, 11, 12"]  # run #1's seed vs the group's three
