@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.run_views import compare_defaults
 from core.store import LabelStore
+from tests.test_app_train import open_train
 from train import compare
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
@@ -46,14 +47,6 @@ def journal(make_store: Callable[..., LabelStore], monkeypatch: pytest.MonkeyPat
                   expected=store.label_of(person, "gender"), annotator="t", reason="test", source="review")
     add_run(store, store.snapshot(), 0.810)
     return store
-
-
-def open_train(**state: object) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["annotator"] = "tester"
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at.switch_page(PAGE).run()
 
 
 def compare_boxes(at: AppTest) -> tuple:

@@ -24,7 +24,7 @@ pytestmark = [
 ]
 
 
-def wait_for(condition, timeout: float = 20.0) -> bool:
+def wait_for(condition, timeout: float = 30.0) -> bool:
     """Poll ``condition()`` until it is truthy or ``timeout`` seconds pass. A page mid-rerun can briefly hold a
     stale copy of an element beside the new one (Playwright's strict-mode error): that counts as "not yet"."""
     from playwright.sync_api import Error as PlaywrightError

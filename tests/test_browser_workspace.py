@@ -6,7 +6,6 @@ name survives every navigation, and no request leaves 127.0.0.1."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +17,7 @@ from core.ingest import ingest
 from core.store import LabelStore
 from core.synthetic import add_score_run
 from tests.app_data import serve
-from tests.test_browser import ARGS, CHROMIUM
+from tests.test_browser import ARGS, CHROMIUM, wait_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -35,16 +34,6 @@ CUT = """() => Array.from(document.querySelectorAll('[data-testid="stMain"] *'))
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0
     && document.querySelectorAll('[data-stale="true"]').length === 0"""
-
-
-def wait_for(condition, timeout: float = 30.0) -> bool:
-    """Poll ``condition()`` (a store read) until it is truthy or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:

@@ -57,17 +57,27 @@ def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resum
     out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
     ensure_free_disk(out, int(snap.get("n_items", 0)), config)
     full = {**asdict(config), "snapshot": str(snapshot_path), "out": str(out)}
+    run_id, run_dir = start_run(store, "train", full, snap, run_id=run_id, world_size=world_size)
+    return {"run_id": run_id, "run_dir": str(run_dir), "config": full, "resume_from": None}
+
+
+def start_run(store: LabelStore, kind: str, config: dict[str, Any], snap: dict[str, Any], *,
+              run_id: int | None = None, world_size: int = 1) -> tuple[int, Path]:
+    """Write (or adopt, ``run_id``) a ``running`` journal row for ``config`` (its ``out`` folder and snapshot) and
+    create its run folder ``<out>/NNNN[-score]-<time>``; returns (run id, run folder). One place for training and
+    score runs: config, snapshot hash, git state, environment, host, pid and the log file's path."""
     if run_id is None:
-        run_id = store.create_run("train", full, status="running")
-    run_dir = out / f"{run_id:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_id = store.create_run(kind, config, status="running")
+    label = "" if kind == "train" else f"-{kind}"
+    run_dir = Path(config["out"]) / f"{run_id:04d}{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=False)
     commit, dirty = git_state()
-    store.update_run(run_id, status="running", config=full, snapshot_hash=snap["hash"],
+    store.update_run(run_id, status="running", config=config, snapshot_hash=snap["hash"],
                      n_corrections=snap["n_corrections"], git_commit=commit,
                      git_dirty=None if dirty is None else int(dirty), environment=environment(world_size),
-                     seed=config.seed, host=socket.gethostname(), pid=os.getpid(), started_at=now(),
-                     run_dir=str(run_dir), log_path=str(run_dir / "train.log"))
-    return {"run_id": int(run_id), "run_dir": str(run_dir), "config": full, "resume_from": None}
+                     seed=config.get("seed"), host=socket.gethostname(), pid=os.getpid(), started_at=now(),
+                     run_dir=str(run_dir), log_path=str(run_dir / ("train.log" if kind == "train" else f"{kind}.log")))
+    return int(run_id), run_dir
 
 
 

@@ -23,8 +23,6 @@ not run since the last ingest.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import traceback
 from dataclasses import asdict
@@ -42,12 +40,12 @@ from core.store import LabelStore, StoreError, now, read_snapshot
 from train import distributed as dist
 from train.config import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS, TrainConfig
 from train.data import CachedImages, ImageCache, person_folds
-from train.logs import SignalFlag, StopRequested, close_logger, environment, git_state, run_logger
+from train.logs import SignalFlag, StopRequested, close_logger, run_logger
 from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
 from train.model import Head, check_model_options, fetch_pretrained, heads_for
 from train.oof import join_folds, load_oof, previous_probs, save_npy, score_rows
-from train.run_folder import reopen, take_snapshot
+from train.run_folder import reopen, start_run, take_snapshot
 from train.writers import Writers, open_writers
 from train.writers import check as check_writers
 
@@ -119,17 +117,8 @@ def open_score_run(store: LabelStore, config: TrainConfig, folds: int, *, run_id
     out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
     full = {k: v for k, v in asdict(config).items() if k not in NOT_FOR_SCORE}
     full.update(snapshot=str(snapshot_path), out=str(out), folds=int(folds))
-    if run_id is None:
-        run_id = store.create_run("score", full, status="running")
-    run_dir = out / f"{run_id:04d}-score-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=False)
-    commit, dirty = git_state()
-    store.update_run(run_id, status="running", config=full, snapshot_hash=snap["hash"],
-                     n_corrections=snap["n_corrections"], git_commit=commit,
-                     git_dirty=None if dirty is None else int(dirty), environment=environment(),
-                     seed=config.seed, host=socket.gethostname(), pid=os.getpid(), started_at=now(),
-                     run_dir=str(run_dir), log_path=str(run_dir / "score.log"))
-    return {"run_id": int(run_id), "run_dir": str(run_dir), "config": full, "resumed": False}
+    run_id, run_dir = start_run(store, "score", full, snap, run_id=run_id)
+    return {"run_id": run_id, "run_dir": str(run_dir), "config": full, "resumed": False}
 
 
 def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, stop: SignalFlag,
