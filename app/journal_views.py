@@ -268,7 +268,7 @@ def misclassified(predictions: pd.DataFrame) -> pd.DataFrame:
 def flag_changes(new: pd.DataFrame, old: pd.DataFrame | None) -> dict[str, Any]:
     """How the flagged units of a score run differ from an earlier one's.
 
-    ``new`` and ``old`` are review queues (``core.review.queue``: ``key``, ``attribute``, ``is_issue``).
+    ``new`` and ``old`` are review queues (``core.review.queue_units``: ``key``, ``attribute``, ``is_issue``).
     Returns ``flagged``, ``appeared`` (flagged now, not before), ``cleared`` (flagged before, not
     now), ``kept`` and ``by_attribute`` (a frame: attribute, flagged, appeared, cleared).
     """

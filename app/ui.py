@@ -171,7 +171,7 @@ def queue_facts(store: LabelStore, run_id: int) -> dict[str, Any]:
 def _queue(_store: LabelStore, db: str, run_id: int) -> pd.DataFrame:
     # A finished score run never changes, so its queue is read once per run and shared read-only
     # between sessions (cache_resource: no copy on every rerun).
-    return review.queue(_store, run_id)
+    return review.queue_units(_store, run_id)
 
 
 def queue(store: LabelStore, run_id: int) -> pd.DataFrame:

@@ -19,7 +19,7 @@ One demo per run (``core.demo.generate`` with ``--profile`` random or systematic
    queue entry = one decision**, whatever it shows (a person unit shows the person's whole strip; the images
    shown are reported beside it). Budgets are fractions of the labelled images (5 %: 0.05 x images decisions)
    and cumulative. Arms, each in its own copy of the store:
-   * ``queue``: the Review page's queue (``core.review.queue`` + ``filter_queue``): flagged units first (the
+   * ``queue``: the Review page's queue (the store's, read by ``core.review.queue_units``): flagged units first (the
      page's default filter), then the rest, in queue order. A unit is one attribute of one image (mask) or of
      one person (gender, age group).
    * ``cleanlab``: cleanlab's per-image order on the same out-of-fold probabilities (18-class joint =
@@ -155,15 +155,14 @@ def review_queue_entries(store: LabelStore, run_id: int, *, person_cost: bool = 
     """The Review page's queue of score run ``run_id``: flagged unreviewed units in queue order (the
     page's default filters), then the other unreviewed units. A person unit costs the person's images
     (``person_cost=False``: every unit costs 1, i.e. the budget counts decisions)."""
-    units = review.queue(store, run_id)
     status_table = review.statuses(store, store.run(run_id)["created_at"])
-    flagged = review.filter_queue(units, status_table, flagged_only=True, status="unreviewed")
-    rest = review.filter_queue(units, status_table, flagged_only=False, status="unreviewed")
+    flagged = review.queue_units(store, run_id, status_table, flagged_only=True, status="unreviewed")
+    rest = review.queue_units(store, run_id, status_table, status="unreviewed")
     rows = pd.concat([flagged, rest[~rest["key"].isin(set(flagged["key"]))]], ignore_index=True)
     sizes = store.current_labels(derived=False)["person"].value_counts().to_dict()
     schema, entries = store.schema, []
     for row in rows.itertuples(index=False):
-        # The unit's scope from the schema: review.queue leaves ``scope`` empty for a binned target
+        # The unit's scope from the schema: the queue leaves ``scope`` empty for a binned target
         # (age_group -> age), whose unit is still a person.
         target = review.target_of(schema, row.attribute, row.path, row.person)
         person = schema.scope(row.stored) == "person" and target == row.person

@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from core.schema import Schema, SchemaError
@@ -178,21 +177,6 @@ def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
     return both.drop_duplicates(["target", "attribute"])[["target", "attribute", "status"]].reset_index(drop=True)
 
 
-def queue(store: LabelStore, run_id: int, *, flagged_only: bool = False) -> pd.DataFrame:
-    """The ranked review queue of a score run: one row per unit, most suspicious first.
-
-    Person-scope rows of the run (one per image) collapse to one row per person, represented by
-    its most suspicious image. The queue is ranked once, in SQL, when the run's scores are saved
-    (``LabelStore.save_scores``); this reads it. Columns: ``key`` (``target|attribute`` as scored,
-    unique), ``unit`` (``target|stored``, what verdicts and corrections name), ``target``,
-    ``scope``, ``attribute`` (as scored, e.g. ``age_group``), ``stored`` (``age``), ``item_id``,
-    ``path``, ``person``, ``given``, ``suggested`` (class names), ``score``, ``is_issue``. A unit's
-    probabilities: ``store.score_detail(run_id, item_id, attribute)``. For one page of a filtered
-    queue use ``queue_page`` (reads only that page).
-    """
-    return store.review_units(run_id, flagged_only=flagged_only)[0]
-
-
 def _status_filter(status_table: pd.DataFrame, status: str | None) -> dict[str, list[str]]:
     """``review_units`` arguments for a status: units with it, or for ``unreviewed`` all but the acted-on."""
     if not status:
@@ -206,16 +190,37 @@ def _status_filter(status_table: pd.DataFrame, status: str | None) -> dict[str, 
 def queue_page(store: LabelStore, run_id: int, status_table: pd.DataFrame, *, offset: int = 0,
                limit: int | None = None, count: bool = True, status: str | None = None,
                **filters: Any) -> tuple[pd.DataFrame, int | None]:
-    """Rows ``offset`` .. ``offset + limit`` of what ``filter_queue(queue(...), status_table, ...)``
-    returns (same columns, ``status`` included) and the number of matching units (None with
-    ``count=False``), read from the store without loading the queue. Filters: ``attribute``,
-    ``given``, ``suggested``, ``min_score``, ``flagged_only``, ``status`` (one of ``STATUSES``),
-    ``issue_kind`` (a data-issue kind or ``"any"``; ``filter_queue`` takes the item ids instead).
+    """Rows ``offset`` .. ``offset + limit`` of the filtered queue (``queue_units``' rows, ``status``
+    included) and the number of matching units (None with ``count=False``), read from the store: only
+    that page is loaded. Filters: ``attribute``, ``given``, ``suggested``, ``min_score``,
+    ``flagged_only``, ``status`` (one of ``STATUSES``), ``issue_kind`` (a data-issue kind or ``"any"``).
     """
     rows, total = store.review_units(run_id, offset=offset, limit=limit, count=count, **filters,
                                      **_status_filter(status_table, status))
     rows["status"] = rows["unit"].map(status_lookup(status_table)).fillna("unreviewed") if len(rows) else []
     return rows, total
+
+
+def queue_units(store: LabelStore, run_id: int, status_table: pd.DataFrame | None = None, *,
+                status: str | None = None, **filters: Any) -> pd.DataFrame:
+    """The review queue of a score run: every unit matching the filters, most suspicious first.
+
+    There is one queue: the store's (``LabelStore.review_units``, ranked in SQL when the run's scores are
+    saved, in ``core.scoring``'s order). The Review page reads it a page at a time (``queue_page``), the
+    Train page compares two runs' queues and ``bench/cleaning_loop.py`` walks it, all through this module.
+    A unit is one label decision: an image for an image-scope attribute, a person for a person-scope
+    one (represented by its most suspicious image). Columns: ``key`` (``target|attribute`` as scored,
+    unique), ``unit`` (``target|stored``, what verdicts and corrections name), ``target``, ``scope``,
+    ``attribute`` (as scored, e.g. ``age_group``), ``stored`` (``age``), ``item_id``, ``path``,
+    ``person``, ``given``, ``suggested`` (class names), ``score``, ``is_issue``, and ``status`` (one of
+    ``STATUSES``) when ``status_table`` (``statuses()``) is given. Filters as ``queue_page``. A unit's
+    probabilities: ``store.score_detail(run_id, item_id, attribute)``.
+    """
+    if status_table is None:
+        if status is not None:
+            raise ValueError("a status filter needs the status table (review.statuses)")
+        return store.review_units(run_id, count=False, **filters)[0]
+    return queue_page(store, run_id, status_table, count=False, status=status, **filters)[0]
 
 
 def queue_position(store: LabelStore, run_id: int, status_table: pd.DataFrame, key: str, *,
@@ -225,7 +230,8 @@ def queue_position(store: LabelStore, run_id: int, status_table: pd.DataFrame, k
 
 
 def queue_progress(store: LabelStore, run_id: int, status_table: pd.DataFrame) -> tuple[int, int]:
-    """``progress(queue(store, run_id), status_table)`` without loading the queue."""
+    """(reviewed, flagged): the run's flagged units, and how many of them have a verdict "correct" or a
+    correction in ``status_table``; read from the store without loading the queue."""
     flagged = store.review_summary(run_id)["n_flagged"]
     done = status_table[status_table["status"].isin(("reviewed", "corrected"))]
     if flagged == 0 or done.empty:
@@ -238,44 +244,6 @@ def queue_progress(store: LabelStore, run_id: int, status_table: pd.DataFrame) -
 def status_lookup(status_table: pd.DataFrame) -> dict[str, str]:
     """``target|attribute`` -> status, from ``statuses()``."""
     return dict(zip(status_table["target"] + "|" + status_table["attribute"], status_table["status"]))
-
-
-def filter_queue(units: pd.DataFrame, status_table: pd.DataFrame, *, attribute: str | None = None,
-                 given: str | None = None, suggested: str | None = None, min_score: float | None = None,
-                 flagged_only: bool = False, status: str | None = None,
-                 issue_items: set[int] | None = None) -> pd.DataFrame:
-    """The queue rows matching every filter, with a ``status`` column, in queue order.
-
-    ``status`` is one of ``STATUSES`` (None for all); ``issue_items`` keeps units whose
-    representative image has a data issue. Cheap filters run first, so the status lookup only
-    touches the rows that are left (this runs on every click, on up to 600,000 scored rows).
-    """
-    keep = np.ones(len(units), dtype=bool)
-    if attribute:
-        keep &= (units["attribute"] == attribute).to_numpy()
-    if given:
-        keep &= (units["given"] == given).to_numpy(dtype=bool, na_value=False)
-    if suggested:
-        keep &= (units["suggested"] == suggested).to_numpy(dtype=bool, na_value=False)
-    if min_score is not None:
-        keep &= (units["score"] >= min_score).to_numpy()
-    if flagged_only:
-        keep &= (units["is_issue"] == 1).to_numpy()
-    if issue_items is not None:
-        keep &= units["item_id"].isin(issue_items).to_numpy()
-    rows = units[keep].copy()
-    rows["status"] = rows["unit"].map(status_lookup(status_table)).fillna("unreviewed")
-    if status:
-        rows = rows[rows["status"] == status]
-    return rows.reset_index(drop=True)
-
-
-def progress(units: pd.DataFrame, status_table: pd.DataFrame) -> tuple[int, int]:
-    """(reviewed, flagged): flagged units of the queue with a verdict "correct" or a correction."""
-    flagged = units["unit"][(units["is_issue"] == 1).to_numpy()]
-    lookup = status_lookup(status_table)
-    done = {unit for unit, status in lookup.items() if status in ("reviewed", "corrected")}
-    return int(flagged.isin(done).sum()), len(flagged)
 
 
 def probabilities(detail: Any, classes: tuple[str, ...] | list[str] = ()) -> dict[str, float]:

@@ -130,6 +130,22 @@ class Schema:
             raise SchemaError(f"{name} is not categorical; use its binned form")
         return attribute.classes
 
+    def class_name(self, target: str, value: Any) -> Any:
+        """A class of ``target`` named: a code (0, "2", 2.0) -> its class name; names pass through, and so do
+        values of targets without classes (an integer attribute) and values that are not a class (None for None)."""
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return None
+        try:
+            classes = self.target_classes(target)
+        except SchemaError:
+            return value
+        if str(value) in classes:
+            return str(value)
+        try:
+            return classes[int(float(value))]
+        except (ValueError, IndexError):
+            return value
+
     @property
     def targets(self) -> list[str]:
         """Categorical prediction targets, in class-encoding order first (the model's heads)."""

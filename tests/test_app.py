@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -61,9 +62,8 @@ def assert_clean(at: AppTest) -> None:
 
 def first_unit(store: LabelStore, run_id: int, **filters: object) -> dict:
     """The unit the review page focuses first with its default filters (flagged, unreviewed)."""
-    units = review.queue(store, run_id)
-    rows = review.filter_queue(units, review.statuses(store, store.run(run_id)["created_at"]), flagged_only=True,
-                               status="unreviewed", **filters)
+    rows = review.queue_units(store, run_id, review.statuses(store, store.run(run_id)["created_at"]),
+                              flagged_only=True, status="unreviewed", **filters)
     return rows.iloc[0].to_dict()
 
 
@@ -155,7 +155,7 @@ def test_review_correction_is_stored_logged_and_undone(store: LabelStore) -> Non
 
 def test_queue_units_are_images_or_people_by_scope(store: LabelStore) -> None:
     run_id = add_score_run(store)
-    units = review.queue(store, run_id)
+    units = review.queue_units(store, run_id)
     people = store.persons()
     for attribute, scope in (("mask", "image"), ("gender", "person"), ("age_group", "person")):
         mine = units[units["attribute"] == attribute]
@@ -167,9 +167,29 @@ def test_queue_units_are_images_or_people_by_scope(store: LabelStore) -> None:
             assert (mine["unit"] == mine["target"] + "|" + mine["stored"]).all()
 
 
+def filtered(units: pd.DataFrame, status_table: pd.DataFrame, *, attribute: str | None = None,
+             given: str | None = None, suggested: str | None = None, min_score: float | None = None,
+             flagged_only: bool = False, status: str | None = None, issue_items: set[int] | None = None) -> pd.DataFrame:
+    """The test's own oracle of a filtered queue, in pandas on the whole queue (the product has one queue:
+    the store's, paged in SQL)."""
+    keep = np.ones(len(units), dtype=bool)
+    for column, value in (("attribute", attribute), ("given", given), ("suggested", suggested)):
+        if value:
+            keep &= (units[column] == value).to_numpy(dtype=bool, na_value=False)
+    if min_score is not None:
+        keep &= (units["score"] >= min_score).to_numpy()
+    if flagged_only:
+        keep &= (units["is_issue"] == 1).to_numpy()
+    if issue_items is not None:
+        keep &= units["item_id"].isin(issue_items).to_numpy()
+    rows = units[keep].copy()
+    rows["status"] = rows["unit"].map(review.status_lookup(status_table)).fillna("unreviewed")
+    return (rows[rows["status"] == status] if status else rows).reset_index(drop=True)
+
+
 def test_queue_pages_read_from_the_store_equal_the_filtered_queue(store: LabelStore) -> None:
     run_id = add_score_run(store, flag_every=2)
-    units = review.queue(store, run_id)
+    units = review.queue_units(store, run_id)
     flagged = units[units["is_issue"] == 1]
     people = flagged[flagged["scope"] == "person"]
     images = flagged[flagged["scope"] == "image"]
@@ -191,7 +211,9 @@ def test_queue_pages_read_from_the_store_equal_the_filtered_queue(store: LabelSt
     status_table = review.statuses(store, store.run(run_id)["created_at"])
     assert set(status_table["status"]) == {"reviewed", "skipped", "corrected"}
     issues = store.data_issues()
-    assert review.queue_progress(store, run_id, status_table) == review.progress(units, status_table)
+    flagged_units = filtered(units, status_table, flagged_only=True)
+    done = flagged_units["status"].isin(("reviewed", "corrected")).sum()
+    assert review.queue_progress(store, run_id, status_table) == (done, len(flagged_units)) and done > 0
     combos = [{"status": status, "flagged_only": flagged_only} for status in (None, *review.STATUSES)
               for flagged_only in (False, True)]
     combos += [{"status": "unreviewed", "flagged_only": True, "attribute": attribute, "min_score": 0.7}
@@ -202,8 +224,10 @@ def test_queue_pages_read_from_the_store_equal_the_filtered_queue(store: LabelSt
         kind = combo.get("issue_kind")
         issue_items = None if kind is None else set(issues["item_id"] if kind == "any" else
                                                     issues.loc[issues["kind"] == kind, "item_id"])
-        expected = review.filter_queue(units, status_table, issue_items=issue_items,
-                                       **{k: v for k, v in combo.items() if k != "issue_kind"})
+        expected = filtered(units, status_table, issue_items=issue_items,
+                            **{k: v for k, v in combo.items() if k != "issue_kind"})
+        whole = review.queue_units(store, run_id, status_table, **combo)
+        pd.testing.assert_frame_equal(whole.reset_index(drop=True), expected, check_dtype=False, obj=str(combo))
         for offset, limit in ((0, None), (0, 5), (7, 24)):
             rows, total = review.queue_page(store, run_id, status_table, offset=offset, limit=limit, **combo)
             assert total == len(expected), combo
@@ -496,7 +520,7 @@ def test_one_flagged_count_everywhere(store: LabelStore) -> None:
     run_id = add_score_run(store)
     flagged = review.flagged_counts(store, run_id)
     assert sum(flagged.values()) == store.review_summary(run_id)["n_flagged"]  # the Review page's number
-    changes = jv.flag_changes(review.queue(store, run_id), None)  # the Rescore message's number
+    changes = jv.flag_changes(review.queue_units(store, run_id), None)  # the Rescore message's number
     assert changes["flagged"] == sum(flagged.values())
     store.update_run(run_id, metrics={"flagged_units": flagged})  # what train.score records for the Runs table
     assert jv.runs_overview(store.runs())["flagged"].iloc[0] == sum(flagged.values())

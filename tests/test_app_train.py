@@ -173,7 +173,7 @@ def test_a_failing_job_shows_its_error_tail(store: LabelStore) -> None:
 def test_rescore_outcome_counts_flags_that_appeared_and_cleared(store: LabelStore) -> None:
     first = add_score_run(store, flag_every=5)
     second = add_score_run(store, flag_every=3)
-    before, after = review.queue(store, first), review.queue(store, second)
+    before, after = review.queue_units(store, first), review.queue_units(store, second)
     flagged_before = set(before.loc[before["is_issue"] == 1, "key"])
     flagged_after = set(after.loc[after["is_issue"] == 1, "key"])
     at = open_train()

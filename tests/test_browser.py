@@ -48,8 +48,8 @@ def test_relabel_with_a_keyboard_shortcut_changes_the_store(tmp_path: Path) -> N
     with LabelStore(db) as store:
         ingest(tmp_path / "demo", store)
         run_id = add_score_run(store)
-        units = review.filter_queue(review.queue(store, run_id), review.statuses(store), flagged_only=True,
-                                    status="unreviewed")
+        units = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
+                                   status="unreviewed")
         unit = units.iloc[0]
         before = store.label_of(unit["target"], unit["stored"])
         expected = review.suggestion_value(store.schema, unit["attribute"], unit["suggested"], before)

@@ -44,8 +44,8 @@ def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
     with LabelStore(db) as store:
         ingest(tmp_path / "demo", store)
         run_id = add_score_run(store)
-        first = review.filter_queue(review.queue(store, run_id), review.statuses(store), flagged_only=True,
-                                    status="unreviewed").iloc[0].to_dict()
+        first = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
+                                   status="unreviewed").iloc[0].to_dict()
 
     outside: list[str] = []
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.schema import COMPETITION
@@ -217,3 +218,36 @@ def test_quick_path_runs_every_arm_with_paired_seeds(tmp_path: Path):
         assert snap["images_shown"] >= snap["entries"]
     assert record["n_holdout_people"] == 8
     assert "### Profile `systematic`" in loop.report(data)
+
+
+def test_the_queue_arm_walks_the_review_pages_queue(make_store: Callable[..., LabelStore]):
+    """One queue: the bench's queue arm is the Review page's queue as the page reads it (the store's ranked
+    units, a page at a time, default filters flagged + unreviewed), then the other unreviewed units; units a
+    reviewer already decided are left out, in both."""
+    from core import review
+    from core.synthetic import add_score_run
+
+    store = make_store(n_persons=10)
+    run_id = add_score_run(store, flag_every=3)
+    first = loop.review_queue_entries(store, run_id, person_cost=False)
+    for entry in first[:4]:  # decide the top of the queue: it leaves both
+        target, attribute = entry.decisions[0]
+        assert review.verdict(store, target, attribute, shown=store.label_of(target, attribute),
+                              annotator="ana").ok
+    entries = loop.review_queue_entries(store, run_id, person_cost=False)
+    status_table = review.statuses(store, store.run(run_id)["created_at"])
+    pages, offset = [], 0
+    while True:  # the Review page's reads: 24 units a page
+        rows, total = review.queue_page(store, run_id, status_table, offset=offset, limit=24, flagged_only=True,
+                                        status="unreviewed")
+        pages.append(rows)
+        offset += 24
+        if offset >= total:
+            break
+    flagged = pd.concat(pages, ignore_index=True)
+    rest, _ = review.queue_page(store, run_id, status_table, status="unreviewed")
+    walk = [*flagged["key"], *[k for k in rest["key"] if k not in set(flagged["key"])]]
+    assert [e.name for e in entries] == walk and len(flagged) > 24
+    assert [e.name for e in entries] == [e.name for e in first[4:]]
+    assert {e.decisions[0] for e in entries[:len(flagged)]} == {
+        (row.target, row.stored) for row in flagged.itertuples()}

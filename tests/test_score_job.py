@@ -91,7 +91,7 @@ def test_scores_are_stored_and_the_run_becomes_current(db: Path, first: dict):
 def test_person_verdicts_are_identical_across_a_persons_images_and_the_queue_shows_them(db: Path, first: dict):
     with LabelStore(db) as store:
         scores = store.scores(first["run_id"])
-        units = review.queue(store, first["run_id"])
+        units = review.queue_units(store, first["run_id"])
         details = [store.score_detail(first["run_id"], u.item_id, u.attribute) for u in units.itertuples()]
         n_people = len(store.persons())
     for target in ("gender", "age_group"):

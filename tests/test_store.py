@@ -413,7 +413,7 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
     run_id = add_score_run(store, flag_every=3)
     store.correct(PERSON, "gender", "male", expected="female", annotator="ana")
     store.mark_reviewed(IMAGE, "mask", annotator="ana")
-    expected_queue = review.queue(store, run_id)
+    expected_queue = review.queue_units(store, run_id)
     expected_classes = stats.class_counts(store)
     path = store.path
     store.close()
@@ -432,7 +432,7 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables
         assert migrated.conn.execute("SELECT count(*) FROM review_units").fetchone()[0] == 0  # built lazily
-        pd.testing.assert_frame_equal(review.queue(migrated, run_id), expected_queue)
+        pd.testing.assert_frame_equal(review.queue_units(migrated, run_id), expected_queue)
         assert migrated.review_summary(run_id)["n_units"] == len(expected_queue)
         pd.testing.assert_frame_equal(stats.class_counts(migrated), expected_classes)
         assert migrated.label_of(PERSON, "gender") == "male" and len(migrated.reviews()) == 1

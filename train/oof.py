@@ -131,8 +131,8 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
         details.append(detail)
     return pd.DataFrame({
         "item_id": labels["item_id"].to_numpy()[rows["row"].to_numpy()], "attribute": rows["attribute"],
-        "given": [schema.target_classes(a)[int(g)] for a, g in zip(rows["attribute"], rows["given"])],
-        "suggested": [schema.target_classes(a)[int(s)] for a, s in zip(rows["attribute"], rows["suggested"])],
+        "given": [schema.class_name(a, int(g)) for a, g in zip(rows["attribute"], rows["given"])],
+        "suggested": [schema.class_name(a, int(s)) for a, s in zip(rows["attribute"], rows["suggested"])],
         "score": rows["score"].astype(float), "is_issue": rows["is_issue"].astype(bool), "kind": rows["kind"],
         "unit": rows["target"].astype(str), "detail": details})
 

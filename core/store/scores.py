@@ -10,28 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.schema import Schema, SchemaError
 from core.store.base import RANK_OF_SCORE, StoreBase, now
 
 
 def _text(value: Any) -> str | None:
     return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-
-
-def _class_name(schema: Schema, target: str, value: Any) -> Any:
-    """A class code (0, "2", 2.0) -> its name; names and integer-attribute values pass through."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None
-    try:
-        classes = schema.target_classes(target)
-    except SchemaError:
-        return value
-    if str(value) in classes:
-        return str(value)
-    try:
-        return classes[int(float(value))]
-    except (ValueError, IndexError):
-        return value
 
 
 class ScoresMixin(StoreBase):
@@ -107,7 +90,7 @@ class ScoresMixin(StoreBase):
                 "SELECT DISTINCT attribute, given FROM review_units WHERE run_id = ? AND given IS NOT NULL UNION"
                 " SELECT DISTINCT attribute, suggested FROM review_units WHERE run_id = ? AND suggested IS NOT NULL",
                 (run_id, run_id)):
-            name = _class_name(schema, attribute, value)
+            name = schema.class_name(attribute, value)
             values.setdefault(attribute, set()).add(str(name))
             if name != value:
                 renames.append((attribute, value, name))
