@@ -13,8 +13,27 @@ Labels are kept wide (one column per schema attribute) in ``original`` (immutabl
 triggers) and ``current`` (originals overlaid by the corrections log, maintained in the same
 transaction as each correction). ``verify_current()`` replays the log to prove the overlay.
 
-The package is split by concept (``base``, ``dataset``, ``labels``, ``corrections``, ``snapshots``, ``journal``, ``scores``); ``LabelStore``
-is the one facade callers use, and every SQL statement of the project lives in these modules.
+The package is split by concept; ``LabelStore`` is the one facade callers use, and every SQL statement of the
+project lives in these modules. Each part is a class in the file of its concept, built on the parts it uses
+(``class CorrectionsMixin(LabelsMixin)``), and calls only their public verbs and the connection plumbing of
+``StoreBase`` (``tests/test_structure.py`` checks it). Where a verb lives:
+
+==============  ===================================================================================================
+``base``        ``StoreBase``: the connection, ``transaction()``, migrations, ``_query``/``_meta``; errors, ``quote``,
+                ``count_sql``
+``dataset``     ``schema``, ``root``, ``files_dir``, ``version``, ``ingest``, ``problems``, ``last_ingest_id``,
+                ``ingest_aggregate``, ``person_image_counts``, ``count_items``, ``data_checks_ingest``,
+                ``record_data_checks``
+``labels``      ``items``, ``persons``, ``current_labels``, ``resolve_target``, ``label_of``, ``count_by``,
+                ``label_counts``, ``changed_counts``, ``correction_counts``, ``select_items``
+``corrections`` ``correct`` (the one place a label is written), ``revert``, ``history``, ``n_corrections``,
+                ``mark_reviewed``, ``reviews``, ``import_corrections``, ``verify_current``
+``snapshots``   ``snapshot``, ``snapshots``, ``read_snapshot``
+``journal``     ``create_run``, ``update_run``, ``update_progress``, ``record_epoch``, ``run``, ``runs``,
+                ``run_states``, ``current_score_run``, ``repeat_group``, ``repeat_group_pending``, ``epochs``, locks
+``scores``      ``save_scores``, ``scores``, ``review_units`` (the one review queue), ``review_unit_position``,
+                ``review_summary``, ``score_detail``, ``save_data_issues``, ``data_issues``, ``data_issue_kinds``
+==============  ===================================================================================================
 """
 
 from __future__ import annotations
@@ -39,8 +58,12 @@ from core.store.scores import ScoresMixin
 from core.store.snapshots import SnapshotsMixin, read_snapshot
 
 
-class LabelStore(DatasetMixin, LabelsMixin, CorrectionsMixin, SnapshotsMixin, JournalMixin, ScoresMixin):
-    """A dataset's label store in one SQLite file. Safe to open from several processes at once."""
+class LabelStore(SnapshotsMixin, JournalMixin, ScoresMixin):
+    """A dataset's label store in one SQLite file. Safe to open from several processes at once.
+
+    The parts, each built on the ones below it: ``SnapshotsMixin`` -> ``CorrectionsMixin`` -> ``LabelsMixin``
+    -> ``DatasetMixin`` -> ``StoreBase``; ``ScoresMixin`` -> ``DatasetMixin``; ``JournalMixin`` -> ``StoreBase``."""
 
 
-__all__ = ['LabelStore', 'read_snapshot', 'SCHEMA_VERSION', 'ConflictError', 'IngestReport', 'RANK_OF_SCORE', 'Snapshot', 'StoreError', 'default_db', 'now', 'quote', 'remove_store_files']
+__all__ = ['LabelStore', 'CorrectionsMixin', 'DatasetMixin', 'JournalMixin', 'LabelsMixin', 'ScoresMixin',
+           'SnapshotsMixin', 'read_snapshot', 'SCHEMA_VERSION', 'ConflictError', 'IngestReport', 'RANK_OF_SCORE', 'Snapshot', 'StoreError', 'default_db', 'now', 'quote', 'remove_store_files']

@@ -172,6 +172,13 @@ def remove_store_files(path: str | os.PathLike[str]) -> None:
 RANK_OF_SCORE = "CASE WHEN json_valid(s.detail) THEN json_extract(s.detail, '$.rank') END"
 
 
+def count_sql(columns: Sequence[str], table: str, where: str = "") -> str:
+    """Images and persons per combination of ``columns`` in ``table`` (original or current)."""
+    cols = ", ".join(f"c.{quote(c)}" for c in columns)
+    return (f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
+            f" FROM {table} c JOIN items i ON i.id = c.item_id {where} GROUP BY {cols} ORDER BY {cols}")
+
+
 def _split_sql(script: str) -> list[str]:
     """Split a migration script into statements (trigger bodies keep their inner semicolons)."""
     statements, buffer = [], ""

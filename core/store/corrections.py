@@ -10,33 +10,12 @@ from typing import Any
 import pandas as pd
 
 from core.schema import SchemaError
-from core.store.base import ConflictError, StoreBase, StoreError, now, quote
+from core.store.base import ConflictError, StoreError, now, quote
+from core.store.labels import LabelsMixin
 
 
-class CorrectionsMixin(StoreBase):
+class CorrectionsMixin(LabelsMixin):
     """Corrections (append-only log, conflicts refused), reverts, review verdicts and CSV imports."""
-
-    def _resolve(self, target: str | int, attribute: str) -> tuple[str, list[int], str]:
-        """(target kind, item ids, canonical target text) for an image path / item id / person key."""
-        scope = self.schema.scope(attribute)
-        by = "i.id = ?" if isinstance(target, numbers.Integral) else "i.path = ?"  # ints are item ids, text is a path
-        if scope == "person":
-            row = self.conn.execute("SELECT id, key FROM persons WHERE key = ?", (str(target),)).fetchone()
-            if row is None:  # an image of the person names the person too
-                row = self.conn.execute("SELECT p.id, p.key FROM items i JOIN persons p ON p.id = i.person_id"
-                                        f" WHERE {by}", (target,)).fetchone()
-            if row is None:
-                raise StoreError(f"unknown person {target!r}")
-            ids = [r[0] for r in self.conn.execute(
-                "SELECT i.id FROM items i JOIN current c ON c.item_id = i.id WHERE i.person_id = ?", (row[0],))]
-            if not ids:
-                raise StoreError(f"person {row[1]!r} has no labelled images")
-            return "person", ids, row[1]
-        row = self.conn.execute(f"SELECT i.id, i.path FROM items i JOIN current c ON c.item_id = i.id WHERE {by}",
-                                (target,)).fetchone()
-        if row is None:
-            raise StoreError(f"unknown labelled image {target!r}")
-        return "image", [row[0]], row[1]
 
     def correct(self, target: str | int, attribute: str, value: Any, *, expected: Any, annotator: str,
                 reason: str = "", source: str = "review", batch: str | None = None,
@@ -54,7 +33,7 @@ class CorrectionsMixin(StoreBase):
             raise StoreError("an annotator name is required")
         with self.transaction() as conn:
             target = int(target) if isinstance(target, numbers.Integral) else target
-            kind, ids, canonical = self._resolve(target, attribute)
+            kind, ids, canonical = self.resolve_target(target, attribute)
             current = self.label_of(canonical if kind == "person" else ids[0], attribute)
             if expected_value is not None and str(current) != str(expected_value):
                 raise ConflictError(f"{canonical}: {attribute} is now {current!r}, not {expected_value!r}"
@@ -111,7 +90,7 @@ class CorrectionsMixin(StoreBase):
             raise StoreError(f"unknown verdict {verdict!r}")
         if not str(annotator).strip():
             raise StoreError("an annotator name is required")
-        kind, _, canonical = self._resolve(target, attribute)
+        kind, _, canonical = self.resolve_target(target, attribute)
         with self.transaction() as conn:
             return int(conn.execute(
                 "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at)"
@@ -120,9 +99,6 @@ class CorrectionsMixin(StoreBase):
 
     def reviews(self) -> pd.DataFrame:
         return self._query("SELECT * FROM reviews ORDER BY id DESC")
-
-    def problems(self) -> pd.DataFrame:
-        return self._query("SELECT id, path, reason, kind FROM problems ORDER BY kind, path")
 
     def import_corrections(self, frame: pd.DataFrame, *, annotator: str = "import", source: str = "import",
                            dry_run: bool = False, file: str = "corrections") -> pd.DataFrame:

@@ -4,6 +4,7 @@ Part of the ``core.store`` package: all SQL of the project lives in this package
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from core.schema import Schema
-from core.store.base import IngestReport, StoreBase, StoreError, _sql_value, now, quote
+from core.store.base import IngestReport, StoreBase, StoreError, _sql_value, count_sql, now, quote
 
 
 def _canonical(value: Any) -> str:
@@ -146,3 +147,68 @@ class DatasetMixin(StoreBase):
                         " (record a correction instead)")
                     for p, v, s in changed[["path", name, f"{name}_stored"]].itertuples(index=False, name=None)]
         return out
+
+    def last_ingest_id(self) -> int | None:
+        """Id of the newest ingest, None before the first."""
+        return self.conn.execute("SELECT max(id) FROM ingests").fetchone()[0]
+
+    def data_checks_ingest(self) -> int | None:
+        """The ingest whose items the data checks last ran on (``record_data_checks``), None if never."""
+        value = self._meta("data_checks_ingest")
+        return None if value is None else int(value)
+
+    def record_data_checks(self, ingest_id: int) -> None:
+        """Note that the data checks ran on the items of ingest ``ingest_id`` (read before they started)."""
+        with self.transaction():
+            self._set_meta("data_checks_ingest", str(int(ingest_id)))
+
+    def problems(self) -> pd.DataFrame:
+        return self._query("SELECT id, path, reason, kind FROM problems ORDER BY kind, path")
+
+    def person_image_counts(self) -> pd.DataFrame:
+        """How many persons have n images: ``images`` (n, 0 for a person without images), ``persons``.
+        Saved with each ingest (only an ingest changes it)."""
+        return self.ingest_aggregate(
+            "person_image_counts", "SELECT n AS images, count(*) AS persons FROM (SELECT count(i.id) AS n"
+            " FROM persons p LEFT JOIN items i ON i.person_id = p.id GROUP BY p.id) GROUP BY n ORDER BY n")
+
+    def count_items(self, split: str | None = None) -> int:
+        """Number of items (of one split); saved with each ingest."""
+        if split is None:
+            frame = self.ingest_aggregate("count_items", "SELECT count(*) AS n FROM items")
+        else:
+            frame = self.ingest_aggregate(f"count_items:{split}", "SELECT count(*) AS n FROM items WHERE split = ?",
+                                           (split,))
+        return int(frame["n"].iloc[0])
+
+    def ingest_aggregate(self, name: str, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """A query whose answer only an ingest changes, read from ``ingest_aggregates`` when saved for
+        the newest ingest, else run and saved (stores from before version 2, or a new grouping)."""
+        ingest_id = self.last_ingest_id() or 0
+        row = self.conn.execute("SELECT value FROM ingest_aggregates WHERE ingest_id = ? AND name = ?",
+                                (ingest_id, name)).fetchone()
+        if row is not None:
+            saved = json.loads(row[0])
+            return pd.DataFrame(saved["rows"], columns=saved["columns"])
+        cursor = self.conn.execute(sql, params)
+        columns = [c[0] for c in cursor.description]
+        rows = cursor.fetchall()
+        with self.transaction() as conn:
+            if (self.last_ingest_id() or 0) == ingest_id:  # an ingest meanwhile makes this answer stale
+                conn.execute("INSERT OR REPLACE INTO ingest_aggregates(ingest_id, name, value) VALUES(?, ?, ?)",
+                             (ingest_id, name, json.dumps({"columns": columns, "rows": [list(r) for r in rows]})))
+        return pd.DataFrame(rows, columns=columns)
+
+    def _save_ingest_aggregates(self, ingest_id: int) -> None:
+        """Inside the ingest's transaction: drop older ingests' aggregates and save the ones the
+        dashboard reads (original counts by all attributes and by the person-scope ones, people per
+        image count, item counts), so a first visit after an ingest does not scan the dataset."""
+        self.conn.execute("DELETE FROM ingest_aggregates WHERE ingest_id <> ?", (ingest_id,))
+        schema = self.schema
+        person_scope = [n for n in schema.names if schema.scope(n) == "person"]
+        for columns in (schema.names, person_scope):
+            if columns:
+                self.ingest_aggregate(f"count_by:{','.join(columns)}", count_sql(columns, "original"))
+        self.person_image_counts()
+        self.count_items()
+        self.count_items("eval")

@@ -83,6 +83,12 @@ class JournalMixin(StoreBase):
         starting or finishing."""
         return tuple((int(r[0]), str(r[1])) for r in self.conn.execute("SELECT id, status FROM runs ORDER BY id"))
 
+    def current_score_run(self) -> int | None:
+        """The newest finished score run, or None."""
+        row = self.conn.execute("SELECT id FROM runs WHERE kind = 'score' AND status = 'done'"
+                                " ORDER BY id DESC LIMIT 1").fetchone()
+        return int(row[0]) if row else None
+
     def repeat_group(self, group: int) -> pd.DataFrame:
         """The runs of one repeat group (``fit --repeats``), oldest first; JSON columns decoded."""
         rows = self.conn.execute("SELECT * FROM runs WHERE repeat_group = ? ORDER BY id", (int(group),)).fetchall()

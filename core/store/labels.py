@@ -4,13 +4,14 @@ Part of the ``core.store`` package: all SQL of the project lives in this package
 
 from __future__ import annotations
 
-import json
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from core.store.base import StoreBase, StoreError, quote
+from core.store.base import StoreError, count_sql, quote
+from core.store.dataset import DatasetMixin
 
 # Corrections name their target by person key or image path; these are the labelled images of every
 # person (or person-less image) any correction ever touched. Only their labels can differ from the
@@ -26,7 +27,7 @@ touched(id) AS (
 """
 
 
-class LabelsMixin(StoreBase):
+class LabelsMixin(DatasetMixin):
     """Reading labels: items, persons, current/original labels and the dashboard's aggregates."""
 
     def items(self, split: str | None = None) -> pd.DataFrame:
@@ -64,9 +65,36 @@ class LabelsMixin(StoreBase):
             frame["corrected"] = frame.pop("corrected").astype("int64")
         return frame
 
+    def resolve_target(self, target: str | int, attribute: str) -> tuple[str, list[int], str]:
+        """(target kind, item ids, canonical target text) of a labelled image (path or item id) or a person (key) for
+        ``attribute``: ``("person", the person's labelled item ids, key)`` for a person-scope attribute (an image
+        names its person), else ``("image", [item id], path)``. Raises ``StoreError`` for an unknown target."""
+        scope = self.schema.scope(attribute)
+        by = "i.id = ?" if isinstance(target, numbers.Integral) else "i.path = ?"  # ints are item ids, text is a path
+        if scope == "person":
+            row = self.conn.execute("SELECT id, key FROM persons WHERE key = ?", (str(target),)).fetchone()
+            if row is None:  # an image of the person names the person too
+                row = self.conn.execute("SELECT p.id, p.key FROM items i JOIN persons p ON p.id = i.person_id"
+                                        f" WHERE {by}", (target,)).fetchone()
+            if row is None:
+                raise StoreError(f"unknown person {target!r}")
+            ids = [r[0] for r in self.conn.execute(
+                "SELECT i.id FROM items i JOIN current c ON c.item_id = i.id WHERE i.person_id = ?", (row[0],))]
+            if not ids:
+                raise StoreError(f"person {row[1]!r} has no labelled images")
+            return "person", ids, row[1]
+        row = self.conn.execute(f"SELECT i.id, i.path FROM items i JOIN current c ON c.item_id = i.id WHERE {by}",
+                                (target,)).fetchone()
+        if row is None:
+            raise StoreError(f"unknown labelled image {target!r}")
+        return "image", [row[0]], row[1]
+
+    # The name before the store's parts were split by concept; kept for code written against it.
+    _resolve = resolve_target
+
     def label_of(self, target: str | int, attribute: str) -> Any:
         """Current value of one attribute for an image (path or item id) or a person (key)."""
-        kind, ids, _ = self._resolve(target, attribute)
+        kind, ids, _ = self.resolve_target(target, attribute)
         values = {r[0] for r in self.conn.execute(
             f"SELECT DISTINCT {quote(attribute)} FROM current WHERE item_id IN ({','.join('?' * len(ids))})", ids)}
         if len(values) != 1:
@@ -75,7 +103,7 @@ class LabelsMixin(StoreBase):
 
     def count_by(self, columns: Sequence[str], *, original: bool = False) -> pd.DataFrame:
         """Label counts grouped by attributes (SQL GROUP BY): columns + ``images`` + ``persons``."""
-        return self._query(self._count_sql(columns, "original" if original else "current"))
+        return self._query(count_sql(columns, "original" if original else "current"))
 
     def changed_counts(self) -> dict[str, int]:
         """Per stored attribute, how many labelled images differ from their original label now."""
@@ -94,77 +122,22 @@ class LabelsMixin(StoreBase):
         touched (persons are counted per person, so the difference is exact).
         """
         columns = list(columns)
-        base = self._ingest_aggregate(f"count_by:{','.join(columns)}", self._count_sql(columns, "original"))
+        base = self.ingest_aggregate(f"count_by:{','.join(columns)}", count_sql(columns, "original"))
         if original or not self.conn.execute("SELECT 1 FROM corrections LIMIT 1").fetchone():
             return base
         parts = [base]
         for table, sign in (("original", -1), ("current", 1)):
-            part = self._query(_TOUCHED + self._count_sql(columns, table, "WHERE c.item_id IN (SELECT id FROM touched)"))
+            part = self._query(_TOUCHED + count_sql(columns, table, "WHERE c.item_id IN (SELECT id FROM touched)"))
             parts.append(part.assign(images=part["images"] * sign, persons=part["persons"] * sign))
         both = pd.concat([p for p in parts if len(p)] or [base], ignore_index=True)
         summed = both.groupby(columns, dropna=False, sort=False, as_index=False)[["images", "persons"]].sum()
         summed = summed[summed["images"] != 0].astype({"images": "int64", "persons": "int64"})
         return summed.sort_values(columns, na_position="first", kind="stable").reset_index(drop=True)
 
-    def person_image_counts(self) -> pd.DataFrame:
-        """How many persons have n images: ``images`` (n, 0 for a person without images), ``persons``.
-        Saved with each ingest (only an ingest changes it)."""
-        return self._ingest_aggregate(
-            "person_image_counts", "SELECT n AS images, count(*) AS persons FROM (SELECT count(i.id) AS n"
-            " FROM persons p LEFT JOIN items i ON i.person_id = p.id GROUP BY p.id) GROUP BY n ORDER BY n")
-
-    def count_items(self, split: str | None = None) -> int:
-        """Number of items (of one split); saved with each ingest."""
-        if split is None:
-            frame = self._ingest_aggregate("count_items", "SELECT count(*) AS n FROM items")
-        else:
-            frame = self._ingest_aggregate(f"count_items:{split}", "SELECT count(*) AS n FROM items WHERE split = ?",
-                                           (split,))
-        return int(frame["n"].iloc[0])
-
     def correction_counts(self) -> pd.DataFrame:
         """Per stored attribute with log entries: ``corrections`` (not reverts) and ``reverts`` logged."""
         return self._query("SELECT attribute, coalesce(sum(source != 'revert'), 0) AS corrections,"
                            " coalesce(sum(source = 'revert'), 0) AS reverts FROM corrections GROUP BY attribute")
-
-    @staticmethod
-    def _count_sql(columns: Sequence[str], table: str, where: str = "") -> str:
-        """Images and persons per combination of ``columns`` in ``table`` (original or current)."""
-        cols = ", ".join(f"c.{quote(c)}" for c in columns)
-        return (f"SELECT {cols}, count(*) AS images, count(DISTINCT i.person_id) AS persons"
-                f" FROM {table} c JOIN items i ON i.id = c.item_id {where} GROUP BY {cols} ORDER BY {cols}")
-
-    def _ingest_aggregate(self, name: str, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        """A query whose answer only an ingest changes, read from ``ingest_aggregates`` when saved for
-        the newest ingest, else run and saved (stores from before version 2, or a new grouping)."""
-        ingest_id = self.last_ingest_id() or 0
-        row = self.conn.execute("SELECT value FROM ingest_aggregates WHERE ingest_id = ? AND name = ?",
-                                (ingest_id, name)).fetchone()
-        if row is not None:
-            saved = json.loads(row[0])
-            return pd.DataFrame(saved["rows"], columns=saved["columns"])
-        cursor = self.conn.execute(sql, params)
-        columns = [c[0] for c in cursor.description]
-        rows = cursor.fetchall()
-        with self.transaction() as conn:
-            if (self.last_ingest_id() or 0) == ingest_id:  # an ingest meanwhile makes this answer stale
-                conn.execute("INSERT OR REPLACE INTO ingest_aggregates(ingest_id, name, value) VALUES(?, ?, ?)",
-                             (ingest_id, name, json.dumps({"columns": columns, "rows": [list(r) for r in rows]})))
-        return pd.DataFrame(rows, columns=columns)
-
-    def _save_ingest_aggregates(self, ingest_id: int) -> None:
-        """Inside the ingest's transaction: drop older ingests' aggregates and save the ones the
-        dashboard reads (original counts by all attributes and by the person-scope ones, people per
-        image count, item counts), so a first visit after an ingest does not scan the dataset."""
-        self.conn.execute("DELETE FROM ingest_aggregates WHERE ingest_id <> ?", (ingest_id,))
-        schema = self.schema
-        person_scope = [n for n in schema.names if schema.scope(n) == "person"]
-        for columns in (schema.names, person_scope):
-            if columns:
-                self.label_counts(columns, original=True)
-        self.person_image_counts()
-        self.count_items()
-        self.count_items("eval")
 
     def select_items(self, *, split: str | None = None, person: str | None = None, path_contains: str | None = None,
                      labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,

@@ -10,14 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from core.store.base import RANK_OF_SCORE, StoreBase, now
+from core.store.base import RANK_OF_SCORE, now
+from core.store.dataset import DatasetMixin
 
 
 def _text(value: Any) -> str | None:
     return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
-class ScoresMixin(StoreBase):
+class ScoresMixin(DatasetMixin):
     """Score runs' per-item scores, the ranked review queue (paged in SQL) and data issues."""
 
     def save_scores(self, run_id: int, scores: pd.DataFrame) -> None:
@@ -214,12 +215,6 @@ class ScoresMixin(StoreBase):
                                 (int(run_id), int(item_id), attribute)).fetchone()
         return row[0] if row else None
 
-    def current_score_run(self) -> int | None:
-        """The newest finished score run, or None."""
-        row = self.conn.execute("SELECT id FROM runs WHERE kind = 'score' AND status = 'done'"
-                                " ORDER BY id DESC LIMIT 1").fetchone()
-        return int(row[0]) if row else None
-
     def save_data_issues(self, issues: pd.DataFrame, kinds: Sequence[str]) -> None:
         """Replace data issues of the given kinds. Columns: item_id, kind, detail, score."""
         with self.transaction() as conn:
@@ -235,17 +230,3 @@ class ScoresMixin(StoreBase):
     def data_issue_kinds(self) -> list[str]:
         """The kinds of data issue present, sorted (a filter's choices, without reading the issues)."""
         return [r[0] for r in self.conn.execute("SELECT DISTINCT kind FROM data_issues ORDER BY kind")]
-
-    def last_ingest_id(self) -> int | None:
-        """Id of the newest ingest, None before the first."""
-        return self.conn.execute("SELECT max(id) FROM ingests").fetchone()[0]
-
-    def data_checks_ingest(self) -> int | None:
-        """The ingest whose items the data checks last ran on (``record_data_checks``), None if never."""
-        value = self._meta("data_checks_ingest")
-        return None if value is None else int(value)
-
-    def record_data_checks(self, ingest_id: int) -> None:
-        """Note that the data checks ran on the items of ingest ``ingest_id`` (read before they started)."""
-        with self.transaction():
-            self._set_meta("data_checks_ingest", str(int(ingest_id)))

@@ -15,7 +15,8 @@ import pandas as pd
 
 from core.files import csv_safe, csv_unescape, replacing
 from core.schema import Schema
-from core.store.base import Snapshot, StoreBase, StoreError, now
+from core.store.base import Snapshot, StoreError, now
+from core.store.corrections import CorrectionsMixin
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -40,7 +41,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-class SnapshotsMixin(StoreBase):
+class SnapshotsMixin(CorrectionsMixin):
     """Snapshots: the frozen, hashed label table that is the trainer's only input."""
 
     def snapshot(self, directory: str | os.PathLike[str] | None = None) -> Snapshot:
