@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint typecheck bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check core train app tests bench
+
+# mypy over core/ and train/ (settings: pyproject.toml [tool.mypy]); CI runs it with ruff before the tests.
+typecheck: setup
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

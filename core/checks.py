@@ -76,7 +76,7 @@ def laplacian_variance(gray: np.ndarray) -> float:
     return float(lap.var())
 
 
-def image_facts(rgb: np.ndarray) -> dict[str, float | int]:
+def image_facts(rgb: np.ndarray) -> dict[str, float | int | str]:
     """Measures of one decoded image (h, w, 3) uint8: ``luminance`` (mean, 0-255), ``contrast`` (std of
     luminance), ``sharpness`` (``laplacian_variance``) and ``phash`` (64 hex digits)."""
     gray = luminance(rgb)

@@ -112,7 +112,7 @@ def _systematic(plan: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
     persons = len(plan)
     rng = np.random.default_rng([seed, 3])  # its own stream: the people and their photos stay those of random
     share = min(1.0, SYSTEMATIC_SHARE * noise)
-    kinds = [[] for _ in range(persons)]
+    kinds: list[list[str]] = [[] for _ in range(persons)]
     # 1. one upload batch (consecutive ids) whose incorrect_mask and normal files were swapped
     batch = int(round(noise / 2 * persons))
     start = int(rng.integers(0, max(1, persons - batch + 1)))
@@ -121,7 +121,7 @@ def _systematic(plan: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
     # 2. ages rounded up to the next round number by the intake staff of most sites: 27-29 -> 30, 57-59 -> 60
     given_age = plan["age"].to_numpy().copy()
     rounds = rng.random(persons) < share
-    for i in np.flatnonzero(rounds):
+    for i in np.flatnonzero(rounds).tolist():
         for low, to in ((27, 30), (57, 60)):
             if low <= given_age[i] < to:
                 given_age[i] = to
@@ -129,7 +129,7 @@ def _systematic(plan: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
     # 3. one annotator (most people) who goes by hair: short-haired women -> male, long-haired beardless men -> female
     given_gender = plan["gender"].to_numpy().copy()
     annotated = rng.random(persons) < share
-    for i in np.flatnonzero(annotated):
+    for i in np.flatnonzero(annotated).tolist():
         _, face = _draw_person(np.random.default_rng((seed, 1, int(plan["id"].iat[i]))), plan["gender"].iat[i],
                                int(plan["age"].iat[i]))  # the very draw _render_person makes
         female = given_gender[i] == "female"
@@ -178,7 +178,8 @@ def _plan(persons: int, noise: float, seed: int, profile: str = "random") -> pd.
 
 # ---- drawing (design canvas 384x512 px; face centre near (192, 222)) --------------------------------------
 def _rgb(color: np.ndarray | tuple, k: float = 1.0) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(np.asarray(color, dtype=float) * k, 0, 255))
+    red, green, blue = (int(v) for v in np.clip(np.asarray(color, dtype=float) * k, 0, 255))
+    return red, green, blue
 
 
 def _mix(a: np.ndarray | tuple, b: np.ndarray | tuple, t: float) -> np.ndarray:

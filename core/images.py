@@ -96,7 +96,7 @@ def open_image(source: str | os.PathLike[str] | io.BytesIO, *, max_pixels: int =
     try:
         image = Image.open(source)
     except Image.DecompressionBombError:
-        raise ImageProblem(f"image too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
+        raise ImageProblem(f"image too large (over {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels)") from None
     except UnidentifiedImageError:
         raise ImageProblem("not a decodable image") from None
     except FileNotFoundError:
@@ -218,7 +218,7 @@ def load_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None) 
             image.draft("RGB", size)  # keeps at least ``size``; cuts decode time for small targets
         rgb = _decoded(image, _to_rgb)
         if size is not None and rgb.size != tuple(size):
-            rgb = rgb.resize(tuple(size), Image.Resampling.LANCZOS)
+            rgb = rgb.resize((int(size[0]), int(size[1])), Image.Resampling.LANCZOS)
         return np.asarray(rgb, dtype=np.uint8).copy()
 
 

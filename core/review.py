@@ -238,7 +238,7 @@ def queue_progress(store: LabelStore, run_id: int, status_table: pd.DataFrame) -
         return 0, flagged
     _, reviewed = store.review_units(run_id, flagged_only=True, units=list(done["target"] + "|" + done["attribute"]),
                                      limit=0)
-    return reviewed, flagged
+    return int(reviewed or 0), flagged
 
 
 def status_lookup(status_table: pd.DataFrame) -> dict[str, str]:

@@ -364,8 +364,8 @@ def parse_chart_filter(text: str | None, schema: Schema) -> tuple[dict[str, Any]
         ignored.append("ranges must be an object")
         ranges = {}
     for name, bounds in ranges.items():
-        attribute = schema.attribute(name) if name in schema.names else None
-        if attribute is None or attribute.kind != "integer" or not isinstance(bounds, list) or len(bounds) != 2 \
+        ranged = schema.attribute(name) if name in schema.names else None
+        if ranged is None or ranged.kind != "integer" or not isinstance(bounds, list) or len(bounds) != 2 \
                 or not all(_whole(v) for v in bounds) or bounds[0] > bounds[1]:
             ignored.append(f"bad range {str(name)[:40]!r}")
             continue

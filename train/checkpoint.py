@@ -226,8 +226,8 @@ def resume_state(optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict
     if torch.cuda.is_available():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{index}"] = state
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys).astype(np.int64))
     version, internal, gauss_next = random.getstate()
     tensors["rng.python"] = torch.tensor(internal, dtype=torch.int64)
     rng = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, gauss_next]}

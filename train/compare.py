@@ -56,7 +56,7 @@ def snapshot_diff(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
         if f"{name}_a" not in both or f"{name}_b" not in both:
             continue
         binned = name not in schema.names  # derived codes: show their class names (">=60")
-        classes = schema.target_classes(name) if binned else None
+        classes = schema.target_classes(name) if binned else ()
         old, new = ([classes[int(v)] for v in both[f"{name}_{s}"]] if binned else both[f"{name}_{s}"].astype(str)
                     for s in "ab")
         old, new = pd.Series(list(old), index=both.index), pd.Series(list(new), index=both.index)
@@ -82,7 +82,7 @@ def diff_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
     if a["snapshot_hash"] == b["snapshot_hash"] and a["snapshot_hash"]:
         out["labels"] = {"hash_a": a["snapshot_hash"], "hash_b": b["snapshot_hash"], "same": True}
     elif all(p and Path(p).exists() for p in paths):
-        out["labels"] = {**snapshot_diff(paths[0], paths[1]), "same": False}
+        out["labels"] = {**snapshot_diff(str(paths[0]), str(paths[1])), "same": False}
     else:
         gone = [f"run #{r['id']}: " + (f"{p} is gone" if p else f"none taken (the run is {r['status']})")
                 for r, p in zip((a, b), paths) if not (p and Path(p).exists())]
@@ -116,7 +116,7 @@ def group_summaries(runs: pd.DataFrame) -> dict[int, str]:
     if "repeat_group" not in runs or runs.empty:
         return out
     for group, members in runs[runs["repeat_group"].notna()].groupby("repeat_group"):
-        values = [float((m or {}).get("best_macro_f1")) for m, status in zip(members["metrics"], members["status"])
+        values = [float((m or {})["best_macro_f1"]) for m, status in zip(members["metrics"], members["status"])
                   if status == "done" and (m or {}).get("best_macro_f1") is not None]
         total = len(members)
         if len(values) >= 2:
@@ -288,7 +288,7 @@ def compare_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
     repeats = len(side_a) >= 2 and len(side_b) >= 2
 
     def row(name: str, per_class: str | None = None) -> dict[str, Any]:
-        def values(recs: list[Mapping[str, Any]]) -> list[float]:
+        def values(recs: Sequence[Mapping[str, Any]]) -> list[float]:
             got = [_scalar((r.get("f1_per_class") or {}).get(per_class)) if per_class else _scalar(r.get(name))
                    for r in recs]
             return [v for v in got if v is not None]

@@ -114,7 +114,7 @@ def image_size(value: int | Sequence[int]) -> tuple[int, int]:
 
 def defaults(command: str = "fit") -> dict[str, Any]:
     """Field name -> default of ``command`` (``score`` has its own small, fast model settings)."""
-    values = {spec.name: spec.default if spec.default is not MISSING else spec.default_factory()
+    values = {spec.name: spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[operator]
               for spec in fields(TrainConfig)}
     if command == "score":
         values = {k: v for k, v in {**values, **SCORE_DEFAULTS}.items() if k not in NOT_FOR_SCORE}
@@ -165,7 +165,7 @@ def add_options(parser: argparse.ArgumentParser, command: str = "fit") -> None:
                                 default=None, help=text)
         else:
             shown = "" if "default" in text else f" (default: {default})"  # some texts say their default in words
-            parser.add_argument(flag(spec.name), type=_TYPES[spec.type], default=default,
+            parser.add_argument(flag(spec.name), type=_TYPES[str(spec.type)], default=default,
                                 choices=spec.metadata.get("choices"), help=text + shown)
 
 

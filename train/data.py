@@ -89,17 +89,17 @@ class ImageCache:
         while handle is None:
             # Shared first: a complete cache is read by any number of processes (and objects of one process)
             # at once; waits while another process decodes it (exclusive).
-            handle = cache_files.lock(cache_files.lock_path(path), shared=True)
+            handle = _locked(path, shared=True)
             if _complete(path, shape):
                 break
             handle.close()  # missing, truncated or without its sidecar: decode it again, alone
             if any(not held.closed for held in _HELD.get(str(path), ())):
                 raise RuntimeError(f"{path}: this image cache is damaged (wrong size or no sidecar) while this process "
                                    "still has it open; close the other ImageCache (or restart) and it is rebuilt")
-            handle = cache_files.lock(cache_files.lock_path(path))
+            handle = _locked(path)
             try:
                 if not _complete(path, shape):  # another process may have decoded it meanwhile
-                    first_path = {}
+                    first_path: dict[str, str] = {}
                     for p, k in zip(paths, keys):
                         first_path.setdefault(k, p)
                     _decode_into(path, root, [first_path[k] for k in unique], (width, height), threads, progress,
@@ -133,6 +133,13 @@ class ImageCache:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def _locked(path: Path, *, shared: bool = False) -> IO[str]:
+    """The cache file's lock, held (waits for it)."""
+    handle = cache_files.lock(cache_files.lock_path(path), shared=shared)
+    assert handle is not None  # only a lock(wait=False) comes back empty
+    return handle
 
 
 def _complete(path: Path, shape: tuple[int, ...]) -> bool:
@@ -314,7 +321,8 @@ class EpochSampler(DistributedSampler):
     """
 
     def __init__(self, n: int, rank: int = 0, size: int = 1, seed: int = 0, weights: np.ndarray | None = None):
-        super().__init__(range(n), num_replicas=size, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        super().__init__(range(n), num_replicas=size,  # type: ignore[arg-type]  # it only takes len()
+                         rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
 
     def __iter__(self):

@@ -117,6 +117,7 @@ def deletion_plan(run: Mapping[str, Any], *, include_best: bool = False) -> Dele
         plan.files = sorted(files)
         plan.includes_best = any(f.name == f"best{SUFFIX}" for f in files)
     else:
+        assert run_dir is not None  # a run without a folder has no files (returned above)
         keep = {p.resolve() for p in protected_files(run_dir)}
         plan.files = sorted(f for f in files if f.suffix == SUFFIX and f.resolve() not in keep)
         plan.kept = sorted(f for f in files if f.suffix == SUFFIX and f.resolve() in keep)

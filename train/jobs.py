@@ -199,7 +199,7 @@ def cancel(store: LabelStore, run_id: int, *, grace_s: float = 20.0) -> str:
     """Stop a job cleanly: SIGTERM to its process group (the trainer saves ``last`` and marks itself
     cancelled), SIGKILL after ``grace_s``. Returns what happened."""
     run = store.run(run_id)
-    pid = run.get("pid")
+    pid = int(run.get("pid") or 0)
     if run["status"] not in ("queued", "running") or not process_alive(pid):
         recover_stale(store)
         return f"run #{run_id} is not running ({run['status']})"

@@ -44,7 +44,7 @@ def git_state(directory: str | os.PathLike[str] | None = None) -> tuple[str | No
 
 def environment(world_size: int = 1) -> dict[str, Any]:
     """Python, platform, package versions and the compute a run used (JSON-ready)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -73,7 +73,8 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     # Threads change CPU results in the last bits, so they follow the run's config (also on resume).
     torch.set_num_threads(max(1, config.threads // world.size) if world.device.type == "cpu" else config.threads)
     log = run_logger(run_dir / "train.log" if world.is_main else None, echo=echo and world.is_main)
-    result = {"run_id": run_id, "status": "running", "best_checkpoint": None, "run_dir": str(run_dir), "metrics": {}}
+    result: dict[str, Any] = {"run_id": run_id, "status": "running", "best_checkpoint": None, "run_dir": str(run_dir),
+                              "metrics": {}}
     board = Writers([])
     try:
         try:
@@ -115,6 +116,7 @@ def check_writers(config: TrainConfig, db: str | None, resume: int | None) -> No
 def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: int, run_dir: Path,
            resume_from: str | None, log: logging.Logger, stop: SignalFlag, board: Writers) -> dict[str, Any]:
     # ---- data: the snapshot's labelled images, one person-grouped fold held out --------------------------
+    assert config.snapshot is not None  # open_run froze the labels into a snapshot
     labels, snap = read_snapshot(config.snapshot)
     schema = Schema.from_dict(snap["schema"])
     train_schema = _moved_old_age(schema, config.age_threshold) if config.age_threshold else schema
@@ -211,13 +213,14 @@ def train_model(config: TrainConfig, heads: list[Head], train_set: CachedImages,
         for note in load_pretrained(model, config.pretrained_file):
             log.info(note)
     mean, std = model.mean_std
-    model = model.to(world.device, memory_format=torch.channels_last)
+    model = model.to(world.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # ---- batches, optimizer, schedule ---------------------------------------------------------------------
-    weights = balanced_weights(balance_key) if config.balanced and balance_key is not None else None
-    sampler = EpochSampler(len(train_set), world.rank, world.size, seed, weights=weights)
+    sample_weights = balanced_weights(balance_key) if config.balanced and balance_key is not None else None
+    sampler = EpochSampler(len(train_set), world.rank, world.size, seed, weights=sample_weights)
     per_rank = max(1, config.batch_size // world.size)
-    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=keep_batch, drop_last=True,
+    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=keep_batch,  # type: ignore[arg-type]
+                        drop_last=True,
                         pin_memory=world.device.type == "cuda")
     steps = len(loader)
     if steps == 0:

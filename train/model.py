@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -140,7 +141,7 @@ def fetch_pretrained(model_name: str) -> str:
             return _hub_file(cfg.hf_hub_id, cfg.hf_hub_filename)
         from timm.models._hub import download_cached_file
 
-        return download_cached_file(cfg.url)  # weights only at a URL: timm's own cache (torch hub's folder)
+        return download_cached_file(cfg.url)  # type: ignore[arg-type]  # weights only at a URL: timm's own cache (torch hub's folder)
     except Exception as error:  # no network, hub unreachable, offline mode: one line, not a traceback
         if not _offline_error(error):
             raise
@@ -227,6 +228,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise WeightsFileError(f"{path}: no such weights file")
     with open(path, "rb") as handle:
         head = handle.read(8)
+    state: Any  # a state dict, or what torch.load found (checked below)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -99,7 +99,7 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
     person = labels["person"].fillna("").astype(str)
     groups = np.where(person != "", person, labels["path"].astype(str))  # an image without a person is its own
     person_scope = {t for t in targets if schema.scope(schema.target_source(t)) == "person"}
-    pairs = [(t, *schema.swap_codes(t)) for t in targets if t not in person_scope and schema.swap_codes(t)]
+    pairs = [(t, *pair) for t in targets if t not in person_scope and (pair := schema.swap_codes(t))]
     queue = review_queue({t: codes[t] for t in targets}, {t: probs[t] for t in targets}, groups,
                          person_scope=person_scope, swap=pairs[0] if pairs else None)
     queue["detail"] = [{**d, "rank": i} for i, d in enumerate(queue["detail"])]

@@ -37,10 +37,12 @@ def joint_probs(schema: Schema, head_probs: dict[str, np.ndarray]) -> np.ndarray
     """
     if "class" in head_probs:
         return head_probs["class"]
-    joint = None
+    joint: np.ndarray | None = None
     for name in schema.class_attributes:
         p = head_probs[name]
         joint = p if joint is None else (joint[:, :, None] * p[:, None, :]).reshape(len(p), -1)
+    if joint is None:
+        raise ValueError("the schema has no class attributes to predict")
     return joint
 
 
@@ -79,7 +81,10 @@ def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     hashes = [known.get(str(f)) or content_hash(f) for f in files]
     cache_dir = Path(cache_dir) if cache_dir else (store.files_dir / "cache" if store else Path(out).parent / ".cache")
 
-    schema, total, names, used = None, None, None, []
+    schema: Schema | None = None
+    total: np.ndarray | None = None
+    names = None
+    used: list[dict[str, Any]] = []
     for path in checkpoints:
         model, meta = load_model(path, target)
         this = Schema.from_dict(meta["schema"])
@@ -97,6 +102,7 @@ def predict(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLik
         total = joint if total is None else total + joint
         used.append({"checkpoint": str(Path(path).resolve()), "model": meta["model"], "epoch": meta.get("epoch"),
                      "metric": meta.get("metric"), "snapshot_hash": meta.get("snapshot_hash")})
+    assert total is not None and schema is not None  # at least one checkpoint (checked above)
     mean_probs = total / len(checkpoints)
     submission = table.copy()
     submission["ans"] = mean_probs.argmax(1)

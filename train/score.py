@@ -135,12 +135,13 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     if store.data_checks_ingest() != ingest_id:  # once per ingest, beside the label checks
         progress.update(0, 0, 1, phase="data checks", force=True)
         issues = run_data_checks(store, workers=max(1, config.threads))
-        store.record_data_checks(ingest_id)
+        store.record_data_checks(int(ingest_id or 0))
         log.info(f"data checks: {len(issues)} issue(s) " + str(issues["kind"].value_counts().to_dict()))
     _check(stop)
     phases["data_checks"], mark = time.monotonic() - mark, time.monotonic()
 
     # ---- the snapshot's labelled images and their folds --------------------------------------------------------
+    assert config.snapshot is not None  # open_run froze the labels into a snapshot
     labels, snap = read_snapshot(config.snapshot)
     schema = Schema.from_dict(snap["schema"])
     ids = store.items()[["path", "item_id"]]
@@ -195,8 +196,8 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     progress.fold = k - 1
     progress.update(config.epochs - 1, 1, 1, phase="scoring", force=True)
     oof = join_folds(run_dir, folds, heads, schema)
-    for target, probs in oof.items():
-        save_npy(run_dir / f"oof_{target}.npy", probs)
+    for target, target_probs in oof.items():
+        save_npy(run_dir / f"oof_{target}.npy", target_probs)
     rows, previous_id = store_verdicts(store, run_id, schema, labels, oof)
     flagged = flagged_counts(store, run_id)  # the Review queue's flagged units: one definition everywhere
     phases["scoring"] = time.monotonic() - mark
@@ -281,7 +282,8 @@ class FoldProgress:
         self.batch_size = batch_size
         self.fold = 0
         self.folds_left = folds  # folds still to train; the ETA extrapolates this session's training rate
-        self.steps_done, self.last_write, self.started = 0, 0.0, None
+        self.steps_done, self.last_write = 0, 0.0
+        self.started: float | None = None
 
     def fold_skipped(self) -> None:
         self.folds_left -= 1

@@ -40,14 +40,14 @@ class CorrectionsMixin(LabelsMixin):
                                     " (someone changed it meanwhile); reload and decide again")
             if str(current) == str(new_value):
                 raise StoreError(f"{canonical}: {attribute} is already {new_value!r}")
-            correction_id = conn.execute(
+            correction_id = int(conn.execute(
                 "INSERT INTO corrections(target_kind, target, attribute, old_value, new_value, annotator, reason,"
                 " source, created_at, batch, reverts) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, canonical, attribute, str(current), str(new_value), str(annotator).strip(), reason, source,
-                 now(), batch, reverts)).lastrowid
+                 now(), batch, reverts)).lastrowid or 0)
             conn.execute(f"UPDATE current SET {quote(attribute)} = ? WHERE item_id IN ({','.join('?' * len(ids))})",
                          (new_value, *ids))
-        return int(correction_id)
+        return correction_id
 
     def revert(self, correction_id: int, *, annotator: str, reason: str = "") -> int:
         """Undo a correction by logging its inverse; refused if the value changed again since."""
@@ -95,7 +95,7 @@ class CorrectionsMixin(LabelsMixin):
             return int(conn.execute(
                 "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at)"
                 " VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now())).lastrowid)
+                (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now())).lastrowid or 0)
 
     def reviews(self) -> pd.DataFrame:
         return self._query("SELECT * FROM reviews ORDER BY id DESC")

@@ -63,7 +63,7 @@ class DatasetMixin(StoreBase):
         row = self.conn.execute(
             "SELECT (SELECT coalesce(max(id), 0) FROM ingests), (SELECT coalesce(max(id), 0) FROM corrections),"
             " (SELECT coalesce(max(id), 0) FROM reviews), (SELECT coalesce(max(id), 0) FROM runs)").fetchone()
-        return tuple(row)  # type: ignore[return-value]
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     def ingest(self, *, root: Path, schema: Schema, dataset_format: str, persons: pd.DataFrame,
                items: pd.DataFrame, problems: Sequence[tuple[str, str]]) -> IngestReport:
@@ -99,8 +99,8 @@ class DatasetMixin(StoreBase):
             self._set_meta("root", str(root))
             self._set_meta("format", dataset_format)
             self._schema = schema
-            ingest_id = conn.execute("INSERT INTO ingests(root, format, created_at) VALUES(?, ?, ?)",
-                                     (str(root), dataset_format, now())).lastrowid
+            ingest_id = int(conn.execute("INSERT INTO ingests(root, format, created_at) VALUES(?, ?, ?)",
+                                         (str(root), dataset_format, now())).lastrowid or 0)
             conn.executemany(
                 "INSERT INTO persons(key, source_id, info) VALUES(?, ?, ?) ON CONFLICT(key) DO UPDATE"
                 " SET source_id = excluded.source_id, info = excluded.info",
@@ -132,7 +132,7 @@ class DatasetMixin(StoreBase):
                              [(ingest_id, p, r) for p, r in problems])
             conn.execute("UPDATE ingests SET n_items = ?, n_new = ?, n_problems = ? WHERE id = ?",
                          (len(rows), len(new), len(problems), ingest_id))
-            self._save_ingest_aggregates(int(ingest_id))
+            self._save_ingest_aggregates(ingest_id)
         return IngestReport(ingest_id, len(rows), len(new), len(labelled), len(rows) - len(labelled), len(problems))
 
     def _changed_originals(self, labelled: pd.DataFrame, ids: dict[str, int], schema: Schema) -> list[tuple[str, str]]:

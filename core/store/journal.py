@@ -29,12 +29,12 @@ class JournalMixin(StoreBase):
     def create_run(self, kind: str, config: dict[str, Any], *, status: str = "queued", **fields: Any) -> int:
         """A new journal row (kind: train / score / predict). Extra fields are runs-table columns."""
         with self.transaction() as conn:
-            run_id = conn.execute("INSERT INTO runs(kind, status, config, created_at, host) VALUES(?, ?, ?, ?, ?)",
-                                  (kind, status, json.dumps(config, sort_keys=True, default=str), now(),
-                                   socket.gethostname())).lastrowid
+            run_id = int(conn.execute("INSERT INTO runs(kind, status, config, created_at, host) VALUES(?, ?, ?, ?, ?)",
+                                      (kind, status, json.dumps(config, sort_keys=True, default=str), now(),
+                                       socket.gethostname())).lastrowid or 0)
         if fields:
-            self.update_run(int(run_id), **fields)
-        return int(run_id)
+            self.update_run(run_id, **fields)
+        return run_id
 
     _RUN_JSON = {"config", "environment", "progress", "metrics"}
 

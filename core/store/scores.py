@@ -131,7 +131,8 @@ class ScoresMixin(DatasetMixin):
                       issue_kind: str | None = None, units: Sequence[str] | None = None,
                       exclude_units: Sequence[str] | None = None) -> tuple[str, list[Any]]:
         """WHERE clause over ``review_units q`` (and its parameters) for ``review_units``' filters."""
-        clauses, params = ["q.run_id = ?"], [int(run_id)]
+        clauses: list[str] = ["q.run_id = ?"]
+        params: list[Any] = [int(run_id)]
         for column, value in (("attribute", attribute), ("given", given), ("suggested", suggested)):
             if value:
                 clauses.append(f"q.{column} = ?")
