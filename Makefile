@@ -28,5 +28,18 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
+# Every bench's quick version (tiny data, one seed): checks they run; writes nothing (benches write BENCHMARKS.md
+# only with --write). Full runs and their commands: BENCHMARKS.md. bench.reliability re-runs test files: see make test.
+BENCH_TMP ?= /tmp/labelfix-bench
+bench: setup
+	$(PY) -m bench.cleaning_loop --quick --persons 16 --holdout 8 --seeds 0 --work $(BENCH_TMP)/cleaning-loop
+	$(PY) -m bench.demo_learnability --quick --folder $(BENCH_TMP)/learnability
+	$(PY) -m bench.label_issues --seeds 1 --demo skip
+	$(PY) -m bench.dashboard --sizes 2000 --writes 20
+	$(PY) -m bench.ingest --persons 20 --data $(BENCH_TMP)/ingest
+	$(PY) -m bench.stress_store --workers 2 --per-worker 20 --persons 20
+	$(PY) -m bench.train_throughput --persons 12 --loader-batches 2 --train-batches 2 --batch-size 8 --img-size 32 40
+	$(PY) -m bench.startup --repeats 1
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,10 +1,10 @@
 """Does cleaning pay? Train on noisy labels, review the top of a queue, retrain, compare with the truth,
 paired over training seeds, with intervals.
 
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --quick                       # tiny, 1 epoch: the code path
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --profile systematic --out /tmp/cl-sys.json
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --profile random --out /tmp/cl-rand.json
-    PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py --report /tmp/cl-sys.json /tmp/cl-rand.json --write
+    PYTHONPATH=. .venv/bin/python -m bench.cleaning_loop --quick                       # tiny, 1 epoch: the code path
+    PYTHONPATH=. .venv/bin/python -m bench.cleaning_loop --profile systematic --out /tmp/cl-sys.json
+    PYTHONPATH=. .venv/bin/python -m bench.cleaning_loop --profile random --out /tmp/cl-rand.json
+    PYTHONPATH=. .venv/bin/python -m bench.cleaning_loop --report /tmp/cl-sys.json /tmp/cl-rand.json --write
 
 One demo per run (``core.demo.generate`` with ``--profile`` random or systematic, ``--noise`` and
 ``--demo-seed``), and a separate noise-free held-out demo of ``--holdout`` other people (demo seed +
@@ -63,13 +63,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench import sections  # noqa: E402
+from bench import common  # noqa: E402
+from bench.common import BENCHMARKS, add_write_flag, pooled_sd, t_quantile  # noqa: E402
 from core import review  # noqa: E402
 from core.files import replacing  # noqa: E402
 from core.schema import Schema  # noqa: E402
 from core.store import LabelStore, read_snapshot  # noqa: E402
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.05,)
@@ -333,12 +333,6 @@ def evaluate(checkpoint: str | os.PathLike[str], holdout: Holdout, cache_dir: st
 
 
 # ---- statistics over paired seeds ------------------------------------------------------------------------------
-def t_quantile(df: int, q: float = 0.975) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(q, df))
-
-
 def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
     """(mean, low, high): 95 % paired-t interval of the mean of per-seed differences (nan bounds for n < 2)."""
     d = np.asarray(diffs, dtype=float)
@@ -370,15 +364,6 @@ def ratio_interval(num: Sequence[float], den: Sequence[float]) -> tuple[float | 
         return ratio, math.nan, math.nan
     root = math.sqrt(disc)
     return ratio, (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
-
-
-def pooled_sd(groups: Sequence[Sequence[float]]) -> float:
-    """Pooled within-group standard deviation (groups of >= 2 values)."""
-    groups = [np.asarray(g, dtype=float) for g in groups if len(g) >= 2]
-    if not groups:
-        return math.nan
-    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
-    return math.sqrt(ss / sum(len(g) - 1 for g in groups))
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------
@@ -675,7 +660,7 @@ def report(data: dict[str, Any]) -> str:
     lines = [
         f"### Profile `{cfg['profile']}`, noise {cfg['noise']}, {cfg['epochs']} epochs",
         "",
-        " and ".join(f"`{c}`" for c in data.get("commands") or ["bench/cleaning_loop.py"]) +
+        " and ".join(f"`{c}`" for c in data.get("commands") or ["python -m bench.cleaning_loop"]) +
         f" ({data.get('machine', 'this machine')}; {data.get('total_s', 0) / 60:.0f} min of wall time).",
         "",
         f"Demo `--noise-profile {cfg['profile']}`, noise {cfg['noise']}, demo seed {cfg['demo_seed']}: "
@@ -709,7 +694,7 @@ def report_all(documents: Sequence[dict[str, Any]]) -> str:
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the "## Does cleaning pay?" section of BENCHMARKS.md; other sections untouched."""
-    sections.write_section(SECTION.removeprefix("## "), text, path)
+    common.write_section(SECTION.removeprefix("## "), text, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -735,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="working folder (default /tmp/cleaning-loop-<profile>[-quick])")
     parser.add_argument("--out", type=Path, help="results JSON (default <work>/results.json); resumed if present")
     parser.add_argument("--report", type=Path, nargs="+", help="print the report of existing results JSON files")
-    parser.add_argument("--write", action="store_true", help="write the report into BENCHMARKS.md")
+    add_write_flag(parser, SECTION.removeprefix("## "))
     args = parser.parse_args(argv)
 
     if args.report:
@@ -756,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results = Results(args.out or work / "results.json", cfg)
     results.data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start"
-    command = "PYTHONPATH=. .venv/bin/python bench/cleaning_loop.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "PYTHONPATH=. .venv/bin/python -m bench.cleaning_loop " + " ".join(sys.argv[1:] if argv is None else argv)
     results.data["commands"] = list(dict.fromkeys([*results.data.get("commands", []), command.strip()]))
     started, earlier = time.monotonic(), float(results.data.get("total_s", 0))  # a resumed run adds its time
 

@@ -1,6 +1,6 @@
 """Dashboard benchmark: each page's script time (Streamlit AppTest) and correction write latency.
 
-    PYTHONPATH=. .venv/bin/python bench/dashboard.py [--sizes 18900 200000] [--writes 300] [--json]
+    PYTHONPATH=. .venv/bin/python -m bench.dashboard [--sizes 18900 200000] [--writes 300] [--json]
 
 For each size a synthetic competition-shaped store is built directly through ``LabelStore.ingest``
 (no image files: thumbnails show the placeholder), with a finished score run saved through
@@ -33,15 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from core import review  # noqa: E402
-from core.store import LabelStore  # noqa: E402
-from core.synthetic import add_score_run, synthetic_store  # noqa: E402
+from core import review
+from core.store import LabelStore
+from core.synthetic import add_score_run, synthetic_store
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGES = {"Distributions": "app_pages/distributions.py", "Review queue": "app_pages/review.py",

@@ -1,9 +1,9 @@
 """Ingest throughput: the full competition size (2,700 people, 18,900 images at 384×512).
 
-``python bench/ingest.py [--persons 2700] [--workers 2] [--record]`` writes (or reuses) a dataset
+``PYTHONPATH=. python -m bench.ingest [--persons 2700] [--workers 2] [--write]`` writes (or reuses) a dataset
 under ``data/bench-ingest``, then ingests it into fresh stores twice, side by side: with
 ``--workers`` processes and with one (the naive single-process baseline). Prints images/s,
-seconds and the speed-up; ``--record`` writes them to BENCHMARKS.md under "## Ingest".
+seconds and the speed-up; ``--write`` writes them to BENCHMARKS.md under "## Ingest".
 
 The dataset comes from ``core.demo.generate`` when that module exists; otherwise from a
 stand-in here (same layout, smooth synthetic faces with sensor noise, JPEG quality 90).
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -25,12 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.sections import write_section  # noqa: E402
-from core.ingest import ingest  # noqa: E402
-from core.schema import MASK_FILES  # noqa: E402
-from core.store import LabelStore  # noqa: E402
+from bench.common import add_write_flag, write_section
+from core.ingest import ingest
+from core.schema import MASK_FILES
+from core.store import LabelStore
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (384, 512)  # (w, h), as in the competition
@@ -141,7 +138,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "bench-ingest")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per setting; the best is reported")
-    parser.add_argument("--record", action="store_true", help="write the result to BENCHMARKS.md")
+    add_write_flag(parser, "Ingest")
     args = parser.parse_args()
 
     source = dataset(args.data, args.persons, args.workers)
@@ -174,8 +171,8 @@ def main() -> None:
              " shows the share the scheduler gave this benchmark; a speed-up needs more than one core free.")
     print(table)
     print(notes)
-    if args.record:
-        record(f"## Ingest\n\n`python bench/ingest.py --persons {args.persons} --workers {args.workers}"
+    if args.write:
+        record(f"## Ingest\n\n`PYTHONPATH=. python -m bench.ingest --persons {args.persons} --workers {args.workers}"
                f" --repeats {args.repeats}` on {time.strftime('%Y-%m-%d %H:%M')} ({platform.machine()},"
                f" {os.cpu_count()} cores shared with other engineers' jobs; {load}).\n"
                f"Dataset: {args.persons} people × 7 images at {SIZE[0]}×{SIZE[1]} ({size_mb:.0f} MB, {source}),"

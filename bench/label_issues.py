@@ -1,6 +1,6 @@
 """Label-issue detection benchmark: ``core.scoring`` against cleanlab's default, with known injected noise.
 
-    PYTHONPATH=. .venv/bin/python bench/label_issues.py [--seeds 5] [--no-write]
+    PYTHONPATH=. .venv/bin/python -m bench.label_issues [--seeds 5] [--write]
 
 Data: scikit-learn's digits (1,797 real 8×8 handwritten images, 10 classes). Probabilities are
 out-of-fold (5 folds) from a standardised logistic regression trained on the *noisy* labels.
@@ -19,18 +19,16 @@ out-of-fold (5 folds) from a standardised logistic regression trained on the *no
    score job (``train.score.score`` with its defaults, timed), against truth.csv per noise kind at image
    and person level, beside cleanlab's default per image and per image + person majority vote.
 
-Results go under "## Label issues" in BENCHMARKS.md (only that section is rewritten; ``--demo only``
-rewrites only its demo part).
+With ``--write`` the results go under "## Label issues" in BENCHMARKS.md (only that section is rewritten;
+``--demo only`` rewrites only its demo part); without it they are only printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import resource
-import shutil
 import sys
 import time
 import warnings
@@ -42,23 +40,16 @@ from cleanlab.benchmarking.noise_generation import generate_noise_matrix_from_tr
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
-from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from bench import sections
+from bench.common import BENCHMARKS, add_write_flag, demo_store, out_of_fold, write_section
 from bench.person_regimes import Setting, make
-from core.demo import generate
-from core.ingest import ingest
 from core.schema import COMPETITION
 from core.scoring import group_scores, image_scores, mask_swap_scores
 from core.store import LabelStore
 from train.score import DEFAULT_FOLDS, load_oof, rescore, score
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 GROUP_SIZE = 7
 
 
@@ -68,13 +59,6 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     precision = hits / max(int(flagged.sum()), 1)
     recall = hits / max(int(truth.sum()), 1)
     return precision, recall, 2 * precision * recall / max(precision + recall, 1e-12)
-
-
-def out_of_fold(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    """(n, k) out-of-fold probabilities: 5 folds, stratified, grouped (a group never predicts itself)."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-    return cross_val_predict(model, features, labels, groups=groups, cv=folds, method="predict_proba")
 
 
 def noisy(true: np.ndarray, k: int, rate: float, seed: int) -> np.ndarray:
@@ -257,24 +241,6 @@ KIND_TARGET = {"gender_flip": "gender", "mask_swap": "mask", "age": "age_group"}
 WORKDIR = Path(__file__).resolve().parent.parent / ".cache" / "bench-label-issues"
 
 
-def demo_store(workdir: Path, persons: int, noise: float, seed: int) -> tuple[Path, Path]:
-    """Generate the demo in ``workdir/demo`` (reused when its settings match) and ingest it into a fresh
-    ``workdir/labels.db`` (old store, cache and runs removed, so the score run starts cold). Returns (root, db)."""
-    root, db = workdir / "demo", workdir / "labels.db"
-    marker = root / ".labelfix-demo"
-    wanted = {"persons": persons, "noise": noise, "seed": seed}
-    if not (root / "train" / "train.csv").exists() or \
-            {k: json.loads(marker.read_text()).get(k) for k in wanted} != wanted:
-        print(generate(root, persons=persons, noise=noise, seed=seed).summary())
-    for path in (db, db.with_name("labels.db-wal"), db.with_name("labels.db-shm")):
-        path.unlink(missing_ok=True)
-    for folder in (workdir / "labels.db.d", workdir / "runs"):
-        shutil.rmtree(folder, ignore_errors=True)
-    with LabelStore(db) as store:
-        print(ingest(root, store).summary())
-    return root, db
-
-
 def demo_flags(store: LabelStore, run_id: int, run_dir: str, truth: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """(images: path, person, noise_kind, wrong_<target>; {method: {target: (n,) bool image flags}})."""
     items, probs = load_oof(run_dir)
@@ -333,7 +299,8 @@ def demo_run(args: argparse.Namespace, seed: int) -> dict:
             run = store.run(result["run_id"])
         wall = (pd.Timestamp(run["finished_at"]) - pd.Timestamp(run["started_at"])).total_seconds()
     else:
-        root, db = demo_store(Path(args.workdir) / f"seed{seed}", args.persons, args.noise, seed)
+        workdir = Path(args.workdir) / f"seed{seed}"
+        root, db = workdir / "demo", demo_store(workdir, persons=args.persons, noise=args.noise, seed=seed, fresh=True)
         overrides = {k: v for k, v in {"model": args.model, "img_size": args.img_size, "epochs": args.epochs}.items()
                      if v is not None}
         load_before = os.getloadavg()
@@ -362,7 +329,7 @@ def demo_section(args: argparse.Namespace) -> str:
     config = runs[0]["config"]
     parts = [f"""{DEMO_HEADING}
 
-`PYTHONPATH=. .venv/bin/python bench/label_issues.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M')}:
+`PYTHONPATH=. .venv/bin/python -m bench.label_issues {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M')}:
 per demo seed, a demo of {args.persons} people ({runs[0]['images']:,} labelled images at 384×512) with {args.noise:.0%}
 of people corrupted (truth.csv: 45 % gender flips, 45 % incorrect/not_wear swaps, 10 % wrong age group), ingested
 into a fresh store (no image cache); then `score(db)` with the score job's defaults: {config['folds']} person-grouped
@@ -411,7 +378,7 @@ def compose(digits: str | None, demo: str | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="noise draws per setting (default: 5)")
-    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    add_write_flag(parser, "Label issues' and 'Person level across regimes")
     parser.add_argument("--regimes-only", action="store_true", help="only the 'Person level across regimes' part")
     parser.add_argument("--rescore", action="store_true",
                         help="demo: recompute the verdicts of the score runs already in --workdir (no training)")
@@ -433,8 +400,8 @@ def main() -> None:
     if demo is not None:
         print(demo)
     if args.demo == "only":
-        if not args.no_write:
-            sections.write_section("Label issues", compose(None, demo))
+        if args.write:
+            write_section("Label issues", compose(None, demo))
             print(f"wrote the demo part of the 'Label issues' section of {BENCHMARKS}")
         return
     warnings.filterwarnings("ignore", message="May not flag all label issues")
@@ -458,7 +425,7 @@ def main() -> None:
     person = table(person_rows, "cleanlab per image + majority vote", prf_columns, ["F1"])
     swap = table(swap_rows, "cleanlab per image (both images flagged)", prf_columns, ["F1"])
     elapsed = time.perf_counter() - started
-    text = f"""`PYTHONPATH=. .venv/bin/python bench/label_issues.py` ({len(seeds)} noise seeds per setting, means; {elapsed:.0f} s
+    text = f"""`PYTHONPATH=. .venv/bin/python -m bench.label_issues --write` ({len(seeds)} noise seeds per setting, means; {elapsed:.0f} s
 on this machine). scikit-learn digits (1,797 real handwritten 8×8 images), out-of-fold (5 folds) logistic-regression
 probabilities trained on the noisy labels. Ratios: the method's value over the baseline's (last row of each setting).
 
@@ -489,8 +456,8 @@ the swapped assignment plus the prior log-odds of one flip from cleanlab's confi
 {swap}
 """
     print(text)
-    if not args.no_write:
-        sections.write_section("Label issues", compose(text, demo))
+    if args.write:
+        write_section("Label issues", compose(text, demo))
         print(f"wrote the 'Label issues' section of {BENCHMARKS}")
     regimes(args)
 
@@ -501,7 +468,7 @@ def regimes(args: argparse.Namespace) -> None:
     threadpool_limits(1)
     started = time.perf_counter()
     table_text = regimes_section(range(args.seeds))
-    text = f"""`PYTHONPATH=. .venv/bin/python bench/label_issues.py --regimes-only` ({args.seeds} seeds a regime, mean ± standard
+    text = f"""`PYTHONPATH=. .venv/bin/python -m bench.label_issues --regimes-only --write` ({args.seeds} seeds a regime, mean ± standard
 deviation over seeds; {time.perf_counter() - started:.0f} s on this machine, 2 shared cores). Grouped label sets built by
 `bench/person_regimes.py`, independently of the method's parameters: people of one true class; whole people
 flipped (binary: to the other class, ordered: to a neighbour, else any other class); probabilities out-of-fold
@@ -528,8 +495,8 @@ sets remain the real check.
 {table_text}
 """
     print(text)
-    if not args.no_write:
-        sections.write_section("Person level across regimes", text)
+    if args.write:
+        write_section("Person level across regimes", text)
         print(f"wrote the 'Person level across regimes' section of {BENCHMARKS}")
 
 

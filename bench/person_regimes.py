@@ -23,10 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+
+from bench.common import out_of_fold
 
 
 @dataclass
@@ -49,13 +47,6 @@ class Setting:
     flip: float = 0.04  # fraction of people whose label is flipped
     people: int = 1200
     separation: float = 2.0  # distance between neighbouring class means, in units of the image noise
-
-
-def out_of_fold(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    """(n, k) out-of-fold probabilities: standardised logistic regression, 5 folds stratified and grouped."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-    return cross_val_predict(model, features, labels, groups=groups, cv=folds, method="predict_proba")
 
 
 def flip(true: np.ndarray, k: int, rate: float, ordered: bool, rng: np.random.Generator) -> np.ndarray:

@@ -1,12 +1,12 @@
 """The reliability figures for BENCHMARKS.md: writes held, conflicts refused, faults survived, bad inputs tried.
 
-``python bench/reliability.py [--record]`` runs
+``PYTHONPATH=. python -m bench.reliability [--write]`` runs
 1. the concurrent-annotator stress (8 processes x 250 corrections, collisions, a live reader),
 2. SIGKILL during a 400-person import at random moments (all or nothing each time),
 3. the trainer fault suite (SIGKILL before each checkpoint replace, mid-epoch, SIGTERM) via pytest,
 4. the bad-input corpus via pytest,
 5. the hostile-input suite (``tests/test_attacks.py``: each test parameter is one attack) via pytest,
-and prints one table; ``--record`` replaces the "## Reliability" section of BENCHMARKS.md.
+and prints one table; ``--write`` replaces the "## Reliability" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.common import add_write_flag, write_section
+from bench.stress_store import run as stress_run
+from core.store import LabelStore
+from core.synthetic import child_command, ingest_frames
 
-from bench.sections import write_section  # noqa: E402
-from bench.stress_store import run as stress_run  # noqa: E402
-from core.store import LabelStore  # noqa: E402
-from core.synthetic import child_command, ingest_frames  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
@@ -102,7 +101,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--per-worker", type=int, default=250)
     parser.add_argument("--import-trials", type=int, default=10)
-    parser.add_argument("--record", action="store_true", help="write the table into BENCHMARKS.md")
+    add_write_flag(parser, "Reliability")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -147,9 +146,9 @@ def main() -> int:
     ok = (stress["accepted"] == stress["logged"] and stress["replay_mismatches"] == 0 and intact == trials
           and in_tx_held == in_tx
           and train_failed == 0 and bad_failed == 0 and disk_failed == 0 and attacks_failed == 0 and attacks_held > 0)
-    if args.record:
+    if args.write:
         write_section("Reliability",
-                      f"`python bench/reliability.py --record` on {time.strftime('%Y-%m-%d %H:%M')} "
+                      f"`PYTHONPATH=. python -m bench.reliability --write` on {time.strftime('%Y-%m-%d %H:%M')} "
                       f"(2 cores, {os.cpu_count()} visible; load average {os.getloadavg()[0]:.1f} at the end).\n\n"
                       f"{table}\n\nVerdict: {'all guarantees held' if ok else 'A GUARANTEE FAILED (see above)'}.")
     return 0 if ok else 1

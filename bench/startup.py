@@ -1,6 +1,6 @@
 """Dashboard start-up: seconds from ``streamlit run`` to a page drawn in Chromium, and whether torch was loaded.
 
-    PYTHONPATH=. .venv/bin/python bench/startup.py [--repeats 5] [--compare before=/tmp/labelfix-67cf285] [--write]
+    PYTHONPATH=. .venv/bin/python -m bench.startup [--repeats 5] [--compare before=/tmp/labelfix-67cf285] [--write]
 
 Each measurement starts a fresh Streamlit server on a small demo store (12 people, 48x64 images, ingested
 once), opens one page in headless Chromium (the browser is already running; its start is not counted) and
@@ -25,28 +25,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.sections import write_section  # noqa: E402
+from bench.common import add_write_flag, demo_store, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # page -> (URL path, the element whose appearance means the page is drawn)
 PAGES = {"Train": ("/train", "button:has-text('Retrain on cleaned labels')"),
          "Distributions": ("/", "[data-testid='stPlotlyChart']")}
-
-
-def demo_store(folder: Path) -> Path:
-    from core.demo import generate
-    from core.ingest import ingest
-    from core.store import LabelStore
-
-    root = folder / "demo"
-    generate(root, persons=12, noise=0.1, image_size=(48, 64))
-    path = folder / "labels.db"
-    with LabelStore(path) as store:
-        ingest(root, store)
-    return path
 
 
 def free_port() -> int:
@@ -108,7 +93,7 @@ def main() -> int:
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=REPO",
                         help="another checkout to measure alternately with this one")
     parser.add_argument("--name", default="this commit", help="name of this checkout in the table")
-    parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's 'Dashboard start-up'")
+    add_write_flag(parser, "Dashboard start-up")
     parser.add_argument("--json", default=None, help="also write the raw timings here")
     parser.add_argument("--load", default=None, help="no measuring: tabulate (and --write) a --json file instead")
     args = parser.parse_args()
@@ -121,7 +106,7 @@ def main() -> int:
     repos = {**{name: Path(path).resolve() for name, path in repos.items()}, args.name: REPO}
     times: dict[str, dict[str, list[float]]] = {name: {page: [] for page in PAGES} for name in repos}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        db = demo_store(Path(tmp))
+        db = demo_store(Path(tmp), persons=12, noise=0.1, image_size=(48, 64), quiet=True)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         for repo in repos.values():  # warm-up, not counted: the first start reads every file from disk
@@ -157,7 +142,7 @@ def report(times: dict[str, dict[str, list[float]]], torch_loaded: dict[str, dic
                 f"12-person demo store, checkouts measured alternately, after one untimed warm-up start each. "
                 f"{datetime.now(UTC):%Y-%m-%d}, {platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPU cores shared with other jobs (spread is load, not the code). "
-                f"`PYTHONPATH=. .venv/bin/python bench/startup.py --compare NAME=REPO --write`\n\n{table}")
+                f"`PYTHONPATH=. .venv/bin/python -m bench.startup --compare NAME=REPO --write`\n\n{table}")
         write_section("Dashboard start-up", body)
     return 0
 

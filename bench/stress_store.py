@@ -1,6 +1,6 @@
 """Concurrent annotators against one store: nothing accepted is lost, every collision is refused.
 
-``python bench/stress_store.py [--workers 8] [--per-worker 250]`` builds a synthetic competition
+``PYTHONPATH=. python -m bench.stress_store [--workers 8] [--per-worker 250]`` builds a synthetic competition
 store, then runs W writer processes, each making N corrections — a mix of image-scope (mask) and
 person-scope (gender, age) corrections, a deliberate share of them on targets other writers also
 touch (collisions: all writers expect the same original value, so only the first can win) — while a
@@ -8,7 +8,7 @@ reader process keeps reading the label table and aggregates like the dashboard d
 
 Checks: accepted == rows in the log; each contested target has exactly one winner; the replayed
 log equals the current table; ``PRAGMA integrity_check`` is ok; the reader never failed.
-Prints a table and, with ``--record``, writes it to BENCHMARKS.md under "Reliability".
+Prints a table; `python -m bench.reliability --write` puts its numbers in BENCHMARKS.md under "Reliability".
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.schema import MASK_FILES  # noqa: E402
-from core.store import ConflictError, LabelStore  # noqa: E402
-from core.synthetic import competition_frames  # noqa: E402
+from core.schema import MASK_FILES
+from core.store import ConflictError, LabelStore
+from core.synthetic import competition_frames
 
 
 def _people(n_persons: int) -> list[tuple[str, str, int]]:

@@ -1,7 +1,7 @@
 """Training input throughput: the trainer's uint8 cache against the organisers' per-epoch PIL pipeline.
 
-    PYTHONPATH=. .venv/bin/python bench/train_throughput.py                 # builds the 480-person demo
-    PYTHONPATH=. .venv/bin/python bench/train_throughput.py --db labels.db --fit
+    PYTHONPATH=. .venv/bin/python -m bench.train_throughput                 # builds the 480-person demo
+    PYTHONPATH=. .venv/bin/python -m bench.train_throughput --db labels.db --fit
 
 On the same images, model and threads, one after the other:
   (a) loader alone (no model): naive = torch DataLoader over the files (PIL open of the 384x512 JPEG,
@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from bench.common import demo_store
 from core.images import resolve_inside
 from core.store import LabelStore
 from train.data import CachedImages, EpochSampler, ImageCache, augment, keep_batch, normalise
@@ -96,20 +97,16 @@ def trainer(args: argparse.Namespace, device: torch.device, schema):
     return model, step
 
 
-def demo_store(args: argparse.Namespace) -> Path:
-    """The 480-person demo (clean labels) ingested into a temporary store, unless --db names one."""
+def demo(args: argparse.Namespace) -> Path:
+    """The 480-person demo (clean labels) ingested into a temporary store (``bench.common.demo_store``), unless
+    --db names one."""
     if args.db:
         return Path(args.db)
-    from core.demo import generate
-    from core.ingest import ingest
-
     base = Path(tempfile.mkdtemp(prefix="train-bench-"))
     started = time.perf_counter()
-    generate(base / "data", persons=args.persons, noise=0, workers=args.workers)
-    with LabelStore(base / "labels.db") as store:
-        ingest(base / "data", store, workers=args.workers)
+    db = demo_store(base, persons=args.persons, noise=0, workers=args.workers, quiet=True)
     print(f"demo: {args.persons} people in {base} ({time.perf_counter() - started:.0f} s)")
-    return base / "labels.db"
+    return db
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    db = demo_store(args)
+    db = demo(args)
     results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                      "threads": args.threads, "model": args.model, "img_size": list(args.img_size),
                      "batch_size": args.batch_size}

@@ -4,9 +4,7 @@ cleanlab's order and the report/BENCHMARKS section writer."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,15 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import cleaning_loop as loop
 from core.schema import COMPETITION
 from core.store import LabelStore
 from train.score import score_rows
-
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("cleaning_loop", ROOT / "bench" / "cleaning_loop.py")
-loop = importlib.util.module_from_spec(_spec)
-sys.modules["cleaning_loop"] = loop  # dataclasses look their module up by name
-_spec.loader.exec_module(loop)
 
 
 def truth_with_noise(store: LabelStore) -> tuple[loop.Truth, dict[str, str]]:

@@ -255,11 +255,22 @@ def journal_spread(runs: pd.DataFrame, records: Mapping[int, Mapping[str, Any]],
         if value is not None:
             sets.setdefault((key, str(run.get("snapshot_hash"))), []).append(value)
     groups = [v for v in sets.values() if len(v) >= 2]
-    if not groups:
+    spread = pooled_spread(groups)
+    if spread is None:
         return None
-    df = sum(len(g) - 1 for g in groups)
-    ss = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in groups)
-    return {"sd": math.sqrt(ss / df), "df": df, "runs": sum(len(g) for g in groups), "sets": len(groups)}
+    sd, df = spread
+    return {"sd": sd, "df": df, "runs": sum(len(g) for g in groups), "sets": len(groups)}
+
+
+def pooled_spread(groups: Sequence[Sequence[float]]) -> tuple[float, int] | None:
+    """(pooled within-group standard deviation, its degrees of freedom) over the groups of >= 2 values; None
+    without any. Groups are sets of runs that differ only in their seed: the run-to-run spread."""
+    kept = [list(g) for g in groups if len(g) >= 2]
+    if not kept:
+        return None
+    df = sum(len(g) - 1 for g in kept)
+    ss = sum(sum((x - sum(g) / len(g)) ** 2 for x in g) for g in kept)
+    return math.sqrt(ss / df), df
 
 
 def _side(store: LabelStore, runs: pd.DataFrame, run_id: int) -> list[int]:
