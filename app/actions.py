@@ -51,7 +51,7 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
     """Callback body: perform one action as the sidebar's annotator and keep its outcome."""
     name = ui.annotator()
     if not name:
-        ui.flash(review.Outcome(False, "Type your name in the sidebar (Annotator) first: every change is signed."))
+        ui.flash(ui.Flash(False, "Type your name in the sidebar (Annotator) first: every change is signed."))
         return
     store = ui.get_store()
     if action == "set":
@@ -65,7 +65,7 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
         results = [review.verdict(store, target, attribute, shown=shown, annotator=name)
                    for target, attribute, shown in payload["units"]]
         failed = [r for r in results if not r.ok]
-        outcome = failed[0] if failed else review.Outcome(True, f"All labels of {payload['label']} marked correct.")
+        outcome = failed[0] if failed else ui.Flash(True, f"All labels of {payload['label']} marked correct.")
     elif action == "undo":
         undone = review.last_action(store, name)
         outcome = review.undo_last(store, name)

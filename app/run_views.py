@@ -360,7 +360,7 @@ def disk_view(store: LabelStore) -> None:
     if st.button("Clear the image cache", key="disk_clear_cache", disabled=busy,
                  help="Decoded images; the next run decodes them again (disabled while a job runs)."):
         freed = disk.clear_cache(store)
-        ui.flash(review.Outcome(True, f"Image cache cleared ({freed / 1e6:.1f} MB)."))
+        ui.flash(ui.Flash(True, f"Image cache cleared ({freed / 1e6:.1f} MB)."))
         st.rerun()
     st.subheader("Delete a run's files")
     all_runs = store.runs()
@@ -388,6 +388,6 @@ def disk_view(store: LabelStore) -> None:
                                 "or resumed afterwards. The journal row and its metrics stay.", key="disk_confirm")
     if st.button(f"Delete {len(plan.files)} file(s)", key="disk_delete", disabled=not confirmed, type="primary"):
         freed = disk.delete(plan)
-        ui.flash(review.Outcome(True, f"Deleted {len(plan.files)} file(s) of run #{run_id} ({freed / 1e6:.1f} MB)."))
+        ui.flash(ui.Flash(True, f"Deleted {len(plan.files)} file(s) of run #{run_id} ({freed / 1e6:.1f} MB)."))
         st.session_state.pop("disk_confirm", None)
         st.rerun()

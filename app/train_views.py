@@ -16,8 +16,8 @@ import streamlit as st
 
 from app import train_charts, ui
 from app.journal_views import ACTIVE, flag_changes, progress_view
-from core import review, stats
 from core.store import LabelStore, StoreError
+from train import config as train_config
 from train import jobs
 from train.config import DEFAULT_FOLDS, SCORE_DEFAULTS, TrainConfig, defaults
 
@@ -83,14 +83,14 @@ def _follow_model_size() -> None:
     try:
         st.session_state["train_width"], st.session_state["train_height"] = pretrained_size(model)
     except ValueError as error:
-        ui.flash(review.Outcome(False, f"Image size left as it is: {error}"))
+        ui.flash(ui.Flash(False, f"Image size left as it is: {error}"))
 
 
 def _load_settings(run_id: int) -> None:
     """Callback of "Use these settings": copy a run's config into the form widgets."""
     for key, value in settings_of(ui.get_store().run(run_id)["config"] or {}).items():
         st.session_state[key] = value
-    ui.flash(review.Outcome(True, f"Form filled with the settings of run #{run_id}; change what you want to test."))
+    ui.flash(ui.Flash(True, f"Form filled with the settings of run #{run_id}; change what you want to test."))
 
 
 def start_job(command: str, config: TrainConfig | None, what: str,
@@ -99,26 +99,26 @@ def start_job(command: str, config: TrainConfig | None, what: str,
     try:
         run_id = jobs.start(ui.get_store(), command, config, options=options)
     except jobs.JobBusy as error:
-        ui.flash(review.Outcome(False, f"Not started: {error}."))
+        ui.flash(ui.Flash(False, f"Not started: {error}."))
         return None
     except (StoreError, OSError) as error:
-        ui.flash(review.Outcome(False, f"Could not start {what}: {error}"))
+        ui.flash(ui.Flash(False, f"Could not start {what}: {error}"))
         return None
-    ui.flash(review.Outcome(True, f"Started {what} as run #{run_id}; progress shows below and in every tab."))
+    ui.flash(ui.Flash(True, f"Started {what} as run #{run_id}; progress shows below and in every tab."))
     return run_id
 
 
 def _start_from_form(command: str) -> None:
     values = form_values(st.session_state)
     if not values["model"]:
-        ui.flash(review.Outcome(False, "Not started: type a timm model name (or pick one from the list)."))
+        ui.flash(ui.Flash(False, "Not started: type a timm model name (or pick one from the list)."))
         return
     from train.model import check_model_name
 
     try:  # a typed name is checked against timm's registry: no hub download or local folder without a request
         check_model_name(values["model"], allow_hub=False)
     except ValueError as error:
-        ui.flash(review.Outcome(False, f"Not started: {error}"))
+        ui.flash(ui.Flash(False, f"Not started: {error}"))
         return
     if command == "score":
         own = st.session_state.get("score_own_defaults", True)  # the scorer's cheap defaults, or the form's model
@@ -135,13 +135,13 @@ def _cancel(run_id: int) -> None:
     store = ui.get_store()
     message = jobs.cancel(store, run_id)
     kept = " (the last finished epoch's checkpoint is kept)" if store.run(run_id)["kind"] == "train" else ""
-    ui.flash(review.Outcome(True, message + kept))
+    ui.flash(ui.Flash(True, message + kept))
 
 
 def retrain_form(store: LabelStore) -> None:
     """"Same settings as run X", then the model form with its Retrain and Rescore buttons."""
     # First visit: the image size follows the dataset's images (32×32 digits train at 32×32, photos at 64×80).
-    sized = {} if "train_width" in st.session_state else {"img_size": stats.suggested_img_size(store)}
+    sized = {} if "train_width" in st.session_state else {"img_size": train_config.suggested_img_size(store)}
     for key, value in settings_of(sized).items():
         st.session_state.setdefault(key, value)
     st.session_state.setdefault("score_folds", DEFAULT_FOLDS)

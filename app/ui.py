@@ -1,20 +1,15 @@
-"""Shared pieces of the dashboard pages: the session's store, the annotator, messages, the cached
-review queue and thumbnails. No SQL here: everything goes through ``core``.
+"""Shared pieces of the dashboard pages: thumbnails, galleries, a person's strip, pagers. No SQL here: everything
+goes through ``core``.
 
-Invariant: no string from data (labels, class and person names, paths, annotators, reasons, notes) is rendered
-as markdown or HTML. Streamlit renders button labels, metric labels *and values*, captions, messages and
-subheaders as markdown (images included: a class named ``![t](http://host/x.png)`` would make the browser fetch
-that URL), and plotly renders ``<a href>`` in tick and hover text. So data text reaches the page only through
-the widget-boundary helpers here: ``plain()`` (markdown escaped), ``button()``, ``metric()``, ``caption()``,
-``chart_text()`` (HTML escaped, for plotly categories and hover text), or data widgets (``st.dataframe``,
-``st.text``).
+``app.ui`` is also the one import pages need: it re-exports the widget boundary (``app.boundary``: ``plain``,
+``button``, ``metric``, ``caption``, ``chart_text``, ``safe_figure``: data text reaches a page only through these),
+the browser session (``app.session``: the store, the annotator, page switches, ``Flash`` messages) and the cached
+reads (``app.cached``: queue, statuses, predictions).
 """
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,186 +17,28 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core import review, stats
+from app.boundary import button, caption, chart_text, metric, plain, safe_figure
+from app.cached import predictions, queue, queue_facts, statuses
+from app.session import (
+    Flash,
+    annotator,
+    annotator_sidebar,
+    flash,
+    get_store,
+    require_data,
+    show_flash,
+    switch_page,
+)
+from core import stats
 from core.images import thumbnail
-from core.store import LabelStore, StoreError, default_db
-from train.predictions import latest_predictions
+from core.store import LabelStore, StoreError
+
+__all__ = ["PAGE_SIZE", "STRIP_PER_ROW", "STRIP_WIDTH", "Flash", "annotator", "annotator_sidebar", "button",
+           "caption", "chart_text", "favicon", "flash", "gallery", "get_store", "has_groups", "label_table", "metric",
+           "model_said", "pager", "person_strip", "placeholder", "plain", "predictions", "queue", "queue_facts",
+           "require_data", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
 
 PAGE_SIZE = 24
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$>])")
-
-
-# GFM turns bare URLs, www. names and e-mail addresses in text into links after parsing, escapes or not; an
-# invisible WORD JOINER after the scheme, the "www" or the "@" keeps them plain text.
-_AUTOLINK = re.compile(r"(?i)\b(?:https?|ftp|mailto|www)(?=[:.])|@")
-
-
-def plain(text: Any) -> str:
-    """``text`` escaped so markdown renders it literally (no links, autolinks, images, emphasis, colours or HTML)."""
-    unlinked = _AUTOLINK.sub(lambda match: match.group(0) + "\u2060", str(text))
-    return _MARKDOWN.sub(r"\\\1", unlinked)
-
-
-def button(label: Any, *, container: Any = None, **kwargs: Any) -> bool:
-    """``st.button`` (or ``container.button``) whose label renders literally, whatever data it holds."""
-    return (container if container is not None else st).button(plain(label), **kwargs)
-
-
-def metric(container: Any, label: Any, value: Any, **kwargs: Any) -> None:
-    """``container.metric`` with label and value rendered literally (Streamlit renders both as markdown)."""
-    container.metric(plain(label), plain(value), **kwargs)
-
-
-def caption(text: Any, *, container: Any = None) -> None:
-    """``st.caption`` of literal text."""
-    (container if container is not None else st).caption(plain(text))
-
-
-def chart_text(values: Iterable[Any]) -> list[str]:
-    """Category names, tick and hover text for plotly, HTML-escaped: plotly renders ``<a href>``, ``<img>``-like
-    tags and ``<br>`` in them, so a class named ``<a href=...>`` would become a live link. Plotly shows the
-    escaped text as the original characters."""
-    return [html.escape(str(v)) for v in values]
-
-
-def safe_figure(figure: Any) -> Any:
-    """A plotly figure with every text value of its traces (categories on x/y, ``text``, ``hovertext``) and of
-    its annotations passed through ``chart_text``; numbers are left alone. Returns the same figure."""
-    for trace in figure.data:
-        for name in ("x", "y", "text", "hovertext", "labels"):
-            values = getattr(trace, name, None) if name in trace else None
-            if isinstance(values, list | tuple) and any(isinstance(v, str) for v in values):
-                trace[name] = [chart_text([v])[0] if isinstance(v, str) else v for v in values]
-            elif isinstance(values, str):
-                trace[name] = chart_text([values])[0]
-    for annotation in figure.layout.annotations or ():
-        if isinstance(annotation.text, str):
-            annotation.text = chart_text([annotation.text])[0]
-    return figure
-
-
-def get_store() -> LabelStore:
-    """This session's connection to the store named by ``$LABELS_DB`` (default ``labels.db``).
-
-    One connection per browser session: a SQLite connection shared between sessions would mix
-    their transactions.
-    """
-    path = str(Path(default_db()).resolve())
-    key = f"_store::{path}"
-    if key not in st.session_state:
-        st.session_state[key] = LabelStore(path)
-    return st.session_state[key]
-
-
-def annotator() -> str:
-    """The annotator name typed in the sidebar ('' when none); it goes with every action."""
-    return str(st.session_state.get("annotator", "")).strip()
-
-
-# The name outlives the sidebar widget: Streamlit drops a widget's state on some page switches
-# (st.switch_page, chart clicks), so it is also kept under a plain session key that nothing clears.
-_KEPT = "_annotator_kept"
-
-
-def _keep_annotator() -> None:
-    st.session_state[_KEPT] = st.session_state.get("annotator", "")
-
-
-def annotator_sidebar() -> None:
-    """The sidebar name field. The name lasts the whole browser session, across every in-app
-    navigation (page links, chart clicks, buttons that open another page), and is kept in the URL
-    (``?annotator=``) so a refresh or a link with the parameter keeps it too."""
-    if "annotator" not in st.session_state:
-        kept = st.session_state.get(_KEPT)
-        st.session_state["annotator"] = kept if kept is not None else st.query_params.get("annotator", "")
-    st.sidebar.text_input("Annotator", key="annotator", placeholder="your name", on_change=_keep_annotator,
-                          help="Recorded with every correction and verdict you make.")
-    _keep_annotator()
-    name = annotator()
-    if name and st.query_params.get("annotator") != name:
-        st.query_params["annotator"] = name
-    if not name:
-        st.sidebar.caption("Type your name to enable relabeling.")
-
-
-def switch_page(page: str, **query: str) -> None:
-    """``st.switch_page`` that keeps the annotator in the URL of the page it opens."""
-    if annotator():
-        query = {**query, "annotator": annotator()}
-    st.switch_page(page, query_params=query or None)
-
-
-def flash(outcome: review.Outcome) -> None:
-    """Keep an action's outcome for the next run of the page (actions run in callbacks)."""
-    st.session_state["_flash"] = outcome
-
-
-def show_flash() -> None:
-    """Show (once) the outcome of the last action: conflicts and failures stand out."""
-    outcome = st.session_state.pop("_flash", None)
-    if outcome is None:
-        return
-    if outcome.conflict:
-        st.error(plain(outcome.message), icon="⚠️")
-    elif outcome.ok:
-        st.success(plain(outcome.message))
-    else:
-        st.warning(plain(outcome.message))
-
-
-def require_data(store: LabelStore) -> bool:
-    """False (after saying how to fill it) when the store holds no dataset yet."""
-    if store.is_empty:
-        st.info("The label store is empty. Generate and ingest the demo with "
-                "`python -m core demo --out data/demo` and `python -m core ingest data/demo` "
-                "(or restart the dashboard with `LABELS_AUTO_DEMO=1`, the default), or ingest your own dataset.")
-        return False
-    return True
-
-
-def queue_facts(store: LabelStore, run_id: int) -> dict[str, Any]:
-    """Filter choices of a score run's queue: attributes, classes per attribute, highest score
-    (saved with the run's ranked queue: one small read)."""
-    summary = store.review_summary(run_id)
-    return {"attributes": summary["attributes"], "classes": summary["classes"],
-            "max_score": 1.0 if summary["max_score"] is None else float(summary["max_score"])}
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _queue(_store: LabelStore, db: str, run_id: int) -> pd.DataFrame:
-    # A finished score run never changes, so its queue is read once per run and shared read-only
-    # between sessions (cache_resource: no copy on every rerun).
-    return review.queue_units(_store, run_id)
-
-
-def queue(store: LabelStore, run_id: int) -> pd.DataFrame:
-    """The whole ranked review queue of a score run (shared, read-only; the Train page compares two).
-    The Review page reads only counts and its visible page (``review.queue_page``)."""
-    return _queue(store, str(store.path), run_id)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _statuses(_store: LabelStore, db: str, version: tuple[int, ...], since: str | None) -> pd.DataFrame:
-    return review.statuses(_store, since)
-
-
-def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
-    """Review status of acted-on units, cached until the store's next write."""
-    return _statuses(store, str(store.path), store.version(), since)
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def _predictions(_store: LabelStore, db: str, runs: tuple[tuple[int, str], ...]) -> tuple[int, pd.DataFrame] | None:
-    return latest_predictions(_store)
-
-
-def predictions(store: LabelStore) -> tuple[int, pd.DataFrame] | None:
-    """The newest prediction run's probabilities (cached until another prediction run appears)."""
-    runs = store.runs(kind="predict")
-    key = tuple((int(i), str(status)) for i, status in zip(runs["id"], runs["status"]))
-    return _predictions(store, str(store.path), key) if len(runs) else None
-
-
 @st.cache_resource(show_spinner=False)
 def favicon() -> Image.Image:
     """The tab icon, drawn here (nothing is fetched from outside the machine)."""
@@ -239,10 +76,10 @@ def gallery(store: LabelStore, rows: pd.DataFrame, captions: list[str], *, focus
     if rows.empty:
         return
     grid = st.columns(columns)
-    for position, (row, caption) in enumerate(zip(rows.itertuples(index=False), captions)):
+    for position, (row, text) in enumerate(zip(rows.itertuples(index=False), captions)):
         with grid[position % columns]:
             st.image(thumb(store, row.path, getattr(row, "hash", None)), width="stretch")
-            st.caption(plain(caption))
+            st.caption(plain(text))
             st.button("Open" if position != focus else "Shown ▾", key=f"{key}_open_{position}",
                       on_click=on_pick, args=(position,), type="primary" if position == focus else "secondary",
                       width="stretch")

@@ -14,19 +14,19 @@ import pandas as pd
 import streamlit as st
 
 from app import actions, ui
-from core import stats
+from core.chart_filter import CHART_FILTER_KEYS, parse_chart_filter
 from core.schema import Schema
 from core.store import LabelStore
 from train import predictions
 
 # Keys a chart filter may carry (anything else in the URL is ignored, never passed to the store).
-CHART_KEYS = stats.CHART_FILTER_KEYS
+CHART_KEYS = CHART_FILTER_KEYS
 
 
 def chart_filter(schema: Schema) -> dict[str, Any]:
-    """The chart selection from ``?filter=``, checked against the schema (``stats.parse_chart_filter``); what a
+    """The chart selection from ``?filter=``, checked against the schema (``core.chart_filter.parse_chart_filter``); what a
     malformed or edited link holds beyond that is ignored with a warning, never raised."""
-    selection, ignored = stats.parse_chart_filter(st.query_params.get("filter"), schema)
+    selection, ignored = parse_chart_filter(st.query_params.get("filter"), schema)
     if ignored:
         st.warning(ui.plain("Ignored part of the link's filter: " + "; ".join(ignored[:5])))
     return selection

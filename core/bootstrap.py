@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from core.processes import pid_alive
 from core.store import LabelStore, StoreError
 
 LOCK = "bootstrap"
@@ -33,18 +34,6 @@ def demo_settings() -> tuple[Path, int]:
     return folder, persons
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def ensure_demo(store: LabelStore, *, folder: Path | None = None, persons: int | None = None,
                 wait_s: float = 900.0) -> str | None:
     """Fill an empty store with the demo; returns a notice saying what happened, or None if not empty.
@@ -60,7 +49,7 @@ def ensure_demo(store: LabelStore, *, folder: Path | None = None, persons: int |
     persons = int(persons or default_persons)
     deadline = time.monotonic() + wait_s
     while (holder := store.acquire_lock(LOCK, run_id=None, pid=os.getpid())) is not None:
-        if holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
+        if holder.get("host") == socket.gethostname() and not pid_alive(holder.get("pid")):
             store.release_lock(LOCK)  # its process died mid-way: take over
             continue
         if not store.is_empty:

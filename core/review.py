@@ -57,9 +57,7 @@ def suggestion_value(schema: Schema, attribute: str, suggested: Any, current: An
     """
     for binned in schema.binned:
         if binned.name == attribute:
-            code = binned.classes.index(suggested) if suggested in binned.classes else int(suggested)
-            low = binned.edges[code - 1] if code > 0 else None
-            high = binned.edges[code] - 1 if code < len(binned.edges) else None
+            low, high = binned.bounds(suggested)
             value = int(current)
             if low is not None:
                 value = max(value, low)

@@ -96,6 +96,14 @@ class Binned:
     def codes(self, values: np.ndarray | pd.Series) -> np.ndarray:
         return np.searchsorted(np.asarray(self.edges), np.asarray(values, dtype=np.int64), side="right")
 
+    def bounds(self, value: Any) -> tuple[int | None, int | None]:
+        """The inclusive range (low, high) of source values in a bin, given by class name or code; None where the
+        bin is open (``<30``: (None, 29), ``30-59``: (30, 59), ``>=60``: (60, None))."""
+        code = self.classes.index(value) if value in self.classes else int(value)
+        low = self.edges[code - 1] if code > 0 else None
+        high = self.edges[code] - 1 if code < len(self.edges) else None
+        return low, high
+
 
 @dataclass(frozen=True)
 class Schema:

@@ -18,6 +18,7 @@ from core.ingest import ingest
 from core.store import LabelStore
 from core.synthetic import add_score_run
 from tests.fixtures import build_folder_dataset
+from train import config as train_config
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGES = ["app_pages/distributions.py", "app_pages/review.py", "app_pages/browse.py", "app_pages/history.py", "app_pages/health.py"]
@@ -488,15 +489,15 @@ def test_the_competition_demo_has_person_panels(store: LabelStore) -> None:
 
 def test_training_size_and_thumbnails_come_from_the_data(digits: Path) -> None:
     with LabelStore(digits) as store:
-        assert stats.typical_image_size(store) == (32, 32)
-        assert stats.suggested_img_size(store) == (32, 32)  # not the photo default 64×80
+        assert train_config.typical_image_size(store) == (32, 32)
+        assert train_config.suggested_img_size(store) == (32, 32)  # not the photo default 64×80
         item = store.items().iloc[0]
         big = ui.thumb(store, item["path"], item["hash"], 384)
     from PIL import Image
 
     with Image.open(big) as image:  # enlarged by a whole factor, nearest neighbour: sharp, not 32 px
         assert image.size == (384, 384) and image.format == "PNG"
-    assert stats.suggest_img_size(384, 512) == (64, 80)
+    assert train_config.suggest_img_size(384, 512) == (64, 80)
 
 
 def test_review_caption_on_the_competition_schema(store: LabelStore) -> None:

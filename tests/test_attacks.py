@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import stats
+from core import chart_filter
 from core.__main__ import main as core_main
 from core.files import csv_safe, csv_unescape
 from core.images import ImageProblem, load_rgb, open_image, thumbnail
@@ -249,7 +249,7 @@ def test_plotly_category_names_are_html_escaped(tmp_path: Path) -> None:
 def test_malformed_chart_filter_is_ignored_with_a_reason(text: str) -> None:
     from core.schema import COMPETITION
 
-    selection, ignored = stats.parse_chart_filter(text, COMPETITION)
+    selection, ignored = chart_filter.parse_chart_filter(text, COMPETITION)
     assert ignored and selection.get("labels", {}) == {} and "ranges" not in selection
 
 

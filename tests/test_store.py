@@ -486,3 +486,12 @@ def test_review_units_follow_the_rank_core_scoring_gave(make_store):
     store.save_scores(run_id, pd.DataFrame(rows))
     units, _ = store.review_units(run_id)
     assert list(units["item_id"]) == items[::-1]  # by rank, although the scores say otherwise
+
+
+def test_the_runs_column_list_is_the_runs_table(tmp_path: Path) -> None:
+    from core.store.journal import RUN_COLUMNS
+
+    with LabelStore(tmp_path / "labels.db") as store:
+        table = [row[1] for row in store.conn.execute("PRAGMA table_info(runs)")]
+        assert tuple(table) == RUN_COLUMNS
+        assert list(store.runs().columns) == list(RUN_COLUMNS)

@@ -29,7 +29,7 @@ from typing import IO
 
 import pandas as pd
 
-from train.logs import pid_alive
+from core.processes import pid_alive
 
 CACHE_MB = 2048.0  # default budget of a cache folder
 ENV = "LABELS_CACHE_MB"  # overrides the default; --cache-mb overrides both

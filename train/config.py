@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from core.store import LabelStore
 
 DEFAULT_IMG_SIZE = (64, 80)  # W H; --pretrained without --img-size takes the model's own input size instead
 
@@ -210,3 +215,33 @@ def options_argv(options: Mapping[str, Any]) -> list[str]:
         else:
             argv += [flag(name), str(value)]
     return argv
+
+
+# ---- the Train form's default image size, from the dataset's typical image -----------------------------
+def suggest_img_size(width: float, height: float, longest: int = 80, multiple: int = 8) -> tuple[int, int]:
+    """A training image size (width, height) for a dataset whose typical image is ``width`` x ``height`` px.
+
+    Keeps the aspect ratio, shrinks the longest side to ``longest`` (CPU-sized; never enlarges a
+    smaller image) and rounds each side to a multiple of ``multiple`` (at least ``multiple``):
+    384 x 512 photos -> 64 x 80, 32 x 32 digits -> 32 x 32.
+    """
+    if not (width > 0 and height > 0):
+        return longest * 4 // 5 // multiple * multiple, longest
+    scale = min(1.0, longest / max(width, height))
+    return tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (width, height))  # type: ignore[return-value]
+
+
+def typical_image_size(store: LabelStore) -> tuple[int, int] | None:
+    """Median (width, height) of the labelled images, None when the store holds none with a size."""
+    items = store.items(split="train")
+    sizes = items[["width", "height"]].apply(pd.to_numeric, errors="coerce").dropna() if len(items) else items
+    if len(sizes) == 0:
+        return None
+    return int(sizes["width"].median()), int(sizes["height"].median())
+
+
+def suggested_img_size(store: LabelStore, longest: int = 80) -> tuple[int, int]:
+    """The Train form's default image size for this store's dataset (``suggest_img_size`` of the
+    typical image); 64 x 80 when no image size is known."""
+    typical = typical_image_size(store)
+    return suggest_img_size(*typical, longest=longest) if typical else DEFAULT_IMG_SIZE

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core.processes import pid_alive
 from core.store import LabelStore, StoreError, now
 from train.config import TrainConfig, options_argv, to_argv
 
@@ -49,12 +50,8 @@ def process_alive(pid: int | None) -> bool:
             return False
     except ChildProcessError:
         pass  # not our child: fall through to the signal probe
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a zombie of another parent is gone for our purposes
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:

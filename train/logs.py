@@ -205,14 +205,3 @@ class SignalFlag:
             signal.signal(signum, handler)
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this id exists on this host."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -46,9 +46,9 @@ from train.data import (
 )
 from train.logs import Progress, SignalFlag, StopRequested, close_logger, run_logger
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, HeadsModel, check_model_options, fetch_pretrained, heads_for, load_pretrained, make_loss
-from train.run_folder import VAL_PREDICTIONS, finish_run, open_run, save_val_predictions, summary
-from train.writers import Writers, check, open_writers
+from train.model import Head, HeadsModel, fetch_pretrained, heads_for, load_pretrained, make_loss
+from train.run_folder import VAL_PREDICTIONS, check_options, finish_run, open_run, save_val_predictions, summary
+from train.writers import Writers, open_writers
 
 
 def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int | None = None,
@@ -60,11 +60,11 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
     row says ``failed`` with the error tail); SIGTERM/SIGINT end it as ``cancelled``.
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
-    check_writers(config, db, resume)  # a missing writer package fails here, before anything is written
-    if resume is None:
-        check_model_options(config)  # an unknown or hub model name, a bad weights file: refused before any write
-    if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
-        fetch_pretrained(config.model)
+    resumed = None
+    if resume is not None:
+        with LabelStore(db) as store:
+            resumed = store.run(resume)["config"] or {}
+    check_options(config, resumed)  # writers, model, weights: refused before anything is written
     world = dist.setup(config.device)  # a resumed run may move to another device; all else comes from its config
     store = LabelStore(db)
     plan = open_run(store, config, run_id=run_id, resume=resume, world_size=world.size) if world.is_main else None
@@ -101,16 +101,6 @@ def fit(config: TrainConfig | None = None, *, db: str | None = None, run_id: int
         close_logger(log)
         store.close()
     return result
-
-
-def check_writers(config: TrainConfig, db: str | None, resume: int | None) -> None:
-    """Raise ``WriterUnavailable`` when the run's config (a resumed run's own) asks for a writer whose
-    package is missing."""
-    if resume is not None:
-        with LabelStore(db) as store:
-            check(store.run(resume)["config"] or {})
-    else:
-        check(config)
 
 
 def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: int, run_dir: Path,

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from core.files import csv_safe, replacing
+from core.processes import pid_alive
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
-from train.logs import environment, git_state, pid_alive
+from train.logs import environment, git_state
 
 LAST = "last.safetensors"  # the newest epoch's checkpoint, with resume state (train.checkpoint.retention)
 BEST = "best.safetensors"  # hard link to the top epoch's checkpoint
@@ -111,6 +112,20 @@ def take_snapshot(store: LabelStore, given: str | None) -> tuple[Path, dict[str,
         return path, snap
     taken = store.snapshot()
     return taken.path.resolve(), {"hash": taken.hash, "n_corrections": taken.n_corrections, "n_items": taken.n_items}
+
+def check_options(config: Any, resumed: dict[str, Any] | None = None) -> None:
+    """What ``fit`` and ``score`` check before a run writes anything: the experiment writers' packages of the
+    run's config (``resumed``: a resumed run's own, from its journal row), and for a new run the model options
+    (an unknown or hub model name, a bad weights file) and hub weights (fetched now, or refused offline)."""
+    from train.model import check_model_options, fetch_pretrained
+    from train.writers import check as check_writers
+
+    check_writers(resumed if resumed is not None else config)
+    if resumed is None:
+        check_model_options(config)
+        if config.pretrained:
+            fetch_pretrained(config.model)
+
 
 def finish_run(store: LabelStore, run_id: int, status: str, *, error_tail: str | None = None) -> None:
     fields: dict[str, Any] = {"status": status, "finished_at": now()}

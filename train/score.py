@@ -43,11 +43,10 @@ from train.data import CachedImages, ImageCache, person_folds
 from train.logs import SignalFlag, StopRequested, close_logger, run_logger
 from train.loop import class_key, log_evictions, predict_probs, train_model
 from train.metrics import classification_metrics, predicted_codes
-from train.model import Head, check_model_options, fetch_pretrained, heads_for
+from train.model import Head, heads_for
 from train.oof import join_folds, load_oof, previous_probs, save_npy, score_rows
-from train.run_folder import reopen, start_run, take_snapshot
+from train.run_folder import check_options, reopen, start_run, take_snapshot
 from train.writers import Writers, open_writers
-from train.writers import check as check_writers
 
 __all__ = ["DEFAULT_FOLDS", "NOT_FOR_SCORE", "SCORE_DEFAULTS", "load_oof", "open_score_run", "rescore", "score",
            "score_rows", "store_verdicts"]
@@ -70,11 +69,7 @@ def score(config: TrainConfig | None = None, *, db: str | None = None, folds: in
     config = TrainConfig.from_dict({**base, **overrides})
     started = time.monotonic()
     with LabelStore(db) as store:
-        check_writers((store.run(resume)["config"] or {}) if resume is not None else config)  # before any write
-        if resume is None:
-            check_model_options(config)
-        if config.pretrained and resume is None:  # hub weights fetched (or offline refused) before the run row
-            fetch_pretrained(config.model)
+        check_options(config, (store.run(resume)["config"] or {}) if resume is not None else None)  # before any write
         plan = open_score_run(store, config, folds, run_id=run_id, resume=resume)
         run_id, run_dir = plan["run_id"], Path(plan["run_dir"])
         log = run_logger(run_dir / "score.log", echo=echo)

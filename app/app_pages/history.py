@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from app import ui, views
-from core import review
 from core.export import export, read_table
 from core.store import ConflictError, StoreError
 
@@ -40,14 +39,14 @@ st.dataframe(views.history_table(shown), hide_index=True, key="history_table")
 def _revert(correction_id: int, reason_key: str) -> None:
     name = ui.annotator()
     if not name:
-        ui.flash(review.Outcome(False, "Type your name in the sidebar (Annotator) first."))
+        ui.flash(ui.Flash(False, "Type your name in the sidebar (Annotator) first."))
         return
     try:
         new_id = ui.get_store().revert(correction_id, annotator=name, reason=st.session_state.get(reason_key, ""))
     except StoreError as error:  # a ConflictError when the label changed again since that entry
-        ui.flash(review.Outcome(False, str(error), conflict=isinstance(error, ConflictError)))
+        ui.flash(ui.Flash(False, str(error), conflict=isinstance(error, ConflictError)))
         return
-    ui.flash(review.Outcome(True, f"Correction #{correction_id} reverted by #{new_id}.", record_id=new_id))
+    ui.flash(ui.Flash(True, f"Correction #{correction_id} reverted by #{new_id}."))
 
 
 if len(shown):
@@ -89,9 +88,9 @@ if upload is not None:
             try:
                 applied = ui.get_store().import_corrections(frame, annotator=ui.annotator(), file=name)
             except StoreError as error:
-                ui.flash(review.Outcome(False, str(error), conflict=isinstance(error, ConflictError)))
+                ui.flash(ui.Flash(False, str(error), conflict=isinstance(error, ConflictError)))
                 return
-            ui.flash(review.Outcome(True, f"Imported {len(applied)} correction(s) from {name}."))
+            ui.flash(ui.Flash(True, f"Imported {len(applied)} correction(s) from {name}."))
 
         st.button(f"Apply {len(plan)} correction(s)", key="history_apply", on_click=_apply,
                   disabled=not ui.annotator() or len(plan) == 0, type="primary")

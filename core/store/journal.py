@@ -14,6 +14,11 @@ import pandas as pd
 
 from core.store.base import StoreBase, StoreError, now
 
+# The runs table's columns, in table order (base's migrations create them; tests/test_store.py checks the two agree).
+RUN_COLUMNS = ("id", "kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
+               "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
+               "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group")
+
 
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
@@ -38,9 +43,7 @@ class JournalMixin(StoreBase):
 
     _RUN_JSON = {"config", "environment", "progress", "metrics"}
 
-    _RUN_FIELDS = {"kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
-                   "environment", "seed", "host", "pid", "started_at", "finished_at", "heartbeat_at", "progress",
-                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"}
+    _RUN_FIELDS = set(RUN_COLUMNS) - {"id", "created_at"}  # what update_run may set
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._RUN_FIELDS
@@ -73,10 +76,7 @@ class JournalMixin(StoreBase):
         """The journal, newest first; JSON columns decoded to dicts."""
         where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
         rows = self.conn.execute(f"SELECT * FROM runs {where} ORDER BY id DESC", params).fetchall()
-        return pd.DataFrame([_run_dict(r) for r in rows], columns=[
-            "id", "kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
-            "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
-            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"])
+        return pd.DataFrame([_run_dict(r) for r in rows], columns=list(RUN_COLUMNS))
 
     def run_states(self) -> tuple[tuple[int, str], ...]:
         """(id, status) of every run, oldest first: a cheap signature of the journal for pages to notice a run

@@ -167,11 +167,9 @@ class LabelsMixin(DatasetMixin):
             if binned is not None:  # a bin is an inclusive age range on the stored attribute
                 parts = []
                 for value in values:
-                    code = binned.classes.index(value) if value in binned.classes else int(value)
-                    low = binned.edges[code - 1] if code > 0 else -(2**62)
-                    high = binned.edges[code] - 1 if code < len(binned.edges) else 2**62
+                    low, high = binned.bounds(value)
                     parts.append(f"{source}.{quote(binned.source)} BETWEEN ? AND ?")
-                    params += [low, high]
+                    params += [-(2**62) if low is None else low, 2**62 if high is None else high]
                 clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
                 continue
             attribute = schema.attribute(name)

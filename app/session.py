@@ -1,0 +1,104 @@
+"""The browser session: its connection to the store, the annotator's name, page switches and the one-line
+messages an action leaves for the next run of the page. Pages import these from ``app.ui``, which re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from app.boundary import plain
+from core import review
+from core.store import LabelStore, default_db
+
+
+def get_store() -> LabelStore:
+    """This session's connection to the store named by ``$LABELS_DB`` (default ``labels.db``).
+
+    One connection per browser session: a SQLite connection shared between sessions would mix
+    their transactions.
+    """
+    path = str(Path(default_db()).resolve())
+    key = f"_store::{path}"
+    if key not in st.session_state:
+        st.session_state[key] = LabelStore(path)
+    return st.session_state[key]
+
+
+def annotator() -> str:
+    """The annotator name typed in the sidebar ('' when none); it goes with every action."""
+    return str(st.session_state.get("annotator", "")).strip()
+
+
+# The name outlives the sidebar widget: Streamlit drops a widget's state on some page switches
+# (st.switch_page, chart clicks), so it is also kept under a plain session key that nothing clears.
+_KEPT = "_annotator_kept"
+
+
+def _keep_annotator() -> None:
+    st.session_state[_KEPT] = st.session_state.get("annotator", "")
+
+
+def annotator_sidebar() -> None:
+    """The sidebar name field. The name lasts the whole browser session, across every in-app
+    navigation (page links, chart clicks, buttons that open another page), and is kept in the URL
+    (``?annotator=``) so a refresh or a link with the parameter keeps it too."""
+    if "annotator" not in st.session_state:
+        kept = st.session_state.get(_KEPT)
+        st.session_state["annotator"] = kept if kept is not None else st.query_params.get("annotator", "")
+    st.sidebar.text_input("Annotator", key="annotator", placeholder="your name", on_change=_keep_annotator,
+                          help="Recorded with every correction and verdict you make.")
+    _keep_annotator()
+    name = annotator()
+    if name and st.query_params.get("annotator") != name:
+        st.query_params["annotator"] = name
+    if not name:
+        st.sidebar.caption("Type your name to enable relabeling.")
+
+
+def switch_page(page: str, **query: str) -> None:
+    """``st.switch_page`` that keeps the annotator in the URL of the page it opens."""
+    if annotator():
+        query = {**query, "annotator": annotator()}
+    st.switch_page(page, query_params=query or None)
+
+
+@dataclass(frozen=True)
+class Flash:
+    """A one-line message for the next run of the page: ``ok`` (success) or not (a warning), ``conflict`` (an
+    error: refused because the data changed meanwhile). Plain text: shown through ``plain``."""
+
+    ok: bool
+    message: str
+    conflict: bool = False
+
+
+def flash(outcome: Flash | review.Outcome) -> None:
+    """Keep a message, or an action's outcome (``core.review.Outcome``), for the next run of the page (actions
+    run in callbacks)."""
+    st.session_state["_flash"] = Flash(bool(outcome.ok), str(outcome.message), bool(outcome.conflict))
+
+
+def show_flash() -> None:
+    """Show (once) the outcome of the last action: conflicts and failures stand out."""
+    outcome = st.session_state.pop("_flash", None)
+    if outcome is None:
+        return
+    if outcome.conflict:
+        st.error(plain(outcome.message), icon="⚠️")
+    elif outcome.ok:
+        st.success(plain(outcome.message))
+    else:
+        st.warning(plain(outcome.message))
+
+
+def require_data(store: LabelStore) -> bool:
+    """False (after saying how to fill it) when the store holds no dataset yet."""
+    if store.is_empty:
+        st.info("The label store is empty. Generate and ingest the demo with "
+                "`python -m core demo --out data/demo` and `python -m core ingest data/demo` "
+                "(or restart the dashboard with `LABELS_AUTO_DEMO=1`, the default), or ingest your own dataset.")
+        return False
+    return True
