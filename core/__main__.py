@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -136,10 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_dataset_commands(sub: Any) -> None:
+    """``demo`` and ``ingest``: making a dataset and scanning it into the store."""
     p = sub.add_parser("demo", help="generate the demo dataset (competition layout + truth.csv)")
     p.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
     p.add_argument("--persons", type=int, default=480, help="number of people, 7 images each (default: 480)")
@@ -160,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--person-column", default=None, help="csv: column grouping images of one person/subject")
     _db(p)
     p.set_defaults(func=cmd_ingest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_dataset_commands(sub)
 
     p = sub.add_parser("export", help="write the cleaned label table (CSV, or .parquet)")
     p.add_argument("--out", required=True, help="output file (.csv or .parquet)")

@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -439,6 +440,22 @@ def _prepare(out: Path, settings: dict) -> None:
     (out / MARKER).write_text(json.dumps(settings, sort_keys=True) + "\n")
 
 
+def _check_options(persons: Any, noise: Any, eval_images: Any, image_size: Any, workers: Any, profile: Any) -> None:
+    """``generate``'s arguments, refused with a ValueError naming the bad one."""
+    if isinstance(persons, bool) or not isinstance(persons, int) or persons < 1:
+        raise ValueError(f"persons must be a whole number >= 1, got {persons!r}")
+    if not isinstance(noise, int | float) or not 0 <= noise <= 1:
+        raise ValueError(f"noise must be a fraction of people between 0 and 1, got {noise!r}")
+    if isinstance(eval_images, bool) or not isinstance(eval_images, int) or eval_images < 0:
+        raise ValueError(f"eval_images must be a whole number >= 0, got {eval_images!r}")
+    if len(image_size) != 2 or min(image_size) < 16:
+        raise ValueError(f"image_size must be (width, height) with both >= 16 px, got {image_size!r}")
+    if profile not in NOISE_PROFILES:
+        raise ValueError(f"noise profile must be one of {', '.join(NOISE_PROFILES)}, got {profile!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
+
+
 def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, eval_images: int | None = None,
              image_size: tuple[int, int] = (384, 512), workers: int = 2, profile: str = "random") -> DemoInfo:
     """Write the demo dataset to ``out`` (see the module docstring); ``image_size`` is (width, height) px.
@@ -451,19 +468,9 @@ def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, 
     """
     started = time.perf_counter()
     out = Path(out)
-    if isinstance(persons, bool) or not isinstance(persons, int) or persons < 1:
-        raise ValueError(f"persons must be a whole number >= 1, got {persons!r}")
-    if not isinstance(noise, int | float) or not 0 <= noise <= 1:
-        raise ValueError(f"noise must be a fraction of people between 0 and 1, got {noise!r}")
-    eval_images = persons // 2 if eval_images is None else eval_images
-    if isinstance(eval_images, bool) or not isinstance(eval_images, int) or eval_images < 0:
-        raise ValueError(f"eval_images must be a whole number >= 0, got {eval_images!r}")
-    if len(image_size) != 2 or min(image_size) < 16:
-        raise ValueError(f"image_size must be (width, height) with both >= 16 px, got {image_size!r}")
-    if profile not in NOISE_PROFILES:
-        raise ValueError(f"noise profile must be one of {', '.join(NOISE_PROFILES)}, got {profile!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    eval_images = persons // 2 if eval_images is None and isinstance(persons, int) else eval_images
+    _check_options(persons, noise, eval_images, image_size, workers, profile)
+    assert isinstance(eval_images, int)
     size = (int(image_size[0]), int(image_size[1]))
     settings = {"persons": persons, "noise": noise, "seed": seed, "eval_images": eval_images, "size": size}
     if profile != "random":  # the random profile's marker stays as it was

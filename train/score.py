@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from core.checks import run_data_checks
@@ -126,30 +127,13 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     progress = FoldProgress(store, run_id, k, config.epochs, config.batch_size)
     phases: dict[str, float] = {}  # seconds per phase of this session, for the journal and the bench
     mark = time.monotonic()
-    ingest_id = store.last_ingest_id()
-    if store.data_checks_ingest() != ingest_id:  # once per ingest, beside the label checks
-        progress.update(0, 0, 1, phase="data checks", force=True)
-        issues = run_data_checks(store, workers=max(1, config.threads))
-        store.record_data_checks(int(ingest_id or 0))
-        log.info(f"data checks: {len(issues)} issue(s) " + str(issues["kind"].value_counts().to_dict()))
+    _data_checks(store, config, progress, log)
     _check(stop)
     phases["data_checks"], mark = time.monotonic() - mark, time.monotonic()
 
     # ---- the snapshot's labelled images and their folds --------------------------------------------------------
-    assert config.snapshot is not None  # open_run froze the labels into a snapshot
-    labels, snap = read_snapshot(config.snapshot)
+    labels, snap, folds = _labels_and_folds(store, config, run_dir, k)
     schema = Schema.from_dict(snap["schema"])
-    ids = store.items()[["path", "item_id"]]
-    labels = labels.merge(ids, on="path", how="left", validate="one_to_one")
-    if labels["item_id"].isna().any():
-        raise StoreError(f"{int(labels['item_id'].isna().sum())} snapshot image(s) are not in the store any more")
-    labels["item_id"] = labels["item_id"].astype("int64")
-    saved = run_dir / "folds.npy"  # a resumed run keeps its folds, whatever person_folds does today
-    folds = np.load(saved) if saved.exists() else person_folds(labels, k, config.seed)
-    if len(folds) != len(labels):
-        raise StoreError(f"{saved} has {len(folds)} rows but the snapshot {len(labels)}: not this run's folds")
-    save_npy(saved, folds)
-    csv_safe(labels.assign(fold=folds)[["item_id", "path", "person", "fold"]]).to_csv(run_dir / "items.csv", index=False)
     heads = heads_for(schema, config.heads)
     codes = schema.codes(labels)
     if config.heads == "single":
@@ -204,6 +188,36 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     log.info(f"score run {run_id} done: flagged units {flagged}" +
              (f"; disagreement with score run {previous_id} in detail" if previous_id else ""))
     return {"n_items": len(labels), "flagged": flagged, "compared_with": previous_id}
+
+
+def _data_checks(store: LabelStore, config: TrainConfig, progress: FoldProgress, log: Any) -> None:
+    """The data checks (duplicates, dark, blurry), once per ingest, beside the label checks."""
+    ingest_id = store.last_ingest_id()
+    if store.data_checks_ingest() != ingest_id:
+        progress.update(0, 0, 1, phase="data checks", force=True)
+        issues = run_data_checks(store, workers=max(1, config.threads))
+        store.record_data_checks(int(ingest_id or 0))
+        log.info(f"data checks: {len(issues)} issue(s) " + str(issues["kind"].value_counts().to_dict()))
+
+
+def _labels_and_folds(store: LabelStore, config: TrainConfig, run_dir: Path,
+                      k: int) -> tuple[pd.DataFrame, dict[str, Any], np.ndarray]:
+    """The run's snapshot (labels with their store item ids, its metadata) and each image's fold, saved in the run
+    folder (``folds.npy``, ``items.csv``): a resumed run keeps its folds, whatever ``person_folds`` does today."""
+    assert config.snapshot is not None  # open_run froze the labels into a snapshot
+    labels, snap = read_snapshot(config.snapshot)
+    ids = store.items()[["path", "item_id"]]
+    labels = labels.merge(ids, on="path", how="left", validate="one_to_one")
+    if labels["item_id"].isna().any():
+        raise StoreError(f"{int(labels['item_id'].isna().sum())} snapshot image(s) are not in the store any more")
+    labels["item_id"] = labels["item_id"].astype("int64")
+    saved = run_dir / "folds.npy"
+    folds = np.load(saved) if saved.exists() else person_folds(labels, k, config.seed)
+    if len(folds) != len(labels):
+        raise StoreError(f"{saved} has {len(folds)} rows but the snapshot {len(labels)}: not this run's folds")
+    save_npy(saved, folds)
+    csv_safe(labels.assign(fold=folds)[["item_id", "path", "person", "fold"]]).to_csv(run_dir / "items.csv", index=False)
+    return labels, snap, folds
 
 
 def store_verdicts(store: LabelStore, run_id: int, schema: Schema, labels: Any,

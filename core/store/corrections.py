@@ -14,6 +14,27 @@ from core.store.base import ConflictError, StoreError, now, quote
 from core.store.labels import LabelsMixin
 
 
+def _import_target(raw_target: str, person_scope: bool, persons: set[str], by_source: dict[str, list[str]],
+                   paths: set[str], stems: dict[str, list[str]]) -> str:
+    """The store target an import row names: a person key (or a person's unique source id) for a person-scope
+    attribute, else an image path (or its unique path without extension, also as ``person/file``)."""
+    if person_scope:
+        if raw_target in persons:
+            return raw_target
+        if raw_target in by_source and len(by_source[raw_target]) == 1:
+            return by_source[raw_target][0]
+        if raw_target in by_source:
+            raise StoreError(f"id {raw_target!r} names {len(by_source[raw_target])} people "
+                             f"({', '.join(by_source[raw_target])}); use the folder name")
+        raise StoreError(f"unknown person {raw_target!r}")
+    key = raw_target.rsplit(".", 1)[0] if raw_target not in paths else None
+    if raw_target in paths:
+        return raw_target
+    if key in stems and len(stems[key]) == 1:
+        return stems[key][0]
+    raise StoreError(f"unknown image {raw_target!r}")
+
+
 class CorrectionsMixin(LabelsMixin):
     """Corrections (append-only log, conflicts refused), reverts, review verdicts and CSV imports."""
 
@@ -134,25 +155,8 @@ class CorrectionsMixin(LabelsMixin):
                 try:
                     attribute = str(row["attribute"]).strip()
                     attr = schema.attribute(attribute)
-                    raw_target = str(row["target"]).strip()
-                    if attr.scope == "person":
-                        if raw_target in persons:
-                            target = raw_target
-                        elif raw_target in by_source and len(by_source[raw_target]) == 1:
-                            target = by_source[raw_target][0]
-                        elif raw_target in by_source:
-                            raise StoreError(f"id {raw_target!r} names {len(by_source[raw_target])} people "
-                                             f"({', '.join(by_source[raw_target])}); use the folder name")
-                        else:
-                            raise StoreError(f"unknown person {raw_target!r}")
-                    else:
-                        key = raw_target.rsplit(".", 1)[0] if raw_target not in paths else None
-                        if raw_target in paths:
-                            target = raw_target
-                        elif key in stems and len(stems[key]) == 1:
-                            target = stems[key][0]
-                        else:
-                            raise StoreError(f"unknown image {raw_target!r}")
+                    target = _import_target(str(row["target"]).strip(), attr.scope == "person", persons, by_source,
+                                            paths, stems)
                     new_value = attr.parse(row["value"])
                     current = pending.get((target, attribute), self.label_of(target, attribute))
                     expected = row.get("expected")
