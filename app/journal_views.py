@@ -5,8 +5,7 @@ function is testable on hand-made frames::
 
     table = runs_overview(store.runs(), checkpoint_bytes={3: 48_000_000})
     fraction, text = progress_view(store.run(7))
-    record_a, record_b = best_record(store.run(3), store.epochs(3)), best_record(store.run(5), store.epochs(5))
-    metric_deltas(record_a, record_b)      # metric, run_a, run_b, change
+    record = best_record(store.run(3), store.epochs(3))   # the best epoch's metrics (train.compare's)
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ ACTIVE = ("queued", "running")
 OVERVIEW_COLUMNS = ["id", "kind", "status", "model", "macro_f1", "flagged", "epochs", "snapshot", "corrections",
                     "new_corrections", "created", "duration_min", "checkpoint_mb", "note"]
 # Scalars worth comparing between two runs' best epochs, in this order (accuracies follow).
-KEY_METRICS = ("macro_f1", "acc_class", "val_loss", "train_loss")
 
 
 def _timestamp(text: Any) -> datetime | None:
@@ -203,41 +201,6 @@ def _fraction(progress: Mapping[str, Any]) -> float:
     done = ((int(progress.get("fold") or 1) - 1) * epochs + int(progress.get("epoch") or 1) - 1) * total + \
         int(progress.get("step") or 0)
     return min(1.0, max(0.0, done / (folds * epochs * total)))
-
-
-def metric_deltas(record_a: Mapping[str, Any], record_b: Mapping[str, Any]) -> pd.DataFrame:
-    """Scalar metrics of two best-epoch records: ``metric``, ``run_a``, ``run_b``, ``change`` (b - a).
-
-    ``KEY_METRICS`` first, then per-target accuracies; a metric only one run has shows None for the other.
-    """
-    names = [m for m in KEY_METRICS if m in record_a or m in record_b]
-    names += sorted({k for k in (*record_a, *record_b) if k.startswith("acc_") and k not in names})
-    rows = []
-    for name in names:
-        a, b = _number(record_a.get(name)), _number(record_b.get(name))
-        rows.append({"metric": name, "run_a": a, "run_b": b, "change": None if a is None or b is None else b - a})
-    return pd.DataFrame(rows, columns=["metric", "run_a", "run_b", "change"])
-
-
-def per_class_deltas(record_a: Mapping[str, Any], record_b: Mapping[str, Any]) -> pd.DataFrame:
-    """Per-class F1 of two best-epoch records (``f1_per_class``): ``class``, ``run_a``, ``run_b``, ``change``.
-
-    Classes in either run, in the order the first run lists them; a class absent from a run's
-    validation truth and predictions has no F1 there (None).
-    """
-    f1_a, f1_b = record_a.get("f1_per_class") or {}, record_b.get("f1_per_class") or {}
-    classes = list(dict.fromkeys([*f1_a, *f1_b]))
-    rows = [{"class": c, "run_a": _number(f1_a.get(c)), "run_b": _number(f1_b.get(c))} for c in classes]
-    frame = pd.DataFrame(rows, columns=["class", "run_a", "run_b"])
-    frame["change"] = frame["run_b"] - frame["run_a"]
-    return frame
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool | dict | list | str):
-        return None
-    value = float(value)
-    return None if pd.isna(value) else value
 
 
 def confusion_frame(record: Mapping[str, Any], target: str, classes: list[str]) -> pd.DataFrame | None:

@@ -341,19 +341,6 @@ def test_progress_view_for_training_and_scoring() -> None:
         (1.0, "train run #6 done · macro F1 0.250")
 
 
-def test_metric_and_per_class_deltas_of_best_epochs() -> None:
-    epochs_a = pd.DataFrame([{"epoch": 1, "macro_f1": 0.3, "acc_mask": 0.8, "f1_per_class": {"x": 0.2, "y": 0.4}},
-                             {"epoch": 2, "macro_f1": 0.2, "acc_mask": 0.7, "f1_per_class": {"x": 0.1, "y": 0.3}}])
-    epochs_b = pd.DataFrame([{"epoch": 1, "macro_f1": 0.45, "acc_mask": 0.9, "f1_per_class": {"x": 0.5, "z": 1.0}}])
-    record_a = jv.best_record({"metrics": {"best_epoch": 1}}, epochs_a)
-    record_b = jv.best_record({"metrics": {}}, epochs_b)
-    deltas = jv.metric_deltas(record_a, record_b).set_index("metric")
-    assert deltas.loc["macro_f1", "change"] == pytest.approx(0.15) and deltas.loc["acc_mask", "run_a"] == 0.8
-    classes = jv.per_class_deltas(record_a, record_b).set_index("class")
-    assert classes.loc["x", "change"] == pytest.approx(0.3) and pd.isna(classes.loc["y", "run_b"])
-    assert list(classes.index) == ["x", "y", "z"]
-
-
 def test_misclassified_and_flag_changes() -> None:
     predictions = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "person": ["p1", "p1", "p2"],
                                 "true_mask": ["wear", "wear", "not_wear"], "pred_mask": ["wear", "incorrect", "wear"],
