@@ -97,7 +97,7 @@ def trainer(args: argparse.Namespace, device: torch.device, schema):
     return model, step
 
 
-def demo(args: argparse.Namespace) -> Path:
+def bench_store(args: argparse.Namespace) -> Path:
     """The 480-person demo (clean labels) ingested into a temporary store (``bench.common.demo_store``), unless
     --db names one."""
     if args.db:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    db = demo(args)
+    db = bench_store(args)
     results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                      "threads": args.threads, "model": args.model, "img_size": list(args.img_size),
                      "batch_size": args.batch_size}
