@@ -29,6 +29,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from cleanlab.filter import find_label_issues
 from sklearn.metrics import average_precision_score
 from threadpoolctl import threadpool_limits
@@ -199,3 +200,141 @@ Cells missed: {'; '.join(misses)}.
 
 if __name__ == "__main__":
     main()
+
+
+# ---- the demo across the trainer's score options ------------------------------------------------------------------
+DEMO_KINDS = {"gender_flip": "gender", "mask_swap": "mask", "age": "age_group"}
+DEMO_METHODS = ["ours (score job's verdicts today)", "previous round (calibrate=False)", "cleanlab per image (any image)",
+                "cleanlab per image + majority vote", "cleanlab on person means"]
+
+
+def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """(images with person and noise_kind, {method: {target: (n,) bool image flags}}) of a store's current score run.
+
+    Ours: ``train.oof.score_rows`` (what the score job and ``rescore`` store) on the run's saved out-of-fold
+    probabilities; previous round: the same with ``core.scoring.recalibrate`` replaced by the identity.
+    Baselines per target on the same probabilities: cleanlab's ``find_label_issues`` per image (a person is
+    flagged when any image is), + majority vote (more than half of the person's images; for mask, a person's
+    incorrect/not_wear pair when both are flagged), and on the person's mean probabilities (person-scope targets;
+    mask is decided per image, so there it is cleanlab per image).
+    """
+    from unittest import mock
+
+    from core.schema import Schema
+    from core.store import LabelStore, read_snapshot
+    from train.oof import load_oof, score_rows
+
+    with LabelStore(db) as store:
+        run = store.run(store.current_score_run())
+        items = store.items()[["path", "item_id"]]
+    labels, snap = read_snapshot(run["config"]["snapshot"])
+    labels = labels.merge(items, on="path", how="left", validate="one_to_one")
+    schema = Schema.from_dict(snap["schema"])
+    order, probs = load_oof(run["run_dir"])
+    assert list(order["path"]) == list(labels["path"])
+    truth = pd.read_csv(root / "truth.csv")
+    images = labels[["path", "person", "item_id"]].merge(truth[["path", "noise_kind", "true_mask", "true_gender",
+                                                              "true_age"]], on="path", how="left", validate="one_to_one")
+    given = schema.codes(labels)
+    true = schema.codes(images.rename(columns={"true_mask": "mask", "true_gender": "gender", "true_age": "age"}))
+    person = images["person"].to_numpy()
+    methods: dict[str, dict[str, np.ndarray]] = {name: {} for name in DEMO_METHODS}
+    ours = score_rows(schema, labels, probs)
+    with mock.patch("core.scoring.recalibrate", lambda labels, probs: (np.asarray(probs, dtype=np.float64), None)):
+        previous = score_rows(schema, labels, probs)
+    for target in DEMO_KINDS.values():
+        images[f"wrong_{target}"] = given[target] != true[target]
+        for name, rows in ((DEMO_METHODS[0], ours), (DEMO_METHODS[1], previous)):
+            flagged = rows[rows["attribute"] == target].set_index("item_id")["is_issue"]
+            methods[name][target] = flagged.reindex(images["item_id"]).fillna(False).to_numpy(dtype=bool)
+        flags = find_label_issues(given[target], probs[target], n_jobs=1)
+        if target == "mask":
+            pair = np.isin(given[target], (1, 2))
+            both = pd.Series(flags & pair).groupby(person).transform("sum").to_numpy() == 2
+            vote, means = np.where(pair, both, flags), flags
+        else:
+            vote = pd.Series(flags).groupby(person).transform("mean").to_numpy() > 0.5
+            codes, uniques = pd.factorize(person)
+            mean = np.zeros((len(uniques), probs[target].shape[1]))
+            np.add.at(mean, codes, probs[target])
+            mean /= np.bincount(codes)[:, None]
+            person_given = np.zeros(len(uniques), int)
+            person_given[codes] = given[target]
+            means = find_label_issues(person_given, mean, n_jobs=1)[codes]
+        methods[DEMO_METHODS[2]][target] = flags
+        methods[DEMO_METHODS[3]][target] = vote
+        methods[DEMO_METHODS[4]][target] = means
+    return images, methods
+
+
+def demo_person_f1(images: pd.DataFrame, methods: dict[str, dict[str, np.ndarray]]) -> dict[tuple[str, str], tuple]:
+    """{(noise kind or 'all', method): (precision, recall, F1, wrong people)} at person level."""
+    people = images.groupby("person")["noise_kind"].first().fillna("")
+    out = {}
+    for kind in [*DEMO_KINDS, "all"]:
+        targets = list(DEMO_KINDS.values()) if kind == "all" else [DEMO_KINDS[kind]]
+        truth = (people != "").to_numpy() if kind == "all" else (people == kind).to_numpy()
+        for name, flags in methods.items():
+            anywhere = np.any([flags[t] for t in targets], axis=0)
+            flagged = pd.Series(anywhere).groupby(images["person"].to_numpy()).any().reindex(people.index).to_numpy()
+            out[(kind, name)] = (*prf(flagged, truth), int(truth.sum()))
+    return out
+
+
+def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[str], write: bool = True) -> str:
+    """The demo table: per option, per noise kind and overall, person F1 per seed and its mean, ours vs the best
+    baseline; rewrites the section "Person verdicts on the demo across score options" of BENCHMARKS.md."""
+    results = {}
+    for workdir, seeds in workdirs:
+        for seed in seeds:
+            for option in options:
+                db = workdir / f"seed{seed}" / option / "labels.db"
+                if not db.exists():
+                    continue
+                from core.store import LabelStore
+                with LabelStore(db) as store:
+                    if store.current_score_run() is None:
+                        print(f"{db}: no finished score run, left out", flush=True)
+                        continue
+                    people = store.items()["person"].nunique()
+                images, methods = demo_flags(db, workdir / f"seed{seed}" / "demo")
+                results[(seed, option)] = (people, demo_person_f1(images, methods))
+                print(seed, option, {k: round(v[2], 3) for k, v in results[(seed, option)][1].items()
+                                     if k[1] == DEMO_METHODS[0]}, flush=True)
+    lines = ["| option | noise kind | wrong people (per seed) | " + " | ".join(DEMO_METHODS) +
+             " | ours − best baseline (mean; per seed) |", "|" + "---|" * (4 + len(DEMO_METHODS))]
+    verdicts = []
+    for option in options:
+        runs = {seed: r for (seed, o), r in results.items() if o == option}
+        if not runs:
+            continue
+        for kind in [*DEMO_KINDS, "all"]:
+            f1 = {name: np.array([runs[s][1][(kind, name)][2] for s in sorted(runs)]) for name in DEMO_METHODS}
+            wrong = [runs[s][1][(kind, DEMO_METHODS[0])][3] for s in sorted(runs)]
+            best = max(DEMO_METHODS[2:], key=lambda name: f1[name].mean())
+            diff = f1[DEMO_METHODS[0]] - f1[best]
+            met = f1[DEMO_METHODS[0]].mean() >= f1[best].mean() - 0.005
+            cells = " | ".join(f"{f1[name].mean():.3f}" for name in DEMO_METHODS)
+            per_seed = ", ".join(f"{d:+.3f}" for d in diff)
+            lines.append(f"| {option} | {kind} | {', '.join(map(str, wrong))} | {cells} | {diff.mean():+.3f}"
+                         f"{'' if met else ' **miss**'} ({per_seed}) |")
+            if not met:
+                verdicts.append(f"{option} / {kind}")
+    seeds_people = sorted({(seed, r[0]) for (seed, _), r in results.items()})
+    text = f"""`PYTHONPATH=. .venv/bin/python bench/demo_options.py table` on the score runs of `bench/demo_options.py run`:
+demo seeds and people {', '.join(f'{s} ({p} people)' for s, p in seeds_people)}, random noise 0.1, one score run
+(`train.score.score`, the score job's defaults: 3 person-grouped folds, test_resnet 64×80, 10 epochs) per seed and
+option: defaults, `--balanced`, `--loss focal`, `--loss smooth`. Person-level F1 against truth.csv (mean over the
+seeds; a person is flagged when any of its images is flagged for the attribute its noise kind corrupts; "all":
+any attribute). Ours = the verdicts the score job stores today (`train.oof.score_rows`, which `rescore` also
+uses); previous round = the same with the calibration step off; baselines on the same out-of-fold probabilities
+(`bench/calibration.py` `demo_flags`). Best baseline: the best by mean of the last three columns.
+
+{chr(10).join(lines)}
+
+Cells missed (ours below the best baseline by more than 0.005): {'; '.join(verdicts) or 'none'}.
+"""
+    print(text)
+    if write:
+        sections.write_section("Person verdicts on the demo across score options", text)
+    return text

@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=480)
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--workdir", default=str(WORKDIR))
+    parser.add_argument("--table", nargs="+", default=None, metavar="WORKDIR:SEEDS",
+                        help="table: workdirs with their seeds, e.g. .cache/a:7 .cache/b:8,9 (default: --workdir, --seeds)")
     parser.add_argument("--no-write", action="store_true", help="table: print only, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     workdir = Path(args.workdir)
@@ -76,7 +78,9 @@ def main() -> None:
         run(workdir, args.seeds, args.option)
     else:
         from bench.calibration import demo_options_section
-        demo_options_section(workdir, args.seeds, write=not args.no_write)
+        workdirs = [(Path(w.split(":")[0]), [int(x) for x in w.split(":")[1].split(",")]) for w in args.table] \
+            if args.table else [(workdir, args.seeds)]
+        demo_options_section(workdirs, list(OPTIONS), write=not args.no_write)
 
 
 if __name__ == "__main__":
