@@ -208,6 +208,11 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     pred_probs : (n, k) float, out-of-sample probabilities (rows sum to 1).
     filter_by : cleanlab ``find_label_issues`` method (default: cleanlab's default).
 
+    calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (one temperature and a
+        per-class offset fitted to the given labels), so the verdict does not depend on the model's
+        calibration (see that module for what it assumes); every column below is then computed on the
+        recalibrated probabilities, and ``attrs["calibration"]`` holds the fit (None with ``calibrate=False``).
+
     Returns
     -------
     DataFrame with columns ``given``; ``self_confidence`` = P(given); ``normalized_margin`` =
@@ -262,6 +267,14 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     ----------
     labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids (person keys).
     rho : float in [0, 1] to override the estimate (0: images independent, 1: one view per person).
+    calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default): one temperature
+        and a per-class offset fitted by maximum likelihood of the given labels, so that a model trained with
+        class-balanced sampling, focal loss, or one over- or under-confident, gets the verdicts a model
+        calibrated to the label prior gets. Assumes the probabilities are a per-class rescaling and a power
+        of calibrated ones and that most given labels of each class are right. Invariant under it: every
+        flag, score, suggestion, ``rho`` and count is unchanged when every image's probabilities are
+        multiplied by one per-class factor (and renormalised) or raised to one power; label smoothing is
+        met only approximately (BENCHMARKS.md, "Person level across calibrations").
 
     Returns
     -------
@@ -269,7 +282,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     (effective independent views), ``given``, ``inconsistent``, ``self_confidence`` (P(given) of the
     person's probabilities), ``suggested`` and ``suggested_prob`` (their argmax), ``n_against`` (images
     whose own argmax differs from ``given``), ``score`` in [0, 1], ``is_issue``, ``probs`` ((k,) the
-    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["counts"]`` the three counts.
+    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["counts"]`` the three counts,
+    ``attrs["calibration"]`` the ``core.calibration.Calibration`` fitted (None with ``calibrate=False``).
     """
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
@@ -368,6 +382,9 @@ def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[i
     default the geometric mean of the two directions' flip odds in ``noise_prior`` (cleanlab's
     confident joint), ``(log(Q[a,b]/Q[a,a]) + log(Q[b,a]/Q[b,b])) / 2``. Then ``swap_prob =
     sigmoid(log_ratio + prior_log_odds)`` = P(swapped | images), and ``is_issue = swap_prob > 0.5``.
+    With ``calibrate`` (default) the probabilities are first read through ``core.calibration.recalibrate``
+    (as ``group_scores``): a per-class rescaling or a power of the probabilities (focal loss flattens them,
+    which left the log ratio too small to outweigh the prior) changes no swap verdict.
 
     Returns one row per group holding both classes (first appearance order): ``group``,
     ``rows_first`` and ``rows_second`` (tuples of row indices), ``log_ratio``, ``swap_prob``, ``is_issue``.
