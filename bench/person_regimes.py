@@ -13,6 +13,8 @@ Two kinds of data:
   A logistic regression trained on the noisy labels gives the probabilities: a real model, simulated photos.
 * ``digits``: scikit-learn's handwritten digits grouped into people of one true digit; a leaning person has each
   image blended with one fixed image of a look-alike digit (the same for all its images).
+* ``direct`` (and ``direct-digits``: 10 equal classes): no features, no model; each image's probabilities drawn
+  around its true class with no class prior in them (``direct``), as a class-balanced model's are.
 
 Whole people are flipped: binary to the other class, ordered classes to a neighbour, unordered to any other.
 """
@@ -38,7 +40,7 @@ class Regime:
 @dataclass(frozen=True)
 class Setting:
     name: str
-    data: str = "simulated"  # simulated | digits
+    data: str = "simulated"  # simulated | digits | direct | direct-digits (probabilities drawn, no model)
     balance: tuple[float, ...] = (0.5, 0.5)  # class frequencies of people (simulated; digits: 10 equal classes)
     ordered: bool = False  # classes on a line, flips to a neighbour
     sizes: tuple[int, int] = (7, 7)  # images per person, uniform in [lo, hi]
@@ -120,5 +122,41 @@ def digits(setting: Setting, seed: int) -> Regime:
     return Regime(labels, out_of_fold(x, labels, groups, seed), groups, given != true)
 
 
+def direct(setting: Setting, seed: int) -> Regime:
+    """Probabilities drawn directly around the true class, with no class prior in them at all.
+
+    The calibration a model trained with class-balanced sampling has: a person's logits are the true
+    class's ``separation`` (unordered: ``separation`` on the true class; ordered: ``-separation (pos - j)^2``
+    around a position on the class line) plus a person offset shared by its images (``person_sd``), a
+    lean towards the look-alike class (20-90 % of the way) for a fraction ``lean`` of people, and the
+    image's own noise; the softmax of those is ``pred_probs``. No classifier is trained: what the
+    probabilities carry does not depend on the labels or the class frequencies. Digits settings use 10
+    equally frequent unordered classes.
+    """
+    rng = np.random.default_rng(seed)
+    balance = (0.1,) * 10 if setting.data == "direct-digits" else setting.balance
+    k = len(balance)
+    true = rng.choice(k, size=setting.people, p=np.asarray(balance) / sum(balance))
+    towards = look_alike(true, k, setting.ordered, rng)
+    leaning = rng.random(setting.people) < setting.lean
+    strength = np.where(leaning, rng.uniform(0.2, 0.9, setting.people), 0.0)
+    sizes = rng.integers(setting.sizes[0], setting.sizes[1] + 1, setting.people)
+    groups = np.repeat(np.arange(setting.people), sizes)
+    n = len(groups)
+    if setting.ordered:
+        pos = true + strength * (towards - true) + rng.normal(0, 0.4 * setting.person_sd, setting.people)
+        pos = pos[groups] + rng.normal(0, 0.4, n)
+        logits = -setting.separation * (pos[:, None] - np.arange(k)[None, :]) ** 2
+    else:
+        centre = np.eye(k)[true] * (1 - strength[:, None]) + np.eye(k)[towards] * strength[:, None]
+        logits = setting.separation * centre[groups] + rng.normal(0, setting.person_sd, (setting.people, k))[groups]
+        logits += rng.normal(0, 1, (n, k))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    given = flip(true, k, setting.flip, setting.ordered, rng)
+    return Regime(given[groups], probs / probs.sum(axis=1, keepdims=True), groups, given != true)
+
+
 def make(setting: Setting, seed: int) -> Regime:
+    if setting.data.startswith("direct"):
+        return direct(setting, seed)
     return digits(setting, seed) if setting.data == "digits" else simulated(setting, seed)

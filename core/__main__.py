@@ -137,6 +137,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    from core.queue_export import write_queue
+
+    if not Path(args.db).exists():
+        raise FileNotFoundError(f"{args.db}: no such label store (give --db or set $LABELS_DB)")
+    with LabelStore(args.db) as store:
+        if store.is_empty:
+            raise ValueError(f"{args.db}: empty store, nothing scored (run `python -m core ingest ROOT`)")
+        table = write_queue(store, Path(args.out), run_id=args.run, attribute=args.attribute)
+    print(printable(f"wrote {args.out}: {len(table)} unit(s), {int(table['flagged'].sum())} flagged"))
+    return 0
+
+
 def _add_dataset_commands(sub: Any) -> None:
     """``demo`` and ``ingest``: making a dataset and scanning it into the store."""
     p = sub.add_parser("demo", help="generate the demo dataset (competition layout + truth.csv)")
@@ -217,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="data checks: duplicates, near-duplicates, dark or blurry images")
     _db(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("queue", help="export a score run's ranked review queue (the Review page's units, order, flags) "
+                                     "as CSV: unit,attribute,given,suggested,score,flagged,rank,status")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--run", type=int, default=None, help="score run id (default: the current one)")
+    p.add_argument("--attribute", default=None, help="only this attribute as scored, e.g. age_group (default: all)")
+    _db(p)
+    p.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("status", help="what the store holds")
     _db(p)

@@ -33,6 +33,8 @@ from cleanlab.count import compute_confident_joint
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_normalized_margin_for_each_label, get_self_confidence_for_each_label
 
+from core.calibration import recalibrate
+
 EPS = 1e-4  # probability floor before logs: bounds how far one image can rule a class out
 
 
@@ -189,7 +191,8 @@ def top_n(score: np.ndarray, n: int) -> np.ndarray:
     return flags
 
 
-def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:
+def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noise_rate",
+                 calibrate: bool = True) -> pd.DataFrame:
     """Per-image label quality, one row per input row in order.
 
     ``score`` is the posterior probability that the given label is wrong: the image's likelihoods
@@ -205,6 +208,11 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     pred_probs : (n, k) float, out-of-sample probabilities (rows sum to 1).
     filter_by : cleanlab ``find_label_issues`` method (default: cleanlab's default).
 
+    calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (one temperature and a
+        per-class offset fitted to the given labels), so the verdict does not depend on the model's
+        calibration (see that module for what it assumes); every column below is then computed on the
+        recalibrated probabilities, and ``attrs["calibration"]`` holds the fit (None with ``calibrate=False``).
+
     Returns
     -------
     DataFrame with columns ``given``; ``self_confidence`` = P(given); ``normalized_margin`` =
@@ -212,6 +220,9 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     ``suggested`` (argmax class), ``suggested_prob``; ``score`` in [0, 1], higher = more suspicious.
     """
     given, probs = check_inputs(labels, pred_probs)
+    calibration = None
+    if calibrate:
+        probs, calibration = recalibrate(given, probs)
     n, k = probs.shape
     evidence = np.log(np.clip(probs, EPS, 1.0)) - np.log(class_prior(given, k))  # log p(x | j) + const
     posterior = _softmax(evidence + np.log(noise_prior(given, probs)[given]))
@@ -221,15 +232,18 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     cleanlab_issue = find_label_issues(given, probs, filter_by=filter_by, n_jobs=1)
     is_issue = top_n(score, int(cleanlab_issue.sum()))
     self_confidence = get_self_confidence_for_each_label(given, probs)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "given": given, "self_confidence": self_confidence,
         "normalized_margin": get_normalized_margin_for_each_label(given, probs),
         "cleanlab_issue": cleanlab_issue, "is_issue": is_issue,
         "suggested": probs.argmax(axis=1), "suggested_prob": probs.max(axis=1), "score": score,
     })
+    table.attrs["calibration"] = calibration
+    return table
 
 
-def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None = None) -> pd.DataFrame:
+def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None = None,
+                 calibrate: bool = True) -> pd.DataFrame:
     """Person-level verdicts for a person-scope attribute: one row per group, in order of first appearance.
 
     One true class per person, one given label (the mode of its images' labels); every parameter is
@@ -253,6 +267,14 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     ----------
     labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids (person keys).
     rho : float in [0, 1] to override the estimate (0: images independent, 1: one view per person).
+    calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default): one temperature
+        and a per-class offset fitted by maximum likelihood of the given labels, so that a model trained with
+        class-balanced sampling, focal loss, or one over- or under-confident, gets the verdicts a model
+        calibrated to the label prior gets. Assumes the probabilities are a per-class rescaling and a power
+        of calibrated ones and that most given labels of each class are right. Invariant under it: every
+        flag, score, suggestion, ``rho`` and count is unchanged when every image's probabilities are
+        multiplied by one per-class factor (and renormalised) or raised to one power; label smoothing is
+        met only approximately (BENCHMARKS.md, "Person level across calibrations").
 
     Returns
     -------
@@ -260,11 +282,15 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     (effective independent views), ``given``, ``inconsistent``, ``self_confidence`` (P(given) of the
     person's probabilities), ``suggested`` and ``suggested_prob`` (their argmax), ``n_against`` (images
     whose own argmax differs from ``given``), ``score`` in [0, 1], ``is_issue``, ``probs`` ((k,) the
-    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["counts"]`` the three counts.
+    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["counts"]`` the three counts,
+    ``attrs["calibration"]`` the ``core.calibration.Calibration`` fitted (None with ``calibrate=False``).
     """
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
     n_groups, k = len(ids), probs.shape[1]
+    calibration = None
+    if calibrate:
+        probs, calibration = recalibrate(given, probs)
     prior = class_prior(given, k)
     if rho is None:
         rho = _shared_evidence(given, np.log(np.clip(probs, EPS, 1.0)), codes, n_groups)
@@ -277,7 +303,7 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     group_given = (votes + 1e-6 * combined).argmax(axis=1)  # the mode; ties go to the more probable class
     inconsistent = (votes > 0).sum(axis=1) > 1
     if (sizes == 1).all():  # one image a group: the per-image verdict
-        images = image_scores(given, probs).iloc[np.argsort(codes)]
+        images = image_scores(given, probs, calibrate=False).iloc[np.argsort(codes)]
         score, flagged = images["score"].to_numpy(), images["is_issue"].to_numpy()
     else:
         score = 1.0 - combined[np.arange(n_groups), group_given]
@@ -296,6 +322,7 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     })
     table.attrs["rho"] = float(rho)
     table.attrs["counts"] = {} if (sizes == 1).all() else counts
+    table.attrs["calibration"] = calibration
     return table
 
 
@@ -342,7 +369,7 @@ def _count_issues(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[int, int] = (1, 2),
-                     prior_log_odds: float | None = None) -> pd.DataFrame:
+                     prior_log_odds: float | None = None, calibrate: bool = True) -> pd.DataFrame:
     """Swapped pairs within a person: were classes ``pair`` (incorrect, not_wear) exchanged?
 
     For a group with images A given ``pair[0]`` and images B given ``pair[1]``::
@@ -355,12 +382,17 @@ def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[i
     default the geometric mean of the two directions' flip odds in ``noise_prior`` (cleanlab's
     confident joint), ``(log(Q[a,b]/Q[a,a]) + log(Q[b,a]/Q[b,b])) / 2``. Then ``swap_prob =
     sigmoid(log_ratio + prior_log_odds)`` = P(swapped | images), and ``is_issue = swap_prob > 0.5``.
+    With ``calibrate`` (default) the probabilities are first read through ``core.calibration.recalibrate``
+    (as ``group_scores``): a per-class rescaling or a power of the probabilities (focal loss flattens them,
+    which left the log ratio too small to outweigh the prior) changes no swap verdict.
 
     Returns one row per group holding both classes (first appearance order): ``group``,
     ``rows_first`` and ``rows_second`` (tuples of row indices), ``log_ratio``, ``swap_prob``, ``is_issue``.
     """
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
+    if calibrate:
+        probs, _ = recalibrate(given, probs)
     first, second = pair
     logs = np.log(np.clip(probs, EPS, 1.0))
     sign = np.where(given == first, 1.0, np.where(given == second, -1.0, 0.0))

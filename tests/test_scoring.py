@@ -86,8 +86,10 @@ def test_a_clearly_mislabelled_image_ranks_first_and_is_flagged():
     assert table["score"].idxmax() == 17
     assert table.loc[17, "is_issue"] and table.loc[17, "cleanlab_issue"]
     assert table["is_issue"].sum() == 1
-    assert table.loc[17, "suggested"] == 1 and table.loc[17, "suggested_prob"] == pytest.approx(0.96)
-    assert np.allclose(table["self_confidence"], get_self_confidence_for_each_label(labels, probs))
+    calibrated = table.attrs["calibration"].apply(probs)  # the verdict reads the recalibrated probabilities
+    assert table.loc[17, "suggested"] == 1 and table.loc[17, "suggested_prob"] == pytest.approx(calibrated[17, 1])
+    assert calibrated[17, 1] == pytest.approx(0.96, abs=0.02)
+    assert np.allclose(table["self_confidence"], get_self_confidence_for_each_label(labels, calibrated))
     assert table["score"].between(0, 1).all()
 
 
@@ -125,7 +127,7 @@ def test_one_ambiguous_image_does_not_overturn_a_person():
     labels = np.append(labels, 0)
     probs = np.vstack([probs, [0.45, 0.55]])  # leans to the other class, but barely
     groups = np.append(groups, "single")
-    table = group_scores(labels, probs, groups).set_index("group")
+    table = group_scores(labels, probs, groups, calibrate=False).set_index("group")  # the mechanics, as given
     assert not table.loc["single", "is_issue"]
     assert table.loc["single", "suggested"] == 1  # the image alone leans to 1, but barely ...
     assert table.loc["single", "score"] < table.loc["p03", "score"]  # ... and ranks below the clear flip
@@ -176,7 +178,7 @@ def test_shared_evidence_is_estimated_from_the_data():
     labels, probs, groups, _ = leaning_people(shared=1.5)
     shared = shared_evidence(labels, probs, groups)
     assert independent < 0.15 < 0.4 < shared <= 1.0
-    table = group_scores(labels, probs, groups)
+    table = group_scores(labels, probs, groups, calibrate=False)
     assert table.attrs["rho"] == pytest.approx(shared)
     assert np.allclose(table["views"], 7 / (1 + 6 * shared))
     assert shared_evidence(labels[:50], probs[:50], np.arange(50)) == 0.0  # one image a group: nothing shared
@@ -189,7 +191,8 @@ def test_rho_sets_how_much_many_images_weigh():
     rows = groups == "p05"
     labels[rows] = 1 - true[rows]
     probs[rows] = np.where(np.arange(2) == true[rows][:, None], 0.7, 0.3)
-    scores = {r: group_scores(labels, probs, groups, rho=r).set_index("group").loc["p05", "score"] for r in (1.0, 0.5, 0.0)}
+    scores = {r: group_scores(labels, probs, groups, rho=r, calibrate=False).set_index("group").loc["p05", "score"]
+              for r in (1.0, 0.5, 0.0)}
     assert scores[1.0] == pytest.approx(0.7, abs=0.02) and scores[1.0] < scores[0.5] < scores[0.0]
     with pytest.raises(ValueError, match="rho must be in"):
         group_scores(labels, probs, groups, rho=1.5)

@@ -1,0 +1,87 @@
+"""Score runs of the demo under the trainer's calibration-changing options, for the person-verdict demo table.
+
+    PYTHONPATH=. .venv/bin/python bench/demo_options.py prepare --seeds 7 8 9      # demos, one store per option
+    PYTHONPATH=. .venv/bin/python bench/demo_options.py run --option focal          # its score runs, seed by seed
+    PYTHONPATH=. .venv/bin/python bench/demo_options.py table                       # verdicts vs truth.csv
+
+``prepare`` generates the demo of each seed once (``<workdir>/seed<s>/demo``) and ingests it into one fresh
+store per option (``<workdir>/seed<s>/<option>/labels.db``); ``run`` scores every seed's store of one option
+with ``train.score.score`` (the score job's defaults plus the option) and skips a store whose score run is
+done, so the four options run as four parallel processes and a killed one resumes. ``table`` re-applies
+today's verdicts to every finished run (``train.score.rescore``: the stored out-of-fold probabilities, no
+training) and compares them with truth.csv (``bench.calibration.demo_options_section``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from core.demo import generate
+from core.ingest import ingest
+from core.store import LabelStore
+
+WORKDIR = Path(__file__).resolve().parent.parent / ".cache" / "bench-demo-options"
+OPTIONS = {"defaults": {}, "balanced": {"balanced": True}, "focal": {"loss": "focal"}, "smooth": {"loss": "smooth"}}
+
+
+def prepare(workdir: Path, seeds: list[int], persons: int, noise: float) -> None:
+    for seed in seeds:
+        root = workdir / f"seed{seed}" / "demo"
+        marker = root / ".labelfix-demo"
+        wanted = {"persons": persons, "noise": noise, "seed": seed}
+        if not (root / "train" / "train.csv").exists() or \
+                {k: json.loads(marker.read_text()).get(k) for k in wanted} != wanted:
+            print(generate(root, persons=persons, noise=noise, seed=seed).summary(), flush=True)
+        for option in OPTIONS:
+            db = workdir / f"seed{seed}" / option / "labels.db"
+            if db.exists():
+                continue
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with LabelStore(db) as store:
+                print(seed, option, ingest(root, store).summary(), flush=True)
+
+
+def run(workdir: Path, seeds: list[int], option: str) -> None:
+    from train.score import score  # torch only here
+    for seed in seeds:
+        db = workdir / f"seed{seed}" / option / "labels.db"
+        with LabelStore(db) as store:
+            if store.current_score_run() is not None:
+                print(f"seed {seed} {option}: done already", flush=True)
+                continue
+        load, started = os.getloadavg()[0], time.perf_counter()
+        result = score(db=str(db), echo=False, **OPTIONS[option])
+        print(f"seed {seed} {option}: run {result['run_id']} {result['status']} in "
+              f"{time.perf_counter() - started:.0f} s (load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prepare", "run", "table"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
+    parser.add_argument("--option", choices=list(OPTIONS), default="defaults")
+    parser.add_argument("--persons", type=int, default=480)
+    parser.add_argument("--noise", type=float, default=0.1)
+    parser.add_argument("--workdir", default=str(WORKDIR))
+    parser.add_argument("--table", nargs="+", default=None, metavar="WORKDIR:SEEDS",
+                        help="table: workdirs with their seeds, e.g. .cache/a:7 .cache/b:8,9 (default: --workdir, --seeds)")
+    parser.add_argument("--no-write", action="store_true", help="table: print only, leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    if args.step == "prepare":
+        prepare(workdir, args.seeds, args.persons, args.noise)
+    elif args.step == "run":
+        run(workdir, args.seeds, args.option)
+    else:
+        from bench.calibration import demo_options_section
+        workdirs = [(Path(w.split(":")[0]), [int(x) for x in w.split(":")[1].split(",")]) for w in args.table] \
+            if args.table else [(workdir, args.seeds)]
+        demo_options_section(workdirs, list(OPTIONS), write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()

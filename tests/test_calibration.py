@@ -1,0 +1,141 @@
+"""Verdicts that do not depend on the model's calibration (``core.calibration``), and that nothing depends on the
+order of people, images or classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.calibration import fit_calibration, recalibrate
+from core.scoring import group_scores, image_scores, mask_swap_scores
+
+
+def grouped(seed: int = 0, people: int = 300, k: int = 3, balance: tuple[float, ...] = (0.7, 0.2, 0.1),
+            flip: float = 0.08) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(labels (n,), probs (n, k), groups (n,) person ids as strings, wrong (people,)): probabilities drawn
+    around the true class with no prior, a tenth of people leaning to another class, some people flipped."""
+    rng = np.random.default_rng(seed)
+    true = rng.choice(k, size=people, p=balance)
+    sizes = rng.integers(1, 9, people)
+    person = np.repeat(np.arange(people), sizes)
+    lean = np.where(rng.random(people) < 0.1, rng.uniform(0.3, 0.9, people), 0.0)
+    other = (true + rng.integers(1, k, people)) % k
+    centre = np.eye(k)[true] * (1 - lean[:, None]) + np.eye(k)[other] * lean[:, None]
+    logits = 2.5 * centre[person] + rng.normal(0, 0.5, (people, k))[person] + rng.normal(0, 1, (len(person), k))
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    wrong = rng.random(people) < flip
+    given = np.where(wrong, (true + rng.integers(1, k, people)) % k, true)
+    return given[person], probs, np.array([f"p{p:04d}" for p in person]), wrong
+
+
+def swap_set(seed: int = 0, people: int = 300, rate: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, probs, groups): each person 5 images of class 0, one of 1, one of 2 (the demo's mask layout);
+    a ``rate`` of people have their 1 and 2 exchanged; probabilities drawn around the true class, no prior."""
+    rng = np.random.default_rng(seed)
+    true = np.tile([0, 0, 0, 0, 0, 1, 2], people)
+    groups = np.repeat(np.arange(people), 7)
+    labels = true.copy()
+    swapped = np.repeat(rng.random(people) < rate, 7) & (true > 0)
+    labels[swapped] = 3 - true[swapped]
+    logits = 2.0 * np.eye(3)[true] + rng.normal(0, 1, (len(true), 3))
+    probs = np.exp(logits)
+    return labels, probs / probs.sum(axis=1, keepdims=True), groups
+
+
+def rescaled(probs: np.ndarray, factors: list[float], power: float = 1.0) -> np.ndarray:
+    out = probs ** power * np.asarray(factors)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("factors", "power"), [([4.0, 1.0, 0.2], 1.0), ([0.1, 1.0, 10.0], 1.0),
+                                                ([1.0, 1.0, 1.0], 2.0), ([3.0, 0.5, 1.0], 0.5)])
+def test_per_class_rescaling_and_temperature_change_no_verdict(factors: list[float], power: float) -> None:
+    labels, probs, groups, _ = grouped()
+    other = rescaled(probs, factors, power)
+    assert np.abs(other - probs).max() > 0.05  # the transform really changes the probabilities
+    a, b = group_scores(labels, probs, groups), group_scores(labels, other, groups)
+    assert a["is_issue"].tolist() == b["is_issue"].tolist()
+    assert a["suggested"].tolist() == b["suggested"].tolist()
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
+    assert a.attrs["rho"] == pytest.approx(b.attrs["rho"], abs=1e-6)
+    images_a, images_b = image_scores(labels, probs), image_scores(labels, other)
+    assert images_a["is_issue"].tolist() == images_b["is_issue"].tolist()
+    np.testing.assert_allclose(images_a["score"], images_b["score"], atol=1e-6)
+    labels, probs, groups = swap_set()
+    other = rescaled(probs, factors, power)
+    swap_a, swap_b = mask_swap_scores(labels, probs, groups), mask_swap_scores(labels, other, groups)
+    assert swap_a["is_issue"].sum() > 10 and swap_a["is_issue"].tolist() == swap_b["is_issue"].tolist()
+    np.testing.assert_allclose(swap_a["swap_prob"], swap_b["swap_prob"], atol=1e-6)
+
+
+def test_calibration_recovers_a_removed_prior_and_temperature() -> None:
+    labels, probs, _, _ = grouped(seed=1)
+    calibrated, fit = recalibrate(labels, probs)
+    # probabilities drawn with no prior: the fit puts the label prior back (the common class gains)
+    assert fit.bias[0] > fit.bias[1] > fit.bias[2]
+    assert calibrated.mean(axis=0) == pytest.approx(np.bincount(labels) / len(labels), abs=0.01)
+    twice, again = recalibrate(labels, calibrated)  # calibrating calibrated probabilities changes nothing
+    assert again.scale == pytest.approx(1.0, abs=1e-4) and np.abs(again.bias).max() < 1e-4
+    np.testing.assert_allclose(twice, calibrated, atol=1e-5)
+
+
+def test_calibration_of_one_class_or_no_rows_is_the_identity() -> None:
+    probs = np.array([[0.8, 0.2], [0.6, 0.4]])
+    fit = fit_calibration(np.array([0, 0]), probs)
+    assert fit.scale == 1.0 and fit.bias == (0.0, 0.0)
+    np.testing.assert_allclose(fit.apply(probs), probs)
+
+
+def test_rare_class_people_under_a_prior_free_model_are_not_flagged_for_being_rare() -> None:
+    """The case the previous round got wrong: balanced-model probabilities, a 92/8 class split."""
+    labels, probs, groups, wrong = grouped(seed=3, people=800, k=2, balance=(0.92, 0.08), flip=0.04)
+    table = group_scores(labels, probs, groups).set_index("group")
+    people = pd.Series(wrong, index=[f"p{p:04d}" for p in range(len(wrong))])
+    flagged = table["is_issue"].reindex(people.index)
+    precision = (flagged & people).sum() / max(flagged.sum(), 1)
+    recall = (flagged & people).sum() / people.sum()
+    assert precision > 0.7 and recall > 0.7, (precision, recall)
+
+
+def test_permuting_people_images_and_classes_changes_nothing() -> None:
+    labels, probs, groups, _ = grouped(seed=2)
+    base = group_scores(labels, probs, groups).set_index("group").sort_index()
+    base_images = image_scores(labels, probs)
+    rng = np.random.default_rng(5)
+    order = rng.permutation(len(labels))  # people (first appearance) and images within people reordered
+    shuffled = group_scores(labels[order], probs[order], groups[order]).set_index("group").sort_index()
+    assert base["is_issue"].tolist() == shuffled["is_issue"].tolist()
+    np.testing.assert_allclose(base["score"], shuffled["score"], atol=1e-9)
+    images = image_scores(labels[order], probs[order])
+    assert images["is_issue"].tolist() == base_images["is_issue"].to_numpy()[order].tolist()
+    perm = np.array([2, 0, 1])  # class c is called perm[c]
+    renamed_labels, renamed_probs = perm[labels], np.empty_like(probs)
+    renamed_probs[:, perm] = probs
+    renamed = group_scores(renamed_labels, renamed_probs, groups).set_index("group").sort_index()
+    assert base["is_issue"].tolist() == renamed["is_issue"].tolist()
+    assert perm[base["suggested"].to_numpy()].tolist() == renamed["suggested"].tolist()
+    np.testing.assert_allclose(base["score"], renamed["score"], atol=1e-6)
+    renamed_images = image_scores(renamed_labels, renamed_probs)
+    assert renamed_images["is_issue"].tolist() == base_images["is_issue"].tolist()
+    labels, probs, groups = swap_set(seed=2)
+    base_swaps = mask_swap_scores(labels, probs, groups, pair=(1, 2))
+    swaps = mask_swap_scores(perm[labels], probs[:, np.argsort(perm)], groups, pair=(perm[1], perm[2]))
+    assert base_swaps["is_issue"].sum() > 10
+    assert swaps["is_issue"].tolist() == base_swaps["is_issue"].tolist()
+    np.testing.assert_allclose(swaps["swap_prob"], base_swaps["swap_prob"], atol=1e-6)
+    people = np.random.default_rng(6).permutation(groups.max() + 1)  # people reordered, with their images
+    order = np.argsort(people[groups], kind="stable")
+    moved = mask_swap_scores(labels[order], probs[order], groups[order]).set_index("group").sort_index()
+    assert moved["is_issue"].tolist() == base_swaps.set_index("group").sort_index()["is_issue"].tolist()
+
+
+def test_groups_of_one_give_the_per_image_verdict_under_any_calibration() -> None:
+    labels, probs, _, _ = grouped(seed=4)
+    other = rescaled(probs, [5.0, 1.0, 0.3], 1.5)
+    singles = np.arange(len(labels))
+    table = group_scores(labels, other, singles)
+    images = image_scores(labels, other)
+    assert table["is_issue"].tolist() == images["is_issue"].tolist()
+    np.testing.assert_allclose(table["score"], images["score"])
