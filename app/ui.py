@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def annotator_sidebar() -> None:
     st.sidebar.text_input("Annotator", key="annotator", placeholder="your name", on_change=_keep_annotator,
                           help="Recorded with every correction and verdict you make.")
     _keep_annotator()
+    tab_id()
     name = annotator()
     if name and st.query_params.get("annotator") != name:
         st.query_params["annotator"] = name
@@ -124,8 +126,51 @@ def annotator_sidebar() -> None:
         st.sidebar.caption("Type your name to enable relabeling.")
 
 
+_TAB = re.compile(r"^[0-9a-f]{8}$")
+
+
+def tab_id() -> str:
+    """This browser tab's id: every correction and verdict made here carries it, and Undo takes back only
+    this tab's actions. Kept in the session and in the URL (``?tab=``), so a refresh keeps it; a new tab
+    opened on the dashboard gets its own."""
+    tab = st.session_state.get("_tab")
+    if not tab:
+        given = str(st.query_params.get("tab", ""))
+        tab = given if _TAB.match(given) else secrets.token_hex(4)
+        st.session_state["_tab"] = tab
+    if st.query_params.get("tab") != tab:
+        st.query_params["tab"] = tab
+    return str(tab)
+
+
+def scroll_to_top() -> None:
+    """Ask the next run of the page to bring the view back to its top (after a decision or a move)."""
+    st.session_state["_scroll_top"] = True
+
+
+def apply_scroll() -> None:
+    """Scroll the page to its top if ``scroll_to_top`` asked for it (once). The script is ours, no data."""
+    if st.session_state.pop("_scroll_top", False):
+        nonce = secrets.token_hex(4)
+        st.sidebar.html(
+            f"<script>/* {nonce} */ const d = window.parent ? window.parent.document : document;"
+            " for (const e of d.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stAppViewContainer\"],"
+            " section.main')) { e.scrollTop = 0; } window.scrollTo(0, 0);</script>",
+            unsafe_allow_javascript=True)
+
+
+def compact_page() -> None:
+    """Less padding above and beside the page's content and a smaller title (the Review page: one unit a
+    screen). Our own CSS, no data."""
+    st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.2rem; padding-left: 2rem;"
+            " padding-right: 2rem; } [data-testid='stMainBlockContainer'] h1 { font-size: 1.9rem;"
+            " padding: 0.2rem 0 0.4rem 0; }</style>")
+
+
 def switch_page(page: str, **query: str) -> None:
-    """``st.switch_page`` that keeps the annotator in the URL of the page it opens."""
+    """``st.switch_page`` that keeps the annotator (and the tab id) in the URL of the page it opens."""
+    if st.session_state.get("_tab"):
+        query = {**query, "tab": st.session_state["_tab"]}
     if annotator():
         query = {**query, "annotator": annotator()}
     st.switch_page(page, query_params=query or None)
@@ -257,31 +302,43 @@ def thumbnail_grid(store: LabelStore, rows: pd.DataFrame, caption: Callable[[Any
             st.caption(plain(caption(row)))
 
 
-# A person's photos are the evidence for a person-scope verdict: shown at least this wide (px), five a row
-# (so seven photos fit 1280 px windows), each zoomable (the image's full-screen button).
-STRIP_WIDTH = 180
-STRIP_PER_ROW = 5
+# A person's photos are the evidence for a person-scope verdict: one row of up to STRIP_PER_ROW, each as wide
+# as its column (the browser scales it; the file is the image at full size, up to 512 px, so the photo's
+# full-screen button shows it whole, not a thumbnail).
+STRIP_PER_ROW = 7
+STRIP_SIZE = 512
+
+
+def photo_row(store: LabelStore, photos: pd.DataFrame, *, key: str = "person_strip") -> None:
+    """Photos side by side (``photos``: path, hash, caption, opinion, highlight), each with its caption
+    and the model's opinion under it; the highlighted one is marked ▶. At most ``STRIP_PER_ROW`` a row."""
+    if photos.empty:
+        return
+    strip = st.container(key=key)  # one a page; the browser test finds it by its class st-key-<key>
+    per_row = max(min(len(photos), STRIP_PER_ROW), 5)
+    for start in range(0, len(photos), per_row):
+        for column, row in zip(strip.columns(per_row, gap="small"), photos.iloc[start:start + per_row].itertuples()):
+            with column:
+                st.image(thumb(store, row.path, getattr(row, "hash", None), STRIP_SIZE), width="stretch")
+                marker = "▶ " if getattr(row, "highlight", False) else ""
+                opinion = getattr(row, "opinion", "")
+                st.caption(plain(f"{marker}{row.caption}") + (f"  \n{plain(opinion)}" if opinion else ""))
 
 
 def person_strip(store: LabelStore, person: str, highlight: str | None = None,
                  opinions: dict[str, str] | None = None) -> None:
-    """All images of a person, large, with their per-image labels and, when given, the model's
-    opinion of each photo (``opinions``: path -> plain text)."""
+    """All images of a person with their per-image labels and, when given, the model's opinion of each
+    photo (``opinions``: path -> plain text), in rows of ``STRIP_PER_ROW`` (``photo_row``)."""
     images, _ = store.select_items(person=person, limit=None)
     if images.empty:
         return
     image_attributes = [a.name for a in store.schema.attributes if a.scope == "image"]
-    rows = [images.iloc[i:i + STRIP_PER_ROW] for i in range(0, len(images), STRIP_PER_ROW)]
-    strip = st.container(key="person_strip")  # one a page; the browser test finds it by its class st-key-person_strip
-    for chunk in rows:
-        for column, row in zip(strip.columns(STRIP_PER_ROW), chunk.itertuples(index=False)):
-            with column:
-                st.image(thumb(store, row.path, row.hash, 512), width=STRIP_WIDTH)
-                labels = ", ".join(str(getattr(row, a)) for a in image_attributes)
-                marker = "▶ " if row.path == highlight else ""
-                st.caption(plain(f"{marker}{row.path.rsplit('/', 1)[-1]}: {labels}"))
-                if opinions and row.path in opinions:
-                    st.caption(plain(opinions[row.path]))
+    photo_row(store, pd.DataFrame({
+        "path": images["path"], "hash": images["hash"],
+        "caption": [f"{p.rsplit('/', 1)[-1]}: " + ", ".join(str(r[a]) for a in image_attributes)
+                    for p, (_, r) in zip(images["path"], images.iterrows())],
+        "opinion": [(opinions or {}).get(p, "") for p in images["path"]],
+        "highlight": images["path"] == highlight}))
 
 
 def model_said(path: str) -> None:
