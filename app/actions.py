@@ -208,7 +208,8 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
 
 
 def image_actions(schema: Schema, item: dict[str, Any], *, key: str, source: str,
-                  on_next: Callable[[], None], on_previous: Callable[[], None]) -> None:
+                  on_next: Callable[[], None], on_previous: Callable[[], None],
+                  on_undo: Callable[[], None] | None = None) -> None:
     """Per-attribute relabeling of one image (person-scope attributes change all the person's images)."""
     units = []
     for attribute in schema.names:
@@ -231,4 +232,4 @@ def image_actions(schema: Schema, item: dict[str, Any], *, key: str, source: str
         st.button("Previous", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"])
     with nav[1]:
         st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"])
-    undo_button(f"{key}_undo")
+    undo_button(f"{key}_undo", after=on_undo)

@@ -148,15 +148,16 @@ def scroll_to_top() -> None:
     st.session_state["_scroll_top"] = True
 
 
-def apply_scroll() -> None:
-    """Scroll the page to its top if ``scroll_to_top`` asked for it (once). The script is ours, no data."""
+def apply_scroll(anchor: str | None = None) -> None:
+    """Bring the view back to the page's top, or to the container keyed ``anchor``, if ``scroll_to_top``
+    asked for it (once). The script is ours, no data (``anchor`` is a key of this code)."""
     if st.session_state.pop("_scroll_top", False):
         nonce = secrets.token_hex(4)
-        st.sidebar.html(
-            f"<script>/* {nonce} */ const d = window.parent ? window.parent.document : document;"
-            " for (const e of d.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stAppViewContainer\"],"
-            " section.main')) { e.scrollTop = 0; } window.scrollTo(0, 0);</script>",
-            unsafe_allow_javascript=True)
+        to = f"const a = document.querySelector('.st-key-{anchor}'); if (a) {{ a.scrollIntoView(); }}" if anchor \
+            else ("for (const e of document.querySelectorAll('[data-testid=\"stMain\"],"
+                  " [data-testid=\"stAppViewContainer\"], section.main')) { e.scrollTop = 0; } window.scrollTo(0, 0);")
+        st.sidebar.html(f"<script>/* {nonce} */ setTimeout(() => {{ {to} }}, 50);</script>",
+                        unsafe_allow_javascript=True)
 
 
 def compact_page() -> None:
