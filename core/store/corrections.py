@@ -143,7 +143,7 @@ class CorrectionsMixin(StoreBase):
         if row is not None and int(row["id"]) > int(seen):
             said = {"correct": "marked it correct", "skip": "skipped it", "reopen": "reopened it"}[row["verdict"]]
             raise ConflictError(f"{target}: {attribute}: {row['annotator']} {said} meanwhile (verdict"
-                                f" #{row['id']}); nothing written, look again")
+                                f" #{row['id']}); look again")
 
     def reviews(self) -> pd.DataFrame:
         return self._query("SELECT * FROM reviews ORDER BY id DESC")
