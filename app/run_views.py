@@ -284,7 +284,7 @@ def open_in_review(store: LabelStore, path: str, person: str, target: str, said:
         st.session_state["review_browse_path"] = path
         ui.switch_page("app_pages/review.py")
     unit = f"{review.target_of(schema, target, path, person or None)}|{target}"
-    pending = review.queue_position(store, run_id, ui.statuses(store, store.run(run_id)["created_at"]), unit,
+    pending = review.queue_position(store, run_id, ui.statuses(store), unit,  # decisions of any run count
                                     flagged_only=True, status="unreviewed")
     if pending is not None:
         st.session_state["review_focus"] = unit
