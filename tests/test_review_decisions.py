@@ -177,3 +177,29 @@ def test_person_search_by_id_prefix(store: LabelStore) -> None:
     assert store.select_items(person_prefix="zz", limit=0)[1] == 0
     path = rows["path"].iloc[2]
     assert store.select_items(person_prefix=person[:6], path_before=path, limit=0)[1] == 2
+
+
+def test_undo_on_browse_returns_to_the_image_taken_back(store: LabelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LABELS_DB", str(store.path))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "Home.py"), default_timeout=60)
+    at.session_state["annotator"] = "tester"
+    at.switch_page("app_pages/browse.py").run()
+    at.button(key="browse_open_3").click().run()
+    assert at.session_state["browse_pos"] == 3
+    item = store.select_items(split="train", limit=None)[0].iloc[3]
+    choice = at.selectbox(key=f"browse_act_mask_{item['item_id']}")
+    choice.set_value(next(v for v in choice.options if v != item["mask"])).run()
+    at.button(key="browse_act_set_mask").click().run()
+    assert store.n_corrections() == 1
+    at.button(key="browse_act_next").click().run()
+    at.button(key="browse_act_next").click().run()
+    assert at.session_state["browse_pos"] == 5
+    at.button(key="browse_act_undo").click().run()
+    assert not at.exception
+    assert at.session_state["browse_pos"] == 3  # back on the image taken back
+    assert store.label_of(item["path"], "mask") == item["mask"]
+    at.text_input(key="browse_person").set_value(str(item["person"])[:6]).run()  # an id prefix finds the person
+    assert not at.warning and at.session_state["browse_pos"] == 0
