@@ -179,7 +179,7 @@ def undo_last(store: LabelStore, annotator: str, tab: str | None = None) -> Outc
                               + (" in this tab." if tab is not None else "."))
     try:
         if action["kind"] == "correction":
-            record = store.revert(action["id"], annotator=annotator, reason="undo")
+            record = store.revert(action["id"], annotator=annotator, reason="undo", tab=tab)
         else:
             record = store.mark_reviewed(action["target"], action["attribute"], annotator=annotator, verdict="reopen",
                                          tab=tab)

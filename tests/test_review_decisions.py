@@ -103,6 +103,12 @@ def test_undo_takes_back_only_this_tabs_actions(store: LabelStore) -> None:
     for unit, tab in ((first, "aaaaaaaa"), (second, "bbbbbbbb")):
         shown = store.label_of(unit["target"], "mask")
         assert review.verdict(store, unit["target"], "mask", shown=shown, annotator="ana", tab=tab).ok
+    fix_shown = store.label_of(second["target"], "mask")
+    fixed = review.set_label(store, second["target"], "mask", "wear" if fix_shown != "wear" else "incorrect",
+                             shown=fix_shown, annotator="ana", tab="bbbbbbbb")
+    assert review.undo_last(store, "ana", "bbbbbbbb").ok  # the correction of tab b, reverted by tab b
+    revert = store.history(limit=1).iloc[0]
+    assert (revert["reverts"], revert["tab"], revert["annotator"]) == (fixed.record_id, "bbbbbbbb", "ana")
     assert review.last_action(store, "ana", "aaaaaaaa")["target"] == first["target"]
     assert review.undo_last(store, "ana", "aaaaaaaa").ok
     assert status_of(store, first["target"], "mask") is None and status_of(store, second["target"], "mask")

@@ -143,11 +143,12 @@ with right:
     st.caption(actions.shortcut_caption(n_classes))  # our own words, no data
 
 # Below the decision: the numbers behind it, then the rest of this page of the queue.
-if view.probabilities or view.evidence:
-    with st.expander("Probabilities and evidence (numbers)"):
-        if view.probabilities:
+if view.probabilities or view.evidence:  # drawn only while open: no chart to build on every decision
+    numbers = st.expander("Probabilities and evidence (numbers)", key="review_numbers_open", on_change="rerun")
+    with numbers:
+        if view.probabilities and numbers.open:
             st.plotly_chart(charts.probabilities(view.probabilities), key="review_probs", width="stretch")
-        if view.evidence:
+        if view.evidence and numbers.open:
             st.dataframe(pd.DataFrame({"measure": list(view.evidence),
                                        "value": [str(v) for v in view.evidence.values()]}), hide_index=True)
 st.divider()

@@ -76,8 +76,9 @@ class CorrectionsMixin(StoreBase):
                          (new_value, *ids))
         return int(correction_id)
 
-    def revert(self, correction_id: int, *, annotator: str, reason: str = "") -> int:
-        """Undo a correction by logging its inverse; refused if the value changed again since."""
+    def revert(self, correction_id: int, *, annotator: str, reason: str = "", tab: str | None = None) -> int:
+        """Undo a correction by logging its inverse; refused if the value changed again since. ``tab``: the
+        browser tab that undid it (the dashboard's undo)."""
         with self.transaction():
             row = self.conn.execute("SELECT * FROM corrections WHERE id = ?", (int(correction_id),)).fetchone()
             if row is None:
@@ -86,7 +87,7 @@ class CorrectionsMixin(StoreBase):
                 raise StoreError(f"correction #{row['id']} is already reverted")
             return self.correct(row["target"], row["attribute"], row["old_value"], expected=row["new_value"],
                                 annotator=annotator, reason=reason or f"revert #{row['id']}", source="revert",
-                                reverts=int(row["id"]))
+                                reverts=int(row["id"]), tab=tab)
 
     def history(self, *, target: str | None = None, attribute: str | None = None, annotator: str | None = None,
                 source: str | None = None, limit: int | None = None) -> pd.DataFrame:
