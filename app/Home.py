@@ -58,11 +58,15 @@ def main() -> None:
 
     store = ui.get_store()
     if store.is_empty and auto_demo_enabled():
-        with st.status("First start: generating and ingesting the demo dataset (about a minute)…", expanded=True):
+        with st.status("First start: generating and ingesting the demo dataset (about a minute)…",
+                       expanded=True) as first_start:
             try:
                 st.session_state["_bootstrap_notice"] = ensure_demo(store)
             except (StoreError, OSError, ValueError) as error:
                 st.error(ui.plain(f"Could not create the demo dataset: {error}"))
+                first_start.update(label="First start: the demo dataset could not be created", state="error")
+            else:  # the box says it is over (not "generating…" beside "done in 14 s")
+                first_start.update(label="First start: the demo dataset is ready", state="complete", expanded=False)
 
     # Not a folder named pages/: Streamlit would treat that as the old automatic multipage layout and
     # run those scripts without this entry point (no sidebar, no first-start demo) on some runs.

@@ -49,26 +49,36 @@ def shortcut_caption(n_classes: int) -> str:
 
 def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None) -> None:
     """Callback body: perform one action as the sidebar's annotator and keep its outcome."""
+    ui.scroll_to_top()  # the outcome is said at the top, and the next unit starts there
     name = ui.annotator()
     if not name:
         ui.flash(ui.Flash(False, "Type your name in the sidebar (Annotator) first: every change is signed."))
         return
     store = ui.get_store()
+    tab = ui.tab_id()
+    seen = payload.get("seen_review")
     if action == "set":
         value = st.session_state[payload["value_key"]] if "value_key" in payload else payload["value"]
         outcome = review.set_label(store, payload["target"], payload["attribute"], value, shown=payload["shown"],
-                                   annotator=name, source=payload["source"], reason=payload.get("reason", ""))
+                                   annotator=name, source=payload["source"], reason=payload.get("reason", ""),
+                                   tab=tab, score_run=payload.get("score_run"), seen_review=seen)
+    elif action == "accept_binned":  # an age group: the age is the reviewer's, never invented
+        outcome = review.accept_binned(store, payload["target"], payload["scored"], payload["group"],
+                                       st.session_state.get(payload["value_key"]), shown=payload["shown"],
+                                       annotator=name, source=payload["source"], tab=tab,
+                                       score_run=payload.get("score_run"), seen_review=seen)
     elif action in ("correct", "skip"):
         outcome = review.verdict(store, payload["target"], payload["attribute"], shown=payload["shown"],
-                                 annotator=name, kind=action, score_run=payload.get("score_run"))
+                                 annotator=name, kind=action, score_run=payload.get("score_run"), tab=tab,
+                                 seen_review=seen)
     elif action == "confirm_all":
-        results = [review.verdict(store, target, attribute, shown=shown, annotator=name)
+        results = [review.verdict(store, target, attribute, shown=shown, annotator=name, tab=tab)
                    for target, attribute, shown in payload["units"]]
         failed = [r for r in results if not r.ok]
         outcome = failed[0] if failed else ui.Flash(True, f"All labels of {payload['label']} marked correct.")
     elif action == "undo":
-        undone = review.last_action(store, name)
-        outcome = review.undo_last(store, name)
+        undone = review.last_action(store, name, tab)
+        outcome = review.undo_last(store, name, tab)
         if outcome.ok and undone is not None:  # where the reviewer lands: the unit taken back
             st.session_state["_undone"] = (undone["target"], undone["attribute"])
     else:  # a programming error, not a user one
@@ -80,22 +90,24 @@ def _run(action: str, payload: dict[str, Any], after: Callable[[], None] | None)
 
 def button(label: str, action: str, payload: dict[str, Any], *, key: str, shortcut: str | None = None,
            after: Callable[[], None] | None = None, disabled: bool = False, primary: bool = False,
-           stretch: bool = False) -> None:
+           stretch: bool = False, help: str | None = None) -> None:
     """One action button; the label may hold data (class values) and is rendered literally (``ui.plain``);
-    ``stretch``: as wide as its column."""
+    ``stretch``: as wide as its column; ``help``: a tooltip (already plain text)."""
     st.button(ui.plain(label), key=key, on_click=_run, args=(action, payload, after), shortcut=shortcut,
               disabled=disabled or not ui.annotator(), type="primary" if primary else "secondary",
-              width="stretch" if stretch else "content")
+              width="stretch" if stretch else "content", help=help)
 
 
-def undo_button(key: str, after: Callable[[], None] | None = None) -> None:
+def undo_button(key: str, after: Callable[[], None] | None = None, stretch: bool = False,
+                caption_to: Any = None) -> None:
     """Undo the annotator's newest correction or verdict (read from the database); ``after`` runs
     once it is undone, with ``st.session_state["_undone"]`` = (target, stored attribute) taken back."""
     store = ui.get_store()
-    last = review.last_action(store, ui.annotator()) if ui.annotator() else None
-    button("Undo", "undo", {}, key=key, shortcut=SHORTCUTS["undo"], disabled=last is None, after=after)
+    last = review.last_action(store, ui.annotator(), ui.tab_id()) if ui.annotator() else None
+    button("Undo", "undo", {}, key=key, shortcut=SHORTCUTS["undo"], disabled=last is None, after=after,
+           stretch=stretch)
     if last is not None:
-        st.caption(ui.plain(f"Undo takes back: {last['text']}"))
+        ui.caption(f"Undo (this tab) takes back: {last['text']}", container=caption_to)
 
 
 def value_input(schema: Schema, attribute: str, current: Any, key: str) -> None:
@@ -116,32 +128,55 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
     """Buttons for one review unit: accept, label is correct, skip, set class n / value, navigate, undo.
 
     ``unit``: target, attribute (stored), scored (e.g. age_group), shown (current stored value),
-    suggested (scored value or None).
+    suggested (scored value or None), seen_review (the label's newest verdict id when drawn), and for a
+    binned target ``estimate`` (the model's own value, if any: the only prefill of the value asked for).
     """
     target, attribute, shown = unit["target"], unit["attribute"], unit["shown"]
-    base = {"target": target, "attribute": attribute, "shown": shown, "source": source, "score_run": score_run}
+    base = {"target": target, "attribute": attribute, "shown": shown, "source": source, "score_run": score_run,
+            "seen_review": unit.get("seen_review")}
     # Without a single current value there is nothing to compare a write against: no label actions.
     unknown = shown is None
     suggested = unit.get("suggested")
-    accept_value = None
-    if suggested is not None and not pd.isna(suggested) and shown is not None:
-        accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown)
-    # The accept button has a row of its own: the value it writes is read in full, never cut.
-    button(f"Accept: {attribute} → {accept_value}" if accept_value is not None else
-           "Accept suggestion", "set", {**base, "value": accept_value}, key=f"{key}_accept",
-           shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
-           disabled=accept_value is None or str(accept_value) == str(shown))
-    row = st.columns(2)
+    has_suggestion = suggested is not None and not pd.isna(suggested)
+    binned = unit["scored"] != attribute and has_suggestion
+    spec = schema.attribute(attribute)
+    if binned:
+        # A group says nothing exact about the value: the reviewer types it (prefilled only by the model's
+        # own estimate, where it gives one). Accept takes a value inside the group; Set takes any.
+        value_key = f"{key}_value_{target}"
+        estimate = unit.get("estimate")
+        st.number_input(ui.plain(f"{attribute.capitalize()} (years): {unit['scored']} suggests {suggested}"),
+                        min_value=spec.minimum, max_value=spec.maximum,
+                        value=int(round(estimate)) if estimate is not None else None, step=1, key=value_key,
+                        placeholder=f"type the {attribute}", help=ui.plain(
+                            f"Accepting {suggested} never invents a {attribute}: type the one you see"
+                            + (" (prefilled with the model's estimate)" if estimate is not None else "") + "."))
+        row = st.columns(2)
+        with row[0]:
+            button(f"Accept {suggested}", "accept_binned",
+                   {**base, "scored": unit["scored"], "group": suggested, "value_key": value_key},
+                   key=f"{key}_accept", shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
+                   disabled=unknown, stretch=True)
+        with row[1]:
+            button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value",
+                   after=on_next, disabled=unknown, stretch=True)
+    else:
+        accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown) \
+            if has_suggestion and shown is not None else None
+        # The accept button has a row of its own: the value it writes is read in full, never cut.
+        button(f"Accept: {attribute} → {accept_value}" if accept_value is not None else
+               "Accept suggestion", "set", {**base, "value": accept_value}, key=f"{key}_accept",
+               shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
+               disabled=accept_value is None or str(accept_value) == str(shown), stretch=True)
+    row = st.columns([3, 2])
     with row[0]:
         button("Label is correct", "correct", base, key=f"{key}_keep", shortcut=SHORTCUTS["keep"],
-               after=on_next, disabled=unknown)
+               after=on_next, disabled=unknown, stretch=True)
     with row[1]:
         button("Skip", "skip", base, key=f"{key}_skip", shortcut=SHORTCUTS["skip"], after=on_next,
-               disabled=unknown)
+               disabled=unknown, stretch=True)
 
-    spec = schema.attribute(attribute)
     if spec.kind == "categorical":
-        st.caption(ui.plain(f"Set {attribute}:"))
         numbered = list(enumerate(spec.classes, start=1))
         for start in range(0, len(numbered), CLASSES_PER_ROW):
             columns = st.columns(min(CLASSES_PER_ROW, len(numbered)))
@@ -150,23 +185,31 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
                 with column:
                     button(str(value), "set",  # Streamlit shows the key on the button
                            {**base, "value": value}, key=f"{key}_set_{number}", shortcut=keyname, after=on_next,
-                           disabled=unknown or value == shown, stretch=True)
-    else:
+                           disabled=unknown or value == shown, stretch=True,
+                           help=ui.plain(f"Set {attribute} to {value}"))
+    elif not binned:
         value_key = f"{key}_value_{target}"
-        value_input(schema, attribute, shown, value_key)
-        button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value", after=on_next,
-               disabled=unknown)
+        left, right = st.columns([3, 2], vertical_alignment="bottom")
+        with left:
+            value_input(schema, attribute, shown, value_key)
+        with right:
+            button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value",
+                   after=on_next, disabled=unknown, stretch=True)
 
-    nav = st.columns(2)
+    nav = st.columns(3)
+    below = st.container()  # what undo takes back, under the row at full width
     with nav[0]:
-        st.button("Previous", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"])
+        st.button("Prev", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"],
+                  width="stretch", help="Previous unit")
     with nav[1]:
-        st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"])
-    undo_button(f"{key}_undo", after=on_undo)
+        st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"], width="stretch")
+    with nav[2]:
+        undo_button(f"{key}_undo", after=on_undo, stretch=True, caption_to=below)
 
 
 def image_actions(schema: Schema, item: dict[str, Any], *, key: str, source: str,
-                  on_next: Callable[[], None], on_previous: Callable[[], None]) -> None:
+                  on_next: Callable[[], None], on_previous: Callable[[], None],
+                  on_undo: Callable[[], None] | None = None) -> None:
     """Per-attribute relabeling of one image (person-scope attributes change all the person's images)."""
     units = []
     for attribute in schema.names:
@@ -189,4 +232,4 @@ def image_actions(schema: Schema, item: dict[str, Any], *, key: str, source: str
         st.button("Previous", key=f"{key}_previous", on_click=on_previous, shortcut=SHORTCUTS["previous"])
     with nav[1]:
         st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"])
-    undo_button(f"{key}_undo")
+    undo_button(f"{key}_undo", after=on_undo)

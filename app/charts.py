@@ -59,7 +59,11 @@ def age_histogram(frame: pd.DataFrame, edges: list[int], names: list[str], attri
         bounds = [low - 0.5, *[e - 0.5 for e in edges], high + 0.5]
         shapes = [{"type": "line", "x0": e - 0.5, "x1": e - 0.5, "y0": 0, "y1": 1, "yref": "paper",
                    "line": {"dash": "dash", "color": "#c0392b"}} for e in edges]
-        annotations = [{"x": (start + stop) / 2, "y": 1.02, "yref": "paper", "text": name, "showarrow": False}
+        # Above the plot (the edge lines end at its top), and a narrow group (">=60" holding only 60) named from
+        # its edge rightwards: no line runs through a label.
+        annotations = [{"x": (start + stop) / 2 if stop - start >= 8 else start, "y": 1.0, "yref": "paper",
+                        "yanchor": "bottom", "xanchor": "center" if stop - start >= 8 else "left",
+                        "xshift": 0 if stop - start >= 8 else 3, "text": name, "showarrow": False}
                        for name, start, stop in zip(names, bounds, bounds[1:]) if stop > start]
     bars = _bar("people", [int(v) for v in frame["value"]], frame["persons"], CURRENT,
                 customdata=[int(v) for v in frame["images"]], hovertemplate="age %{x}: %{y} people, %{customdata} images")

@@ -193,6 +193,28 @@ def progress_view(run: Mapping[str, Any], now: float | None = None) -> tuple[flo
     return _fraction(progress), " · ".join(parts)
 
 
+def group_eta(run: Mapping[str, Any], members: pd.DataFrame, now: float | None = None) -> str | None:
+    """``"repeat 1 of 3 · group ETA 2 min 10 s"`` for a running member of a repeat group (``members``: the
+    group's runs, ``store.repeat_group``), else None. The runs still queued each take what the finished ones
+    took on average, or, before any finished, what this one will (its elapsed time plus its ETA)."""
+    if members is None or len(members) < 2 or run.get("status") not in ACTIVE:
+        return None
+    progress = run.get("progress") or {}
+    eta = progress.get("eta_s")
+    if eta is None:
+        return None
+    clock = now or time.time()
+    left = max(0.0, float(eta) - max(0.0, clock - float(progress.get("updated_at") or clock)))
+    ids = [int(i) for i in members["id"]]
+    done = [duration_seconds(r) for r in members.to_dict("records") if r.get("status") == "done"]
+    done = [d for d in done if d]
+    elapsed = duration_seconds(run, datetime.fromtimestamp(clock, UTC)) or 0.0
+    each = sum(done) / len(done) if done else elapsed + left
+    queued = int((members["status"] == "queued").sum())
+    position = ids.index(int(run["id"])) + 1 if int(run["id"]) in ids else len(done) + 1
+    return f"repeat {position} of {len(ids)} · group ETA {_clock(left + queued * each)}"
+
+
 def _fraction(progress: Mapping[str, Any]) -> float:
     total, epochs = int(progress.get("total") or 0), int(progress.get("epochs") or 0)
     if not total or not epochs:

@@ -56,7 +56,7 @@ def runs_table(store: LabelStore) -> None:
         column_order=[*first, *(c for c in shown.columns if c not in first)], column_config={
             "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f",
                                                       help="best validation macro F1 (score runs: mean of folds)"),
-            "repeat_group": st.column_config.TextColumn("repeat group: mean ± SD", help=(
+            "repeat_group": st.column_config.TextColumn("repeat group: mean ± SD", width="large", help=(
                 "fit --repeats / × N: the group's runs (one config, one snapshot, N seeds) and the mean and "
                 "standard deviation of their macro F1: the run-to-run spread")),
             "new_corrections": st.column_config.NumberColumn("new corrections",
@@ -199,7 +199,9 @@ def _label_changes(labels: dict[str, Any]) -> pd.DataFrame:
     rows += [{"attribute": name, "images changed": info["images"], "people": info["people"],
               "changes": ", ".join(f"{k} ({v})" for k, v in list(info["changes"].items())[:6])}
              for name, info in labels["attributes"].items()]
-    return pd.DataFrame(rows).astype({"people": "Int64"})
+    frame = pd.DataFrame(rows)
+    frame["people"] = ["" if p is None or pd.isna(p) else str(int(p)) for p in frame["people"]]  # never "None"
+    return frame
 
 
 def run_detail(store: LabelStore) -> None:
@@ -210,6 +212,9 @@ def run_detail(store: LabelStore) -> None:
         return
     finished = [int(i) for i, status in zip(store.runs("train")["id"], store.runs("train")["status"]) if status == "done"]
     ids = list(labels)  # newest first: open on the newest finished run
+    if finished and st.session_state.get("detail_run_newest") != finished[0]:  # a run finished since: show it
+        st.session_state["detail_run_newest"] = finished[0]
+        st.session_state["detail_run"] = finished[0]
     run_id = st.selectbox("Run", ids, index=ids.index(finished[0]) if finished else 0, format_func=labels.get,
                           key="detail_run")
     run = store.run(run_id)
@@ -279,7 +284,7 @@ def open_in_review(store: LabelStore, path: str, person: str, target: str, said:
         st.session_state["review_browse_path"] = path
         ui.switch_page("app_pages/review.py")
     unit = f"{review.target_of(schema, target, path, person or None)}|{target}"
-    pending = review.queue_position(store, run_id, ui.statuses(store, store.run(run_id)["created_at"]), unit,
+    pending = review.queue_position(store, run_id, ui.statuses(store), unit,  # decisions of any run count
                                     flagged_only=True, status="unreviewed")
     if pending is not None:
         st.session_state["review_focus"] = unit

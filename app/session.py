@@ -4,6 +4,8 @@ messages an action leaves for the next run of the page. Pages import these from 
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,7 @@ def annotator_sidebar() -> None:
     st.sidebar.text_input("Annotator", key="annotator", placeholder="your name", on_change=_keep_annotator,
                           help="Recorded with every correction and verdict you make.")
     _keep_annotator()
+    tab_id()
     name = annotator()
     if name and st.query_params.get("annotator") != name:
         st.query_params["annotator"] = name
@@ -58,8 +61,52 @@ def annotator_sidebar() -> None:
         st.sidebar.caption("Type your name to enable relabeling.")
 
 
+_TAB = re.compile(r"^[0-9a-f]{8}$")
+
+
+def tab_id() -> str:
+    """This browser tab's id: every correction and verdict made here carries it, and Undo takes back only
+    this tab's actions. Kept in the session and in the URL (``?tab=``), so a refresh keeps it; a new tab
+    opened on the dashboard gets its own."""
+    tab = st.session_state.get("_tab")
+    if not tab:
+        given = str(st.query_params.get("tab", ""))
+        tab = given if _TAB.match(given) else secrets.token_hex(4)
+        st.session_state["_tab"] = tab
+    if st.query_params.get("tab") != tab:
+        st.query_params["tab"] = tab
+    return str(tab)
+
+
+def scroll_to_top() -> None:
+    """Ask the next run of the page to bring the view back to its top (after a decision or a move)."""
+    st.session_state["_scroll_top"] = True
+
+
+def apply_scroll(anchor: str | None = None) -> None:
+    """Bring the view back to the page's top, or to the container keyed ``anchor``, if ``scroll_to_top``
+    asked for it (once). The script is ours, no data (``anchor`` is a key of this code)."""
+    if st.session_state.pop("_scroll_top", False):
+        nonce = secrets.token_hex(4)
+        to = f"const a = document.querySelector('.st-key-{anchor}'); if (a) {{ a.scrollIntoView(); }}" if anchor \
+            else ("for (const e of document.querySelectorAll('[data-testid=\"stMain\"],"
+                  " [data-testid=\"stAppViewContainer\"], section.main')) { e.scrollTop = 0; } window.scrollTo(0, 0);")
+        st.sidebar.html(f"<script>/* {nonce} */ setTimeout(() => {{ {to} }}, 50);</script>",
+                        unsafe_allow_javascript=True)
+
+
+def compact_page() -> None:
+    """Less padding above and beside the page's content and a smaller title (the Review page: one unit a
+    screen). Our own CSS, no data."""
+    st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.2rem; padding-left: 2rem;"
+            " padding-right: 2rem; } [data-testid='stMainBlockContainer'] h1 { font-size: 1.9rem;"
+            " padding: 0.2rem 0 0.4rem 0; }</style>")
+
+
 def switch_page(page: str, **query: str) -> None:
-    """``st.switch_page`` that keeps the annotator in the URL of the page it opens."""
+    """``st.switch_page`` that keeps the annotator (and the tab id) in the URL of the page it opens."""
+    if st.session_state.get("_tab"):
+        query = {**query, "tab": st.session_state["_tab"]}
     if annotator():
         query = {**query, "annotator": annotator()}
     st.switch_page(page, query_params=query or None)
@@ -86,12 +133,13 @@ def show_flash() -> None:
     outcome = st.session_state.pop("_flash", None)
     if outcome is None:
         return
+    box = st.container(key="flash")  # its class st-key-flash: where scripts and tests read the outcome
     if outcome.conflict:
-        st.error(plain(outcome.message), icon="⚠️")
+        box.error(plain(outcome.message), icon="⚠️")
     elif outcome.ok:
-        st.success(plain(outcome.message))
+        box.success(plain(outcome.message))
     else:
-        st.warning(plain(outcome.message))
+        box.warning(plain(outcome.message))
 
 
 def require_data(store: LabelStore) -> bool:

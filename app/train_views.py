@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from app import train_charts, ui
-from app.journal_views import ACTIVE, flag_changes, progress_view
+from app.journal_views import ACTIVE, flag_changes, group_eta, progress_view
 from core.store import LabelStore, StoreError
 from train import config as train_config
 from train import jobs
@@ -263,6 +264,9 @@ def live_progress() -> None:
         del st.session_state["train_watching"]
         st.rerun()  # the job ended: refresh the whole page once
     fraction, text = progress_view(run)
+    if run.get("repeat_group") is not None and not pd.isna(run.get("repeat_group")):  # × N: the whole group's ETA
+        group = group_eta(run, store.repeat_group(int(run["repeat_group"])))
+        text += f" · {group}" if group else ""
     st.progress(fraction, text=ui.plain(text))
     if active:
         st.button(f"Cancel run #{run['id']}", key="train_cancel", on_click=_cancel, args=(int(run["id"]),),

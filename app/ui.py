@@ -23,19 +23,24 @@ from app.session import (
     Flash,
     annotator,
     annotator_sidebar,
+    apply_scroll,
+    compact_page,
     flash,
     get_store,
     require_data,
+    scroll_to_top,
     show_flash,
     switch_page,
+    tab_id,
 )
 from core import stats
 from core.images import thumbnail
 from core.store import LabelStore, StoreError
 
-__all__ = ["PAGE_SIZE", "STRIP_PER_ROW", "STRIP_WIDTH", "Flash", "annotator", "annotator_sidebar", "button",
+__all__ = ["PAGE_SIZE", "STRIP_PER_ROW", "STRIP_SIZE", "Flash", "annotator", "annotator_sidebar", "apply_scroll",
+           "compact_page", "scroll_to_top", "tab_id", "button",
            "caption", "chart_text", "favicon", "flash", "gallery", "get_store", "has_groups", "label_table", "metric",
-           "model_said", "pager", "person_strip", "placeholder", "plain", "predictions", "queue", "queue_facts",
+           "model_said", "pager", "person_strip", "photo_row", "placeholder", "plain", "predictions", "queue", "queue_facts",
            "require_data", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
 
 PAGE_SIZE = 24
@@ -94,31 +99,43 @@ def thumbnail_grid(store: LabelStore, rows: pd.DataFrame, caption: Callable[[Any
             st.caption(plain(caption(row)))
 
 
-# A person's photos are the evidence for a person-scope verdict: shown at least this wide (px), five a row
-# (so seven photos fit 1280 px windows), each zoomable (the image's full-screen button).
-STRIP_WIDTH = 180
-STRIP_PER_ROW = 5
+# A person's photos are the evidence for a person-scope verdict: one row of up to STRIP_PER_ROW, each as wide
+# as its column (the browser scales it; the file is the image at full size, up to 512 px, so the photo's
+# full-screen button shows it whole, not a thumbnail).
+STRIP_PER_ROW = 7
+STRIP_SIZE = 512
+
+
+def photo_row(store: LabelStore, photos: pd.DataFrame, *, key: str = "person_strip") -> None:
+    """Photos side by side (``photos``: path, hash, caption, opinion, highlight), each with its caption
+    and the model's opinion under it; the highlighted one is marked ▶. At most ``STRIP_PER_ROW`` a row."""
+    if photos.empty:
+        return
+    strip = st.container(key=key)  # one a page; the browser test finds it by its class st-key-<key>
+    per_row = max(min(len(photos), STRIP_PER_ROW), 5)
+    for start in range(0, len(photos), per_row):
+        for column, row in zip(strip.columns(per_row, gap="small"), photos.iloc[start:start + per_row].itertuples()):
+            with column:
+                st.image(thumb(store, row.path, getattr(row, "hash", None), STRIP_SIZE), width="stretch")
+                marker = "▶ " if getattr(row, "highlight", False) else ""
+                opinion = getattr(row, "opinion", "")
+                st.caption(plain(f"{marker}{row.caption}") + (f"  \n{plain(opinion)}" if opinion else ""))
 
 
 def person_strip(store: LabelStore, person: str, highlight: str | None = None,
                  opinions: dict[str, str] | None = None) -> None:
-    """All images of a person, large, with their per-image labels and, when given, the model's
-    opinion of each photo (``opinions``: path -> plain text)."""
+    """All images of a person with their per-image labels and, when given, the model's opinion of each
+    photo (``opinions``: path -> plain text), in rows of ``STRIP_PER_ROW`` (``photo_row``)."""
     images, _ = store.select_items(person=person, limit=None)
     if images.empty:
         return
     image_attributes = [a.name for a in store.schema.attributes if a.scope == "image"]
-    rows = [images.iloc[i:i + STRIP_PER_ROW] for i in range(0, len(images), STRIP_PER_ROW)]
-    strip = st.container(key="person_strip")  # one a page; the browser test finds it by its class st-key-person_strip
-    for chunk in rows:
-        for column, row in zip(strip.columns(STRIP_PER_ROW), chunk.itertuples(index=False)):
-            with column:
-                st.image(thumb(store, row.path, row.hash, 512), width=STRIP_WIDTH)
-                labels = ", ".join(str(getattr(row, a)) for a in image_attributes)
-                marker = "▶ " if row.path == highlight else ""
-                st.caption(plain(f"{marker}{row.path.rsplit('/', 1)[-1]}: {labels}"))
-                if opinions and row.path in opinions:
-                    st.caption(plain(opinions[row.path]))
+    photo_row(store, pd.DataFrame({
+        "path": images["path"], "hash": images["hash"],
+        "caption": [f"{p.rsplit('/', 1)[-1]}: " + ", ".join(str(r[a]) for a in image_attributes)
+                    for p, (_, r) in zip(images["path"], images.iterrows())],
+        "opinion": [(opinions or {}).get(p, "") for p in images["path"]],
+        "highlight": images["path"] == highlight}))
 
 
 def model_said(path: str) -> None:

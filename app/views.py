@@ -49,7 +49,8 @@ def _filters(store: LabelStore, key: str) -> dict[str, Any]:
         top = st.columns(4)
         split = top[0].selectbox("Split", ["train", "eval", "all"], key=f"{key}_split",
                                  help="train: labelled images; eval: unlabelled images to predict")
-        person = top[1].text_input("Person (folder name)", key=f"{key}_person")
+        person = top[1].text_input("Person (id or folder name)", key=f"{key}_person", placeholder="e.g. 000050",
+                                   help="Folder names starting with this text: 000050 finds 000050_female_Asian_45.")
         path = top[2].text_input("Path contains", key=f"{key}_path")
         issue = top[3].selectbox("Data issue", ["-", "any", *_issue_kinds(store)], key=f"{key}_issue")
         labels = st.columns(len(schema.targets) + 1)
@@ -64,7 +65,7 @@ def _filters(store: LabelStore, key: str) -> dict[str, Any]:
                 chosen = st.slider(attribute.name, low, high, (low, high), key=f"{key}_{attribute.name}_range")
                 if tuple(chosen) != (low, high):
                     kwargs["ranges"][attribute.name] = chosen
-    kwargs.update(split=None if split == "all" else split, person=person.strip() or None,
+    kwargs.update(split=None if split == "all" else split, person_prefix=person.strip() or None,
                   path_contains=path.strip() or None, issue_kind=None if issue == "-" else issue,
                   corrected={"all": None, "corrected": True, "unchanged": False}[corrected])
     return kwargs
@@ -100,9 +101,19 @@ def browse_view(store: LabelStore, *, key: str, source: str) -> None:
     if st.session_state.get(f"{key}_signature") != signature:  # new filters: start at the top
         st.session_state[f"{key}_signature"] = signature
         st.session_state[f"{key}_pos"] = 0
+    undone = st.session_state.pop(f"{key}_undone", None)
+    if undone is not None:  # after an undo: back to the image (or the person's first image) taken back
+        found = _position_of(store, kwargs, undone)
+        if found is None:
+            st.info(ui.plain(f"Undone: {undone[0]} (not in the images these filters show)."))
+        else:
+            st.session_state[f"{key}_pos"] = found
     _, total = store.select_items(**kwargs, limit=0)
     if total == 0:
-        st.warning("No image matches these filters.")
+        prefix = kwargs.get("person_prefix")
+        st.warning(ui.plain(f"No person's id or folder name starts with {prefix!r}." if prefix and
+                            store.select_items(person_prefix=prefix, limit=0)[1] == 0 else
+                            "No image matches these filters."))
         return
     position = min(int(st.session_state.get(f"{key}_pos", 0)), total - 1)
     offset = position - position % ui.PAGE_SIZE
@@ -110,6 +121,7 @@ def browse_view(store: LabelStore, *, key: str, source: str) -> None:
 
     def go(to: int) -> None:
         st.session_state[f"{key}_pos"] = max(0, min(to, total - 1))
+        ui.scroll_to_top()
 
     st.caption(f"{total:,} image(s) · showing {offset + 1:,}–{offset + len(rows):,} · "
                "shortcuts: N next, P previous, K all labels correct, U undo")
@@ -121,8 +133,30 @@ def browse_view(store: LabelStore, *, key: str, source: str) -> None:
     captions = [_caption(schema.names, row) for row in rows.to_dict("records")]
     ui.gallery(store, rows, captions, focus=position - offset, key=key, on_pick=lambda i: go(offset + i))
     st.divider()
-    image_panel(store, rows.iloc[position - offset].to_dict(), key=key, source=source,
-                on_next=lambda: go(position + 1), on_previous=lambda: go(position - 1))
+    with st.container(key=f"{key}_panel"):
+        image_panel(store, rows.iloc[position - offset].to_dict(), key=key, source=source,
+                    on_next=lambda: go(position + 1), on_previous=lambda: go(position - 1),
+                    on_undo=lambda: _remember_undone(key))
+    ui.apply_scroll(anchor=f"{key}_panel")  # after a move or an action: the image at hand, not the gallery
+
+
+def _remember_undone(key: str) -> None:
+    """Undo's ``after``: the browser lands on what was taken back (``_undone``: target, attribute)."""
+    st.session_state[f"{key}_undone"] = st.session_state.pop("_undone", None)
+    ui.scroll_to_top()
+
+
+def _position_of(store: LabelStore, kwargs: dict[str, Any], undone: tuple[str, str]) -> int | None:
+    """Where the undone target (an image path, or a person's first image) stands among the filtered images."""
+    target, attribute = undone
+    person_scope = store.schema.scope(attribute) == "person"
+    if person_scope:
+        first, _ = store.select_items(**{**kwargs, "person": target}, limit=1)
+    else:
+        first, _ = store.select_items(**kwargs, path_is=target, limit=1)
+    if first.empty:
+        return None
+    return store.select_items(**kwargs, path_before=first["path"].iloc[0], limit=0)[1]
 
 
 def _caption(names: list[str], row: dict[str, Any]) -> str:
@@ -134,7 +168,7 @@ def _caption(names: list[str], row: dict[str, Any]) -> str:
 
 
 def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: str, on_next: Any,
-                on_previous: Any) -> None:
+                on_previous: Any, on_undo: Any = None) -> None:
     """One image large, its labels (current vs original), its person's images and the actions."""
     schema = store.schema
     left, right = st.columns([2, 3])
@@ -153,7 +187,7 @@ def image_panel(store: LabelStore, item: dict[str, Any], *, key: str, source: st
         original = {n: item.get(f"{n}_original") for n in schema.names}
         st.dataframe(ui.label_table(schema.names, item, original), hide_index=True)
         actions.image_actions(schema, item, key=f"{key}_act", source=source, on_next=on_next,
-                              on_previous=on_previous)
+                              on_previous=on_previous, on_undo=on_undo)
     if grouped:
         with st.expander("All images of this person", expanded=True):
             ui.person_strip(store, item["person"], highlight=item["path"])

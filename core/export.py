@@ -16,13 +16,17 @@ from core.store import LabelStore, Snapshot, StoreError
 def cleaned_table(store: LabelStore) -> pd.DataFrame:
     """One row per labelled image: path, person, <attributes>, <binned>, class, corrected (0/1).
 
-    Competition datasets give ``path, person, mask, gender, age, age_group, class, corrected``.
+    Competition datasets give ``path, person, mask, gender, age, age_group, class, corrected``; a binned
+    column (``age_group``) holds its group's name (``<30``, ``30-59``, ``>=60``), ``class`` the class code.
     """
     labels = store.current_labels()
     schema = store.schema
     columns = ["path", "person", *schema.names, *[b.name for b in schema.binned]]
     columns += ["class"] if "class" in labels.columns else []
-    return labels[[*columns, "corrected"]].reset_index(drop=True)
+    table = labels[[*columns, "corrected"]].reset_index(drop=True)
+    for binned in schema.binned:  # the group's name, as every page says it ("30-59"), not its code
+        table[binned.name] = [binned.classes[int(c)] for c in table[binned.name]]
+    return table
 
 
 def export(store: LabelStore, out: Path) -> Snapshot:

@@ -49,30 +49,60 @@ def target_of(schema: Schema, attribute: str, path: str, person: str | None) -> 
 
 
 def suggestion_value(schema: Schema, attribute: str, suggested: Any, current: Any) -> Any:
-    """The stored value that accepting ``suggested`` writes.
+    """The stored value that accepting ``suggested`` writes, or None when only the reviewer can say.
 
-    For a binned target the suggestion is a bin (``>=60``); the nearest age inside it is written,
-    so accepting "30-59" for a 29-year-old sets 30 and a wrong bin never moves an age further than
-    needed. Other attributes take the suggestion as it is.
+    For a binned target (``age_group`` on ``age``) the suggestion is a group, not an age: no age
+    follows from it (an 18-year-old "30-59" may be 49), so this returns None and the page asks for
+    the age (``accept_binned``). Other attributes take the suggestion as it is.
     """
-    for binned in schema.binned:
-        if binned.name == attribute:
-            low, high = binned.bounds(suggested)
-            value = int(current)
-            if low is not None:
-                value = max(value, low)
-            if high is not None:
-                value = min(value, high)
-            return value
+    if any(binned.name == attribute for binned in schema.binned):
+        return None
     return suggested
 
 
+def group_range(schema: Schema, attribute: str, group: Any) -> tuple[int | None, int | None] | None:
+    """(lowest, highest) stored value of a binned target's group (None: open end); None if not binned."""
+    for binned in schema.binned:
+        if binned.name == attribute:
+            return binned.bounds(group)
+    return None
+
+
+def accept_binned(store: LabelStore, target: str, attribute: str, group: Any, value: Any, *, shown: Any,
+                  annotator: str, **kwargs: Any) -> Outcome:
+    """Accept a binned suggestion (``age_group`` -> ``30-59``) with the value the reviewer gave.
+
+    Nothing is invented: without a value nothing is written; a value outside the group is refused
+    (that is a plain "set", not accepting this group). ``attribute`` is the binned target.
+    """
+    schema = store.schema
+    stored = stored_attribute(schema, attribute)
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return Outcome(False, f"Type the {stored} first: accepting the group {group} never invents a {stored}.")
+    bounds = group_range(schema, attribute, group)
+    try:
+        number = int(schema.attribute(stored).parse(value))
+    except (SchemaError, ValueError, TypeError) as error:
+        return Outcome(False, str(error))
+    if bounds is not None:
+        low, high = bounds
+        if (low is not None and number < low) or (high is not None and number > high):
+            return Outcome(False, f"{stored} {number} is not in {group}; use Set {stored} for another value.")
+    return set_label(store, target, stored, number, shown=shown, annotator=annotator, **kwargs)
+
+
 def set_label(store: LabelStore, target: str, attribute: str, value: Any, *, shown: Any, annotator: str,
-              reason: str = "", source: str = "review") -> Outcome:
-    """Correct one stored attribute of an image or person from ``shown`` to ``value``."""
+              reason: str = "", source: str = "review", tab: str | None = None, score_run: int | None = None,
+              seen_review: int | None = None) -> Outcome:
+    """Correct one stored attribute of an image or person from ``shown`` to ``value``.
+
+    ``seen_review``: the label's newest verdict id when it was shown (``LabelStore.newest_review``):
+    a verdict someone made meanwhile makes this a conflict. ``tab`` (the browser tab) lets undo take
+    back only that tab's actions; ``score_run`` is the run the decision was made under."""
     try:
         correction_id = store.correct(target, attribute, value, expected=shown, annotator=annotator,
-                                      reason=reason, source=source)
+                                      reason=reason, source=source, tab=tab, score_run=score_run,
+                                      seen_review=seen_review)
     except ConflictError as error:
         return Outcome(False, f"Conflict, nothing written: {error}", conflict=True)
     except (StoreError, SchemaError) as error:
@@ -82,34 +112,38 @@ def set_label(store: LabelStore, target: str, attribute: str, value: Any, *, sho
 
 
 def verdict(store: LabelStore, target: str, attribute: str, *, shown: Any, annotator: str, kind: str = "correct",
-            score_run: int | None = None) -> Outcome:
+            score_run: int | None = None, tab: str | None = None, seen_review: int | None = None) -> Outcome:
     """Record "label is correct" (``kind="correct"``) or ``skip`` for a unit.
 
     The label must still be ``shown``: confirming a value someone else just changed would confirm
-    the wrong thing, so that is a conflict too.
+    the wrong thing, so that is a conflict too, as is a verdict newer than ``seen_review`` (someone
+    decided this label meanwhile). The verdict belongs to the label (its value now): it carries over
+    to later score runs while the label is unchanged (``LabelStore.decisions``).
     """
     try:
-        current = store.label_of(target, attribute)
-        if shown is not None and str(current) != str(shown):
-            return Outcome(False, f"Conflict, nothing written: {target}: {attribute} is now {current!r}, not"
-                                  f" {shown!r} (someone changed it meanwhile); look again", conflict=True)
-        review_id = store.mark_reviewed(target, attribute, annotator=annotator, verdict=kind, score_run=score_run)
+        review_id = store.mark_reviewed(target, attribute, annotator=annotator, verdict=kind, score_run=score_run,
+                                        expected=shown, tab=tab, seen_review=seen_review)
+    except ConflictError as error:
+        return Outcome(False, f"Conflict, nothing written: {error}", conflict=True)
     except (StoreError, SchemaError) as error:
         return Outcome(False, str(error))
     said = "label is correct" if kind == "correct" else "skipped"
-    return Outcome(True, f"{target}: {attribute} {current} - {said}", record_id=review_id)
+    return Outcome(True, f"{target}: {attribute} {shown} - {said} (verdict #{review_id})", record_id=review_id)
 
 
-def last_action(store: LabelStore, annotator: str) -> dict[str, Any] | None:
+def last_action(store: LabelStore, annotator: str, tab: str | None = None) -> dict[str, Any] | None:
     """The annotator's newest action that undo can take back, or None.
 
     Corrections from the dashboard that are not reverted yet, and verdicts not withdrawn by a
-    later ``reopen`` of the same unit. Read from the database, so it survives a browser refresh.
+    later ``reopen`` of the same unit. With ``tab``, only the actions made in that browser tab (each
+    tab has its own undo). Read from the database, so it survives a browser refresh.
     """
     log = store.history(annotator=annotator)
     candidates: list[dict[str, Any]] = []
     if len(log):
         live = log[log["source"].isin(DASHBOARD_SOURCES) & log["reverted_by"].isna()]
+        if tab is not None and "tab" in live:
+            live = live[live["tab"] == tab]
         if len(live):
             row = live.iloc[0]  # history is newest first
             candidates.append({"kind": "correction", "id": int(row["id"]), "target": row["target"],
@@ -123,7 +157,8 @@ def last_action(store: LabelStore, annotator: str) -> dict[str, Any] | None:
             if row.verdict == "reopen":
                 reopened[(row.target, row.attribute)] = row.id
         live_verdicts = [r for r in mine.itertuples(index=False)
-                         if r.verdict != "reopen" and reopened.get((r.target, r.attribute), -1) < r.id]
+                         if r.verdict != "reopen" and reopened.get((r.target, r.attribute), -1) < r.id
+                         and (tab is None or getattr(r, "tab", None) == tab)]
         if live_verdicts:
             row = live_verdicts[-1]
             candidates.append({"kind": "verdict", "id": int(row.id), "target": row.target, "attribute": row.attribute,
@@ -131,16 +166,19 @@ def last_action(store: LabelStore, annotator: str) -> dict[str, Any] | None:
     return max(candidates, key=lambda c: c["at"]) if candidates else None
 
 
-def undo_last(store: LabelStore, annotator: str) -> Outcome:
-    """Take back the annotator's newest action: revert a correction (a logged revert) or reopen a verdict."""
-    action = last_action(store, annotator)
+def undo_last(store: LabelStore, annotator: str, tab: str | None = None) -> Outcome:
+    """Take back the annotator's newest action (of ``tab`` when given): revert a correction (a logged
+    revert) or reopen a verdict."""
+    action = last_action(store, annotator, tab)
     if action is None:
-        return Outcome(False, "Nothing to undo: no correction or verdict of yours is still standing.")
+        return Outcome(False, "Nothing to undo: no correction or verdict of yours is still standing"
+                              + (" in this tab." if tab is not None else "."))
     try:
         if action["kind"] == "correction":
-            record = store.revert(action["id"], annotator=annotator, reason="undo")
+            record = store.revert(action["id"], annotator=annotator, reason="undo", tab=tab)
         else:
-            record = store.mark_reviewed(action["target"], action["attribute"], annotator=annotator, verdict="reopen")
+            record = store.mark_reviewed(action["target"], action["attribute"], annotator=annotator, verdict="reopen",
+                                         tab=tab)
     except ConflictError as error:
         return Outcome(False, f"Conflict, nothing undone: {error}", conflict=True)
     except StoreError as error:
@@ -149,30 +187,18 @@ def undo_last(store: LabelStore, annotator: str) -> Outcome:
 
 
 def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
-    """Review status of every unit someone acted on (since ``since``, an ISO time, when given).
+    """Review status of every label someone decided that still stands (``LabelStore.decisions``).
 
-    Columns: ``target``, ``attribute`` (stored), ``status`` (``corrected`` beats the newest verdict:
-    ``reviewed`` for "label is correct", ``skipped``). Units not listed are ``unreviewed``.
+    A decision belongs to the label, not to a score run: it carries over to later runs while the
+    label is unchanged. Columns: ``target``, ``attribute`` (stored), ``status`` (``corrected``
+    beats a verdict: ``reviewed`` for "label is correct", ``skipped``), ``annotator``, ``score_run``
+    (the run it was made under), ``created_at``. Units not listed are ``unreviewed``. ``since`` (an
+    ISO time) keeps only decisions made since then.
     """
-    frames = []
-    log = store.history()
-    if len(log):
-        live = log[(log["source"] != "revert") & log["reverted_by"].isna()]
-        if since:
-            live = live[live["created_at"] >= since]
-        frames.append(live[["target", "attribute"]].drop_duplicates().assign(status="corrected", rank=0))
-    reviews = store.reviews()
-    if len(reviews):
-        if since:
-            reviews = reviews[reviews["created_at"] >= since]
-        newest = reviews.sort_values("id").drop_duplicates(["target", "attribute"], keep="last")
-        newest = newest[newest["verdict"] != "reopen"]
-        named = newest["verdict"].map({"correct": "reviewed", "skip": "skipped"})
-        frames.append(newest[["target", "attribute"]].assign(status=named, rank=1))
-    if not frames:
-        return pd.DataFrame(columns=["target", "attribute", "status"])
-    both = pd.concat(frames, ignore_index=True).sort_values("rank", kind="stable")
-    return both.drop_duplicates(["target", "attribute"])[["target", "attribute", "status"]].reset_index(drop=True)
+    table = store.decisions()
+    if since:
+        table = table[table["created_at"] >= since]
+    return table[["target", "attribute", "status", "annotator", "score_run", "created_at"]].reset_index(drop=True)
 
 
 def _status_filter(status_table: pd.DataFrame, status: str | None) -> dict[str, list[str]]:

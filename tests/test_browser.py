@@ -50,7 +50,9 @@ def test_relabel_with_a_keyboard_shortcut_changes_the_store(tmp_path: Path) -> N
         run_id = add_score_run(store)
         units = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
                                    status="unreviewed")
-        unit = units.iloc[0]
+        for row in units[units["attribute"] == "age_group"].itertuples():  # an age group's A asks for the age
+            store.mark_reviewed(row.target, row.stored, annotator="setup")
+        unit = units[units["attribute"] != "age_group"].iloc[0]
         before = store.label_of(unit["target"], unit["stored"])
         expected = review.suggestion_value(store.schema, unit["attribute"], unit["suggested"], before)
 

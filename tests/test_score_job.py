@@ -118,7 +118,8 @@ def test_the_review_page_shows_a_real_score_run(db: Path, first: dict, monkeypat
     with LabelStore(db) as store:
         run_id = store.current_score_run()
     assert any(f"score run #{run_id}" in str(p.text) for p in at.get("progress"))
-    assert at.get("plotly_chart")  # the focused unit's class probabilities
+    # the focused unit's class probabilities, in words beside the photos (the chart waits in a closed expander)
+    assert any(m.value.startswith("Model: ") or "\nModel: " in m.value for m in at.markdown)
 
 
 def test_a_killed_score_job_resumes_and_skips_its_finished_folds(db: Path, first: dict):

@@ -9,7 +9,7 @@ import pytest
 
 from core.__main__ import main as core_main
 from core.export import cleaned_table, export, read_table
-from core.store import ConflictError, LabelStore, StoreError, read_snapshot
+from core.store import SCHEMA_VERSION, ConflictError, LabelStore, StoreError, read_snapshot
 from core.synthetic import competition_frames, ingest_frames
 
 PERSON = "000001_female_Asian_22"
@@ -209,7 +209,7 @@ def test_export_class_equals_formula_on_every_row(make_store, tmp_path):
     mask = table["mask"].map({"wear": 0, "incorrect": 1, "not_wear": 2})
     gender = table["gender"].map({"male": 0, "female": 1})
     age_group = np.where(table["age"] < 30, 0, np.where(table["age"] < 60, 1, 2))
-    assert (table["age_group"] == age_group).all()
+    assert (table["age_group"] == np.array(["<30", "30-59", ">=60"])[age_group]).all()  # named as the UI says
     assert (table["class"] == mask * 6 + gender * 3 + age_group).all()
     assert table["corrected"].sum() == 7
     assert snapshot.hash in (tmp_path / "cleaned.csv.snapshot.json").read_text()
@@ -424,10 +424,15 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         conn.execute("DROP INDEX corrections_reverts")
         conn.execute("DROP INDEX runs_repeat_group")  # and what version 3 added
         conn.execute("ALTER TABLE runs DROP COLUMN repeat_group")
+        for index in ("reviews_label", "corrections_label"):  # and what version 6 added
+            conn.execute(f"DROP INDEX {index}")
+        for table, column in (("reviews", "value"), ("reviews", "tab"), ("corrections", "tab"),
+                              ("corrections", "score_run")):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:
-        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "repeat_group" in migrated.runs().columns
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables

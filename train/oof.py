@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.files import csv_unescape, replacing
+from core.ordinal import edge_step
 from core.schema import Schema
 from core.scoring import image_scores, model_disagreement, queue_items, review_queue
 from core.store import LabelStore, StoreError
@@ -102,6 +103,7 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
     pairs = [(t, *pair) for t in targets if t not in person_scope and (pair := schema.swap_codes(t))]
     queue = review_queue({t: codes[t] for t in targets}, {t: probs[t] for t in targets}, groups,
                          person_scope=person_scope, swap=pairs[0] if pairs else None)
+    queue = edge_step(schema, queue, labels.reset_index(drop=True))  # near a group edge: below clear errors
     queue["detail"] = [{**d, "rank": i} for i, d in enumerate(queue["detail"])]
     rows = queue_items(queue)
     images = {t: image_scores(codes[t], probs[t]).to_dict("list") for t in targets}  # columns as lists: fast rows

@@ -39,7 +39,10 @@ counts = issues["kind"].value_counts()
 kind = st.selectbox("Kind", ["all", *counts.index], key="health_kind",
                     format_func=lambda k: k if k == "all" else f"{k} ({counts[k]:,})")
 chosen = issues if kind == "all" else issues[issues["kind"] == kind]
-st.dataframe(chosen[["path", "kind", "detail", "score"]], hide_index=True)
+st.dataframe(chosen[["path", "kind", "detail", "score"]], hide_index=True,  # details are long: room to read them
+             column_config={"detail": st.column_config.TextColumn("detail", width="large"),
+                            "path": st.column_config.TextColumn("path", width="medium"),
+                            "kind": st.column_config.TextColumn("kind", width="small")})
 offset = ui.pager(len(chosen), "health_page")
 page = chosen.iloc[offset:offset + ui.PAGE_SIZE]
 ui.thumbnail_grid(store, page, lambda row: f"{row.kind}: {row.path}" + (f" ({row.detail})" if row.detail else ""))

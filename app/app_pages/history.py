@@ -33,7 +33,29 @@ shown = store.history(annotator=None if who == "all" else who, attribute=None if
 if target.strip() and len(shown):
     shown = shown[shown["target"].str.contains(target.strip(), case=False, regex=False)]
 st.caption(f"{len(shown):,} of {len(log):,} logged change(s), newest first. Reverting logs the inverse change.")
-st.dataframe(views.history_table(shown), hide_index=True, key="history_table")
+st.dataframe(views.history_table(shown), hide_index=True, key="history_table",
+             column_config={"entry": st.column_config.TextColumn("entry", width="medium")})
+
+# Review decisions that change no label ("label is correct", skip, and undo's reopen): the other half of
+# what reviewers did. A verdict belongs to the label (its value then) and stands while the label keeps it.
+verdicts = store.reviews()
+with st.expander(f"Review decisions ({len(verdicts):,}): label is correct, skip, reopen (undo)"):
+    if len(verdicts):
+        mine = verdicts if who == "all" else verdicts[verdicts["annotator"] == who]
+        if attribute != "all":
+            mine = mine[mine["attribute"] == attribute]
+        if target.strip():
+            mine = mine[mine["target"].str.contains(target.strip(), case=False, regex=False)]
+        table = mine[["id", "verdict", "attribute", "value", "target", "annotator", "score_run", "created_at"]].copy()
+        table["verdict"] = table["verdict"].map({"correct": "label is correct", "skip": "skip",
+                                                 "reopen": "reopen (undo)"}).fillna(table["verdict"])
+        table["created_at"] = table["created_at"].astype(str).str[:19].str.replace("T", " ")
+        st.caption(f"{len(table):,} of {len(verdicts):,} decision(s), newest first (the filters above apply).")
+        st.dataframe(table, hide_index=True, key="history_verdicts",
+                     column_config={"verdict": st.column_config.TextColumn("verdict", width="medium"),
+                                    "score_run": st.column_config.NumberColumn("score run", format="#%d")})
+    else:
+        st.caption("No review decisions yet.")
 
 
 def _revert(correction_id: int, reason_key: str) -> None:

@@ -9,9 +9,10 @@ import streamlit as st
 
 from app import actions, charts, ui, views
 from core import review
-from core.store import StoreError
+from core.unit_view import decision_text, unit_view
 
 store = ui.get_store()
+ui.compact_page()  # the unit at hand fits one screen (1280 x 800): less space above the title
 st.title("Review queue")
 ui.show_flash()
 if not ui.require_data(store):
@@ -26,17 +27,22 @@ if run_id is None:
     views.browse_view(store, key="review_browse", source="review")
     st.stop()
 
-run = store.run(run_id)
 # The ranked queue lives in the store (built when the score run was saved): this page reads counts
-# and the visible page of it, never the whole queue.
-status_table = ui.statuses(store, run["created_at"])
+# and the visible page of it, never the whole queue. Decisions belong to the label, not to the run: every
+# standing one counts, whichever run it was made under.
+status_table = ui.statuses(store)
 reviewed, flagged = review.queue_progress(store, run_id, status_table)
 facts = ui.queue_facts(store, run_id)
 st.progress(reviewed / flagged if flagged else 1.0,
             text=f"Reviewed {reviewed:,} of {flagged:,} flagged (score run #{run_id}, "
-                 f"{store.review_summary(run_id)['n_units']:,} units ranked)")
+                 f"{store.review_summary(run_id)['n_units']:,} units ranked; decisions carry over between runs "
+                 "while the label is unchanged)")
 
-with st.expander("Filters", expanded=True):
+# Collapsed by default; open or closed, it stays as the reviewer left it (its state is kept by key).
+FILTER_DEFAULTS = {"review_attribute": "all", "review_given": "any", "review_suggested": "any",
+                   "review_status": "unreviewed", "review_min_score": 0.0, "review_flagged": True, "review_issue": "-"}
+# A constant label: the expander's identity (and so its kept state) includes it.
+with st.expander("Filters", key="review_filters_open", on_change="rerun"):
     top = st.columns(4)
     attribute = top[0].selectbox("Attribute", ["all", *facts["attributes"]], key="review_attribute")
     classes = facts["classes"].get(attribute) or sorted({c for cs in facts["classes"].values() for c in cs})
@@ -48,6 +54,8 @@ with st.expander("Filters", expanded=True):
     flagged_only = bottom[1].toggle("Flagged only", value=True, key="review_flagged")
     issue = bottom[2].selectbox("Data issue", ["-", "any", *store.data_issue_kinds()], key="review_issue")
 
+active = [f"{k.removeprefix('review_').replace('_', ' ')} {st.session_state[k]}" for k, v in FILTER_DEFAULTS.items()
+          if st.session_state.get(k, v) != v]
 filters = {"attribute": None if attribute == "all" else attribute, "given": None if given == "any" else given,
            "suggested": None if suggested == "any" else suggested, "min_score": min_score,
            "flagged_only": flagged_only, "status": None if status == "all" else status,
@@ -66,6 +74,7 @@ _, total = review.queue_page(store, run_id, status_table, limit=0, **filters)
 if total == 0:
     st.success("Nothing left to review with these filters.")
     actions.undo_button("review_empty_undo", after=focus_undone)
+    ui.apply_scroll()
     st.stop()
 
 # Focus follows a unit (key), not a position: after a verdict the unit may leave the filtered list.
@@ -82,90 +91,66 @@ keys = dict(zip(range(start, start + len(window)), window["key"]))
 
 
 def focus_on(to: int) -> None:
-    """Focus the unit at ``to`` (clamped) of the list as drawn."""
+    """Focus the unit at ``to`` (clamped) of the list as drawn, and start at the top of the page."""
     to = max(0, min(to, total - 1))
     if to in keys:
         st.session_state["review_focus"] = keys[to]
     st.session_state["review_pos"] = to
+    ui.scroll_to_top()
 
 
 page_rows = window.iloc[offset - start:offset - start + ui.PAGE_SIZE]
 unit: dict[str, Any] = window.iloc[position - start].to_dict()
 spec = schema.attribute(unit["stored"])
 n_classes = len(spec.classes) if spec.kind == "categorical" else 0
-st.caption(f"{total:,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · "
-           + actions.shortcut_caption(n_classes))
+view = unit_view(store, run_id, unit, status_table)  # photos, probabilities, reason: one store query
+for warning in view.warnings:
+    st.warning(ui.plain(warning))
 
-try:
-    shown = store.label_of(unit["target"], unit["stored"])
-except StoreError as error:
-    shown = None
-    st.warning(ui.plain(str(error)))
-shown_text = shown
-if unit["attribute"] != unit["stored"] and shown is not None:  # age_group: show the age and its bin
-    binned = next(b for b in schema.binned if b.name == unit["attribute"])
-    shown_text = f"{shown} ({binned.classes[int(binned.codes([shown])[0])]})"
-classes = schema.target_classes(unit["attribute"])
-detail = store.score_detail(run_id, unit["item_id"], unit["attribute"])
-person_scope = unit["scope"] == "person"
-opinions: dict[str, str] = {}
-said: list[Any] = []
-if person_scope:  # the model's own opinion of each of the person's photos
-    photos, _ = store.select_items(person=unit["target"], limit=None)
-    for photo in photos.itertuples(index=False):
-        opinion = review.photo_opinion(store.score_detail(run_id, photo.item_id, unit["attribute"]), classes)
-        said.append(opinion)
-        if opinion is not None:
-            opinions[photo.path] = f"model: {opinion[0]} {opinion[1]:.2f}"
-
-if person_scope:
-    st.subheader(ui.plain(f"Person {unit['target']}: {unit['attribute']}"))
-    left, right = st.columns([1, 1])
-else:
-    st.subheader(ui.plain(f"Image: {unit['attribute']}"))
-    picture, left, right = st.columns([2, 2, 3])
-    with picture:
-        st.image(ui.thumb(store, unit["path"], None, 384))
-        st.text(unit["path"])
+# The unit, all in one screen: what and why on the left with the photos in one row under it, the decision
+# on the right.
+ui.caption(f"{total:,} unit(s) · showing {offset + 1:,}–{offset + len(page_rows):,} · unit {position + 1:,} · "
+           f"filters: {', '.join(active) if active else 'unreviewed, flagged only'}")
+st.markdown(f"**{ui.plain(view.title)}**")
+left, right = st.columns([2, 1], gap="medium")
 with left:
-    swap = review.swap_pair(detail, unit["given"], unit["suggested"], classes)
-    if swap:
-        st.info(ui.plain(f"Flagged as a swap: this person's {swap[0]} and {swap[1]} images look exchanged. "
-                         "Accept here, then on the partner image (next in the queue)."))
-    else:
-        st.markdown("**Why:** " + ui.plain(review.reason(unit["attribute"], unit["given"], unit["suggested"], detail,
-                                                         said)))
+    if view.swap:
+        st.info(ui.plain(view.swap))
+    lines = [f"**Why:** {ui.plain(view.reason)}"]
+    if view.edge:
+        lines.append(f"**Near a group edge:** {ui.plain(view.edge)}: the photos cannot tell this apart; "
+                     "ranked below clear errors")
+    shown_text = "?" if view.shown is None else view.shown_text
+    lines.append(f"Given {ui.plain(unit['attribute'])}: **{ui.plain(unit['given'])}** · suggested: "
+                 f"**{ui.plain(unit['suggested'])}** · score **{unit['score']:.3f}** · current "
+                 f"{ui.plain(unit['stored'])}: **{ui.plain(shown_text)}**")
+    if view.probabilities:
+        lines.append("Model: " + ui.plain(" · ".join(f"{k} {v:.2f}" for k, v in
+                                                     sorted(view.probabilities.items(), key=lambda kv: -kv[1]))))
+    decided = decision_text(view.decision)
+    lines.append(f"Status: {ui.plain(unit['status'])}" + (f" ({ui.plain(decided)})" if decided else "")
+                 + f" · flagged: {'yes' if unit['is_issue'] else 'no'}")
+    st.markdown("  \n".join(lines))
     ui.model_said(unit["path"])
-    # Plain lines, not metric tiles: a tile cuts a long label ("Suggested not_…"); these wrap.
-    st.markdown("  \n".join([
-        f"Given ({ui.plain(unit['attribute'])}): **{ui.plain(unit['given'])}**",
-        f"Suggested: **{ui.plain(unit['suggested'])}**",
-        f"Score: **{unit['score']:.3f}** (how strongly the out-of-fold model disagrees with the given label)",
-        f"Current {ui.plain(unit['stored'])}: **{ui.plain(shown_text)}**",
-        f"Status: {ui.plain(unit['status'])} · flagged: {'yes' if unit['is_issue'] else 'no'}"]))
-    probs = review.probabilities(detail, classes)
-    if probs:
-        st.plotly_chart(charts.probabilities(probs), key="review_probs", width="stretch")
-    numbers = review.evidence(detail)
-    if numbers:
-        with st.expander("Evidence (numbers)"):
-            st.dataframe(pd.DataFrame({"measure": list(numbers), "value": [str(v) for v in numbers.values()]}),
-                         hide_index=True)
+    ui.photo_row(store, view.photos)
 with right:
     actions.unit_actions(schema, {"target": unit["target"], "attribute": unit["stored"], "scored": unit["attribute"],
-                                  "shown": shown, "suggested": unit["suggested"]},
+                                  "shown": view.shown, "suggested": unit["suggested"], "seen_review": view.review_id,
+                                  "estimate": view.estimate},
                          key="review_act", source="review", score_run=run_id,
                          on_next=lambda: focus_on(position + 1), on_previous=lambda: focus_on(position - 1),
                          on_undo=focus_undone)
-if person_scope:
-    st.markdown(f"**All {len(opinions) or ''} photos of this person** (the evidence; the model's opinion of each "
-                "photo under it; hover a photo and use its full-screen button to zoom)")
-    ui.person_strip(store, unit["target"], highlight=unit["path"], opinions=opinions)
-elif unit.get("person") and ui.has_groups(store):
-    with st.expander("All images of this person"):
-        ui.person_strip(store, unit["person"], highlight=unit["path"])
+    st.caption(actions.shortcut_caption(n_classes))  # our own words, no data
 
-# The rest of this page of the queue, under the decision (the unit at hand comes first, without scrolling).
+# Below the decision: the numbers behind it, then the rest of this page of the queue.
+if view.probabilities or view.evidence:  # drawn only while open: no chart to build on every decision
+    numbers = st.expander("Probabilities and evidence (numbers)", key="review_numbers_open", on_change="rerun")
+    with numbers:
+        if view.probabilities and numbers.open:
+            st.plotly_chart(charts.probabilities(view.probabilities), key="review_probs", width="stretch")
+        if view.evidence and numbers.open:
+            st.dataframe(pd.DataFrame({"measure": list(view.evidence),
+                                       "value": [str(v) for v in view.evidence.values()]}), hide_index=True)
 st.divider()
 st.subheader(f"Queue: units {offset + 1:,}–{offset + len(page_rows):,} of {total:,}")
 paging = st.columns([1, 1, 6])
@@ -175,3 +160,4 @@ paging[1].button("Page ▶", key="review_page_next", on_click=focus_on, args=(of
 captions = [f"{r.attribute}: {r.given} → {r.suggested} · score {r.score:.2f}" for r in page_rows.itertuples(index=False)]
 ui.gallery(store, page_rows, captions, focus=position - offset, key="review_gallery",
            on_pick=lambda i: focus_on(offset + i))
+ui.apply_scroll()

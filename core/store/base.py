@@ -19,7 +19,7 @@ import pandas as pd
 from core.faults import fault_point
 from core.schema import Schema, SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 6
 
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -153,8 +153,22 @@ CREATE INDEX IF NOT EXISTS runs_repeat_group ON runs(repeat_group);
 """
 
 
+# Version 6: review decisions belong to the label they judged, not to a score run. ``reviews.value`` is the
+# label's value when it was judged (a verdict stands while the label still has it), ``tab`` the browser tab
+# that made a decision (undo takes back only that tab's), ``corrections.score_run`` the run a correction was
+# made under (NULL: not from the queue). The ``*_label`` indexes find a label's newest decision.
+_V6 = """
+ALTER TABLE reviews ADD COLUMN value TEXT;
+ALTER TABLE reviews ADD COLUMN tab TEXT;
+ALTER TABLE corrections ADD COLUMN tab TEXT;
+ALTER TABLE corrections ADD COLUMN score_run INTEGER;
+CREATE INDEX IF NOT EXISTS reviews_label ON reviews(target, attribute, id);
+CREATE INDEX IF NOT EXISTS corrections_label ON corrections(target, attribute, id);
+"""
+
+
 # Migrations from version N-1 to N; each runs inside the transaction that bumps the version.
-MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3}
+MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3, 4: "", 5: "", 6: _V6}
 
 
 def remove_store_files(path: str | os.PathLike[str]) -> None:

@@ -4,6 +4,7 @@ Part of the ``core.store`` package: all SQL of the project lives in this package
 
 from __future__ import annotations
 
+import json
 import numbers
 from typing import Any
 
@@ -40,12 +41,15 @@ class CorrectionsMixin(LabelsMixin):
 
     def correct(self, target: str | int, attribute: str, value: Any, *, expected: Any, annotator: str,
                 reason: str = "", source: str = "review", batch: str | None = None,
-                reverts: int | None = None) -> int:
+                reverts: int | None = None, tab: str | None = None, score_run: int | None = None,
+                seen_review: int | None = None) -> int:
         """Set one attribute of an image (path/id) or a person (key); returns the correction id.
 
         ``expected`` is the value the caller saw; if the current value differs, ``ConflictError``
         is raised and nothing is written. Person-scope attributes change all of the person's images
-        in the same transaction.
+        in the same transaction. ``seen_review`` (optional): the id of the label's newest verdict the
+        caller saw (0 for none); a newer verdict (someone decided meanwhile) is a conflict too. ``tab``
+        names the browser tab and ``score_run`` the score run the correction was made under.
         """
         attr = self.schema.attribute(attribute)
         new_value = attr.parse(value)
@@ -59,19 +63,22 @@ class CorrectionsMixin(LabelsMixin):
             if expected_value is not None and str(current) != str(expected_value):
                 raise ConflictError(f"{canonical}: {attribute} is now {current!r}, not {expected_value!r}"
                                     " (someone changed it meanwhile); reload and decide again")
+            if seen_review is not None:
+                self._check_seen_review(canonical, attribute, seen_review)
             if str(current) == str(new_value):
                 raise StoreError(f"{canonical}: {attribute} is already {new_value!r}")
             correction_id = int(conn.execute(
                 "INSERT INTO corrections(target_kind, target, attribute, old_value, new_value, annotator, reason,"
-                " source, created_at, batch, reverts) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source, created_at, batch, reverts, tab, score_run) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, canonical, attribute, str(current), str(new_value), str(annotator).strip(), reason, source,
-                 now(), batch, reverts)).lastrowid or 0)
+                 now(), batch, reverts, tab, score_run)).lastrowid or 0)
             conn.execute(f"UPDATE current SET {quote(attribute)} = ? WHERE item_id IN ({','.join('?' * len(ids))})",
                          (new_value, *ids))
         return correction_id
 
-    def revert(self, correction_id: int, *, annotator: str, reason: str = "") -> int:
-        """Undo a correction by logging its inverse; refused if the value changed again since."""
+    def revert(self, correction_id: int, *, annotator: str, reason: str = "", tab: str | None = None) -> int:
+        """Undo a correction by logging its inverse; refused if the value changed again since. ``tab``: the
+        browser tab that undid it (the dashboard's undo)."""
         with self.transaction():
             row = self.conn.execute("SELECT * FROM corrections WHERE id = ?", (int(correction_id),)).fetchone()
             if row is None:
@@ -80,7 +87,7 @@ class CorrectionsMixin(LabelsMixin):
                 raise StoreError(f"correction #{row['id']} is already reverted")
             return self.correct(row["target"], row["attribute"], row["old_value"], expected=row["new_value"],
                                 annotator=annotator, reason=reason or f"revert #{row['id']}", source="revert",
-                                reverts=int(row["id"]))
+                                reverts=int(row["id"]), tab=tab)
 
     def history(self, *, target: str | None = None, attribute: str | None = None, annotator: str | None = None,
                 source: str | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -101,25 +108,111 @@ class CorrectionsMixin(LabelsMixin):
         return int(self.conn.execute("SELECT count(*) FROM corrections").fetchone()[0])
 
     def mark_reviewed(self, target: str | int, attribute: str, *, annotator: str, verdict: str = "correct",
-                      score_run: int | None = None, note: str = "") -> int:
+                      score_run: int | None = None, note: str = "", expected: Any = None, tab: str | None = None,
+                      seen_review: int | None = None) -> int:
         """Record a verdict (``correct`` = label checked and right, ``skip``) so items can leave a queue.
 
-        ``reopen`` withdraws the earlier verdicts on the target (the dashboard's undo of a verdict):
-        the reviews table stays append-only and the newest verdict is the one that counts.
+        The verdict belongs to the label it judged (target, attribute and its value now, kept in
+        ``value``): it stands, through later score runs, while the label keeps that value. ``expected``
+        (optional) is the value the caller saw: a different current value is a ``ConflictError``, and
+        so is a verdict newer than ``seen_review`` (the label's newest verdict id the caller saw, 0 for
+        none). ``reopen`` withdraws the earlier verdicts on the target (the dashboard's undo of a
+        verdict): the reviews table stays append-only and the newest verdict is the one that counts.
         """
         if verdict not in ("correct", "skip", "reopen"):
             raise StoreError(f"unknown verdict {verdict!r}")
         if not str(annotator).strip():
             raise StoreError("an annotator name is required")
-        kind, _, canonical = self.resolve_target(target, attribute)
         with self.transaction() as conn:
+            kind, _, canonical = self.resolve_target(target, attribute)
+            current = self.label_of(canonical, attribute)
+            if expected is not None and str(current) != str(self.schema.attribute(attribute).parse(expected)):
+                raise ConflictError(f"{canonical}: {attribute} is now {current!r}, not {expected!r}"
+                                    " (someone changed it meanwhile); look again")
+            if seen_review is not None:
+                self._check_seen_review(canonical, attribute, seen_review)
             return int(conn.execute(
-                "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now())).lastrowid or 0)
+                "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at,"
+                " value, tab) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now(),
+                 None if current is None else str(current), tab)).lastrowid or 0)
+
+    def _check_seen_review(self, target: str, attribute: str, seen: int) -> None:
+        """``ConflictError`` when the label has a verdict newer than ``seen`` (someone decided meanwhile)."""
+        row = self.conn.execute("SELECT id, verdict, annotator FROM reviews WHERE target = ? AND attribute = ?"
+                                " ORDER BY id DESC LIMIT 1", (target, attribute)).fetchone()
+        if row is not None and int(row["id"]) > int(seen):
+            said = {"correct": "marked it correct", "skip": "skipped it", "reopen": "reopened it"}[row["verdict"]]
+            raise ConflictError(f"{target}: {attribute}: {row['annotator']} {said} meanwhile (verdict"
+                                f" #{row['id']}); look again")
 
     def reviews(self) -> pd.DataFrame:
         return self._query("SELECT * FROM reviews ORDER BY id DESC")
+
+    def newest_review(self, target: str, attribute: str) -> int:
+        """Id of the newest verdict on a label (0 for none): what ``seen_review`` compares against."""
+        row = self.conn.execute("SELECT max(id) FROM reviews WHERE target = ? AND attribute = ?",
+                                (str(target), attribute)).fetchone()
+        return int(row[0] or 0)
+
+    def decisions(self, *, units: list[str] | None = None) -> pd.DataFrame:
+        """The review decisions that still stand, one row per label (target, stored attribute).
+
+        A decision belongs to the label it judged, not to a score run, so it carries over to later
+        runs while the label is unchanged: ``corrected`` when the label's newest correction is not a
+        revert and the label still has the value it set; else ``reviewed`` ("label is correct") or
+        ``skipped`` when its newest verdict is one and the label still has the value it judged (a
+        verdict from before store version 6, without a value: while no correction came after it).
+        ``units`` (``target|attribute`` names) limits the answer to those labels. Columns: ``target``,
+        ``attribute``, ``status``, ``annotator``, ``score_run`` (the run it was made under, None when
+        none), ``value``, ``created_at``, ``kind`` (correction | verdict), ``id``, ``review_id``
+        (the label's newest verdict id, 0 for none).
+        """
+        names = self.schema.names
+        cases = "".join(f" WHEN '{a}' THEN c.{quote(a)}" for a in names)
+        now_value = (
+            "CASE x.target_kind WHEN 'person' THEN (SELECT CAST(CASE x.attribute" + cases + " END AS TEXT)"
+            " FROM persons p JOIN items i ON i.person_id = p.id JOIN current c ON c.item_id = i.id"
+            " WHERE p.key = x.target LIMIT 1) ELSE (SELECT CAST(CASE x.attribute" + cases + " END AS TEXT)"
+            " FROM items i JOIN current c ON c.item_id = i.id WHERE i.path = x.target) END")
+        only, params = "", []
+        if units is not None:
+            only = (" AND x.target IN (SELECT value FROM json_each(?))"
+                    " AND x.target || '|' || x.attribute IN (SELECT value FROM json_each(?))")
+        frames = []
+        for table, fields in (
+                ("corrections", "x.id, x.target, x.attribute, x.annotator, x.score_run, x.new_value AS value,"
+                                " x.created_at, x.source = 'revert' AS withdrawn, 'correction' AS kind"),
+                ("reviews", "x.id, x.target, x.attribute, x.annotator, x.score_run, x.value, x.created_at,"
+                            " x.verdict = 'reopen' AS withdrawn, x.verdict AS kind")):
+            query = (f"SELECT {fields}, {now_value} AS now_value FROM {table} x"
+                     f" WHERE x.id = (SELECT max(y.id) FROM {table} y WHERE y.target = x.target"
+                     f" AND y.attribute = x.attribute){only}")
+            if units is not None:
+                listed = list(units)
+                params = [json.dumps([u.rpartition("|")[0] for u in listed]), json.dumps(listed)]
+            frames.append(self._query(query, params))
+        fixes, verdicts = frames
+        columns = ["target", "attribute", "status", "annotator", "score_run", "value", "created_at", "kind", "id",
+                   "review_id"]
+        newest_review = dict(zip(verdicts["target"] + "|" + verdicts["attribute"], verdicts["id"])) if len(verdicts) else {}
+        fixes = fixes[(fixes["withdrawn"] == 0) & (fixes["value"] == fixes["now_value"])].assign(
+            status="corrected", kind="correction")
+        last_fix = self._query("SELECT target, attribute, max(created_at) AS fixed_at FROM corrections"
+                               " GROUP BY target, attribute") if len(verdicts) else pd.DataFrame()
+        if len(verdicts):
+            verdicts = verdicts[verdicts["withdrawn"] == 0]
+            verdicts = verdicts.merge(last_fix, on=["target", "attribute"], how="left")
+            known = verdicts["value"].notna()
+            stands = (known & (verdicts["value"] == verdicts["now_value"])) | (
+                ~known & (verdicts["fixed_at"].isna() | (verdicts["fixed_at"] < verdicts["created_at"])))
+            verdicts = verdicts[stands].assign(status=verdicts["kind"].map({"correct": "reviewed", "skip": "skipped"}),
+                                               kind="verdict")
+        both = pd.concat([f for f in (fixes, verdicts) if len(f)], ignore_index=True) if len(fixes) or len(verdicts) \
+            else pd.DataFrame(columns=columns)
+        both = both.drop_duplicates(["target", "attribute"], keep="first")  # a standing correction comes first
+        both["review_id"] = [int(newest_review.get(f"{t}|{a}", 0)) for t, a in zip(both["target"], both["attribute"])]
+        return both[columns].reset_index(drop=True)
 
     def import_corrections(self, frame: pd.DataFrame, *, annotator: str = "import", source: str = "import",
                            dry_run: bool = False, file: str = "corrections") -> pd.DataFrame:

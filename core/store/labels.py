@@ -142,7 +142,8 @@ class LabelsMixin(DatasetMixin):
     def select_items(self, *, split: str | None = None, person: str | None = None, path_contains: str | None = None,
                      labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,
                      original: bool = False, corrected: bool | str | None = None, issue_kind: str | None = None,
-                     offset: int = 0, limit: int | None = 50) -> tuple[pd.DataFrame, int]:
+                     offset: int = 0, limit: int | None = 50, person_prefix: str | None = None,
+                     path_is: str | None = None, path_before: str | None = None) -> tuple[pd.DataFrame, int]:
         """One page of items matching every filter (ordered by path) and how many match in total.
 
         ``labels`` maps a stored attribute or a binned target (``age_group``: class name or code) to
@@ -151,7 +152,9 @@ class LabelsMixin(DatasetMixin):
         ``original=True`` (so a chart of original labels opens exactly its images). ``person`` is a
         person key; ``path_contains`` a case-insensitive substring; ``corrected`` True/False for images
         with/without any changed label, or an attribute name for images where that one changed;
-        ``issue_kind`` a data-issue kind (``"any"`` for any). Rows: item_id, path, person, split, hash,
+        ``issue_kind`` a data-issue kind (``"any"`` for any); ``person_prefix`` person keys starting with it
+        (``000050`` finds ``000050_female_Asian_45``); ``path_is`` one exact path; ``path_before`` paths
+        sorting before it (so ``limit=0`` counts an image's position). Rows: item_id, path, person, split, hash,
         width, height, the current <attributes> (None for unlabelled items), corrected (0/1) and
         ``<attribute>_original`` (the ingested labels).
         Only the requested page is read.
@@ -184,6 +187,15 @@ class LabelsMixin(DatasetMixin):
         if person:
             clauses.append("p.key = ?")
             params.append(person)
+        if person_prefix:
+            clauses.append("substr(p.key, 1, ?) = ?")
+            params += [len(person_prefix), person_prefix]
+        if path_is is not None:
+            clauses.append("i.path = ?")
+            params.append(path_is)
+        if path_before is not None:
+            clauses.append("i.path < ?")
+            params.append(path_before)
         if path_contains:
             clauses.append("instr(lower(i.path), ?) > 0")
             params.append(path_contains.lower())

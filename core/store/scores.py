@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.store.base import RANK_OF_SCORE, now
+from core.store.base import RANK_OF_SCORE, now, quote
 from core.store.dataset import DatasetMixin
 
 
@@ -209,6 +209,26 @@ class ScoresMixin(DatasetMixin):
                                 f" WHERE {where} AND q.target = ? AND q.attribute = ?",
                                 (*params, target, attribute)).fetchone()
         return None if row is None else self._review_count(run_id, " AND q.rank < ?", (row[0],), **filters)
+
+    def unit_evidence(self, run_id: int, item_id: int, attribute: str, stored: str, target: str,
+                      scope: str) -> pd.DataFrame:
+        """Everything the Review page shows of one unit, in one query: the photos of the unit (a person's
+        images for a person-scope unit; an image unit's image with the other images of its person), each
+        with its current labels, ``stored_value`` (the unit's stored attribute, e.g. ``age``) and its
+        score row's ``detail``, ``given``, ``suggested``, ``is_issue`` for ``attribute`` in run ``run_id``
+        (None where unscored); ``review_id``: the label's newest verdict id (0 for none). Ordered by path."""
+        names = self.schema.names
+        where = ("i.person_id = (SELECT id FROM persons WHERE key = ?)" if scope == "person" else
+                 "(i.id = ? OR i.person_id = (SELECT person_id FROM items WHERE id = ?))")
+        params: list[Any] = [str(target)] if scope == "person" else [int(item_id), int(item_id)]
+        return self._query(
+            "SELECT i.id AS item_id, i.path, i.hash, p.key AS person, i.split,"
+            f" {', '.join('c.' + quote(a) for a in names)}, c.{quote(stored)} AS stored_value, s.detail,"
+            " s.given, s.suggested, s.is_issue,"
+            " (SELECT coalesce(max(r.id), 0) FROM reviews r WHERE r.target = ? AND r.attribute = ?) AS review_id"
+            " FROM items i LEFT JOIN persons p ON p.id = i.person_id LEFT JOIN current c ON c.item_id = i.id"
+            " LEFT JOIN scores s ON s.run_id = ? AND s.item_id = i.id AND s.attribute = ?"
+            f" WHERE {where} ORDER BY i.path", [str(target), stored, int(run_id), attribute, *params])
 
     def score_detail(self, run_id: int, item_id: int, attribute: str) -> str | None:
         """The ``detail`` text of one score row (probabilities and the numbers behind the verdict)."""

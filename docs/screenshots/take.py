@@ -6,7 +6,8 @@ Builds a demo store (generated images plus a few planted file problems: an empty
 image, a darkened one; data checks; a few corrections by two annotators), scores it
 (``--real-scores`` runs ``python -m train score``; by default a synthetic score run from
 ``tests/app_data.py`` so the script needs no model), starts ``streamlit run`` on a free port and
-saves ``<page>.png`` for each page, and ``review_person.png`` (a person unit on the Review page). ``--keep DIR`` builds in DIR and reuses it on the next run.
+saves ``<page>.png`` for each page, and ``review_person.png`` / ``review_age.png`` (a person's gender and age group
+on the Review page, one 1280x800 screen each). ``--keep DIR`` builds in DIR and reuses it on the next run.
 """
 
 from __future__ import annotations
@@ -107,20 +108,28 @@ def main() -> int:
                 page.screenshot(path=str(target), full_page=True)
                 page.close()
                 print(f"wrote {target.relative_to(REPO)}")
-            # A person on the Review page: the reason in words and the seven photos with the model's opinion.
-            page = browser.new_page(viewport={"width": 1440, "height": 2000})
-            page.goto(f"{url}/review?annotator=ana")
-            attribute = page.locator('input[role="combobox"][aria-label="Attribute"]')
-            attribute.wait_for(timeout=120_000)
-            attribute.click()
-            attribute.press("ArrowDown")  # opens the list
-            page.locator('[role="option"]:has-text("gender")').first.click()
-            page.locator(".st-key-person_strip img").first.wait_for(timeout=120_000)
-            page.wait_for_function(READY, timeout=300_000)
-            time.sleep(3)  # plotly draws after the elements arrive
-            target = OUT / "review_person.png"
-            page.screenshot(path=str(target), full_page=True)
-            print(f"wrote {target.relative_to(REPO)}")
+            # A person on the Review page, and a person's age group, each in one 1280x800 screen (no scrolling):
+            # the reason in words, the photos in one row with the model's opinion, the buttons beside them.
+            for attribute_name, file_name in (("gender", "review_person"), ("age_group", "review_age")):
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"{url}/review?annotator=ana")
+                page.locator("button:has-text('Accept')").first.wait_for(timeout=120_000)
+                page.locator(".st-key-review_filters_open summary").click()  # collapsed until opened
+                attribute = page.locator('input[role="combobox"][aria-label="Attribute"]')
+                attribute.wait_for(timeout=120_000)
+                attribute.click()
+                attribute.press("ArrowDown")  # opens the list
+                page.locator(f'[role="option"]:text-is("{attribute_name}")').first.click()
+                page.locator(f"strong:has-text(': {attribute_name}')").first.wait_for(timeout=120_000)
+                page.wait_for_function(READY, timeout=300_000)
+                page.locator(".st-key-review_filters_open summary").click()  # and closed again
+                page.wait_for_function(READY, timeout=300_000)
+                page.locator(".st-key-person_strip img").first.wait_for(timeout=120_000)
+                time.sleep(3)
+                target = OUT / f"{file_name}.png"
+                page.screenshot(path=str(target))  # the screen as the reviewer sees it
+                page.close()
+                print(f"wrote {target.relative_to(REPO)}")
             browser.close()
     return 0
 
