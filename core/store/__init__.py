@@ -31,6 +31,7 @@ from core.store.base import (
     quote,
     remove_store_files,
 )
+from core.store.bulks import BulkResult, BulksMixin
 from core.store.corrections import CorrectionsMixin
 from core.store.dataset import DatasetMixin
 from core.store.journal import JournalMixin
@@ -39,8 +40,8 @@ from core.store.scores import ScoresMixin
 from core.store.snapshots import SnapshotsMixin, read_snapshot
 
 
-class LabelStore(DatasetMixin, LabelsMixin, CorrectionsMixin, SnapshotsMixin, JournalMixin, ScoresMixin):
+class LabelStore(DatasetMixin, LabelsMixin, CorrectionsMixin, SnapshotsMixin, JournalMixin, ScoresMixin, BulksMixin):
     """A dataset's label store in one SQLite file. Safe to open from several processes at once."""
 
 
-__all__ = ['LabelStore', 'read_snapshot', 'SCHEMA_VERSION', 'ConflictError', 'IngestReport', 'RANK_OF_SCORE', 'Snapshot', 'StoreError', 'default_db', 'now', 'quote', 'remove_store_files']
+__all__ = ['LabelStore', 'BulkResult', 'read_snapshot', 'SCHEMA_VERSION', 'ConflictError', 'IngestReport', 'RANK_OF_SCORE', 'Snapshot', 'StoreError', 'default_db', 'now', 'quote', 'remove_store_files']

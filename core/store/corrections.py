@@ -40,7 +40,7 @@ class CorrectionsMixin(StoreBase):
 
     def correct(self, target: str | int, attribute: str, value: Any, *, expected: Any, annotator: str,
                 reason: str = "", source: str = "review", batch: str | None = None,
-                reverts: int | None = None) -> int:
+                reverts: int | None = None, bulk: int | None = None) -> int:
         """Set one attribute of an image (path/id) or a person (key); returns the correction id.
 
         ``expected`` is the value the caller saw; if the current value differs, ``ConflictError``
@@ -63,14 +63,14 @@ class CorrectionsMixin(StoreBase):
                 raise StoreError(f"{canonical}: {attribute} is already {new_value!r}")
             correction_id = conn.execute(
                 "INSERT INTO corrections(target_kind, target, attribute, old_value, new_value, annotator, reason,"
-                " source, created_at, batch, reverts) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source, created_at, batch, reverts, bulk) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, canonical, attribute, str(current), str(new_value), str(annotator).strip(), reason, source,
-                 now(), batch, reverts)).lastrowid
+                 now(), batch, reverts, bulk)).lastrowid
             conn.execute(f"UPDATE current SET {quote(attribute)} = ? WHERE item_id IN ({','.join('?' * len(ids))})",
                          (new_value, *ids))
         return int(correction_id)
 
-    def revert(self, correction_id: int, *, annotator: str, reason: str = "") -> int:
+    def revert(self, correction_id: int, *, annotator: str, reason: str = "", bulk: int | None = None) -> int:
         """Undo a correction by logging its inverse; refused if the value changed again since."""
         with self.transaction():
             row = self.conn.execute("SELECT * FROM corrections WHERE id = ?", (int(correction_id),)).fetchone()
@@ -80,7 +80,7 @@ class CorrectionsMixin(StoreBase):
                 raise StoreError(f"correction #{row['id']} is already reverted")
             return self.correct(row["target"], row["attribute"], row["old_value"], expected=row["new_value"],
                                 annotator=annotator, reason=reason or f"revert #{row['id']}", source="revert",
-                                reverts=int(row["id"]))
+                                reverts=int(row["id"]), bulk=bulk)
 
     def history(self, *, target: str | None = None, attribute: str | None = None, annotator: str | None = None,
                 source: str | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -101,7 +101,7 @@ class CorrectionsMixin(StoreBase):
         return int(self.conn.execute("SELECT count(*) FROM corrections").fetchone()[0])
 
     def mark_reviewed(self, target: str | int, attribute: str, *, annotator: str, verdict: str = "correct",
-                      score_run: int | None = None, note: str = "") -> int:
+                      score_run: int | None = None, note: str = "", bulk: int | None = None) -> int:
         """Record a verdict (``correct`` = label checked and right, ``skip``) so items can leave a queue.
 
         ``reopen`` withdraws the earlier verdicts on the target (the dashboard's undo of a verdict):
@@ -114,9 +114,9 @@ class CorrectionsMixin(StoreBase):
         kind, _, canonical = self._resolve(target, attribute)
         with self.transaction() as conn:
             return int(conn.execute(
-                "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now())).lastrowid)
+                "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at,"
+                " bulk) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now(), bulk)).lastrowid)
 
     def reviews(self) -> pd.DataFrame:
         return self._query("SELECT * FROM reviews ORDER BY id DESC")
