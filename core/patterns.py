@@ -742,7 +742,42 @@ def _merge(found: list[tuple[tuple, Pattern]]) -> list[Pattern]:
             lead.summary += f" (with {len(others)} related finding{'s' if len(others) > 1 else ''}: " \
                             + "; ".join(dict.fromkeys(names[1:])) + ")" if names[1:] else ""
         out.append(lead)
-    return out
+    return _explain_away(out)
+
+
+def _explain_away(found: list[Pattern]) -> list[Pattern]:
+    """One error seen by two families (a swapped upload is a run and a batch slice; an annotator's flips also make
+    the batches they labelled stand out) is one pattern: in order of significance, a finding whose suspects
+    (unit and attribute) are mostly (half or more) those of a stronger one is folded into it: its summary goes to
+    ``evidence["also_seen_as"]`` and its other suspects join the stronger one's. Otherwise it keeps only the
+    suspects no stronger finding holds."""
+    kept: list[Pattern] = []
+    owner: dict[tuple[str, str], Pattern] = {}
+    for pattern in sorted(found, key=lambda p: p.p_value):
+        if pattern.suspected.empty:
+            kept.append(pattern)
+            continue
+        keys = list(zip(pattern.suspected["unit"].astype(str), pattern.suspected["attribute"].astype(str)))
+        covered = [k for k in dict.fromkeys(keys) if k in owner]
+        if len(covered) * 2 >= len(set(keys)):
+            counts: dict[int, int] = {}
+            for k in covered:
+                counts[id(owner[k])] = counts.get(id(owner[k]), 0) + 1
+            strongest = next(owner[k] for k in covered if id(owner[k]) == max(counts, key=counts.get))
+            strongest.evidence.setdefault("also_seen_as", []).append(pattern.summary)
+            extra = pattern.suspected[[k not in owner for k in keys]]
+            if len(extra):
+                strongest.suspected = pd.concat([strongest.suspected, extra], ignore_index=True)
+                for k in zip(extra["unit"].astype(str), extra["attribute"].astype(str)):
+                    owner[k] = strongest
+            continue
+        if covered:
+            pattern.suspected = pattern.suspected[[k not in owner for k in keys]].reset_index(drop=True)
+            pattern.evidence["explained_elsewhere"] = len(covered)
+        for k in zip(pattern.suspected["unit"].astype(str), pattern.suspected["attribute"].astype(str)):
+            owner[k] = pattern
+        kept.append(pattern)
+    return kept
 
 
 def _overlap(a: Sequence[int], b: Sequence[int]) -> float:

@@ -9,7 +9,7 @@ import pytest
 
 from core.__main__ import main as core_main
 from core.export import cleaned_table, export, read_table
-from core.store import ConflictError, LabelStore, StoreError, read_snapshot
+from core.store import SCHEMA_VERSION, ConflictError, LabelStore, StoreError, read_snapshot
 from core.synthetic import competition_frames, ingest_frames
 
 PERSON = "000001_female_Asian_22"
@@ -424,10 +424,15 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         conn.execute("DROP INDEX corrections_reverts")
         conn.execute("DROP INDEX runs_repeat_group")  # and what version 3 added
         conn.execute("ALTER TABLE runs DROP COLUMN repeat_group")
+        for index in ("corrections_bulk", "reviews_bulk"):  # and what version 4 added
+            conn.execute(f"DROP INDEX {index}")
+        for table, column in (("items", "meta"), ("corrections", "bulk"), ("reviews", "bulk")):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("DROP TABLE bulks")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:
-        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "repeat_group" in migrated.runs().columns
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables

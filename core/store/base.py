@@ -164,8 +164,8 @@ CREATE TABLE IF NOT EXISTS bulks(
     reason TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, reverts INTEGER REFERENCES bulks(id),
     n_corrected INTEGER NOT NULL DEFAULT 0, n_kept INTEGER NOT NULL DEFAULT 0, n_refused INTEGER NOT NULL DEFAULT 0,
     refused TEXT NOT NULL DEFAULT '[]');
-ALTER TABLE corrections ADD COLUMN bulk INTEGER REFERENCES bulks(id);
-ALTER TABLE reviews ADD COLUMN bulk INTEGER REFERENCES bulks(id);
+ALTER TABLE corrections ADD COLUMN bulk INTEGER;
+ALTER TABLE reviews ADD COLUMN bulk INTEGER;
 CREATE INDEX IF NOT EXISTS corrections_bulk ON corrections(bulk);
 CREATE INDEX IF NOT EXISTS reviews_bulk ON reviews(bulk);
 """
