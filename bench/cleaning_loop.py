@@ -662,6 +662,10 @@ def _targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], label
     return lines
 
 
+def _arm_name(arm: str) -> str:
+    return "" if arm == "queue" else f", {ORDER_NAMES[arm]}"  # the queue arm's lines read as before
+
+
 def _arm_targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], label: str, arm: str,
                  top: float) -> list[str]:
     metric, lines = a["metric"], []
@@ -669,7 +673,7 @@ def _arm_targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], l
     if ours:
         rec, low, _ = ours["recovered"]
         met = rec is not None and rec >= 0.8 and not math.isnan(low) and low > 0.5
-        lines.append(f"{label} 1 ({cfg['profile']}, {METRIC_NAMES[metric]}, {ORDER_NAMES[arm]}), recover >= 80 % of the noisy->ceiling "
+        lines.append(f"{label} 1 ({cfg['profile']}, {METRIC_NAMES[metric]}{_arm_name(arm)}), recover >= 80 % of the noisy->ceiling "
                      f"gap at {top:.0%} with the interval's lower end above 50 %: {'met' if met else 'missed'} "
                      f"({_ratio(*ours['recovered'])}).")
     if ours and theirs:
@@ -677,7 +681,7 @@ def _arm_targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], l
         mean, low, high = paired_interval(q - c)
         fq, fc = ours["snapshot"].get("errors_fixed", 0), theirs["snapshot"].get("errors_fixed", 0)
         met = fq > fc and not math.isnan(low) and low > 0
-        lines.append(f"{label} 2 ({cfg['profile']}, {METRIC_NAMES[metric]}, {ORDER_NAMES[arm]}), beat cleanlab's order at {top:.0%} on "
+        lines.append(f"{label} 2 ({cfg['profile']}, {METRIC_NAMES[metric]}{_arm_name(arm)}), beat cleanlab's order at {top:.0%} on "
                      f"errors fixed and on the metric (interval of the paired difference above 0): "
                      f"{'met' if met else 'missed'} (errors fixed {fq} vs {fc}; {arm} - cleanlab "
                      f"{_interval(mean, low, high)}).")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core import patterns as P
-from core.store import BulkResult, LabelStore, StoreError
+from core.store import BulkResult, LabelStore, StoreError, read_snapshot
 
 REASON_LIMIT = 200
 
@@ -29,7 +29,7 @@ def load_inputs(store: LabelStore, run_id: int) -> tuple[pd.DataFrame, dict[str,
     """(labels, probs, meta) for ``core.patterns.find_patterns`` from score run ``run_id``: current labels of the
     images the run scored, in ingest order, their per-image probabilities per target, and their metadata."""
     schema = store.schema
-    labels = store.current_labels(derived=False)
+    labels = _scored_labels(store, run_id)
     scores = store.scores(run_id)
     if scores.empty:
         raise StoreError(f"score run {run_id} has no scores")
@@ -56,6 +56,36 @@ def load_inputs(store: LabelStore, run_id: int) -> tuple[pd.DataFrame, dict[str,
     meta = labels[["item_id"]].merge(meta.drop(columns=["path"]), on="item_id", how="left").drop(columns=["item_id"])
     meta = meta.dropna(axis=1, how="all")
     return labels, probs, meta
+
+
+def _scored_labels(store: LabelStore, run_id: int) -> pd.DataFrame:
+    """The labels the run scored (its snapshot), so a run's patterns stay the same while units are decided; the
+    current labels when the run names no readable snapshot. A unit changed since is shown as changed, and an
+    apply on it is refused as a conflict."""
+    current = store.current_labels(derived=False)
+    snapshot = ((store.run(run_id) or {}).get("config") or {}).get("snapshot")
+    if not snapshot:
+        return current
+    try:
+        scored, _ = read_snapshot(snapshot)
+    except (OSError, ValueError, StoreError, KeyError):
+        return current
+    names = store.schema.names
+    merged = current[["item_id", "path"]].merge(scored[["path", "person", *names]], on="path", how="inner")
+    return merged if len(merged) else current
+
+
+def changed_since(store: LabelStore, pattern: P.Pattern) -> dict[str, Any]:
+    """Suspected targets whose label is no longer the one the pattern was found on: target -> the value now."""
+    out = {}
+    for row in pattern.suspected.itertuples(index=False):
+        try:
+            now = store.label_of(row.target, row.attribute)
+        except StoreError:
+            continue
+        if str(now) != str(row.current):
+            out[str(row.target)] = now
+    return out
 
 
 def scan(store: LabelStore, run_id: int | None = None, **options: Any) -> tuple[int, list[P.Pattern]]:

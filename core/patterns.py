@@ -15,7 +15,7 @@ their order and their metadata. ``find_patterns`` scans a dataset for three fami
   the sub-folder of a folder dataset; the demo's annotator and upload batch) whose confusion of given vs
   suggested labels is above the rest of the data (Fisher's exact test, one-sided).
 * ``heaping`` / ``top_coding`` -- an integer attribute (age) holding one value far more often than its
-  neighbours (a one-sided binomial test of the value against its larger neighbour). With deficits next
+  neighbours (a one-sided binomial test of the value against the mean of its busier side, v-3..v-1 or v+1..v+3). With deficits next
   to it (values emptied into it) it is rounding (``heaping``): the suspected people are those at the heap
   whose photos the model places in the group the rounding left, as many as the deficit says were moved,
   most likely first. At the end of the range with no deficit it is ``top_coding`` (every value >= v
@@ -597,12 +597,12 @@ def _heap_pattern(name: str, v: int, c: int, n: int, p: float, full: pd.Series, 
     if not rounding:
         if edge:
             where = "top" if v == high else "bottom"
-            summary = (f"{name} {v} holds {c} units ({c / max(n, 1):.1f}x its neighbour) and nothing lies "
+            summary = (f"{name} {v} holds {c} units ({c / max(n, 1):.1f}x the mean of its neighbours) and nothing lies "
                        f"{'above' if v == high else 'below'} it, with no deficit next to it: {where}-coding "
                        f"(every {name} {'>=' if v == high else '<='} {v} recorded as {v}), a property of the data; "
                        f"suspects no one")
             return Pattern("top_coding", name, summary, evidence, p, empty, f"top_coding:{name}={v}", chart=chart)
-        summary = (f"{name} {v} holds {c} units, {c / max(n, 1):.1f}x its larger neighbour, with no deficit next "
+        summary = (f"{name} {v} holds {c} units, {c / max(n, 1):.1f}x the mean of its busier side, with no deficit next "
                    f"to it: a heap, but no rounding is evident; suspects no one")
         return Pattern("heaping", name, summary, evidence, p, empty, f"heaping:{name}={v}", chart=chart)
     # Rounding: who moved? Only a move across a group edge is visible to the model (and matters to the task).

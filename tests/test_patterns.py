@@ -302,3 +302,26 @@ def test_cli_patterns_json(make_store):
                           capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"})
     assert done.returncode == 0, done.stderr
     assert isinstance(json.loads(done.stdout), list)
+
+
+def test_pattern_arm_counts_every_unit_shown(tmp_path):
+    """The cleaning-loop bench's pattern arm: a pattern costs the units displayed (not 1), writes through one bulk
+    step per pattern, and the queue after it skips units a pattern decided."""
+    from bench.cleaning_loop import Truth
+    from bench.pattern_arm import PatternEntry, PatternReviewer, pattern_entries
+    from tests.pattern_data import pattern_store
+
+    store, run_id, (images, people) = pattern_store(tmp_path / "s.db", with_truth=True)
+    record = {"score_run": run_id}
+    entries = pattern_entries(store, record, seed=0)
+    patterns = [e for e in entries if isinstance(e, PatternEntry)]
+    assert patterns and all(e.cost == len(e.pattern.units) for e in patterns)
+    first = patterns[0]
+    reviewer = PatternReviewer(store, entries, Truth(images, people), score_run=run_id)
+    budget = first.cost + 3
+    counts = reviewer.review_until(budget)
+    assert reviewer.spent <= budget and reviewer.spent >= first.cost
+    bulks = store.bulks()
+    assert len(bulks) >= 1 and bulks.iloc[-1]["pattern"] == first.name
+    assert counts["corrected"] >= 0.8 * first.cost  # the planted pattern's suspects are mostly real errors
+    assert record["patterns"][0]["key"] == first.name

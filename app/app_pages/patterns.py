@@ -25,7 +25,8 @@ run_id = store.current_score_run()
 
 
 @st.cache_data(show_spinner="Scanning for patterns (runs, slices, heaps)…", max_entries=4)
-def _scan(db: str, run: int, version: tuple[int, ...]) -> tuple[list[Any], int]:
+def _scan(db: str, run: int, ingest: int | None) -> tuple[list[Any], int]:
+    """A score run's patterns (on the labels it scored: they stay put while units are decided)."""
     tests: list[dict[str, Any]] = []
     _, found = pattern_actions.scan(store, run, tests=tests)
     return found, len(tests)
@@ -67,7 +68,7 @@ if run_id is None:
     bulk_history()
     st.stop()
 
-found, n_tests = _scan(str(store.path), int(run_id), store.version())
+found, n_tests = _scan(str(store.path), int(run_id), store.last_ingest_id())
 st.caption(f"Score run #{run_id}: {len(found)} pattern(s) survive a 5 % false discovery rate over all {n_tests} tests "
            "run (Benjamini-Hochberg): runs in upload order, slices of metadata, heaps of numeric labels.")
 if not found:
@@ -99,9 +100,11 @@ if not pattern.units:
     st.stop()
 
 decided = pattern_actions.decided_units(store, pattern)
-pending = [u for u in pattern.units if u not in decided]
+changed = pattern_actions.changed_since(store, pattern)
+moved = {u for u, t in zip(pattern.suspected["unit"], pattern.suspected["target"]) if str(t) in changed} - decided
+pending = [u for u in pattern.units if u not in decided and u not in moved]
 st.caption(f"{len(pattern.units)} suspected unit(s), most confident first; {len(decided)} decided through this pattern "
-           f"already (they left the Review queue). Tick **fix** (write the proposal) or **keep** (the label is right) "
+           f"already (they left the Review queue), {len(moved)} changed elsewhere since the score run. Tick **fix** (write the proposal) or **keep** (the label is right) "
            f"per unit, then Apply: one bulk step, undoable as one. Units left undecided stay in the Review queue.")
 
 
@@ -131,12 +134,14 @@ if not pending:
 else:
     offset = ui.pager(len(pending), _key("pager", pattern.key))
     shown = pending[offset:offset + UNITS_PER_PAGE]
-    bar = st.columns([1, 1, 1, 3])
-    bar[0].button("Tick fix on this page", key="patterns_all_fix", on_click=tick_all, args=(shown, "fix"))
-    bar[1].button("Tick keep on this page", key="patterns_all_keep", on_click=tick_all, args=(shown, "keep"))
+    bar = st.columns([1, 1, 1, 1])
+    bar[0].button("Fix all on this page", key="patterns_all_fix", on_click=tick_all, args=(shown, "fix"),
+                  width="stretch")
+    bar[1].button("Keep all on this page", key="patterns_all_keep", on_click=tick_all, args=(shown, "keep"),
+                  width="stretch")
     ticked = sum(st.session_state.get(_key(pattern.key, u), "undecided") != "undecided" for u in pending)
     bar[2].button(f"Apply ({ticked} ticked)", key="patterns_apply", type="primary", on_click=apply,
-                  disabled=not ui.annotator() or ticked == 0)
+                  disabled=not ui.annotator() or ticked == 0, width="stretch")
     if not ui.annotator():
         bar[3].caption("Type your name in the sidebar to apply.")
     suspected = pattern.suspected
