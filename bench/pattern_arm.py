@@ -77,7 +77,8 @@ class PatternReviewer(loop.Reviewer):
     def _pattern(self, entry: PatternEntry, left: int, counts: dict[str, int]) -> None:
         pattern, schema = entry.pattern, self.store.schema
         assert pattern is not None
-        choices, values, shown_units = {}, {}, 0
+        choices, values, shown_units, images = {}, {}, 0, 0
+        sizes = self.store.current_labels(derived=False)["person"].value_counts().to_dict()
         for unit in pattern.units:
             rows = pattern.suspected[pattern.suspected["unit"] == unit]
             todo = [(str(t), str(a)) for t, a in zip(rows["target"], rows["attribute"]) if (str(t), str(a)) not in self.decided]
@@ -86,6 +87,7 @@ class PatternReviewer(loop.Reviewer):
             if shown_units >= left:
                 break
             shown_units += 1
+            images += int(sizes.get(unit, 1))  # a person unit shows the person's strip
             for target, attribute in todo:  # the unit's photos on screen: each correction ticked on its own
                 true = self.truth.value(schema, target, attribute)
                 shown = self.store.label_of(target, attribute)
@@ -108,6 +110,6 @@ class PatternReviewer(loop.Reviewer):
             self.log.append({"entry": self.position, "target": row["target"], "attribute": row["attribute"],
                              "shown": None, "true": None, "action": "failed", "ok": False, "message": row["reason"]})
         self.spent += shown_units
-        self.shown += shown_units
+        self.shown += images
         counts["entries"] += 1
         counts["images"] += shown_units

@@ -497,6 +497,43 @@ def _confusion_matrix(units: Units, mask: np.ndarray) -> list[list[int]]:
     return units.events[mask].sum(axis=0).astype(int).tolist()
 
 
+def learned_slices(labels: pd.DataFrame, probs: Mapping[str, np.ndarray], schema: Schema, meta: pd.DataFrame,
+                   alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Slices the model may have learned: a metadata value whose disagreement with the model is significantly
+    *below* the rest's (Fisher, one-sided, Benjamini-Hochberg over these tests). A model trained mostly on one
+    annotator's habit agrees with that annotator and disagrees with everyone else, so the slice holding the
+    habit looks clean and the rest looks wrong; only a model that never trained on the slice can judge it
+    (``find_patterns(..., rescored=...)`` with ``train.slices.slice_probs``). Rows: column, value, target,
+    units, rate inside and outside, p and q values."""
+    from scipy.stats import fisher_exact
+
+    labels = labels.reset_index(drop=True)
+    meta = meta.reset_index(drop=True)
+    rows = []
+    for target in schema.targets:
+        if target not in probs:
+            continue
+        units = build_units(labels, probs[target], schema, target)
+        x = units.disagree
+        for column, values in slice_values(meta, units).items():
+            for value in pd.unique(values):
+                inside = values == value
+                n_in, n_out = int(inside.sum()), int((~inside).sum())
+                if n_in < MIN_SLICE or n_out < MIN_SLICE:
+                    continue
+                a, c = int((x & inside).sum()), int((x & ~inside).sum())
+                if c < MIN_UNITS:
+                    continue
+                p = float(fisher_exact([[a, n_in - a], [c, n_out - c]], alternative="less")[1])
+                rows.append({"column": column, "value": str(value), "target": target, "units": n_in,
+                             "rate_inside": round(a / n_in, 4), "rate_outside": round(c / n_out, 4), "p_value": p})
+    if not rows:
+        return []
+    q = benjamini_hochberg([r["p_value"] for r in rows])
+    out = [{**r, "q_value": float(v)} for r, v in zip(rows, q) if v <= alpha]
+    return sorted(out, key=lambda r: r["p_value"])
+
+
 # ---- heaping ------------------------------------------------------------------------------------------------------
 def heap_candidates(labels: pd.DataFrame, schema: Schema, probs: Mapping[str, np.ndarray]) -> list[Candidate]:
     """Heaps of every integer attribute (one value per unit: person, or image without persons)."""

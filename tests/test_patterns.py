@@ -325,3 +325,56 @@ def test_pattern_arm_counts_every_unit_shown(tmp_path):
     assert len(bulks) >= 1 and bulks.iloc[-1]["pattern"] == first.name
     assert counts["corrected"] >= 0.8 * first.cost  # the planted pattern's suspects are mostly real errors
     assert record["patterns"][0]["key"] == first.name
+
+
+def test_a_learned_slice_is_found_and_rescoring_exposes_it():
+    """One annotator (80 % of rows) calls a look-alike group male; a model trained on those labels agrees with it,
+    so the annotator's slice looks clean and the others look wrong. ``learned_slices`` names the annotator;
+    probabilities from a model that never saw the slice (here: one that sees the truth) expose its errors."""
+    rng = np.random.default_rng(7)
+    n = 1000
+    truth = rng.choice(["female", "male"], n)
+    lookalike = (truth == "female") & (rng.random(n) < 0.15)
+    annotator = np.where(rng.random(n) < 0.8, "dee", rng.choice(["ana", "bo"], n))
+    given = truth.copy()
+    given[lookalike & (annotator == "dee")] = "male"
+    learned = np.where(((truth == "male") | lookalike)[:, None], [0.15, 0.85], [0.85, 0.15])  # learned the habit
+    blind = np.where((truth == "male")[:, None], [0.1, 0.9], [0.9, 0.1])  # never trained on the slice
+    labels = pd.DataFrame({"path": [f"i{i}.png" for i in range(n)], "person": None, "gender": given,
+                           "order": rng.permutation(n)})
+    meta = pd.DataFrame({"annotator": annotator})
+    found = P.learned_slices(labels, {"gender": learned}, GENDER, meta)
+    assert [(r["column"], r["value"]) for r in found][:1] == [("annotator", "dee")]
+    plain = P.find_patterns(labels, {"gender": learned}, GENDER, meta=meta)
+    assert not any(p.evidence.get("value") == "dee" for p in plain)  # the out-of-fold model cannot see it
+    again = P.find_patterns(labels, {"gender": learned}, GENDER, meta=meta, rescored={"annotator=dee": {"gender": blind}})
+    dee = [p for p in again if p.kind == "slice" and p.evidence.get("value") == "dee"]
+    assert len(dee) == 1
+    wrong = set(labels["path"][lookalike & (annotator == "dee")])
+    assert len(set(dee[0].suspected["target"]) & wrong) >= 0.9 * len(wrong)
+
+
+def test_slice_rescoring_trains_without_the_slice(tmp_path):
+    """train.slices on a tiny real demo: the slice's rows get probabilities from a model trained on the rest."""
+    pytest.importorskip("torch")
+    from core.demo import generate
+    from core.ingest import ingest
+    from train.score import score
+    from train.slices import rescan, slice_probs
+
+    generate(tmp_path / "demo", persons=16, image_size=(32, 40), eval_images=0, noise=0.3, profile="systematic")
+    db = tmp_path / "labels.db"
+    with LabelStore(db) as store:
+        ingest(tmp_path / "demo", store)
+    result = score(db=str(db), folds=2, echo=False, model="test_resnet", img_size=(32, 40), epochs=1, batch_size=16,
+                   threads=1, out=str(tmp_path / "runs"))
+    with LabelStore(db) as store:
+        labels, _, meta = pattern_actions.load_inputs(store, result["run_id"])
+        value = meta["annotator"].value_counts().index[-1]  # the smallest slice: the rest is enough to train on
+        probs = slice_probs(store, result["run_id"], [("annotator", value)])
+        inside = (meta["annotator"] == value).to_numpy()
+        got = probs[f"annotator={value}"]["gender"]
+        assert np.isfinite(got[inside]).all() and np.isnan(got[~inside]).all()
+        assert np.allclose(got[inside].sum(1), 1, atol=1e-4)
+        learned, found = rescan(store, result["run_id"])
+        assert isinstance(learned, list) and isinstance(found, list)
