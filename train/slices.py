@@ -60,10 +60,10 @@ def slice_probs(store: LabelStore, run_id: int, slices: list[tuple[str, str]],
             continue
         train_items, held = np.flatnonzero(~inside), np.flatnonzero(inside)
         done = None
-        for done in train_model(config, heads, CachedImages(cache, train_items, targets[train_items]),
-                                seed=config.seed, world=dist.World(0, 1, 0, device),
-                                balance_key=balance[train_items]):
-            pass
+        for epoch in train_model(config, heads, CachedImages(cache, train_items, targets[train_items]),
+                                 seed=config.seed, world=dist.World(0, 1, 0, device),
+                                 balance_key=balance[train_items]):
+            done = epoch  # the last epoch's model predicts the slice
         assert done is not None
         probs, _ = predict_probs(done.model, cache, held, *done.model.mean_std, device, config.batch_size * 4,
                                  tta="flip")
