@@ -717,6 +717,9 @@ def report(data: dict[str, Any]) -> str:
         *_table(a, fits, inj),
     ]
     lines += _targets(a, cfg, fits, "Target")
+    if record.get("patterns"):  # bench/pattern_arm.py: what the pattern arm reviewed
+        from bench.pattern_arm import report_lines
+        lines += report_lines(record)
     acc = analyse(data, "acc_class")
     lines += ["", *_table(acc, fits, inj), *_targets(acc, cfg, fits, "Same test")]
     times = record.get("times", {})

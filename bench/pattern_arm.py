@@ -113,3 +113,16 @@ class PatternReviewer(loop.Reviewer):
         self.shown += images
         counts["entries"] += 1
         counts["images"] += shown_units
+
+
+def report_lines(record: dict[str, Any]) -> list[str]:
+    """The patterns the arm reviewed (for the bench report): kind, units suspected, q value, summary."""
+    found = record.get("patterns") or []
+    if not found:
+        return []
+    lines = ["", f"Patterns found on the score run ({len(found)}, most significant first; the pattern arm reviews "
+                 "them before the queue, each costing the units it shows):", ""]
+    for p in found:
+        lines.append(f"* {p['kind']} of {p['attribute']}, {p['n_suspected']} suspected, q = {p['q_value']:.2g}: "
+                     f"{p['summary']}")
+    return lines
