@@ -739,7 +739,32 @@ def find_patterns(labels: pd.DataFrame, probs: Mapping[str, np.ndarray], schema:
             pattern = c.build()
             pattern.q_value = float(qv)
             found.append((c.group, pattern))
-    return _merge(found)
+    return [_swap_proposals(p, schema) for p in _merge(found)]
+
+
+def _swap_proposals(pattern: Pattern, schema: Schema) -> Pattern:
+    """Where a unit's photos of a swap pair (the competition's incorrect / not_wear: one photo each) look
+    exchanged -- one photo given b is suggested a -- the proposal for its photo given a is b (the swap), not the
+    model's third guess: an exchanged pair is fixed by exchanging it back."""
+    frame = pattern.suspected
+    if frame.empty:
+        return pattern
+    frame = frame.copy()
+    for attribute in frame["attribute"].unique():
+        try:
+            pair = schema.attribute(str(attribute)).swap_pair
+        except Exception:  # an integer attribute or a binned target: no pair
+            pair = None
+        if not pair:
+            continue
+        a, b = pair
+        for unit, rows in frame[frame["attribute"] == attribute].groupby("unit", sort=False):
+            for x, y in ((a, b), (b, a)):
+                if ((rows["current"] == y) & (rows["proposed"] == x)).any():
+                    fix = rows.index[(rows["current"] == x) & (rows["proposed"] != y)]
+                    frame.loc[fix, "proposed"] = y
+    pattern.suspected = frame
+    return pattern
 
 
 def _merge(found: list[tuple[tuple, Pattern]]) -> list[Pattern]:

@@ -378,3 +378,12 @@ def test_slice_rescoring_trains_without_the_slice(tmp_path):
         assert np.allclose(got[inside].sum(1), 1, atol=1e-4)
         learned, found = rescan(store, result["run_id"])
         assert isinstance(learned, list) and isinstance(found, list)
+
+
+def test_a_swapped_pair_is_proposed_back_as_a_swap():
+    """The model calls an exchanged incorrect photo 'wear' (its third guess): the proposal is the swap back."""
+    frame = pd.DataFrame([("p1", "p1/normal.jpg", "mask", "not_wear", "wear", 0.8),
+                          ("p1", "p1/incorrect_mask.jpg", "mask", "incorrect", "not_wear", 0.9),
+                          ("p2", "p2/mask1.jpg", "mask", "wear", "incorrect", 0.7)], columns=P.SUSPECT_COLUMNS)
+    pattern = P._swap_proposals(P.Pattern("run", "mask", "", {}, 0.0, frame, "k"), COMPETITION)
+    assert list(pattern.suspected["proposed"]) == ["incorrect", "not_wear", "incorrect"]
