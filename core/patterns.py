@@ -758,7 +758,7 @@ def _swap_proposals(pattern: Pattern, schema: Schema) -> Pattern:
         if not pair:
             continue
         a, b = pair
-        for unit, rows in frame[frame["attribute"] == attribute].groupby("unit", sort=False):
+        for _unit, rows in frame[frame["attribute"] == attribute].groupby("unit", sort=False):
             for x, y in ((a, b), (b, a)):
                 if ((rows["current"] == y) & (rows["proposed"] == x)).any():
                     fix = rows.index[(rows["current"] == x) & (rows["proposed"] != y)]
