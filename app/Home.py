@@ -73,6 +73,7 @@ def main() -> None:
     pages = [
         st.Page("app_pages/distributions.py", title="Distributions", icon=":material/bar_chart:", default=True),
         st.Page("app_pages/review.py", title="Review queue", icon=":material/rule:"),
+        st.Page("app_pages/patterns.py", title="Patterns", icon=":material/pattern:"),
         st.Page("app_pages/browse.py", title="Browse", icon=":material/photo_library:"),
         st.Page("app_pages/history.py", title="History", icon=":material/history:"),
         st.Page("app_pages/health.py", title="Data health", icon=":material/health_and_safety:"),

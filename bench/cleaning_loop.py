@@ -73,8 +73,9 @@ from core.store import LabelStore, read_snapshot  # noqa: E402
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.05,)
-ORDERS = ("queue", "cleanlab", "random")
-ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order"}
+ORDERS = ("queue", "cleanlab", "random", "pattern")
+ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order",
+               "pattern": "patterns, then Review page"}
 SEEDS = (0, 1, 2, 3, 4)
 # test_resnet (timm's 0.4 M-parameter ResNet) at 48x64: 2 CPU cores shared with other jobs must train
 # 5 seeds x 5 labellings in about an hour per profile.
@@ -414,10 +415,21 @@ def arm_entries(order: str, store: LabelStore, record: dict[str, Any], snapshot:
     """An arm's queue: every entry costs one decision (``shown`` = the images on screen for it)."""
     if order == "cleanlab":
         return cleanlab_entries(store, record["score_dir"], snapshot)
+    if order == "pattern":  # bench/pattern_arm.py: patterns first, each costing the units it shows
+        from bench.pattern_arm import pattern_entries
+        return pattern_entries(store, record, seed)
     entries = review_queue_entries(store, record["score_run"], person_cost=False)
     if order == "random":
         entries = [entries[i] for i in np.random.default_rng([seed, 77]).permutation(len(entries))]
     return entries
+
+
+def arm_reviewer(order: str, store: LabelStore, entries: list[Entry], truth: Truth, score_run: int) -> Reviewer:
+    """The simulated reviewer of an arm (the pattern arm's takes a pattern as one bulk step)."""
+    if order == "pattern":
+        from bench.pattern_arm import PatternReviewer
+        return PatternReviewer(store, entries, truth, score_run=score_run)
+    return Reviewer(store, entries, truth, score_run=score_run)
 
 
 def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], None]) -> None:
@@ -490,7 +502,7 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
             db = copy_store(main_db, work / f"review-{order}.db")
             with LabelStore(db) as store:
                 entries = arm_entries(order, store, record, noisy_snapshot.path, demo_seed)
-                reviewer = Reviewer(store, entries, truth, score_run=record["score_run"])
+                reviewer = arm_reviewer(order, store, entries, truth, record["score_run"])
                 for budget in sorted(cfg["budgets"]):
                     decisions = int(budget * record["n_images"])
                     reviewer.review_until(decisions)
@@ -627,23 +639,35 @@ def _table(a: dict[str, Any], fits: dict[str, Any], inj: dict[str, int]) -> list
 
 
 def _targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], label: str) -> list[str]:
-    metric, lines = a["metric"], []
+    _metric, lines = a["metric"], []
     top = max(cfg["budgets"])
-    ours, theirs = a["arms"].get(f"queue@{top}"), a["arms"].get(f"cleanlab@{top}")
+    for arm in ("queue", "pattern"):
+        lines += _arm_targets(a, cfg, fits, label, arm, top)
+    return lines
+
+
+def _arm_name(arm: str) -> str:
+    return "" if arm == "queue" else f", {ORDER_NAMES[arm]}"  # the queue arm's lines read as before
+
+
+def _arm_targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], label: str, arm: str,
+                 top: float) -> list[str]:
+    metric, lines = a["metric"], []
+    ours, theirs = a["arms"].get(f"{arm}@{top}"), a["arms"].get(f"cleanlab@{top}")
     if ours:
         rec, low, _ = ours["recovered"]
         met = rec is not None and rec >= 0.8 and not math.isnan(low) and low > 0.5
-        lines.append(f"{label} 1 ({cfg['profile']}, {METRIC_NAMES[metric]}), recover >= 80 % of the noisy->ceiling "
+        lines.append(f"{label} 1 ({cfg['profile']}, {METRIC_NAMES[metric]}{_arm_name(arm)}), recover >= 80 % of the noisy->ceiling "
                      f"gap at {top:.0%} with the interval's lower end above 50 %: {'met' if met else 'missed'} "
                      f"({_ratio(*ours['recovered'])}).")
     if ours and theirs:
-        _, q, c = paired(fits, f"queue@{top}", f"cleanlab@{top}", metric)
+        _, q, c = paired(fits, f"{arm}@{top}", f"cleanlab@{top}", metric)
         mean, low, high = paired_interval(q - c)
         fq, fc = ours["snapshot"].get("errors_fixed", 0), theirs["snapshot"].get("errors_fixed", 0)
         met = fq > fc and not math.isnan(low) and low > 0
-        lines.append(f"{label} 2 ({cfg['profile']}, {METRIC_NAMES[metric]}), beat cleanlab's order at {top:.0%} on "
+        lines.append(f"{label} 2 ({cfg['profile']}, {METRIC_NAMES[metric]}{_arm_name(arm)}), beat cleanlab's order at {top:.0%} on "
                      f"errors fixed and on the metric (interval of the paired difference above 0): "
-                     f"{'met' if met else 'missed'} (errors fixed {fq} vs {fc}; queue - cleanlab "
+                     f"{'met' if met else 'missed'} (errors fixed {fq} vs {fc}; {arm} - cleanlab "
                      f"{_interval(mean, low, high)}).")
     return lines
 
@@ -677,6 +701,9 @@ def report(data: dict[str, Any]) -> str:
         *_table(a, fits, inj),
     ]
     lines += _targets(a, cfg, fits, "Target")
+    if record.get("patterns"):  # bench/pattern_arm.py: what the pattern arm reviewed
+        from bench.pattern_arm import report_lines
+        lines += report_lines(record)
     acc = analyse(data, "acc_class")
     lines += ["", *_table(acc, fits, inj), *_targets(acc, cfg, fits, "Same test")]
     times = record.get("times", {})

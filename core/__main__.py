@@ -38,7 +38,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         with LabelStore(args.db) as store:
             result = ingest(Path(args.root), store, fmt=args.format, label_columns=args.label_columns,
-                            path_column=args.path_column, person_column=args.person_column)
+                            path_column=args.path_column, person_column=args.person_column,
+                            meta_columns=args.meta_columns)
     except BaseException:
         if created:  # a failed first ingest leaves no empty store behind
             remove_store_files(args.db)
@@ -46,6 +47,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for path, reason in result.problems:
         print(printable(f"{path}: {reason}"))
     print(printable(result.summary()))
+    return 0
+
+
+def cmd_patterns(args: argparse.Namespace) -> int:
+    import json
+
+    from core.pattern_actions import scan
+
+    with LabelStore(args.db) as store:
+        run_id, found = scan(store, args.run, alpha=args.fdr)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in found], indent=1, ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"score run {run_id}: no pattern survives the false discovery rate {args.fdr:g}")
+    for n, p in enumerate(found, 1):
+        print(printable(f"{n}. [{p.kind}, {p.attribute}, q={p.q_value:.2g}] {p.summary}"))
+        for unit in p.units[:10]:
+            rows = p.suspected[p.suspected["unit"] == unit]
+            fixes = ", ".join(f"{t if t != unit else ''}{' ' if t != unit else ''}{a} {c} -> {v}".strip()
+                              for t, a, c, v in zip(rows["target"], rows["attribute"], rows["current"], rows["proposed"]))
+            print(printable(f"   {unit}: {fixes}"))
+        if len(p.units) > 10:
+            print(f"   ... and {len(p.units) - 10} more suspected units (--json lists them all)")
     return 0
 
 
@@ -167,9 +192,14 @@ def _add_dataset_commands(sub: Any) -> None:
     p.add_argument("root", help="dataset root (competition layout, a CSV, or a folder per class)")
     p.add_argument("--format", choices=["competition", "csv", "folder"], default=None,
                    help="dataset layout (default: detect the competition layout)")
-    p.add_argument("--label-columns", nargs="+", default=None, help="csv: label columns (default: all but path/person)")
+    p.add_argument("--label-columns", nargs="+", default=None,
+                   help="csv: label columns (default: all but path, person and metadata columns)")
     p.add_argument("--path-column", default="path", help="csv: image path column (default: path)")
     p.add_argument("--person-column", default=None, help="csv: column grouping images of one person/subject")
+    p.add_argument("--meta-columns", nargs="+", default=None,
+                   help="csv: metadata columns, kept per image for patterns (default: every column that is not a "
+                        "label; columns named annotator, site, batch, source, ... are metadata unless --label-columns "
+                        "names them)")
     _db(p)
     p.set_defaults(func=cmd_ingest)
 
@@ -178,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dataset_commands(sub)
+
+    p = sub.add_parser("patterns", help="errors that repeat: runs in upload order, metadata slices, heaping (core.patterns)")
+    p.add_argument("--run", type=int, default=None, help="score run (default: the current one)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of patterns")
+    p.add_argument("--fdr", type=float, default=0.05, help="false discovery rate over every test run (default 0.05)")
+    _db(p)
+    p.set_defaults(func=cmd_patterns)
 
     p = sub.add_parser("export", help="write the cleaned label table (CSV, or .parquet)")
     p.add_argument("--out", required=True, help="output file (.csv or .parquet)")

@@ -18,9 +18,13 @@ away; ``systematic`` repeats patterns, as the real data's errors did, which a mo
 
 * ``mask_batch``: one batch of consecutive ids (noise/2 of the people) with incorrect_mask and normal swapped;
 * ``age_rounded``: ages 27-29 entered as 30 and 57-59 as 60 (people in their late 50s land in >= 60) for a
-  share min(1, 4 x noise) of the people;
-* ``gender_lookalike``: one annotator, labelling a share min(1, 4 x noise) of the people, gives women without
+  share min(0.8, 4 x noise) of the people;
+* ``gender_lookalike``: one annotator, labelling a share min(0.8, 4 x noise) of the people, gives women without
   long hair the male label and long-haired beardless men the female one.
+
+Shares stop at 0.8 so every pattern leaves people it did not touch (a contrast). train.csv also carries what a
+real export has beside the labels: each person's ``annotator`` (the look-alike one is ``dee``) and upload
+``batch`` (runs of consecutive ids; the swapped batch is one upload), drawn from their own random stream.
 
 truth.csv's ``noise_kind`` names every pattern that changed a person (``+``-joined), and its given_* and
 true_* columns record every change.
@@ -55,11 +59,16 @@ NOISE_PROFILES = {
               "age group (about 45 / 45 / 10 %); `noise` is the fraction of people",
     "systematic": "errors that repeat a pattern, as this dataset's did: (mask_batch) one upload batch of "
                   "consecutive ids, noise/2 of the people, with incorrect_mask and normal swapped; (age_rounded) "
-                  "ages 27-29 entered as 30 and 57-59 as 60 for a share min(1, 4 x noise) of the people; "
-                  "(gender_lookalike) one annotator, labelling a share min(1, 4 x noise) of the people, who gives "
+                  "ages 27-29 entered as 30 and 57-59 as 60 for a share min(0.8, 4 x noise) of the people; "
+                  "(gender_lookalike) one annotator, labelling a share min(0.8, 4 x noise) of the people, who gives "
                   "women without long hair the male label and long-haired beardless men the female one",
 }
-SYSTEMATIC_SHARE = 4.0  # share of people under the age-rounding / look-alike annotator = min(1, 4 x noise)
+SYSTEMATIC_SHARE = 4.0  # share of people under the age-rounding / look-alike annotator = min(0.8, 4 x noise)
+# Below 1, so a pattern leaves a contrast in the data (people it did not touch); noise <= 0.2 is unchanged by it.
+SYSTEMATIC_MAX_SHARE = 0.8
+ANNOTATORS = ("ana", "bo", "chen", "dee", "eli")  # train.csv's annotator column (the look-alike one: LOOKALIKE)
+LOOKALIKE = "dee"
+UPLOADS = 10  # upload batches of consecutive ids (train.csv's batch column)
 FEMALE_SHARE = 1658 / 2700  # the real training set's proportions
 OLD_SHARE = 192 / 2700  # people aged exactly 60
 OWNED = ("train", "eval", "truth.csv", "truth_eval.csv")  # what an overwrite may delete
@@ -112,7 +121,7 @@ def _systematic(plan: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
     ``NOISE_PROFILES``); ``noise_kind`` lists every pattern that changed a person, joined by ``+``."""
     persons = len(plan)
     rng = np.random.default_rng([seed, 3])  # its own stream: the people and their photos stay those of random
-    share = min(1.0, SYSTEMATIC_SHARE * noise)
+    share = min(SYSTEMATIC_MAX_SHARE, SYSTEMATIC_SHARE * noise)
     kinds: list[list[str]] = [[] for _ in range(persons)]
     # 1. one upload batch (consecutive ids) whose incorrect_mask and normal files were swapped
     batch = int(round(noise / 2 * persons))
@@ -141,7 +150,33 @@ def _systematic(plan: pd.DataFrame, noise: float, seed: int) -> pd.DataFrame:
     plan["given_gender"], plan["given_age"] = given_gender, given_age
     plan["noise_kind"] = np.array(["+".join(k) for k in kinds], dtype=object)
     plan["folder"] = [f"{i}_{g}_Asian_{a}" for i, g, a in zip(plan["id"], given_gender, given_age)]
+    plan["_lookalike"] = annotated
+    plan.attrs["upload"] = (start, batch)  # the swapped batch: one upload of its own
     return plan
+
+
+def _metadata(plan: pd.DataFrame, seed: int) -> tuple[list[str], list[str]]:
+    """The annotator and upload batch of each person, as a real export has them (train.csv's extra columns).
+
+    Their own random stream: labels and images are those of the same seed without metadata. Uploads are runs of
+    consecutive ids (the systematic profile's swapped batch is one of them); annotators are drawn per person, the
+    systematic profile's look-alike annotator (``LOOKALIKE``) labelling exactly the people it labelled."""
+    rng = np.random.default_rng([seed, 4])
+    n = len(plan)
+    others = [a for a in ANNOTATORS if a != LOOKALIKE]
+    if "_lookalike" in plan:
+        annotator = np.where(plan["_lookalike"].to_numpy(), LOOKALIKE, rng.choice(others, n)).tolist()
+        start, size = plan.attrs.get("upload", (0, 0))
+    else:
+        annotator = rng.choice(list(ANNOTATORS), n).tolist()
+        start, size = 0, 0
+    size = max(1, size or int(round(n / UPLOADS)))
+    edges = sorted({0, n, start, min(n, start + size)} | set(range(start % size or size, n, size)))
+    edges = [e for e in edges if 0 <= e <= n]
+    batch = np.zeros(n, dtype=int)
+    for k, (a, b) in enumerate(zip(edges, edges[1:])):
+        batch[a:b] = k + 1
+    return annotator, [f"upload-{b:02d}" for b in batch]
 
 
 def _plan(persons: int, noise: float, seed: int, profile: str = "random") -> pd.DataFrame:
@@ -520,8 +555,9 @@ def generate(out: Path, persons: int = 480, noise: float = 0.05, seed: int = 0, 
     truth.to_csv(out / "truth.csv", index=False)
     truth_eval.to_csv(out / "truth_eval.csv", index=False)
     pd.DataFrame({"ImageID": eval_ids, "ans": 0}).to_csv(out / "eval" / "info.csv", index=False)
+    annotator, batch = _metadata(plan, seed)
     csv = pd.DataFrame({"id": plan.id, "gender": plan.given_gender, "race": "Asian", "age": plan.given_age,
-                        "path": plan.folder})
+                        "path": plan.folder, "annotator": annotator, "batch": batch})
     csv.to_csv(out / "train" / "train.csv", index=False)  # last: its presence means the demo is complete
     kinds = NOISE_KINDS if profile == "random" else SYSTEMATIC_KINDS
     corrupted = {kind: int(plan.noise_kind.map(lambda k, kind=kind: kind in k.split("+")).sum()) for kind in kinds}

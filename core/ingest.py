@@ -37,6 +37,15 @@ COMPETITION_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGE_SUFFIXES = frozenset({*COMPETITION_SUFFIXES, ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 FOLDER_NAME = re.compile(r"^(?P<id>[^_]+)_(?P<gender>[^_]+)_(?P<race>.+)_(?P<age>[^_]+)$")
 EXPECTED_FILES = "mask1-mask5, incorrect_mask, normal as .jpg, .jpeg or .png"
+COMPETITION_LABEL_COLUMNS = ("id", "gender", "age", "path")  # other train.csv columns (race, annotator, ...) are metadata
+# A CSV column with one of these names is metadata, not a label, unless --label-columns names it: who, where and
+# when an item was labelled or uploaded (core.patterns slices the labels by them).
+META_COLUMNS = frozenset({
+    "annotator", "annotators", "labeler", "labeller", "labeled_by", "labelled_by", "rater", "worker", "worker_id",
+    "annotator_id", "operator", "reviewer", "site", "site_id", "center", "centre", "hospital", "clinic", "location",
+    "batch", "batch_id", "upload", "upload_batch", "upload_id", "source", "dataset", "session", "shift", "device",
+    "camera", "scanner", "date", "time", "timestamp", "created", "created_at", "uploaded_at", "split_source",
+    "origin", "vendor", "study"})
 
 
 class IngestError(StoreError):
@@ -53,6 +62,7 @@ class Candidate:
     split: str
     source_id: str | None
     labels: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, str] | None = None  # item metadata kept at ingest (store v4): not labels
 
 
 @dataclass
@@ -91,7 +101,7 @@ class IngestResult:
 
 def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = None,
            label_columns: list[str] | None = None, path_column: str = "path", person_column: str | None = None,
-           workers: int = 2) -> IngestResult:
+           workers: int = 2, meta_columns: list[str] | None = None) -> IngestResult:
     """Scan ``root``, inspect every image (``workers`` processes), register the result in ``store``.
 
     Idempotent: re-ingesting the same root adds nothing and keeps every correction (the store
@@ -106,7 +116,7 @@ def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = No
     if fmt == "competition":
         scan = scan_competition(root)
     elif fmt == "csv":
-        scan = scan_csv(root, label_columns, path_column, person_column)
+        scan = scan_csv(root, label_columns, path_column, person_column, meta_columns)
     elif fmt == "folder":
         scan = scan_folder(root)
     else:
@@ -127,6 +137,7 @@ def ingest(root: str | os.PathLike[str], store: LabelStore, fmt: str | None = No
         rows.append({"path": candidate.path, "person": candidate.person, "split": candidate.split,
                      "width": facts.width, "height": facts.height, "bytes": facts.bytes, "hash": facts.hash,
                      "source_id": candidate.source_id,
+                     "meta": json.dumps(candidate.meta, ensure_ascii=False) if candidate.meta else None,
                      **{name: candidate.labels.get(name) for name in scan.schema.names}})
     if not any(row["split"] == "train" for row in rows):
         raise IngestError(f"{root}: no readable labelled image{_first_problems(problems)}")
@@ -198,7 +209,11 @@ def scan_competition(root: Path) -> Scan:
         labels = {"gender": COMPETITION.attribute("gender").parse(row["gender"].lower()),
                   "age": COMPETITION.attribute("age").parse(row["age"])}
         scan.persons[folder] = (row["id"], json.dumps({"race": row["race"], "line": line}))
+        meta = {k: v for k, v in row.items() if k not in COMPETITION_LABEL_COLUMNS and v}
+        before = len(scan.candidates)
         _scan_person(scan, folder, labels, row["id"])
+        for candidate in scan.candidates[before:]:
+            candidate.meta = meta or None
     for name, entry in sorted(listing.items()):
         if name in rows_by_folder or _undecodable(scan, f"train/images/{name}"):
             continue
@@ -299,8 +314,13 @@ def _scan_eval(scan: Scan) -> None:
 
 
 # ---- csv and folder ------------------------------------------------------------------------------------
-def scan_csv(root: Path, label_columns: list[str] | None, path_column: str, person_column: str | None) -> Scan:
-    """A CSV of (path, labels...) rows; paths are relative to the CSV's folder and confined to it."""
+def scan_csv(root: Path, label_columns: list[str] | None, path_column: str, person_column: str | None,
+             meta_columns: list[str] | None = None) -> Scan:
+    """A CSV of (path, labels...) rows; paths are relative to the CSV's folder and confined to it.
+
+    Label columns: ``label_columns``, else every column but the path, the person and metadata. Metadata:
+    ``meta_columns``, else every column that is neither a label, the path nor the person (by default the
+    columns named in ``META_COLUMNS``, e.g. annotator, site, batch, source), kept per item (store v4)."""
     if root.is_file():
         csv_path = root
     else:
@@ -311,7 +331,13 @@ def scan_csv(root: Path, label_columns: list[str] | None, path_column: str, pers
     base = csv_path.parent.resolve()
     table = _read_csv(csv_path, (path_column, *([person_column] if person_column else [])))
     if label_columns is None:
-        label_columns = [c for c in table.columns if c not in (path_column, person_column)]
+        label_columns = [c for c in table.columns if c not in (path_column, person_column)
+                         and c not in (meta_columns or ()) and str(c).strip().lower() not in META_COLUMNS]
+    if meta_columns is None:
+        meta_columns = [c for c in table.columns if c not in (path_column, person_column, *label_columns)]
+    missing_meta = [c for c in meta_columns if c not in table.columns]
+    if missing_meta:
+        raise IngestError(f"{csv_path}: no metadata column(s) {', '.join(missing_meta)} (columns: {', '.join(table.columns)})")
     missing = [c for c in label_columns if c not in table.columns]
     if missing:
         raise IngestError(f"{csv_path}: no label column(s) {', '.join(missing)} (columns: {', '.join(table.columns)})")
@@ -338,6 +364,7 @@ def scan_csv(root: Path, label_columns: list[str] | None, path_column: str, pers
             seen[path] = line
             if _add(scan, path, row[person_column] if person_column else path, "train", None,
                     {c: row[c] for c in label_columns}, line=line):
+                scan.candidates[-1].meta = {str(c): row[c] for c in meta_columns if row[c]} or None
                 scan.persons.setdefault(scan.candidates[-1].person,  # type: ignore[arg-type]
                                         (row[person_column] if person_column else None, json.dumps({"line": line})))
     if not scan.candidates:  # say so, rather than blame the label column for having no classes
@@ -374,6 +401,9 @@ def scan_folder(root: Path) -> Scan:
                     scan.problems.append((path, "not an image file (by its extension); left out"))
                 elif _add(scan, path, path, "train", None, {"label": entry.name}):  # symlinks are resolved
                     scan.persons[path] = (None, json.dumps({"class_folder": entry.name}))
+                    sub = Path(directory).relative_to(entry.path).as_posix()
+                    if sub != ".":  # ROOT/<class>/<folder>/...: the folder an image came in is metadata
+                        scan.candidates[-1].meta = {"folder": sub}
     scan.schema = _generic(root, {"label": [c.labels["label"] for c in scan.candidates]})
     return scan
 

@@ -38,7 +38,8 @@ def read_truth(root: Path) -> pd.DataFrame:
 
 def test_train_layout_is_exactly_the_competitions(demo: tuple[Path, DemoInfo]) -> None:
     root, info = demo
-    assert (root / "train" / "train.csv").read_text().splitlines()[0] == "id,gender,race,age,path"
+    # the competition's columns, then what a real export has beside them (core.patterns slices by them)
+    assert (root / "train" / "train.csv").read_text().splitlines()[0] == "id,gender,race,age,path,annotator,batch"
     table = pd.read_csv(root / "train" / "train.csv", dtype={"id": str})
     assert len(table) == info.persons == PERSONS
     folders = sorted(p.name for p in (root / "train" / "images").iterdir())

@@ -429,6 +429,11 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         for table, column in (("reviews", "value"), ("reviews", "tab"), ("corrections", "tab"),
                               ("corrections", "score_run")):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        for index in ("corrections_bulk", "reviews_bulk"):  # and what version 4 added
+            conn.execute(f"DROP INDEX {index}")
+        for table, column in (("items", "meta"), ("corrections", "bulk"), ("reviews", "bulk")):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("DROP TABLE bulks")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:

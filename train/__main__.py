@@ -260,7 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="timm model name")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     p.set_defaults(func=cmd_model_info)
+
+    p = sub.add_parser("slices", help="rescore the metadata slices a model may have learned with models that never "
+                                      "trained on them, then scan for patterns (train/slices.py)", allow_abbrev=False)
+    p.add_argument("--run", type=int, default=None, help="score run (default: the current one)")
+    p.add_argument("--json", action="store_true", help="print the learned slices and patterns as JSON")
+    _db(p)
+    p.set_defaults(func=cmd_slices)
     return parser
+
+
+def cmd_slices(args: argparse.Namespace) -> int:
+    from train.slices import main_slices
+
+    return main_slices(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,6 +153,24 @@ CREATE INDEX IF NOT EXISTS runs_repeat_group ON runs(repeat_group);
 """
 
 
+# Version 4: patterns (core.patterns). ``items.meta`` keeps a dataset's metadata per image as a JSON object
+# (a CSV's extra columns, the sub-folder of a folder dataset, the competition csv's columns besides the labels).
+# ``bulks`` records one reviewed step over many units (a pattern applied, or its undo: ``reverts``); the
+# corrections and verdicts it wrote carry its id in ``bulk``.
+_V4 = """
+ALTER TABLE items ADD COLUMN meta TEXT;
+CREATE TABLE IF NOT EXISTS bulks(
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, pattern TEXT NOT NULL DEFAULT '', annotator TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, reverts INTEGER REFERENCES bulks(id),
+    n_corrected INTEGER NOT NULL DEFAULT 0, n_kept INTEGER NOT NULL DEFAULT 0, n_refused INTEGER NOT NULL DEFAULT 0,
+    refused TEXT NOT NULL DEFAULT '[]');
+ALTER TABLE corrections ADD COLUMN bulk INTEGER;
+ALTER TABLE reviews ADD COLUMN bulk INTEGER;
+CREATE INDEX IF NOT EXISTS corrections_bulk ON corrections(bulk);
+CREATE INDEX IF NOT EXISTS reviews_bulk ON reviews(bulk);
+"""
+
+
 # Version 6: review decisions belong to the label they judged, not to a score run. ``reviews.value`` is the
 # label's value when it was judged (a verdict stands while the label still has it), ``tab`` the browser tab
 # that made a decision (undo takes back only that tab's), ``corrections.score_run`` the run a correction was
@@ -168,7 +186,7 @@ CREATE INDEX IF NOT EXISTS corrections_label ON corrections(target, attribute, i
 
 
 # Migrations from version N-1 to N; each runs inside the transaction that bumps the version.
-MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3, 4: "", 5: "", 6: _V6}
+MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3, 4: _V4, 5: "", 6: _V6}
 
 
 def remove_store_files(path: str | os.PathLike[str]) -> None:

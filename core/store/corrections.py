@@ -42,7 +42,7 @@ class CorrectionsMixin(LabelsMixin):
     def correct(self, target: str | int, attribute: str, value: Any, *, expected: Any, annotator: str,
                 reason: str = "", source: str = "review", batch: str | None = None,
                 reverts: int | None = None, tab: str | None = None, score_run: int | None = None,
-                seen_review: int | None = None) -> int:
+                seen_review: int | None = None, bulk: int | None = None) -> int:
         """Set one attribute of an image (path/id) or a person (key); returns the correction id.
 
         ``expected`` is the value the caller saw; if the current value differs, ``ConflictError``
@@ -69,14 +69,16 @@ class CorrectionsMixin(LabelsMixin):
                 raise StoreError(f"{canonical}: {attribute} is already {new_value!r}")
             correction_id = int(conn.execute(
                 "INSERT INTO corrections(target_kind, target, attribute, old_value, new_value, annotator, reason,"
-                " source, created_at, batch, reverts, tab, score_run) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source, created_at, batch, reverts, tab, score_run, bulk)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, canonical, attribute, str(current), str(new_value), str(annotator).strip(), reason, source,
-                 now(), batch, reverts, tab, score_run)).lastrowid or 0)
+                 now(), batch, reverts, tab, score_run, bulk)).lastrowid or 0)
             conn.execute(f"UPDATE current SET {quote(attribute)} = ? WHERE item_id IN ({','.join('?' * len(ids))})",
                          (new_value, *ids))
         return correction_id
 
-    def revert(self, correction_id: int, *, annotator: str, reason: str = "", tab: str | None = None) -> int:
+    def revert(self, correction_id: int, *, annotator: str, reason: str = "", tab: str | None = None,
+               bulk: int | None = None) -> int:
         """Undo a correction by logging its inverse; refused if the value changed again since. ``tab``: the
         browser tab that undid it (the dashboard's undo)."""
         with self.transaction():
@@ -87,7 +89,7 @@ class CorrectionsMixin(LabelsMixin):
                 raise StoreError(f"correction #{row['id']} is already reverted")
             return self.correct(row["target"], row["attribute"], row["old_value"], expected=row["new_value"],
                                 annotator=annotator, reason=reason or f"revert #{row['id']}", source="revert",
-                                reverts=int(row["id"]), tab=tab)
+                                reverts=int(row["id"]), tab=tab, bulk=bulk)
 
     def history(self, *, target: str | None = None, attribute: str | None = None, annotator: str | None = None,
                 source: str | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -109,7 +111,7 @@ class CorrectionsMixin(LabelsMixin):
 
     def mark_reviewed(self, target: str | int, attribute: str, *, annotator: str, verdict: str = "correct",
                       score_run: int | None = None, note: str = "", expected: Any = None, tab: str | None = None,
-                      seen_review: int | None = None) -> int:
+                      seen_review: int | None = None, bulk: int | None = None) -> int:
         """Record a verdict (``correct`` = label checked and right, ``skip``) so items can leave a queue.
 
         The verdict belongs to the label it judged (target, attribute and its value now, kept in
@@ -133,9 +135,9 @@ class CorrectionsMixin(LabelsMixin):
                 self._check_seen_review(canonical, attribute, seen_review)
             return int(conn.execute(
                 "INSERT INTO reviews(target_kind, target, attribute, verdict, annotator, score_run, note, created_at,"
-                " value, tab) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " value, tab, bulk) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, canonical, attribute, verdict, str(annotator).strip(), score_run, note, now(),
-                 None if current is None else str(current), tab)).lastrowid or 0)
+                 None if current is None else str(current), tab, bulk)).lastrowid or 0)
 
     def _check_seen_review(self, target: str, attribute: str, seen: int) -> None:
         """``ConflictError`` when the label has a verdict newer than ``seen`` (someone decided meanwhile)."""

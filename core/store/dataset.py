@@ -72,7 +72,8 @@ class DatasetMixin(StoreBase):
         persons: columns ``person`` (unique key, e.g. the folder name), ``source_id``, ``info`` (JSON text).
         items:   columns ``path`` (relative to root, forward slashes), ``person``, ``split``
                  (``train`` labelled / ``eval`` unlabelled), ``width``, ``height``, ``bytes``, ``hash``,
-                 ``source_id``, plus one column per schema attribute (stored values; NaN for eval).
+                 ``source_id``, plus one column per schema attribute (stored values; NaN for eval); optional
+                 ``meta`` (JSON object text: the item's metadata, e.g. a CSV's extra columns).
         problems: (path, reason) pairs, one per bad file or row; they replace the previous ingest's.
         Items already in the store keep their original labels; labels that differ now are reported as
         problems (the store never rewrites an original label).
@@ -109,11 +110,15 @@ class DatasetMixin(StoreBase):
             known = dict(conn.execute("SELECT path, id FROM items").fetchall())
             rows = items.assign(person_id=items["person"].map(person_ids))
             new = rows[~rows["path"].isin(known)]
+            has_meta = "meta" in rows.columns  # JSON object per item (store v4), or None
             conn.executemany(
-                "INSERT INTO items(path, person_id, split, width, height, bytes, hash, source_id)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items(path, person_id, split, width, height, bytes, hash, source_id, meta)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r.path, _int(r.person_id), r.split, _int(r.width), _int(r.height), _int(r.bytes), r.hash,
-                  r.source_id) for r in new.itertuples(index=False)])
+                  r.source_id, r.meta if has_meta else None) for r in new.itertuples(index=False)])
+            if has_meta:  # metadata is not a label: a re-ingest refreshes it
+                conn.executemany("UPDATE items SET meta = ? WHERE path = ?",
+                                 [(r.meta, r.path) for r in rows[rows["path"].isin(known)].itertuples(index=False)])
             # Refresh file facts (size, hash) of known items: the file may have been replaced.
             conn.executemany("UPDATE items SET width = ?, height = ?, bytes = ?, hash = ? WHERE path = ?",
                              [(_int(r.width), _int(r.height), _int(r.bytes), r.hash, r.path)
