@@ -63,7 +63,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench import sections  # noqa: E402
+from bench import learning_arm, sections  # noqa: E402
 from core import review  # noqa: E402
 from core.files import replacing  # noqa: E402
 from core.schema import Schema  # noqa: E402
@@ -73,8 +73,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.05,)
-ORDERS = ("queue", "cleanlab", "random")
-ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order"}
+ORDERS = ("queue", "cleanlab", "random", "learning")
+ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order",
+               "learning": "learning queue"}  # learning: bench/learning_arm.py
 SEEDS = (0, 1, 2, 3, 4)
 # test_resnet (timm's 0.4 M-parameter ResNet) at 48x64: 2 CPU cores shared with other jobs must train
 # 5 seeds x 5 labellings in about an hour per profile.
@@ -506,7 +507,8 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
             db = copy_store(main_db, work / f"review-{order}.db")
             with LabelStore(db) as store:
                 entries = arm_entries(order, store, record, noisy_snapshot.path, demo_seed)
-                reviewer = Reviewer(store, entries, truth, score_run=record["score_run"])
+                reviewer = (learning_arm.make_reviewer(store, record, truth) if order == "learning"
+                            else Reviewer(store, entries, truth, score_run=record["score_run"]))
                 for budget in sorted(cfg["budgets"]):
                     decisions = int(budget * record["n_images"])
                     reviewer.review_until(decisions)
@@ -519,7 +521,8 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
                         "corrections": int((actions["action"] == "corrected").sum()) if len(actions) else 0,
                         "confirmed": int((actions["action"] == "confirmed").sum()) if len(actions) else 0,
                         "failed": int((~actions["ok"]).sum()) if len(actions) else 0,
-                        "errors_left": left, "errors_fixed": before["errors"] - left["errors"]}
+                        "errors_left": left, "errors_fixed": before["errors"] - left["errors"],
+                        **({"reranks": reviewer.reranks} if order == "learning" else {})}
                     log(f"{order} {budget:.0%}: {reviewer.position} entries ({reviewer.shown} images shown), "
                         f"{snapshots[f'{order}@{budget}']['corrections']} corrections, "
                         f"{before['errors'] - left['errors']}/{before['errors']} errors fixed")
@@ -693,6 +696,7 @@ def report(data: dict[str, Any]) -> str:
         *_table(a, fits, inj),
     ]
     lines += _targets(a, cfg, fits, "Target")
+    lines += learning_arm.report_lines(a, cfg, fits, inj)
     acc = analyse(data, "acc_class")
     lines += ["", *_table(acc, fits, inj), *_targets(acc, cfg, fits, "Same test")]
     times = record.get("times", {})

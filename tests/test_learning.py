@@ -1,0 +1,183 @@
+"""The learning queue and "more like this" (core.learning) on synthetic embeddings, and a score run's
+embeddings files (core.embeddings): written by the score run, read without torch, refused when missing or
+stale with a plain message."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import embeddings, learning
+from core.embeddings import EmbeddingsUnavailable
+
+
+def _units(n: int, *, attribute: str = "gender", given: list[str] | None = None, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    given = given or list(rng.choice(["male", "female"], n))
+    targets = [f"p{i:04d}" for i in range(n)]
+    return pd.DataFrame({"key": [f"{t}|{attribute}" for t in targets], "unit": [f"{t}|{attribute}" for t in targets],
+                         "target": targets, "scope": "person", "attribute": attribute, "stored": attribute,
+                         "item_id": np.arange(n), "path": [f"{t}/a.jpg" for t in targets], "person": targets,
+                         "given": given, "suggested": "x", "value": given, "score": rng.random(n) * 0.5,
+                         "is_issue": 0, "position": np.arange(n)})
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_more_like_this_returns_the_planted_neighbours_with_the_same_given_label():
+    rng = np.random.default_rng(1)
+    n, d = 600, 32
+    vectors = rng.normal(size=(n, d))
+    units = _units(n, given=["male"] * (n // 2) + ["female"] * (n - n // 2))
+    centre = rng.normal(size=d) * 3
+    planted = [10, 50, 120, 200, 290]  # all "male"
+    vectors[planted] = centre + rng.normal(scale=0.2, size=(len(planted), d))
+    decoys = [400, 450]  # just as close, but "female": another given label, never proposed
+    vectors[decoys] = centre + rng.normal(scale=0.1, size=(len(decoys), d))
+    index = learning.UnitIndex(units, _unit(vectors))
+    found = index.similar([units["key"][10]], k=4)
+    assert set(found["target"]) == {units["target"][i] for i in planted[1:]}
+    assert (found["given"] == "male").all() and list(found["similarity"]) == sorted(found["similarity"], reverse=True)
+    # from a set of anchors: their mean, anchors left out; exclude drops decided units
+    found = index.similar([units["key"][10], units["key"][50]], k=3, exclude={units["key"][120]})
+    assert set(found["target"]) == {units["target"][i] for i in (200, 290)} | (set(found["target"]) - {
+        units["target"][i] for i in (200, 290)}) and {units["target"][i] for i in (200, 290)} <= set(found["target"])
+    assert units["target"][120] not in set(found["target"]) and units["target"][10] not in set(found["target"])
+    # an exact search: the same top-k as brute force over the same block
+    block = np.flatnonzero(units["given"] == "male")
+    q = _unit(vectors[[7]])[0]
+    sims = _unit(vectors[block]) @ q
+    brute = [units["key"][block[i]] for i in np.argsort(-sims) if block[i] != 7][:10]
+    assert list(index.similar([units["key"][7]], k=10)["key"]) == brute
+
+
+def _pattern_data(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """400 "male" units; 40 of them (a tight cluster) are wrong; the static score does not see them."""
+    rng = np.random.default_rng(seed)
+    n, d = 400, 16
+    units = _units(n, given=["male"] * n, seed=seed)
+    vectors = rng.normal(size=(n, d))
+    wrong = rng.choice(n, 40, replace=False)
+    vectors[wrong] = rng.normal(size=d) * 4 + rng.normal(scale=0.5, size=(40, d))
+    truth = np.zeros(n, int)
+    truth[wrong] = 1
+    return units, _unit(vectors), truth
+
+
+def test_the_learned_queue_ranks_up_units_like_the_confirmed_errors_and_says_why():
+    units, vectors, truth = _pattern_data()
+    first = list(range(30))  # the static order's first 30 decisions
+    decided = pd.DataFrame({"unit": units["unit"][first], "error": truth[first]})
+    assert decided["error"].sum() >= learning.MIN_EACH
+    queue = learning.learned_queue(units, vectors, decided, every=10)
+    assert queue.active and queue.n_decisions == 30 and "30 decision" in queue.note
+    top = queue.order.head(20)
+    remaining_wrong = set(units["unit"][truth == 1]) - set(decided["unit"])
+    assert len(set(top["unit"]) & remaining_wrong) >= 15  # static order: about 20 x 10 % = 2
+    why = top["why"][top["unit"].isin(remaining_wrong)]
+    assert why.str.startswith("ranked up: looks like").any()
+    assert not set(queue.order["unit"]) & set(decided["unit"])  # decided units are not in the queue
+    # only whole blocks of ``every`` decisions are used: 39 decisions train on 30
+    more = pd.DataFrame({"unit": units["unit"][:39], "error": truth[:39]})
+    assert learning.learned_queue(units, vectors, more, every=10).n_decisions == 30
+
+
+def test_no_unit_is_ranked_by_a_model_trained_on_its_own_decision():
+    units, vectors, truth = _pattern_data(seed=3)
+    rows = np.arange(0, 400, 4)  # 100 decided units
+    decided = pd.DataFrame({"unit": units["unit"][rows], "error": truth[rows]})
+    base = learning.learn(units, vectors, decided)
+    target = units["target"].to_numpy()
+    for i in rows:  # the model that scored a decided unit never saw its target
+        assert base.fold[i] >= 0 and target[i] not in base.trained_on[int(base.fold[i])]
+    assert all(f == -1 for f in base.fold[np.setdiff1d(np.arange(400), rows)])
+    # flipping one decision changes every score but that unit's own
+    for i in rows[:12]:
+        flipped = decided.copy()
+        flipped.loc[flipped["unit"] == units["unit"][i], "error"] ^= 1
+        other = learning.learn(units, vectors, flipped)
+        assert other.score[i] == pytest.approx(base.score[i], abs=1e-12)
+        assert np.abs(other.score - base.score).max() > 1e-6  # the flip did reach the other models
+
+
+def test_too_few_decisions_keep_the_static_order():
+    units, vectors, truth = _pattern_data()
+    decided = pd.DataFrame({"unit": units["unit"][:10], "error": 0})
+    queue = learning.learned_queue(units, vectors, decided)
+    assert not queue.active and list(queue.order["unit"]) == list(units["unit"][10:])
+    assert "static" in queue.note
+
+
+# ---- the score run's files -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from tests.fixtures import demo_db
+    from train.score import score
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    db = demo_db(tmp_path_factory.mktemp("emb"), persons=12, noise=0.2, image_size=(32, 40))
+    result = score(db=str(db), folds=2, echo=False, model="test_resnet", img_size=(32, 40), epochs=1,
+                   batch_size=16, threads=1)
+    return db, result
+
+
+def test_the_score_run_saves_out_of_fold_float16_embeddings(scored):
+    from core.store import LabelStore
+
+    db, result = scored
+    run_dir = Path(result["run_dir"])
+    with LabelStore(db) as store:
+        emb = embeddings.load_run(store, result["run_id"])
+        units = learning.unit_table(store, result["run_id"])
+    assert emb.vectors.dtype == np.float16 and emb.vectors.shape == (result["n_items"], 96)
+    assert np.isfinite(emb.vectors).all() and np.abs(emb.vectors).sum(1).min() > 0
+    meta = json.loads((run_dir / "embeddings.json").read_text())["oof"]
+    assert meta["model"] == "test_resnet" and "Procrustes" in meta["aligned"]
+    vectors = embeddings.unit_vectors(emb, units)
+    assert vectors.shape == (len(units), 96) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
+    # a person unit is the mean of its photos
+    person = units[units["scope"] == "person"].iloc[0]
+    rows = np.flatnonzero(emb.items["person"] == person["target"])
+    mean = emb.normalised()[rows].mean(0)
+    assert np.allclose(vectors[person.name], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_embeddings_load_without_torch(scored):
+    _, result = scored
+    code = ("import sys; from core import embeddings, learning; e = embeddings.load(sys.argv[1]); "
+            "print(e.vectors.shape); assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code, result["run_dir"]], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_or_stale_embeddings_file_gives_a_plain_message(scored, tmp_path: Path):
+    _, result = scored
+    copy = tmp_path / "run"
+    shutil.copytree(result["run_dir"], copy)
+    embeddings.load(copy)  # intact
+    items = pd.read_csv(copy / "items.csv")
+    items.iloc[:3].to_csv(copy / "items.csv", index=False)  # another run's item list
+    with pytest.raises(EmbeddingsUnavailable, match="stale or foreign file; rescore"):
+        embeddings.load(copy)
+    items.assign(path=items["path"][::-1].to_numpy()).to_csv(copy / "items.csv", index=False)  # same size, other images
+    with pytest.raises(EmbeddingsUnavailable, match="made for other images"):
+        embeddings.load(copy)
+    (copy / "embeddings.npy").unlink()
+    with pytest.raises(EmbeddingsUnavailable, match="embeddings.npy is missing.*rescore"):
+        embeddings.load(copy)
+    (copy / "embeddings.npy").write_bytes(b"not an array")
+    with pytest.raises(EmbeddingsUnavailable, match="cannot be read"):
+        embeddings.load(copy)
+    with pytest.raises(EmbeddingsUnavailable, match="no pretrained backbone features"):
+        embeddings.load(result["run_dir"], "pretrained")
