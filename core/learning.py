@@ -73,6 +73,10 @@ def unit_table(store: Any, run_id: int) -> pd.DataFrame:
                 found = units.loc[rows, "target"].astype(str).map(lookup)
                 value[rows] = np.where(found.isna(), value[rows], found.to_numpy(dtype=object))
     units["value"] = value
+    sizes = store.current_labels(derived=False)["person"].value_counts()
+    person = (units["scope"] == "person").to_numpy()
+    units["n_images"] = 1
+    units.loc[person, "n_images"] = units.loc[person, "target"].astype(str).map(sizes).fillna(1).astype(int).to_numpy()
     return units
 
 
@@ -108,44 +112,65 @@ FEATURES = ("static_score", "flagged", "static_position", "neighbour_errors", "n
             "value_error_rate", "attribute_error_rate")
 
 
-def _features(units: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, train: np.ndarray,
+@dataclass
+class _Arrays:
+    """The units' columns ``learn`` needs, as numpy arrays and integer codes (built once per call)."""
+
+    target: np.ndarray  # int codes
+    attribute: np.ndarray  # int codes
+    value: np.ndarray  # int codes of (attribute, given value)
+    group: np.ndarray  # int codes of (attribute, given label)
+    static: np.ndarray  # (n, 3): logit of the score, flagged, -log(1 + position)
+
+    @classmethod
+    def of(cls, units: pd.DataFrame) -> _Arrays:
+        attribute = units["attribute"].astype(str).to_numpy(dtype=object)
+        score = np.clip(units["score"].to_numpy(dtype=float), 1e-4, 1 - 1e-4)
+        static = np.stack([np.log(score / (1 - score)), units["is_issue"].to_numpy(dtype=float),
+                           -np.log1p(units["position"].to_numpy(dtype=float))], 1)
+        return cls(pd.factorize(units["target"].astype(str).to_numpy(dtype=object))[0],
+                   pd.factorize(attribute)[0],
+                   pd.factorize(attribute + "\x00" + units["value"].astype(str).to_numpy(dtype=object))[0],
+                   pd.factorize(attribute + "\x00" + units["given"].astype(str).to_numpy(dtype=object))[0], static)
+
+
+def _rate(keys: np.ndarray, target: np.ndarray, query: np.ndarray, train: np.ndarray, label: np.ndarray,
+          prior: float, weight: float) -> np.ndarray:
+    """Smoothed error rate among decided units with the query's key, its own target's decisions left out."""
+    size = int(keys.max()) + 1 if len(keys) else 1
+    err = np.bincount(keys[train], weights=label.astype(float), minlength=size)
+    cnt = np.bincount(keys[train], minlength=size).astype(float)
+    e, c = err[keys[query]], cnt[keys[query]]
+    pair = target.astype(np.int64) * size + keys  # (target, key): the query's own decisions to take out
+    pairs, inverse = np.unique(pair[train], return_inverse=True)
+    own_e = np.bincount(inverse, weights=label.astype(float), minlength=len(pairs))
+    own_c = np.bincount(inverse, minlength=len(pairs)).astype(float)
+    at = np.clip(np.searchsorted(pairs, pair[query]), 0, max(0, len(pairs) - 1))
+    hit = (pairs[at] == pair[query]) if len(pairs) else np.zeros(len(query), bool)
+    e[hit] -= own_e[at[hit]]
+    c[hit] -= own_c[at[hit]]
+    return (e + weight * prior) / (c + weight)
+
+
+def _features(arrays: _Arrays, vectors: np.ndarray, query: np.ndarray, train: np.ndarray,
               label: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Feature rows (len(query), len(FEATURES)) of units ``query`` from decided units ``train`` (labels ``label``),
     never using a decision on the query unit's own target. Also the number of errors and of confirmed-correct
     labels among each query unit's ``k`` nearest decided neighbours (for the reason text)."""
     n_q = len(query)
     out = np.zeros((n_q, len(FEATURES)))
-    score = np.clip(units["score"].to_numpy(dtype=float)[query], 1e-4, 1 - 1e-4)
-    out[:, 0] = np.log(score / (1 - score))
-    out[:, 1] = units["is_issue"].to_numpy(dtype=float)[query]
-    out[:, 2] = -np.log1p(units["position"].to_numpy(dtype=float)[query])
+    out[:, :3] = arrays.static[query]
     nb_err, nb_ok = np.zeros(n_q, int), np.zeros(n_q, int)
     prior = (label.sum() + 1.0) / (len(label) + 2.0)
-    target = units["target"].astype(str).to_numpy()
-    attribute = units["attribute"].astype(str).to_numpy()
-    given = units["given"].astype(str).to_numpy()
-    value = units["value"].astype(str).to_numpy()
-    # counts per attribute and per (attribute, value), with each query's own target taken out below
-    attr_key, value_key = attribute, np.char.add(np.char.add(attribute.astype(str), "\x00"), value.astype(str))
-    own = {}  # target -> indices into train (a target may carry several decided units: gender and age)
-    for j, t in enumerate(target[train]):
-        own.setdefault(t, []).append(j)
-    for keys, col, weight in ((attr_key, 6, 4.0), (value_key, 5, 2.0)):
-        tkeys = keys[train]
-        err = pd.Series(label, dtype=float).groupby(tkeys).sum().to_dict()
-        cnt = pd.Series(np.ones(len(train))).groupby(tkeys).sum().to_dict()
-        for i, q in enumerate(query):
-            e, c = err.get(keys[q], 0.0), cnt.get(keys[q], 0.0)
-            for j in own.get(target[q], ()):
-                if tkeys[j] == keys[q]:
-                    e, c = e - label[j], c - 1
-            out[i, col] = (e + weight * prior) / (c + weight)
+    target = arrays.target
+    out[:, 5] = _rate(arrays.value, target, query, train, label, prior, 2.0)
+    out[:, 6] = _rate(arrays.attribute, target, query, train, label, prior, 4.0)
     # neighbours within the same (attribute, given label)
-    group_key = np.char.add(np.char.add(attribute.astype(str), "\x00"), given.astype(str))
-    t_groups = pd.Series(np.arange(len(train))).groupby(group_key[train]).indices
-    q_groups = pd.Series(np.arange(n_q)).groupby(group_key[query]).indices
+    t_groups = pd.Series(np.arange(len(train))).groupby(arrays.group[train]).indices
+    q_groups = pd.Series(np.arange(n_q)).groupby(arrays.group[query]).indices
     for g, q_idx in q_groups.items():
         out[q_idx, 3] = prior
+        out[q_idx, 4] = 0.0
         t_idx = t_groups.get(g)
         if t_idx is None or len(t_idx) == 0:
             continue
@@ -160,9 +185,8 @@ def _features(units: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, train
         valid = np.isfinite(top_sims)
         w = np.where(valid, np.clip(top_sims, 0.0, None) + 1e-3, 0.0)
         top_lab = lab[top]
-        has = w.sum(1) > 0
-        frac = np.where(has, (w * top_lab).sum(1) / np.where(has, w.sum(1), 1.0), prior)
-        out[q_idx, 3] = (frac * w.sum(1) + prior) / (w.sum(1) + 1.0)  # shrunk to the prior when neighbours are few
+        total = w.sum(1)
+        out[q_idx, 3] = ((w * top_lab).sum(1) + prior) / (total + 1.0)  # shrunk to the prior when neighbours are few
         nb_err[q_idx] = (valid & (top_lab == 1)).sum(1)
         nb_ok[q_idx] = (valid & (top_lab == 0)).sum(1)
         best_err = np.where(lab[None, :] == 1, sims, -np.inf).max(1)
@@ -171,19 +195,36 @@ def _features(units: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, train
     return out, nb_err, nb_ok
 
 
+def _logistic(x: np.ndarray, y: np.ndarray, penalty: float = 1.0, iterations: int = 30) -> np.ndarray:
+    """Weights (d + 1, intercept last) of an L2-penalised logistic regression with balanced class weights (the
+    same objective as scikit-learn's ``LogisticRegression(C=1, class_weight="balanced")``), by Newton steps."""
+    n, d = x.shape
+    design = np.hstack([x, np.ones((n, 1))])
+    sample = np.where(y == 1, n / (2.0 * max(1, (y == 1).sum())), n / (2.0 * max(1, (y == 0).sum())))
+    ridge = np.full(d + 1, penalty)
+    ridge[-1] = 0.0
+    w = np.zeros(d + 1)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -30, 30)))
+        grad = design.T @ (sample * (p - y)) + ridge * w
+        hess = (design * (sample * p * (1 - p))[:, None]).T @ design + np.diag(ridge + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
 def _fit_predict(x_train: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """P(error) of the query rows and each feature's contribution (coef x standardised value); None when the
     training set lacks ``MIN_EACH`` of either class."""
     if (y == 1).sum() < MIN_EACH or (y == 0).sum() < MIN_EACH:
         return None
-    from sklearn.linear_model import LogisticRegression
-
     mean, sd = x_train.mean(0), x_train.std(0)
     sd = np.where(sd > 1e-9, sd, 1.0)
-    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=200)
-    model.fit((x_train - mean) / sd, y)
+    w = _logistic((x_train - mean) / sd, y.astype(float))
     z = (x_query - mean) / sd
-    return model.predict_proba(z)[:, 1], z * model.coef_[0]
+    return 1.0 / (1.0 + np.exp(-np.clip(z @ w[:-1] + w[-1], -30, 30))), z * w[:-1]
 
 
 @dataclass
@@ -222,6 +263,7 @@ def learn(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, fo
     if len(rows) == 0:
         return out
     target = units["target"].astype(str).to_numpy()
+    arrays = _Arrays.of(units)
     fold = _fold_of(pd.Series(target[rows]), folds)
     undecided = np.setdiff1d(np.arange(n), rows)
     plans = [(f, rows[fold != f], labels[fold != f], rows[fold == f]) for f in range(folds) if (fold == f).any()]
@@ -231,8 +273,8 @@ def learn(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, fo
         if len(query) == 0:
             continue
         out.fold[query] = f
-        x_train, _, _ = _features(units, vectors, train, train, y, k)  # leave-own-target-out features
-        x_query, nb_err, nb_ok = _features(units, vectors, query, train, y, k)
+        x_train, _, _ = _features(arrays, vectors, train, train, y, k)  # leave-own-target-out features
+        x_query, nb_err, nb_ok = _features(arrays, vectors, query, train, y, k)
         out.neighbour_errors[query], out.neighbour_correct[query] = nb_err, nb_ok
         fitted = _fit_predict(x_train, y, x_query)
         if fitted is None:
@@ -247,22 +289,38 @@ def learn(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, fo
 
 
 # ---- the learning queue ------------------------------------------------------------------------------------
-def reason(row: Any, learned: Learned, i: int, decided: pd.DataFrame, units: pd.DataFrame) -> str:
-    """Plain words for why unit ``i`` moved (``row``: its units row)."""
+class _Counts:
+    """Errors / decisions per attribute and per (attribute, given value) among the decisions a model used."""
+
+    def __init__(self, decided: pd.DataFrame, units: pd.DataFrame):
+        merged = decided.merge(units[["unit", "attribute", "value"]].drop_duplicates("unit"), on="unit", how="left")
+        merged["value"] = merged["value"].astype(str)
+        self.attribute = merged.groupby("attribute")["error"].agg(["sum", "count"]).to_dict("index")
+        self.value = merged.groupby(["attribute", "value"])["error"].agg(["sum", "count"]).to_dict("index")
+
+
+def reason(row: Any, learned: Learned, i: int, counts: _Counts) -> str:
+    """Plain words for why unit ``i`` moved (``row``: its ``learned_queue`` order row): the strongest
+    decision-based evidence pointing the way it moved, else the size of the unit."""
+    up = row.moved > 0
+    value = counts.value.get((row.attribute, str(row.value)), {"sum": 0, "count": 0})
+    attribute = counts.attribute.get(row.attribute, {"sum": 0, "count": 0})
     driver = learned.driver[i]
-    up = driver.endswith("+")
-    name = driver[:-1]
+    name = driver[:-1] if driver.endswith("+" if up else "-") else ""
     if name in ("neighbour_errors", "nearest_error_vs_correct"):
-        if up:
+        if up and learned.neighbour_errors[i]:
             return f"looks like {learned.neighbour_errors[i]} error(s) you confirmed (same {row.attribute}, given {row.given})"
-        return f"looks like {learned.neighbour_correct[i]} label(s) you confirmed correct (same given {row.given})"
-    merged = decided.merge(units[["unit", "attribute", "value"]], on="unit", how="left")
-    if name == "value_error_rate":
-        same = merged[(merged["attribute"] == row.attribute) & (merged["value"].astype(str) == str(row.value))]
-        return (f"given {row.attribute} {row.value} was wrong in {int(same['error'].sum())} of {len(same)} "
+        if not up and learned.neighbour_correct[i]:
+            return f"looks like {learned.neighbour_correct[i]} label(s) you confirmed correct (same given {row.given})"
+    if name == "value_error_rate" and value["count"]:
+        return (f"given {row.attribute} {row.value} was wrong in {int(value['sum'])} of {int(value['count'])} "
                 "decision(s)")
-    same = merged[merged["attribute"] == row.attribute]
-    return f"{row.attribute} labels were wrong in {int(same['error'].sum())} of {len(same)} decision(s)"
+    if name == "attribute_error_rate" and attribute["count"]:
+        return f"{row.attribute} labels were wrong in {int(attribute['sum'])} of {int(attribute['count'])} decision(s)"
+    if up and getattr(row, "n_images", 1) > 1:
+        return (f"a person's label: about {row.learned:.0%} likely wrong, and a fix corrects all {int(row.n_images)} "
+                "photos at once")
+    return f"about {row.learned:.0%} likely wrong, judged from your decisions"
 
 
 @dataclass
@@ -280,7 +338,7 @@ class LearnedQueue:
 
 
 def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, every: int = EVERY,
-                  folds: int = FOLDS, k: int = K) -> LearnedQueue:
+                  folds: int = FOLDS, k: int = K, weigh_images: bool = True) -> LearnedQueue:
     """The remaining (undecided) units re-ranked from the decisions, using only the first
     ``every * (len(decided) // every)`` of them (``decided`` in decision order): the order changes once per
     ``every`` decisions. Units decided but skipped are left out by the caller (``decisions`` omits them)."""
@@ -291,23 +349,26 @@ def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFram
     learned = learn(units, vectors, used, folds=folds, k=k)
     order = units[remaining].copy()
     order["learned"] = learned.score[remaining]
+    # what a decision is worth: the expected number of wrong image labels it fixes (a person's label is on all of
+    # their photos), so a likely-wrong person outranks an equally likely-wrong single image
+    size = order["n_images"].to_numpy(dtype=float) if weigh_images and "n_images" in order else np.ones(len(order))
+    order["expected_fixed"] = order["learned"].to_numpy() * size
     order["static_rank"] = np.arange(len(order))
+    order["unit_row"] = np.flatnonzero(remaining)
     active = bool(np.isfinite(order["learned"]).any())
     if active:
-        order = order.sort_values(["learned", "static_rank"], ascending=[False, True], kind="stable")
+        order = order.sort_values(["expected_fixed", "static_rank"], ascending=[False, True], kind="stable")
     order["rank"] = np.arange(len(order))
     order["moved"] = order["static_rank"] - order["rank"]
-    index = pd.Series(np.arange(len(units)), index=units["unit"].astype(str).to_numpy())
-    index = index[~index.duplicated()]
     threshold = max(5, len(order) // 50)
-    whys = []
-    for row in order.itertuples(index=False):
-        if not active or abs(row.moved) < threshold:
-            whys.append("")
-            continue
-        why = reason(row, learned, int(index[str(row.unit)]), used, units)
-        whys.append(("ranked up: " if row.moved > 0 else "ranked down: ") + why)
+    whys = np.full(len(order), "", dtype=object)
+    if active:
+        counts = _Counts(used, units)
+        moved = np.flatnonzero(np.abs(order["moved"].to_numpy()) >= threshold)
+        for j, row in zip(moved, order.iloc[moved].itertuples(index=False)):
+            whys[j] = ("ranked up: " if row.moved > 0 else "ranked down: ") + reason(row, learned, int(row.unit_row), counts)
     order["why"] = whys
+    order = order.drop(columns="unit_row")
     if active:
         note = (f"Order learned from your {learned.n_decisions} decision(s) ({learned.n_errors} error(s) confirmed); "
                 f"it changes after every {every} decisions.")
@@ -368,3 +429,44 @@ class UnitIndex:
         top = np.argpartition(-sims, kk - 1)[:kk] if kk < len(ix) else np.arange(len(ix))
         top = top[np.argsort(-sims[top], kind="stable")]
         return self.units.iloc[ix[top]].assign(similarity=sims[top]).reset_index(drop=True)
+
+
+# ---- deciding several units at once ----------------------------------------------------------------------------
+def decide_many(store: Any, units: list[dict[str, Any]], action: str, *, value: Any = None, annotator: str,
+                score_run: int | None = None, source: str = "review") -> Any:
+    """One decision on each unit (``target``, ``stored``, ``scored`` = the scored attribute): ``action`` "set"
+    (to the scored class ``value``: a bin becomes the nearest stored value inside it, per unit) or "correct"
+    (label is correct). Each goes through ``core.review`` with the value shown now (a unit changed meanwhile
+    is refused, not overwritten). Returns one ``review.Outcome`` summing them up."""
+    from core import review
+
+    done, skipped, failed = 0, 0, []
+    schema = store.schema
+    for unit in units:
+        target, stored, scored = str(unit["target"]), str(unit["stored"]), str(unit.get("scored") or unit["stored"])
+        try:
+            shown = store.label_of(target, stored)
+        except Exception as error:  # noqa: BLE001 - a unit that left the store is reported, not raised
+            failed.append(f"{target}: {error}")
+            continue
+        if action == "set":
+            new = review.suggestion_value(schema, scored, value, shown)
+            if str(new) == str(shown):
+                skipped += 1
+                continue
+            outcome = review.set_label(store, target, stored, new, shown=shown, annotator=annotator, source=source,
+                                       reason="more like this (bulk)")
+        elif action == "correct":
+            outcome = review.verdict(store, target, stored, shown=shown, annotator=annotator, kind="correct",
+                                     score_run=score_run)
+        else:
+            raise ValueError(f"unknown bulk action {action!r}")
+        if outcome.ok:
+            done += 1
+        else:
+            failed.append(outcome.message)
+    verb = f"set to {value}" if action == "set" else "marked correct"
+    text = f"{done} unit(s) {verb}" + (f"; {skipped} already had that label" if skipped else "")
+    if failed:
+        return review.Outcome(False, f"{text}; {len(failed)} refused, first: {failed[0]}")
+    return review.Outcome(True, text + ".")

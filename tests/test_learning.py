@@ -181,3 +181,94 @@ def test_a_missing_or_stale_embeddings_file_gives_a_plain_message(scored, tmp_pa
         embeddings.load(copy)
     with pytest.raises(EmbeddingsUnavailable, match="no pretrained backbone features"):
         embeddings.load(result["run_dir"], "pretrained")
+
+
+# ---- the pages (AppTest) ---------------------------------------------------------------------------------------
+APP = str(Path(__file__).resolve().parent.parent / "app" / "Home.py")
+
+
+def _page(db: Path, page: str, monkeypatch: pytest.MonkeyPatch, state: dict | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LABELS_DB", str(db))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["annotator"] = "tester"
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    return at.switch_page(page).run()
+
+
+def test_map_selection_opens_exactly_the_selected_units_in_browse(scored, monkeypatch: pytest.MonkeyPatch):
+    from app import map_views
+    from core import maps, review
+    from core.store import LabelStore
+
+    db, result = scored
+    with LabelStore(db) as store:
+        emb = embeddings.load_run(store, result["run_id"])
+        units = learning.unit_table(store, result["run_id"])
+        points = maps.point_table(emb.items, units, "gender", review.status_lookup(review.statuses(store)))
+        xy = maps.project(emb.normalised())
+        fig, traces = map_views.figure(points, xy, maps.sample(points))
+        # a selection event as Streamlit reports it: curve (trace) and point index within it
+        picked = [(0, 0), (0, 2), (len(traces) - 1, 1), (0, 2)]
+        event = {"points": [{"curve_number": c, "point_index": i, "x": 0.0, "y": 0.0} for c, i in picked]}
+        ids = maps.selected_items(event, traces)
+        assert ids == [int(traces[0][0]), int(traces[0][2]), int(traces[-1][1])]  # no repeat, in order
+        for c, i in picked:  # the trace's item id is the point's customdata: the figure drew what it says
+            assert int(fig.data[c].customdata[i]) == int(traces[c][i])
+        rows, total = store.select_items(item_ids=ids, limit=None)
+        assert total == 3 and sorted(rows["item_id"]) == sorted(ids)
+    at = _page(db, "app_pages/browse.py", monkeypatch, {map_views.BROWSE_ITEMS: ids})
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Map selection: 3 image(s)" in i.value for i in at.info)
+    assert any(c.value.startswith("3 image(s)") for c in at.caption)
+    at = _page(db, "app_pages/map.py", monkeypatch)
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert any("Nothing selected" in c.value for c in at.caption)
+
+
+def test_more_like_this_page_decides_the_ticked_units_together(scored, monkeypatch: pytest.MonkeyPatch):
+    from core.store import LabelStore
+
+    db, result = scored
+    with LabelStore(db) as store:
+        units = learning.unit_table(store, result["run_id"])
+    anchor = units[units["attribute"] == "mask"].iloc[0]
+    at = _page(db, "app_pages/similar.py", monkeypatch, {"similar_anchors": [anchor["key"]]})
+    assert not at.exception, [e.value for e in at.exception]
+    at.slider(key="similar_k").set_value(6).run()
+    boxes = [b for b in at.checkbox if b.key.startswith("similar_pick_")]
+    assert len(boxes) == 6
+    boxes[0].uncheck().run()  # decide the other five
+    value = at.selectbox(key="similar_value").value
+    assert value != anchor["given"]
+    at.button(key="similar_set").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    with LabelStore(db) as store:
+        log = store.history()
+        bulk = log[log["reason"] == "more like this (bulk)"]
+        assert len(bulk) == 5 and (bulk["annotator"] == "tester").all()
+        assert {str(store.label_of(t, "mask")) for t in bulk["target"]} == {value}
+        assert boxes[0].key.removeprefix("similar_pick_").split("|")[0] not in set(bulk["target"])
+    assert any(s.value.startswith("5 unit\\(s\\) set to") for s in at.success), [s.value for s in at.success]
+
+
+def test_pages_without_embeddings_say_so_in_a_line(scored, monkeypatch: pytest.MonkeyPatch):
+    _, result = scored
+    db = result  # noqa: F841 - the fixture's run folder is restored below
+    db_path, _ = scored
+    path = Path(result["run_dir"]) / "embeddings.npy"
+    hidden = path.with_name("hidden.npy")
+    path.rename(hidden)
+    try:
+        for page in ("app_pages/map.py", "app_pages/similar.py"):
+            at = _page(db_path, page, monkeypatch)
+            assert not at.exception, [e.value for e in at.exception]
+            assert any("No embeddings for this view" in i.value and "rescore" in i.value for i in at.info), page
+        at = _page(db_path, "app_pages/review.py", monkeypatch)
+        at.toggle(key="review_learning").set_value(True).run()
+        assert not at.exception and any("No embeddings" in i.value for i in at.info)
+    finally:
+        hidden.rename(path)

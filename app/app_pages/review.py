@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import actions, charts, ui, views
+from app import actions, charts, similar_views, ui, views
 from core import review
 from core.store import StoreError
 
@@ -36,6 +36,7 @@ st.progress(reviewed / flagged if flagged else 1.0,
             text=f"Reviewed {reviewed:,} of {flagged:,} flagged (score run #{run_id}, "
                  f"{store.review_summary(run_id)['n_units']:,} units ranked)")
 
+similar_views.learning_panel(store, run_id)  # the learning queue: before the filters (it sets focus and filters)
 with st.expander("Filters", expanded=True):
     top = st.columns(4)
     attribute = top[0].selectbox("Attribute", ["all", *facts["attributes"]], key="review_attribute")
@@ -157,6 +158,7 @@ with right:
                          key="review_act", source="review", score_run=run_id,
                          on_next=lambda: focus_on(position + 1), on_previous=lambda: focus_on(position - 1),
                          on_undo=focus_undone)
+    similar_views.more_like_this_button(store, run_id, unit)
 if person_scope:
     st.markdown(f"**All {len(opinions) or ''} photos of this person** (the evidence; the model's opinion of each "
                 "photo under it; hover a photo and use its full-screen button to zoom)")

@@ -169,7 +169,8 @@ class LabelsMixin(StoreBase):
     def select_items(self, *, split: str | None = None, person: str | None = None, path_contains: str | None = None,
                      labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,
                      original: bool = False, corrected: bool | str | None = None, issue_kind: str | None = None,
-                     offset: int = 0, limit: int | None = 50) -> tuple[pd.DataFrame, int]:
+                     offset: int = 0, limit: int | None = 50,
+                     item_ids: Sequence[int] | None = None) -> tuple[pd.DataFrame, int]:
         """One page of items matching every filter (ordered by path) and how many match in total.
 
         ``labels`` maps a stored attribute or a binned target (``age_group``: class name or code) to
@@ -178,7 +179,7 @@ class LabelsMixin(StoreBase):
         ``original=True`` (so a chart of original labels opens exactly its images). ``person`` is a
         person key; ``path_contains`` a case-insensitive substring; ``corrected`` True/False for images
         with/without any changed label, or an attribute name for images where that one changed;
-        ``issue_kind`` a data-issue kind (``"any"`` for any). Rows: item_id, path, person, split, hash,
+        ``issue_kind`` a data-issue kind (``"any"`` for any); ``item_ids`` only these items (a Map selection). Rows: item_id, path, person, split, hash,
         width, height, the current <attributes> (None for unlabelled items), corrected (0/1) and
         ``<attribute>_original`` (the ingested labels).
         Only the requested page is read.
@@ -210,6 +211,9 @@ class LabelsMixin(StoreBase):
         if split:
             clauses.append("i.split = ?")
             params.append(split)
+        if item_ids is not None:
+            clauses.append("i.id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps([int(i) for i in item_ids]))
         if person:
             clauses.append("p.key = ?")
             params.append(person)
