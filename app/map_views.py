@@ -75,9 +75,10 @@ def map_page(store: LabelStore, run_id: int | None) -> None:
     top[2].caption(f"{len(points):,} images of score run #{run_id} ({similar_views.embeddings.KIND_NAMES[emb.kind]}, "
                    f"{emb.vectors.shape[1]} dims)" + (f"; {len(rows):,} drawn (every marked one)" if len(rows) <
                                                        len(points) else "") +
-                   ". Draw a box or lasso (toolbar) to select images; hover a point for its file and labels.")
+                   ". Draw a box or lasso (toolbar) to select images, or click a point to see its thumbnail below; hover a "
+                   "point for its file and labels.")
     fig, traces = figure(points, xy, rows)
-    event = st.plotly_chart(ui.safe_figure(fig), key="map_chart", on_select="rerun", selection_mode=("box", "lasso"),
+    event = st.plotly_chart(ui.safe_figure(fig), key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                             width="stretch", config={"displaylogo": False})
     selected = maps.selected_items(event.get("selection") if isinstance(event, dict) else
                                    getattr(event, "selection", None), traces)

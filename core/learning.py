@@ -254,15 +254,16 @@ def learn(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, fo
     n = len(units)
     out = Learned(np.full(n, np.nan), np.full(n, -1, dtype=np.int64), np.zeros(n, int), np.zeros(n, int),
                   np.array([""] * n, dtype=object))
-    where = pd.Series(np.arange(n), index=units["unit"].astype(str).to_numpy())
-    where = where[~where.index.duplicated()]
-    decided = decided[decided["unit"].isin(where.index)].drop_duplicates("unit", keep="last")
-    rows = where.loc[decided["unit"]].to_numpy(dtype=np.int64)
+    keys = pd.Index(np.asarray(units["unit"].to_numpy(dtype=object), dtype=object))
+    decided = decided.drop_duplicates("unit", keep="last")
+    found = keys.get_indexer(np.asarray(decided["unit"].to_numpy(dtype=object), dtype=object)) if keys.is_unique else \
+        np.array([keys.get_loc(u) if u in keys else -1 for u in decided["unit"]], dtype=np.int64)
+    decided, rows = decided[found >= 0], found[found >= 0].astype(np.int64)
     labels = decided["error"].to_numpy(dtype=np.int64)
     out.n_decisions, out.n_errors = len(rows), int(labels.sum())
     if len(rows) == 0:
         return out
-    target = units["target"].astype(str).to_numpy()
+    target = np.asarray(units["target"].to_numpy(dtype=object), dtype=object).astype(str)
     arrays = _Arrays.of(units)
     fold = _fold_of(pd.Series(target[rows]), folds)
     undecided = np.setdiff1d(np.arange(n), rows)
@@ -338,14 +339,16 @@ class LearnedQueue:
 
 
 def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, every: int = EVERY,
-                  folds: int = FOLDS, k: int = K, weigh_images: bool = True) -> LearnedQueue:
+                  folds: int = FOLDS, k: int = K, weigh_images: bool = True, explain: int = 200) -> LearnedQueue:
     """The remaining (undecided) units re-ranked from the decisions, using only the first
     ``every * (len(decided) // every)`` of them (``decided`` in decision order): the order changes once per
-    ``every`` decisions. Units decided but skipped are left out by the caller (``decisions`` omits them)."""
+    ``every`` decisions. Units decided but skipped are left out by the caller (``decisions`` omits them). The
+    order is by ``expected_fixed`` = P(error) x the unit's images (``weigh_images``); ``why`` is written for
+    the first ``explain`` units of the new order that moved (the ones a reviewer meets next)."""
     epoch = len(decided) // max(1, every)
     used = decided.iloc[:epoch * max(1, every)]
     done = set(decided["unit"])
-    remaining = ~units["unit"].astype(str).isin(done).to_numpy()
+    remaining = ~pd.Index(np.asarray(units["unit"].to_numpy(dtype=object), dtype=object)).isin(list(done))
     learned = learn(units, vectors, used, folds=folds, k=k)
     order = units[remaining].copy()
     order["learned"] = learned.score[remaining]
@@ -364,7 +367,7 @@ def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFram
     whys = np.full(len(order), "", dtype=object)
     if active:
         counts = _Counts(used, units)
-        moved = np.flatnonzero(np.abs(order["moved"].to_numpy()) >= threshold)
+        moved = np.flatnonzero(np.abs(order["moved"].to_numpy()[:explain]) >= threshold)
         for j, row in zip(moved, order.iloc[moved].itertuples(index=False)):
             whys[j] = ("ranked up: " if row.moved > 0 else "ranked down: ") + reason(row, learned, int(row.unit_row), counts)
     order["why"] = whys

@@ -30,9 +30,7 @@ def project(vectors: np.ndarray, method: str = "PCA", seed: int = 0) -> np.ndarr
     if len(x) < 3:
         return np.zeros((len(x), 2), np.float32)
     if method == "PCA":
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=2, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
+        return pca(x, 2, seed)
     if method == "UMAP":
         import umap  # optional; offered only when installed
 
@@ -45,6 +43,24 @@ def project(vectors: np.ndarray, method: str = "PCA", seed: int = 0) -> np.ndarr
         return TSNE(n_components=2, random_state=seed, init="pca",
                     perplexity=min(30.0, max(2.0, (len(x) - 1) / 3))).fit_transform(reduced).astype(np.float32)
     raise ValueError(f"unknown projection {method!r} (one of PCA, UMAP, t-SNE)")
+
+
+def pca(x: np.ndarray, components: int = 2, seed: int = 0, oversample: int = 10, power: int = 3) -> np.ndarray:
+    """Scores on the top ``components`` principal axes by a randomized SVD (Halko et al.: a Gaussian sketch,
+    ``power`` normalised power iterations), numpy only: O(n d (components + oversample)) instead of a full SVD's
+    O(n d^2), and no scikit-learn import on the page. Signs fixed (largest loading positive) for stable maps."""
+    x = np.asarray(x, dtype=np.float32)
+    centred = x - x.mean(0, dtype=np.float64).astype(np.float32)
+    width = min(components + oversample, min(centred.shape))
+    sketch = np.random.default_rng(seed).standard_normal((centred.shape[1], width)).astype(np.float32)
+    q, _ = np.linalg.qr(centred @ sketch)
+    for _ in range(power):
+        q, _ = np.linalg.qr(centred.T @ q)
+        q, _ = np.linalg.qr(centred @ q)
+    _, _, vt = np.linalg.svd(q.T @ centred, full_matrices=False)
+    axes = vt[:components]
+    axes *= np.where(axes[np.arange(len(axes)), np.abs(axes).argmax(1)] < 0, -1.0, 1.0)[:, None]
+    return (centred @ axes.T).astype(np.float32)
 
 
 def point_table(items: pd.DataFrame, units: pd.DataFrame, attribute: str, statuses: dict[str, str]) -> pd.DataFrame:
