@@ -27,21 +27,34 @@ def _coordinates(_emb: Any, db: str, run_id: int, stamp: float, method: str) -> 
 
 
 def figure(points: pd.DataFrame, xy: np.ndarray, rows: np.ndarray) -> tuple[go.Figure, list[np.ndarray]]:
-    """The scatter of ``points`` rows ``rows`` at ``xy``: one trace per given label (in label order); returns the
-    figure and each trace's item ids (what a selection's curve/point index refers to)."""
+    """The scatter of ``points`` rows ``rows`` at ``xy``: one WebGL trace per given label and mark (a label keeps
+    its colour across its marks; scalar symbols keep the figure cheap at 60,000 points); returns the figure and
+    each trace's item ids (what a selection's curve and point index refer to)."""
     fig, traces = go.Figure(), []
     drawn = points.iloc[rows]
-    for given in sorted(drawn["given"].astype(str).unique()):
-        part = np.flatnonzero(drawn["given"].astype(str).to_numpy() == given)
-        sub = drawn.iloc[part]
-        marks = sub["mark"].to_numpy()
-        fig.add_trace(go.Scattergl(
-            x=xy[rows[part], 0], y=xy[rows[part], 1], mode="markers", name=given,
-            marker={"size": np.where(marks == "-", 6, 10), "symbol": [SYMBOLS[m] for m in marks],
-                    "line": {"width": 1}, "opacity": 0.8},
-            hovertext=[f"{p} · given {given} · {MARK_NAMES[m]}" for p, m in zip(sub["path"], marks)],
-            hoverinfo="text", customdata=sub["item_id"].to_numpy()))
-        traces.append(sub["item_id"].to_numpy())
+    given_all = drawn["given"].astype(str).to_numpy()
+    marks_all = drawn["mark"].to_numpy()
+    paths = drawn["path"].astype(str).to_numpy()
+    palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#bab0ac",
+               "#ff9da6"]
+    for c, given in enumerate(sorted(set(given_all))):
+        for mark in ("-", "flagged", "corrected", "confirmed"):
+            part = np.flatnonzero((given_all == given) & (marks_all == mark))
+            if not len(part):
+                continue
+            # data text is HTML-escaped here (plotly renders tags in hover and legend text); an object array, so
+            # ui.safe_figure leaves it as it is
+            text = np.array(ui.chart_text(f"{p} · given {given} · {MARK_NAMES[mark]}" for p in paths[part]),
+                            dtype=object)
+            fig.add_trace(go.Scattergl(
+                x=xy[rows[part], 0], y=xy[rows[part], 1], mode="markers", name=ui.chart_text([given])[0],
+                legendgroup=str(c),
+                showlegend=mark == "-" or not (marks_all[given_all == given] == "-").any(),
+                marker={"size": 6 if mark == "-" else 10, "symbol": SYMBOLS[mark], "color": palette[c % len(palette)],
+                        "line": {"width": 1}, "opacity": 0.8},
+                hovertext=text, hoverinfo="text",
+                customdata=drawn["item_id"].to_numpy()[part]))
+            traces.append(drawn["item_id"].to_numpy()[part])
     for mark in ("flagged", "corrected", "confirmed"):  # legend entries for the symbols (no points: after the data)
         fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name=MARK_NAMES[mark],
                                    marker={"symbol": SYMBOLS[mark], "size": 10, "color": "#555"}, hoverinfo="skip"))

@@ -212,11 +212,14 @@ def test_map_selection_opens_exactly_the_selected_units_in_browse(scored, monkey
         xy = maps.project(emb.normalised())
         fig, traces = map_views.figure(points, xy, maps.sample(points))
         # a selection event as Streamlit reports it: curve (trace) and point index within it
-        picked = [(0, 0), (0, 2), (len(traces) - 1, 1), (0, 2)]
+        last = len(traces) - 1
+        picked = [(0, 0), (0, len(traces[0]) - 1), (last, 0), (0, len(traces[0]) - 1), (last + 1, 0), (0, 10**6)]
         event = {"points": [{"curve_number": c, "point_index": i, "x": 0.0, "y": 0.0} for c, i in picked]}
         ids = maps.selected_items(event, traces)
-        assert ids == [int(traces[0][0]), int(traces[0][2]), int(traces[-1][1])]  # no repeat, in order
-        for c, i in picked:  # the trace's item id is the point's customdata: the figure drew what it says
+        # in order, no repeat; a legend-only trace or an index out of range selects nothing
+        assert ids == [int(traces[0][0]), int(traces[0][-1]), int(traces[last][0])] and len(set(ids)) == 3
+        assert sum(len(t) for t in traces) == len(points)  # every image drawn once
+        for c, i in picked[:3]:  # the trace's item id is the point's customdata: the figure drew what it says
             assert int(fig.data[c].customdata[i]) == int(traces[c][i])
         rows, total = store.select_items(item_ids=ids, limit=None)
         assert total == 3 and sorted(rows["item_id"]) == sorted(ids)
@@ -253,6 +256,17 @@ def test_more_like_this_page_decides_the_ticked_units_together(scored, monkeypat
         assert {str(store.label_of(t, "mask")) for t in bulk["target"]} == {value}
         assert boxes[0].key.removeprefix("similar_pick_").split("|")[0] not in set(bulk["target"])
     assert any(s.value.startswith("5 unit\\(s\\) set to") for s in at.success), [s.value for s in at.success]
+
+
+def test_map_text_from_data_is_escaped():
+    from app import map_views
+    from core import maps
+
+    points = pd.DataFrame({"item_id": [1, 2], "path": ["<a href='x'>p</a>.jpg", "b.jpg"], "person": "p",
+                           "given": ["<img src=x>", "f"], "mark": ["-", "flagged"]})
+    fig, _ = map_views.figure(points, np.zeros((2, 2), np.float32), maps.sample(points))
+    texts = [str(t.name) for t in fig.data] + [str(h) for t in fig.data if t.hovertext is not None for h in t.hovertext]
+    assert not any("<a" in t or "<img" in t for t in texts) and any("&lt;img src=x&gt;" in t for t in texts)
 
 
 def test_pages_without_embeddings_say_so_in_a_line(scored, monkeypatch: pytest.MonkeyPatch):
