@@ -696,7 +696,7 @@ def report(data: dict[str, Any]) -> str:
         *_table(a, fits, inj),
     ]
     lines += _targets(a, cfg, fits, "Target")
-    lines += learning_arm.report_lines(a, cfg, fits, inj)
+    lines += learning_arm.report_lines(a, cfg, fits, inj, record.get("snapshots"))
     acc = analyse(data, "acc_class")
     lines += ["", *_table(acc, fits, inj), *_targets(acc, cfg, fits, "Same test")]
     times = record.get("times", {})
