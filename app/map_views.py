@@ -38,6 +38,7 @@ def figure(points: pd.DataFrame, xy: np.ndarray, rows: np.ndarray) -> tuple[go.F
     palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#bab0ac",
                "#ff9da6"]
     for c, given in enumerate(sorted(set(given_all))):
+        first = True  # one legend entry per given label (its colour); the symbols have their own entries
         for mark in ("-", "flagged", "corrected", "confirmed"):
             part = np.flatnonzero((given_all == given) & (marks_all == mark))
             if not len(part):
@@ -49,12 +50,13 @@ def figure(points: pd.DataFrame, xy: np.ndarray, rows: np.ndarray) -> tuple[go.F
             fig.add_trace(go.Scattergl(
                 x=xy[rows[part], 0], y=xy[rows[part], 1], mode="markers", name=ui.chart_text([given])[0],
                 legendgroup=str(c),
-                showlegend=mark == "-" or not (marks_all[given_all == given] == "-").any(),
+                showlegend=first,
                 marker={"size": 6 if mark == "-" else 10, "symbol": SYMBOLS[mark], "color": palette[c % len(palette)],
                         "line": {"width": 1}, "opacity": 0.8},
                 hovertext=text, hoverinfo="text",
                 customdata=drawn["item_id"].to_numpy()[part]))
             traces.append(drawn["item_id"].to_numpy()[part])
+            first = False
     for mark in ("flagged", "corrected", "confirmed"):  # legend entries for the symbols (no points: after the data)
         fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name=MARK_NAMES[mark],
                                    marker={"symbol": SYMBOLS[mark], "size": 10, "color": "#555"}, hoverinfo="skip"))

@@ -149,7 +149,7 @@ def similar_page(store: LabelStore, run_id: int) -> None:
     first = units.iloc[int(index.position[anchors[0]])]
     attribute, given = str(first["attribute"]), str(first["given"])
     st.subheader(ui.plain(f"Like {len(anchors)} unit(s): {attribute}, given {given}"))
-    strip = st.columns(min(8, max(1, len(anchors))))
+    strip = st.columns(8)  # a thumbnail an eighth of the width, however many anchors
     for column, key in zip(strip, anchors[:8]):
         row = units.iloc[int(index.position[key])]
         column.image(_thumb_row(store, row), width="stretch")

@@ -372,15 +372,19 @@ def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFram
             whys[j] = ("ranked up: " if row.moved > 0 else "ranked down: ") + reason(row, learned, int(row.unit_row), counts)
     order["why"] = whys
     order = order.drop(columns="unit_row")
+    every = max(1, every)
+    more = every - len(decided) % every
     if active:
-        note = (f"Order learned from your {learned.n_decisions} decision(s) ({learned.n_errors} error(s) confirmed); "
-                f"it changes after every {every} decisions.")
-    elif learned.n_decisions:
-        note = (f"{learned.n_decisions} decision(s) so far ({learned.n_errors} error(s)): the order learns once at "
+        note = (f"Order learned from your first {learned.n_decisions} decision(s) ({learned.n_errors} error(s) "
+                f"confirmed); it re-ranks after {more} more.")
+    elif not len(decided):
+        note = f"No decisions yet: the static queue's order; it learns after every {every} decisions."
+    elif learned.n_decisions == 0:
+        note = f"{len(decided)} decision(s) so far: the static queue's order until the first {every}."
+    else:
+        note = (f"{learned.n_decisions} decision(s) used ({learned.n_errors} error(s)): the order learns once at "
                 f"least {MIN_EACH} errors and {MIN_EACH} correct labels are confirmed; until then it is the static "
                 "queue's.")
-    else:
-        note = f"No decisions yet: the static queue's order; it learns after every {every} decisions."
     return LearnedQueue(order.reset_index(drop=True), learned.n_decisions, learned.n_errors, epoch, active, note)
 
 
