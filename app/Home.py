@@ -75,6 +75,8 @@ def main() -> None:
         st.Page("app_pages/review.py", title="Review queue", icon=":material/rule:"),
         st.Page("app_pages/patterns.py", title="Patterns", icon=":material/pattern:"),
         st.Page("app_pages/browse.py", title="Browse", icon=":material/photo_library:"),
+        st.Page("app_pages/similar.py", title="More like this", icon=":material/join_inner:"),
+        st.Page("app_pages/map.py", title="Map", icon=":material/scatter_plot:"),
         st.Page("app_pages/history.py", title="History", icon=":material/history:"),
         st.Page("app_pages/health.py", title="Data health", icon=":material/health_and_safety:"),
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),

@@ -97,6 +97,14 @@ def browse_view(store: LabelStore, *, key: str, source: str) -> None:
             del st.query_params["filter"]
             st.rerun()
     kwargs = _merge(_filters(store, key), selection)
+    picked = st.session_state.get(f"{key}_items")  # a Map selection (app/map_views.py): exactly those images
+    if picked:
+        info, clear = st.columns([5, 1], vertical_alignment="center")
+        info.info(f"Map selection: {len(picked):,} image(s)")
+        if clear.button("Clear map selection", key=f"{key}_items_clear"):
+            del st.session_state[f"{key}_items"]
+            st.rerun()
+        kwargs["item_ids"] = picked
     signature = json.dumps(kwargs, sort_keys=True, default=str)
     if st.session_state.get(f"{key}_signature") != signature:  # new filters: start at the top
         st.session_state[f"{key}_signature"] = signature

@@ -65,6 +65,7 @@ import pandas as pd  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.common import BENCHMARKS, add_write_flag, pooled_sd, t_quantile  # noqa: E402
+from bench import learning_arm  # noqa: E402
 from core import review  # noqa: E402
 from core.files import replacing  # noqa: E402
 from core.schema import Schema  # noqa: E402
@@ -73,9 +74,10 @@ from core.store import LabelStore, read_snapshot  # noqa: E402
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.05,)
-ORDERS = ("queue", "cleanlab", "random", "pattern")
+ORDERS = ("queue", "cleanlab", "random", "pattern", "learning")
 ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order",
-               "pattern": "patterns, then Review page"}
+               "pattern": "patterns, then Review page",  # bench/pattern_arm.py
+               "learning": "learning queue"}  # bench/learning_arm.py
 SEEDS = (0, 1, 2, 3, 4)
 # test_resnet (timm's 0.4 M-parameter ResNet) at 48x64: 2 CPU cores shared with other jobs must train
 # 5 seeds x 5 labellings in about an hour per profile.
@@ -502,7 +504,8 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
             db = copy_store(main_db, work / f"review-{order}.db")
             with LabelStore(db) as store:
                 entries = arm_entries(order, store, record, noisy_snapshot.path, demo_seed)
-                reviewer = arm_reviewer(order, store, entries, truth, record["score_run"])
+                reviewer = (learning_arm.make_reviewer(store, record, truth) if order == "learning"
+                            else arm_reviewer(order, store, entries, truth, record["score_run"]))
                 for budget in sorted(cfg["budgets"]):
                     decisions = int(budget * record["n_images"])
                     reviewer.review_until(decisions)
@@ -515,7 +518,8 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
                         "corrections": int((actions["action"] == "corrected").sum()) if len(actions) else 0,
                         "confirmed": int((actions["action"] == "confirmed").sum()) if len(actions) else 0,
                         "failed": int((~actions["ok"]).sum()) if len(actions) else 0,
-                        "errors_left": left, "errors_fixed": before["errors"] - left["errors"]}
+                        "errors_left": left, "errors_fixed": before["errors"] - left["errors"],
+                        **({"reranks": reviewer.reranks} if order == "learning" else {})}
                     log(f"{order} {budget:.0%}: {reviewer.position} entries ({reviewer.shown} images shown), "
                         f"{snapshots[f'{order}@{budget}']['corrections']} corrections, "
                         f"{before['errors'] - left['errors']}/{before['errors']} errors fixed")
@@ -704,6 +708,7 @@ def report(data: dict[str, Any]) -> str:
     if record.get("patterns"):  # bench/pattern_arm.py: what the pattern arm reviewed
         from bench.pattern_arm import report_lines
         lines += report_lines(record)
+    lines += learning_arm.report_lines(a, cfg, fits, inj, record.get("snapshots"))
     acc = analyse(data, "acc_class")
     lines += ["", *_table(acc, fits, inj), *_targets(acc, cfg, fits, "Same test")]
     times = record.get("times", {})

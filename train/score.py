@@ -39,6 +39,7 @@ from core.review import flagged_counts
 from core.schema import Schema
 from core.store import LabelStore, StoreError, now, read_snapshot
 from train import distributed as dist
+from train import embed
 from train.config import DEFAULT_FOLDS, NOT_FOR_SCORE, SCORE_DEFAULTS, TrainConfig
 from train.data import CachedImages, ImageCache, person_folds
 from train.logs import SignalFlag, StopRequested, close_logger, run_logger
@@ -159,7 +160,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
             continue
         train_items = np.flatnonzero(folds != fold)
         probs, record = _train_fold(config, schema, heads, cache, targets, balance_key, train_items, held_out, fold,
-                                    progress, stop, device, log)
+                                    progress, stop, device, log, run_dir=run_dir)
         truth = schema.codes(labels.iloc[held_out])
         metrics = classification_metrics(schema, truth, predicted_codes(schema, [h.name for h in heads], probs))
         store.record_epoch(run_id, fold + 1, {**record, **{m: v for m, v in metrics.items()
@@ -177,6 +178,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     oof = join_folds(run_dir, folds, heads, schema)
     for target, target_probs in oof.items():
         save_npy(run_dir / f"oof_{target}.npy", target_probs)
+    embed.finish(run_dir, folds, labels[["item_id", "path"]], config, heads, cache, device, log)  # embeddings.npy
     rows, previous_id = store_verdicts(store, run_id, schema, labels, oof)
     flagged = flagged_counts(store, run_id)  # the Review queue's flagged units: one definition everywhere
     phases["scoring"] = time.monotonic() - mark
@@ -252,7 +254,7 @@ def rescore(store: LabelStore, run_id: int) -> dict[str, Any]:
 def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: ImageCache, targets: np.ndarray,
                 balance_key: np.ndarray, train_items: np.ndarray, held_out: np.ndarray, fold: int,
                 progress: FoldProgress, stop: SignalFlag, device: torch.device,
-                log: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                log: Any, run_dir: Path | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train a fresh model on ``train_items`` with ``train_model`` (fit's loop, seed ``config.seed + fold``);
     return (held-out probabilities per head, record)."""
     train_set = CachedImages(cache, train_items, targets[train_items])
@@ -266,6 +268,9 @@ def _train_fold(config: TrainConfig, schema: Schema, heads: list[Head], cache: I
     # Flip TTA: a second look for 1/2 an epoch's forward cost on 1/k of the data; steadier probabilities.
     probs, _ = predict_probs(done.model, cache, held_out, *done.model.mean_std, device, config.batch_size * 4,
                              tta="flip")
+    if run_dir is not None:  # the same model's penultimate features of its held-out images (and the anchors)
+        embed.save_fold(run_dir, fold, done.model, cache, held_out, len(targets), config.seed, device,
+                        config.batch_size * 4)
     progress.fold_done()  # a single "class" head stays joint here: join_folds turns it into per-target marginals
     record = {"fold": fold + 1, "n_train": len(train_items), "n_held_out": len(held_out), "train_loss": losses[-1],
               "train_loss_per_epoch": losses, "seconds": round(seconds, 2),

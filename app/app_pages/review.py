@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import actions, charts, ui, views
+from app import actions, charts, similar_views, ui, views
 from core import review
 from core.unit_view import decision_text, unit_view
 
@@ -38,6 +38,7 @@ st.progress(reviewed / flagged if flagged else 1.0,
                  f"{store.review_summary(run_id)['n_units']:,} units ranked; decisions carry over between runs "
                  "while the label is unchanged)")
 
+similar_views.learning_panel(store, run_id)  # the learning queue: before the filters (it sets focus and filters)
 # Collapsed by default; open or closed, it stays as the reviewer left it (its state is kept by key).
 FILTER_DEFAULTS = {"review_attribute": "all", "review_given": "any", "review_suggested": "any",
                    "review_status": "unreviewed", "review_min_score": 0.0, "review_flagged": True, "review_issue": "-"}
@@ -141,6 +142,7 @@ with right:
                          on_next=lambda: focus_on(position + 1), on_previous=lambda: focus_on(position - 1),
                          on_undo=focus_undone)
     st.caption(actions.shortcut_caption(n_classes))  # our own words, no data
+    similar_views.more_like_this_button(store, run_id, unit)
 
 # Below the decision: the numbers behind it, then the rest of this page of the queue.
 if view.probabilities or view.evidence:  # drawn only while open: no chart to build on every decision

@@ -4,6 +4,7 @@ Part of the ``core.store`` package: all SQL of the project lives in this package
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -143,7 +144,8 @@ class LabelsMixin(DatasetMixin):
                      labels: dict[str, Any] | None = None, ranges: dict[str, tuple[int, int]] | None = None,
                      original: bool = False, corrected: bool | str | None = None, issue_kind: str | None = None,
                      offset: int = 0, limit: int | None = 50, person_prefix: str | None = None,
-                     path_is: str | None = None, path_before: str | None = None) -> tuple[pd.DataFrame, int]:
+                     path_is: str | None = None, path_before: str | None = None,
+                     item_ids: Sequence[int] | None = None) -> tuple[pd.DataFrame, int]:
         """One page of items matching every filter (ordered by path) and how many match in total.
 
         ``labels`` maps a stored attribute or a binned target (``age_group``: class name or code) to
@@ -154,7 +156,7 @@ class LabelsMixin(DatasetMixin):
         with/without any changed label, or an attribute name for images where that one changed;
         ``issue_kind`` a data-issue kind (``"any"`` for any); ``person_prefix`` person keys starting with it
         (``000050`` finds ``000050_female_Asian_45``); ``path_is`` one exact path; ``path_before`` paths
-        sorting before it (so ``limit=0`` counts an image's position). Rows: item_id, path, person, split, hash,
+        sorting before it (so ``limit=0`` counts an image's position); ``item_ids`` only these items (a Map selection). Rows: item_id, path, person, split, hash,
         width, height, the current <attributes> (None for unlabelled items), corrected (0/1) and
         ``<attribute>_original`` (the ingested labels).
         Only the requested page is read.
@@ -184,6 +186,9 @@ class LabelsMixin(DatasetMixin):
         if split:
             clauses.append("i.split = ?")
             params.append(split)
+        if item_ids is not None:
+            clauses.append("i.id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps([int(i) for i in item_ids]))
         if person:
             clauses.append("p.key = ?")
             params.append(person)
