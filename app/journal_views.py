@@ -21,11 +21,15 @@ from typing import Any
 import pandas as pd
 
 from core.files import csv_safe
-from train.compare import best_record  # noqa: F401  (one definition: Compare's; the pages call jv.best_record)
+from train.compare import (
+    best_record,  # noqa: F401  (one definition: Compare's; the pages call jv.best_record)
+    key_text,  # which answer key a run's numbers are on (one definition)
+)
 
 ACTIVE = ("queued", "running")
 OVERVIEW_COLUMNS = ["id", "kind", "status", "model", "macro_f1", "flagged", "epochs", "snapshot", "corrections",
-                    "new_corrections", "created", "duration_min", "checkpoint_mb", "note"]
+                    "new_corrections", "created", "duration_min", "checkpoint_mb", "note", "labels", "measured_on",
+                    "verdict"]
 # Scalars worth comparing between two runs' best epochs, in this order (accuracies follow).
 KEY_METRICS = ("macro_f1", "acc_class", "val_loss", "train_loss")
 
@@ -115,7 +119,9 @@ def runs_overview(runs: pd.DataFrame, checkpoint_bytes: Mapping[int, int] | None
             "new_corrections": None if corrections is None or before is None else int(corrections - before),
             "created": str(run.get("created_at") or "")[:19].replace("T", " "),
             "duration_min": None if seconds is None else round(seconds / 60, 2),
-            "checkpoint_mb": None if size is None else round(size / 1e6, 2), "note": run.get("note") or ""})
+            "checkpoint_mb": None if size is None else round(size / 1e6, 2), "note": run.get("note") or "",
+            "labels": run.get("labels") or "", "measured_on": key_text(run) if run["kind"] == "train" else "",
+            "verdict": metrics.get("verdict", "") if run["kind"] == "experiment" else ""})
     frame = pd.DataFrame(rows, columns=OVERVIEW_COLUMNS).sort_values("id", ascending=False)
     return frame.astype({"flagged": "Int64", "corrections": "Int64", "new_corrections": "Int64"}).reset_index(drop=True)
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.__main__ import main as core_main
 from core.export import cleaned_table, export, read_table
-from core.store import ConflictError, LabelStore, StoreError, read_snapshot
+from core.store import SCHEMA_VERSION, ConflictError, LabelStore, StoreError, read_snapshot
 from core.synthetic import competition_frames, ingest_frames
 
 PERSON = "000001_female_Asian_22"
@@ -424,11 +424,15 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         conn.execute("DROP INDEX corrections_reverts")
         conn.execute("DROP INDEX runs_repeat_group")  # and what version 3 added
         conn.execute("ALTER TABLE runs DROP COLUMN repeat_group")
+        for table in ("answer_keys", "evaluations", "experiment_runs"):  # and what version 5 added
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("ALTER TABLE runs DROP COLUMN labels")
+        conn.execute("ALTER TABLE runs DROP COLUMN answer_key")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:
-        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == 3
-        assert "repeat_group" in migrated.runs().columns
+        assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert {"repeat_group", "labels", "answer_key"} <= set(migrated.runs().columns)
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables
         assert migrated.conn.execute("SELECT count(*) FROM review_units").fetchone()[0] == 0  # built lazily

@@ -33,13 +33,15 @@ from core.store.base import (
 )
 from core.store.corrections import CorrectionsMixin
 from core.store.dataset import DatasetMixin
+from core.store.evaluations import EvaluationsMixin
 from core.store.journal import JournalMixin
 from core.store.labels import LabelsMixin
 from core.store.scores import ScoresMixin
 from core.store.snapshots import SnapshotsMixin, read_snapshot
 
 
-class LabelStore(DatasetMixin, LabelsMixin, CorrectionsMixin, SnapshotsMixin, JournalMixin, ScoresMixin):
+class LabelStore(DatasetMixin, LabelsMixin, CorrectionsMixin, SnapshotsMixin, JournalMixin, ScoresMixin,
+                 EvaluationsMixin):
     """A dataset's label store in one SQLite file. Safe to open from several processes at once."""
 
 

@@ -40,7 +40,8 @@ class JournalMixin(StoreBase):
 
     _RUN_FIELDS = {"kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
                    "environment", "seed", "host", "pid", "started_at", "finished_at", "heartbeat_at", "progress",
-                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"}
+                   "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group",
+                   "labels", "answer_key"}
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - self._RUN_FIELDS
@@ -76,7 +77,8 @@ class JournalMixin(StoreBase):
         return pd.DataFrame([_run_dict(r) for r in rows], columns=[
             "id", "kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
             "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
-            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group"])
+            "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group",
+            "labels", "answer_key"])
 
     def run_states(self) -> tuple[tuple[int, str], ...]:
         """(id, status) of every run, oldest first: a cheap signature of the journal for pages to notice a run
