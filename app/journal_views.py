@@ -202,6 +202,8 @@ def progress_view(run: Mapping[str, Any], now: float | None = None) -> tuple[flo
 
 
 def _fraction(progress: Mapping[str, Any]) -> float:
+    if progress.get("pairs"):  # an experiment (train/experiment.py): trainings done of 2 per pair
+        return min(1.0, max(0.0, float(progress.get("done") or 0) / (2 * int(progress["pairs"]))))
     total, epochs = int(progress.get("total") or 0), int(progress.get("epochs") or 0)
     if not total or not epochs:
         return 0.0

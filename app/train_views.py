@@ -264,6 +264,12 @@ def live_progress() -> None:
         st.rerun()  # the job ended: refresh the whole page once
     fraction, text = progress_view(run)
     st.progress(fraction, text=ui.plain(text))
+    if active and run["kind"] == "experiment":  # the experiment's training run in progress, under its pair
+        members = store.experiment_runs(int(run["id"]))
+        training = members[members["status"].isin(ACTIVE)]
+        if len(training):
+            child_fraction, child_text = progress_view(store.run(int(training["run_id"].iloc[-1])))
+            st.progress(child_fraction, text=ui.plain(child_text))
     if active:
         st.button(f"Cancel run #{run['id']}", key="train_cancel", on_click=_cancel, args=(int(run["id"]),),
                   help="Stops the job cleanly: status cancelled, the last finished epoch's checkpoint kept.")

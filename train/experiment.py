@@ -241,7 +241,8 @@ def run_experiment(config: TrainConfig | None = None, repeats: int = 3, *, db: s
                     reused = _reusable(store, base, snap.hash, seed, key["people_hash"])
                     store.update_run(run_id, progress={"phase": f"pair {i + 1} of {repeats}: {side} labels, seed "
                                                                 f"{seed}", "pair": i + 1, "pairs": repeats,
-                                                       "side": side, "updated_at": time.time()})
+                                                       "done": 2 * i + (side == "current"), "side": side,
+                                                       "updated_at": time.time()})
                     if reused is not None:
                         store.add_experiment_run(run_id, reused, side=side, seed=seed, reused=True)
                     else:  # its row first: a job that dies mid-training leaves no orphan "running" row
@@ -276,7 +277,8 @@ def run_experiment(config: TrainConfig | None = None, repeats: int = 3, *, db: s
     with LabelStore(db) as store:
         report = experiment_report(store, run_id, target=target)
         store.update_run(run_id, status=status, finished_at=now(), metrics=report, error_tail=error_text,
-                         progress={"phase": "done", "pair": report["pairs"], "pairs": repeats})
+                         progress={"phase": "done", "pair": report["pairs"], "pairs": repeats,
+                                   "done": 2 * report["pairs"]})
     return report
 
 
