@@ -31,29 +31,35 @@ def _start() -> None:
               options={"repeats": pairs, "target": float(st.session_state.get("experiment_target", TARGET))})
 
 
+def ask_controls() -> None:
+    """Inside the Retrain form (so the form's settings as shown are the ones used): the button and the pairs and
+    difference boxes."""
+    ask = st.columns([2, 1, 1, 4], vertical_alignment="bottom")
+    ask[0].form_submit_button("Did cleaning help?", key="experiment_start", on_click=_start,
+                              help="Trains these settings on the original labels (as ingested) and on the current "
+                                   "(corrected) labels with the same seeds and the same validation people, and "
+                                   "judges both on one answer key: the current labels of the validation people.")
+    ask[1].selectbox("Pairs", PAIRS, key="experiment_pairs", format_func=lambda n: f"{n} pairs",
+                     help="One pair = one seed trained on each labelling. More pairs see smaller differences; "
+                          "running again with more reuses the pairs that finished.")
+    ask[2].number_input("Difference to see", 0.001, 0.5, step=0.005, format="%.3f", key="experiment_target",
+                        help="The power line says how many pairs would see a difference this large.")
+    ask[3].caption("Original vs cleaned labels, same seeds and validation people, one answer key: the paired "
+                   "difference of macro F1 with its 95 % interval. Runs as a background job; the answer shows at "
+                   "the top of this page.")
+
+
 def cleaning_helped(store: LabelStore) -> None:
-    """The button, the pairs and target boxes, and the newest experiment's verdict and power line."""
+    """The newest experiment's answer (verdict, power line, held-out line) at the top of the Train page."""
+    st.session_state.setdefault("experiment_target", TARGET)
+    experiments = store.runs("experiment")
+    if experiments.empty:
+        return
+    row = experiments.iloc[0].to_dict()
     with st.container(border=True):
-        head = st.columns([2, 1, 1, 3], vertical_alignment="bottom")
-        head[0].button("Did cleaning help?", key="experiment_start", on_click=_start, type="primary",
-                       help="Trains the Retrain form's settings on the original labels (as ingested) and on the "
-                            "current (corrected) labels with the same seeds and the same validation people, and "
-                            "judges both on one answer key: the current labels of the validation people.")
-        head[1].selectbox("Pairs", PAIRS, key="experiment_pairs", format_func=lambda n: f"{n} pairs",
-                          help="One pair = one seed trained on each labelling. More pairs see smaller differences; "
-                               "running again with more reuses the pairs that finished.")
-        head[2].number_input("Difference to see", 0.001, 0.5, value=TARGET, step=0.005, format="%.3f",
-                             key="experiment_target", help="The power line says how many pairs would see it.")
-        head[3].caption("Original vs cleaned labels, same seeds and people, one answer key: the paired difference "
-                        "of macro F1 with its 95 % interval. Runs as a background job.")
-        experiments = store.runs("experiment")
-        if experiments.empty:
-            ui.caption("No experiment yet: review some units, then click the button.")
-            return
-        row = experiments.iloc[0].to_dict()
         if row["status"] in ACTIVE:
             progress = row.get("progress") or {}
-            ui.caption(f"Experiment #{row['id']} running: {progress.get('phase', 'starting')}")
+            ui.caption(f"Did cleaning help? Experiment #{row['id']} running: {progress.get('phase', 'starting')}")
             return
         _answer(store, row)
 
@@ -72,7 +78,7 @@ def _answer(store: LabelStore, row: dict[str, Any]) -> None:
     if validation:
         show = st.success if validation["verdict"].startswith("cleaning helped") else \
             st.error if validation["verdict"].startswith("cleaning hurt") else st.info
-        show(ui.plain(f"Experiment #{row['id']}, {report['pairs']} pairs: {validation['verdict']}"), icon=None)
+        show(ui.plain(f"Did cleaning help? Experiment #{row['id']}, {report['pairs']} pairs: {validation['verdict']}"))
         ui.caption(f"Power: {validation['power']}.")
         ui.caption(f"{validation['accuracy']}. Judged on {validation['description']}: the current labels of the "
                    "validation people, the same for both sides.")

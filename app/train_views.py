@@ -210,6 +210,9 @@ def retrain_form(store: LabelStore) -> None:
                                            "under Advanced): the review queue then uses them.")
         buttons[3].caption("Retrain takes a snapshot of the current (corrected) labels and trains on it. "
                            "One job at a time.")
+        from app.experiment_views import ask_controls  # "Did cleaning help?": the same settings, both labellings
+
+        ask_controls()
     if not has_age:
         st.session_state["train_age_threshold"] = None
 

@@ -208,3 +208,31 @@ def test_paired_statistics_and_power_by_hand():
                            f"±{d3:.3f}") and f"you need about {needed} pairs ({needed - 3} more, ~" in line
     assert f"~{math.ceil((needed - 3) * 120 / 60)} min more on this machine" in line
     assert "unknown until 2 pairs" in power_line(None, 1, None)
+
+
+def test_the_train_page_asks_with_the_forms_settings_and_shows_the_verdict_and_power(lab: dict,
+                                                                                     monkeypatch: pytest.MonkeyPatch):
+    from tests.test_app_train import open_train
+    from train import jobs
+
+    monkeypatch.setenv("LABELS_DB", str(lab["db"]))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    started: list[tuple[str, object, dict]] = []
+    monkeypatch.setattr(jobs, "start", lambda store, command, config=None, *, options=None, **kw: started.append(
+        (command, config, dict(options or {}))) or 99)
+    at = open_train(experiment_pairs=5, train_epochs=2)
+    assert not at.exception, [e.value for e in at.exception]
+    with LabelStore(lab["db"]) as store:
+        newest = store.runs("experiment").iloc[0]
+        report = experiment_report(store, int(newest["id"]))
+    shown = [str(e.value).replace("\\", "") for e in [*at.success, *at.info, *at.error]]
+    answer = f"Did cleaning help? Experiment #{newest['id']}, {report['pairs']} pairs: {report['verdict']}"
+    assert answer in shown, shown
+    captions = [str(c.value).replace("\\", "") for c in at.caption]
+    assert f"Power: {report['power']}." in captions
+    assert any(c.startswith("On the held-out set (heldout key") for c in captions) == ("heldout" in report["keys"])
+    at.button(key="experiment_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    command, config, options = started[-1]
+    assert command == "experiment" and options == {"repeats": 5, "target": 0.02}
+    assert config.epochs == 2 and config.model == "test_resnet"
