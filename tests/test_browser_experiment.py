@@ -72,7 +72,7 @@ def test_review_then_did_cleaning_help_shows_the_verdict_and_the_power_line(tmp_
             assert wait_for(lambda: verdict.count() > 0 and verdict.is_visible(), 420), \
                 (tmp_path / "streamlit.log").read_text()[-3000:]
             text = verdict.inner_text()
-            power = page.locator("text=/^Power: with \\d+ pairs/").first
+            power = page.locator("text=/^Power: /").first
             power.wait_for(timeout=20_000)
             power_text = power.inner_text()
             page.screenshot(path=str(shots / "experiment_verdict.png"), full_page=True)
@@ -80,7 +80,10 @@ def test_review_then_did_cleaning_help_shows_the_verdict_and_the_power_line(tmp_
         finally:
             browser.close()
     assert re.search(r"(cleaning helped|cleaning hurt|no evidence yet): macro F1 [+-]\d\.\d{3} \[", text), text
-    assert "this experiment sees a difference of ±" in power_text and "80 % of the time" in power_text, power_text
+    # A 1-epoch model of 12 people may learn nothing (every pair's difference 0): the power line then says so.
+    assert re.match(r"Power: (with 3 pairs \(SD of a pair's difference \d\.\d{3}\) this experiment sees a difference "
+                    r"of ±\d\.\d{3} or more 80 % of the time|unknown: all 3 pairs differed by exactly)",
+                    power_text), power_text
     with LabelStore(db) as store:
         experiment = store.runs("experiment").iloc[0]
         assert experiment["status"] == "done" and experiment["metrics"]["pairs"] == 3

@@ -236,3 +236,8 @@ def test_the_train_page_asks_with_the_forms_settings_and_shows_the_verdict_and_p
     command, config, options = started[-1]
     assert command == "experiment" and options == {"repeats": 5, "target": 0.02}
     assert config.epochs == 2 and config.model == "test_resnet"
+
+
+def test_a_power_line_without_spread_says_it_is_unknown():
+    assert power_line(0.0, 3, 60.0).startswith("unknown: all 3 pairs differed by exactly the same amount (SD 0)")
+    assert power_line(None, 1, None).startswith("unknown until 2 pairs have finished")

@@ -313,7 +313,10 @@ def verdict_line(row: dict[str, Any], what: str = "macro F1") -> str:
 def power_line(sd: float | None, pairs: int, seconds_per_pair: float | None, target: float = TARGET) -> str:
     """What this many pairs can see, and what a ``target`` difference would need (pairs and time)."""
     if sd is None or pairs < 2:
-        return "power: unknown until 2 pairs have finished (the spread of the pairs' differences is measured)"
+        return "unknown until 2 pairs have finished (the spread of the pairs' differences is measured)"
+    if sd == 0:
+        return (f"unknown: all {pairs} pairs differed by exactly the same amount (SD 0), so no spread is "
+                "measured; models this small or short may have learned nothing: train longer, then add pairs")
     smallest = detectable_difference(sd, pairs)
     text = (f"with {pairs} pairs (SD of a pair's difference {sd:.3f}) this experiment sees a difference of "
             f"±{smallest:.3f} or more 80 % of the time")
