@@ -90,6 +90,9 @@ def run(cfg: dict[str, Any], work: Path, results: Any, log: Callable[[str], None
             with LabelStore(db) as store:
                 experiments = store.runs("experiment")
                 report = experiments.iloc[0]["metrics"]
+            if experiments.iloc[0]["status"] != "done" or report["pairs"] != pairs:
+                raise RuntimeError(f"experiment #{experiments.iloc[0]['id']} ended {experiments.iloc[0]['status']} "
+                                   f"with {report['pairs']} of {pairs} pairs")
             cells[name] = {"arm": arm, "seed_start": start, "pairs": pairs, "report": report,
                            "seconds": round(time.monotonic() - started, 1), "command": "python -m train " +
                            " ".join(argv)}

@@ -91,6 +91,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     report = run_experiment(_config(args, "fit"), args.repeats, db=args.db, heldout=args.heldout,
                             run_id=args.run_id, echo=not args.quiet, target=args.target)
     print("\n".join(printable(line) for line in format_report(report)))
+    if report.get("status") not in (None, "done"):
+        print(f"experiment #{report['experiment']} {report['status']}: its finished pairs are kept; run the same "
+              "command again to go on (they are reused)")
+        return 130
     return 0
 
 

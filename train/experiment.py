@@ -276,6 +276,7 @@ def run_experiment(config: TrainConfig | None = None, repeats: int = 3, *, db: s
         raise
     with LabelStore(db) as store:
         report = experiment_report(store, run_id, target=target)
+        report["status"] = status
         store.update_run(run_id, status=status, finished_at=now(), metrics=report, error_tail=error_text,
                          progress={"phase": "done", "pair": report["pairs"], "pairs": repeats,
                                    "done": 2 * report["pairs"]})
