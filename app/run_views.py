@@ -83,9 +83,9 @@ def _runs_editor(store: LabelStore, shown: pd.DataFrame, kind: str) -> None:
             "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f", help=(
                 "score runs: mean out-of-fold macro F1 of the folds, on the labels being scored" if kind == "score"
                 else "best validation macro F1, on the answer key in 'measured on'")),
-            "labels": st.column_config.TextColumn("labels", help="what it trained on: original (as ingested), "
-                                                                 "current (corrected, frozen at its start) or a "
-                                                                 "snapshot file"),
+            "labels": st.column_config.TextColumn("trained on", help="original (the labels as ingested), current "
+                                                                     "(the corrected labels, frozen at its start) "
+                                                                     "or a snapshot file named by the user"),
             "measured_on": st.column_config.TextColumn(
                 "measured on", help="the answer key of its numbers: its own labels' validation fold, or an "
                                     "experiment's key (the same for both sides); Compare refuses mixed keys"),

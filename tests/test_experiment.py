@@ -241,3 +241,22 @@ def test_the_train_page_asks_with_the_forms_settings_and_shows_the_verdict_and_p
 def test_a_power_line_without_spread_says_it_is_unknown():
     assert power_line(0.0, 3, 60.0).startswith("unknown: all 3 pairs differed by exactly the same amount (SD 0)")
     assert power_line(None, 1, None).startswith("unknown until 2 pairs have finished")
+
+
+def test_compare_opens_on_the_newest_experiments_pair_judged_on_its_key(lab: dict):
+    from app.run_views import compare_defaults, experiment_pair
+
+    with LabelStore(lab["db"]) as store:
+        newest = int(store.runs("experiment").query("status == 'done'")["id"].iloc[0])
+        runs = members(store, newest)
+        expected = (int(runs.loc[runs["side"] == "original", "run_id"].max()),
+                    int(runs.loc[runs["side"] == "current", "run_id"].max()))
+        assert experiment_pair(store) == expected
+        assert compare_defaults(store.runs("train"), experiment_pair(store)) == tuple(sorted(expected))
+        verdicts = compare.compare_runs(store, *expected)
+        assert verdicts["runs_before"] == sorted(runs.loc[runs["side"] == "original", "run_id"].astype(int))
+        assert verdicts["runs_after"] == sorted(runs.loc[runs["side"] == "current", "run_id"].astype(int))
+        assert verdicts["answer_key"] == store.run(newest)["config"]["answer_key"]
+        table = compare.runs_table(store).set_index("id")
+    assert table.loc[expected[0], "labels"] == "original" and table.loc[expected[1], "labels"] == "current"
+    assert table.loc[expected[0], "measured_on"] == table.loc[expected[1], "measured_on"] != "own labels"
