@@ -20,11 +20,15 @@ from typing import Any
 import pandas as pd
 
 from core.files import csv_safe
-from train.compare import best_record  # noqa: F401  (one definition: Compare's; the pages call jv.best_record)
+from train.compare import (
+    best_record,  # noqa: F401  (one definition: Compare's; the pages call jv.best_record)
+    key_text,  # which answer key a run's numbers are on (one definition)
+)
 
 ACTIVE = ("queued", "running")
 OVERVIEW_COLUMNS = ["id", "kind", "status", "model", "macro_f1", "flagged", "epochs", "snapshot", "corrections",
-                    "new_corrections", "created", "duration_min", "checkpoint_mb", "note"]
+                    "new_corrections", "created", "duration_min", "checkpoint_mb", "note", "labels", "measured_on",
+                    "verdict"]
 # Scalars worth comparing between two runs' best epochs, in this order (accuracies follow).
 
 
@@ -113,7 +117,9 @@ def runs_overview(runs: pd.DataFrame, checkpoint_bytes: Mapping[int, int] | None
             "new_corrections": None if corrections is None or before is None else int(corrections - before),
             "created": str(run.get("created_at") or "")[:19].replace("T", " "),
             "duration_min": None if seconds is None else round(seconds / 60, 2),
-            "checkpoint_mb": None if size is None else round(size / 1e6, 2), "note": run.get("note") or ""})
+            "checkpoint_mb": None if size is None else round(size / 1e6, 2), "note": run.get("note") or "",
+            "labels": run.get("labels") or "", "measured_on": key_text(run) if run["kind"] == "train" else "",
+            "verdict": metrics.get("verdict", "") if run["kind"] == "experiment" else ""})
     frame = pd.DataFrame(rows, columns=OVERVIEW_COLUMNS).sort_values("id", ascending=False)
     return frame.astype({"flagged": "Int64", "corrections": "Int64", "new_corrections": "Int64"}).reset_index(drop=True)
 
@@ -216,6 +222,8 @@ def group_eta(run: Mapping[str, Any], members: pd.DataFrame, now: float | None =
 
 
 def _fraction(progress: Mapping[str, Any]) -> float:
+    if progress.get("pairs"):  # an experiment (train/experiment.py): trainings done of 2 per pair
+        return min(1.0, max(0.0, float(progress.get("done") or 0) / (2 * int(progress["pairs"]))))
     total, epochs = int(progress.get("total") or 0), int(progress.get("epochs") or 0)
     if not total or not epochs:
         return 0.0

@@ -23,7 +23,7 @@ from core.files import csv_unescape
 from core.store import LabelStore, StoreError
 from train import cache as image_cache
 from train import disk, jobs
-from train.compare import IMPROVED, WORSE, compare_runs, diff_runs, group_summaries
+from train.compare import IMPROVED, WORSE, AnswerKeyMismatch, compare_runs, describe_key, diff_runs, group_summaries
 from train.run_folder import VAL_PREDICTIONS
 
 GALLERY_SIZE = 12
@@ -48,14 +48,48 @@ def runs_table(store: LabelStore) -> None:
     statuses = cells[1].multiselect("Status", sorted(table["status"].unique()), key="runs_statuses")
     text = cells[2].text_input("Model or note contains", key="runs_text")
     shown = jv.filter_overview(table, kinds=kinds, statuses=statuses, text=text).reset_index(drop=True)
+    # Training and score runs in separate tables: a score run's macro F1 is out-of-fold on the noisy labels it
+    # scores, not a training result, and never sits in the same column as one.
+    for kind, title in RUN_TABLES:
+        part = shown[shown["kind"] == kind].reset_index(drop=True) if kind else \
+            shown[~shown["kind"].isin([k for k, _ in RUN_TABLES if k])].reset_index(drop=True)
+        if len(part):
+            st.caption(ui.plain(f"{title} ({len(part)})"))
+            _runs_editor(store, part, kind or "other")
+    st.caption(f"{len(shown)} of {len(table)} run(s). Click a column header to sort; double-click a note to edit it.")
+    st.download_button("Download CSV", jv.csv_bytes(shown), file_name="runs.csv", mime="text/csv", key="runs_csv")
+
+
+RUN_TABLES = (("train", "Training runs"), ("experiment", "Experiments: did cleaning help?"),
+              ("score", "Score runs (macro F1 out-of-fold, on the noisy labels they score: not a training result)"),
+              (None, "Other runs"))
+_TABLE_COLUMNS = {"train": ["id", "status", "model", "macro_f1", "repeat_group", "labels", "measured_on", "note"],
+                  "experiment": ["id", "status", "model", "verdict", "note"],
+                  "score": ["id", "status", "model", "macro_f1", "flagged", "note"]}
+_NOT_SHOWN = {"train": ["kind", "flagged", "verdict"], "experiment": ["kind", "macro_f1", "flagged", "repeat_group",
+                                                                      "measured_on", "epochs", "checkpoint_mb"],
+              "score": ["kind", "repeat_group", "labels", "measured_on", "verdict"]}
+
+
+def _runs_editor(store: LabelStore, shown: pd.DataFrame, kind: str) -> None:
+    """One kind's runs as an editable table (the note column); notes saved on edit."""
     # Edits are kept by row position: a new key whenever the rows or notes change, so an edit never lands on another run.
-    key = "runs_editor_" + hashlib.sha1(shown[["id", "note"]].to_json().encode()).hexdigest()[:12]
-    first = ["id", "kind", "status", "model", "macro_f1", "repeat_group", "note"]  # the point first, details after
+    key = f"runs_editor_{kind}_" + hashlib.sha1(shown[["id", "note"]].to_json().encode()).hexdigest()[:12]
+    first = _TABLE_COLUMNS.get(kind, ["id", "kind", "status", "model", "note"])  # the point first, details after
+    hidden = set(_NOT_SHOWN.get(kind, ["macro_f1", "repeat_group", "labels", "measured_on", "verdict"]))
     edited = st.data_editor(
         shown, key=key, hide_index=True, disabled=[c for c in shown.columns if c != "note"],
-        column_order=[*first, *(c for c in shown.columns if c not in first)], column_config={
-            "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f",
-                                                      help="best validation macro F1 (score runs: mean of folds)"),
+        column_order=[*first, *(c for c in shown.columns if c not in first and c not in hidden)], column_config={
+            "macro_f1": st.column_config.NumberColumn("macro F1", format="%.4f", help=(
+                "score runs: mean out-of-fold macro F1 of the folds, on the labels being scored" if kind == "score"
+                else "best validation macro F1, on the answer key in 'measured on'")),
+            "labels": st.column_config.TextColumn("trained on", help="original (the labels as ingested), current "
+                                                                     "(the corrected labels, frozen at its start) "
+                                                                     "or a snapshot file named by the user"),
+            "measured_on": st.column_config.TextColumn(
+                "measured on", help="the answer key of its numbers: its own labels' validation fold, or an "
+                                    "experiment's key (the same for both sides); Compare refuses mixed keys"),
+            "verdict": st.column_config.TextColumn("verdict", width="large"),
             "repeat_group": st.column_config.TextColumn("repeat group: mean ± SD", width="large", help=(
                 "fit --repeats / × N: the group's runs (one config, one snapshot, N seeds) and the mean and "
                 "standard deviation of their macro F1: the run-to-run spread")),
@@ -75,8 +109,6 @@ def runs_table(store: LabelStore) -> None:
     for run_id, note in jv.changed_notes(shown, edited).items():
         store.update_run(run_id, note=note)
         st.toast(ui.plain(f"Note of run #{run_id} saved."))
-    st.caption(f"{len(shown)} of {len(table)} run(s). Click a column header to sort; double-click a note to edit it.")
-    st.download_button("Download CSV", jv.csv_bytes(shown), file_name="runs.csv", mime="text/csv", key="runs_csv")
 
 
 def _train_runs(store: LabelStore) -> dict[int, str]:
@@ -84,12 +116,21 @@ def _train_runs(store: LabelStore) -> dict[int, str]:
     return {int(r["id"]): run_label(r) for r in runs.to_dict("records")}
 
 
-def compare_defaults(runs: pd.DataFrame) -> tuple[int, int]:
-    """(before, after) the Compare tab opens on, before < after in run order: with two or more finished
-    training runs, after = the newest finished one and before = the newest finished run older than it (and
-    not of its repeat group); otherwise the two newest runs."""
+def compare_defaults(runs: pd.DataFrame, experiment_pair: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(before, after) the Compare tab opens on, before < after in run order: the newest experiment's pair
+    (``experiment_pair``: its newest runs on the original and on the current labels), else, with two or more
+    finished training runs, after = the newest finished one and before = the newest finished run on other labels
+    (another snapshot), else the newest finished run older than it (and not of its repeat group); otherwise the
+    two newest runs."""
     ids = sorted(int(i) for i in runs["id"])
+    if experiment_pair is not None and all(int(i) in ids for i in experiment_pair):
+        return tuple(sorted(int(i) for i in experiment_pair))  # type: ignore[return-value]
     done = runs[runs["status"] == "done"].sort_values("id")
+    if len(done) >= 2 and "snapshot_hash" in done:
+        after = int(done["id"].iloc[-1])
+        others = done[done["snapshot_hash"] != done["snapshot_hash"].iloc[-1]]
+        if len(others):
+            return tuple(sorted((int(others["id"].iloc[-1]), after)))  # type: ignore[return-value]
     if len(done) >= 2:
         after = int(done["id"].iloc[-1])
         group = runs.set_index("id")["repeat_group"].get(after) if "repeat_group" in runs else None
@@ -97,6 +138,18 @@ def compare_defaults(runs: pd.DataFrame) -> tuple[int, int]:
         earlier = done[done["id"] < first]
         return (int(earlier["id"].iloc[-1]) if len(earlier) else int(done["id"].iloc[-2])), after
     return ids[-2], ids[-1]
+
+
+def experiment_pair(store: LabelStore) -> tuple[int, int] | None:
+    """The newest experiment's newest finished runs on the original and on the current labels, or None."""
+    experiments = store.runs("experiment")
+    for experiment in experiments["id"] if len(experiments) else []:
+        members = store.experiment_runs(int(experiment))
+        done = members[members["status"] == "done"]
+        sides = [done.loc[done["side"] == side, "run_id"] for side in ("original", "current")]
+        if all(len(s) for s in sides):
+            return int(sides[0].max()), int(sides[1].max())
+    return None
 
 
 def _interval_text(row: dict[str, Any], spec: str = "+.4f") -> str:
@@ -124,7 +177,7 @@ def compare(store: LabelStore) -> None:
         st.caption("Compare needs two training runs.")
         return
     ids = list(labels)
-    before_default, after_default = compare_defaults(runs)
+    before_default, after_default = compare_defaults(runs, experiment_pair(store))
     # Keyed by the newest finished run: when another run finishes, the pickers open on the new defaults.
     fresh = max([i for i, status in store.run_states() if status == "done"], default=0)
     cells = st.columns(2)
@@ -139,7 +192,12 @@ def compare(store: LabelStore) -> None:
     if (run_a, run_b) != (int(pick_a), int(pick_b)):
         st.info(ui.plain(f"Compared in run order: run #{run_a} is before, run #{run_b} after (the earlier run "
                          "is always \"before\", whichever box it is in)."))
-    verdicts = compare_runs(store, run_a, run_b)
+    try:
+        verdicts = compare_runs(store, run_a, run_b)
+    except AnswerKeyMismatch as error:  # numbers on different answer keys are never put side by side
+        st.warning(ui.plain(f"Not compared: {error}."))
+        verdicts = {"runs_before": [run_a], "runs_after": [run_b], "metrics": [], "per_class": [], "source": "",
+                    "refused": True}
     name_a = f"#{run_a}" + (f" (×{len(verdicts['runs_before'])})" if len(verdicts["runs_before"]) > 1 else "")
     name_b = f"#{run_b}" + (f" (×{len(verdicts['runs_after'])})" if len(verdicts["runs_after"]) > 1 else "")
     f1 = next((m for m in verdicts["metrics"] if m["metric"] == "macro_f1"), None)
@@ -151,16 +209,19 @@ def compare(store: LabelStore) -> None:
         line = f"Change {_interval_text(f1)}: **{f1['verdict']}**."
         (st.success if f1["verdict"] == IMPROVED else st.error if f1["verdict"] == WORSE else st.info)(
             ui.plain(line.replace("**", "")))
-    st.caption(ui.plain(verdicts["source"] + "."))
+    if verdicts["source"]:
+        st.caption(ui.plain(verdicts["source"] + "." + (
+            f" Measured on {describe_key(verdicts['answer_key'])}." if verdicts.get("answer_key") else "")))
     try:
         diff = diff_runs(store, run_a, run_b)
     except StoreError as error:
         st.warning(ui.plain(f"Label differences unavailable: {error}"))
         diff = None
     # Full width, the answer first: no verdict, value or label change is pushed out of view at 1280-1400 px.
-    st.subheader("Did it help")
-    st.dataframe(verdict_table(verdicts["metrics"], f"before {name_a}", f"after {name_b}"), hide_index=True,
-                 key="compare_metrics", width="stretch")
+    if not verdicts.get("refused"):
+        st.subheader("Did it help")
+        st.dataframe(verdict_table(verdicts["metrics"], f"before {name_a}", f"after {name_b}"), hide_index=True,
+                     key="compare_metrics", width="stretch")
     st.subheader("What changed")
     if diff is not None:
         changed = dict(diff["config"])

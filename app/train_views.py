@@ -211,6 +211,9 @@ def retrain_form(store: LabelStore) -> None:
                                            "under Advanced): the review queue then uses them.")
         buttons[3].caption("Retrain takes a snapshot of the current (corrected) labels and trains on it. "
                            "One job at a time.")
+        from app.experiment_views import ask_controls  # "Did cleaning help?": the same settings, both labellings
+
+        ask_controls()
     if not has_age:
         st.session_state["train_age_threshold"] = None
 
@@ -268,6 +271,12 @@ def live_progress() -> None:
         group = group_eta(run, store.repeat_group(int(run["repeat_group"])))
         text += f" · {group}" if group else ""
     st.progress(fraction, text=ui.plain(text))
+    if active and run["kind"] == "experiment":  # the experiment's training run in progress, under its pair
+        members = store.experiment_runs(int(run["id"]))
+        training = members[members["status"].isin(ACTIVE)]
+        if len(training):
+            child_fraction, child_text = progress_view(store.run(int(training["run_id"].iloc[-1])))
+            st.progress(child_fraction, text=ui.plain(child_text))
     if active:
         st.button(f"Cancel run #{run['id']}", key="train_cancel", on_click=_cancel, args=(int(run["id"]),),
                   help="Stops the job cleanly: status cancelled, the last finished epoch's checkpoint kept.")

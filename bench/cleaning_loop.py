@@ -372,7 +372,8 @@ def ratio_interval(num: Sequence[float], den: Sequence[float]) -> tuple[float | 
 # ---- the loop -------------------------------------------------------------------------------------------------
 def _setup(config: dict[str, Any]) -> dict[str, Any]:
     """What makes two runs' numbers comparable: the configuration without the queues, budgets and seeds."""
-    return {k: v for k, v in config.items() if k not in ("orders", "budgets", "seeds", "threads")}
+    return {k: v for k, v in config.items() if k not in ("orders", "budgets", "seeds", "threads")
+            and not k.startswith("experiment_")}  # bench/experiment_arm.py's settings: added later, resumable
 
 
 class Results:
@@ -385,7 +386,8 @@ class Results:
             old = json.loads(path.read_text())
             if _setup(old.get("config", {})) == _setup(config):
                 self.data = old
-                self.data["config"].update({k: config[k] for k in ("orders", "budgets", "seeds") if k in config})
+                self.data["config"].update({k: config[k] for k in config if k in ("orders", "budgets", "seeds")
+                                            or k.startswith("experiment_")})
 
     @property
     def record(self) -> dict[str, Any]:
@@ -553,6 +555,10 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
             cell[str(seed)] = by_hash[key] = metrics
             results.save()
             log(f"{name} seed {seed}: macro F1 {metrics['macro_f1']:.4f} (train {train_s:.0f} s)")
+    if cfg.get("experiment_arms"):  # arms rerun through the product's `python -m train experiment`
+        from bench import experiment_arm
+
+        experiment_arm.run(cfg, work, results, log)
 
 
 # ---- the report -----------------------------------------------------------------------------------------------
@@ -717,6 +723,11 @@ def report(data: dict[str, Any]) -> str:
     lines += ["", "Wall time, seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
               + f"; {len(train_s)} trainings {sum(train_s):.0f} (median {np.median(train_s) if train_s else 0:.0f} "
               "each, training + held-out prediction)."]
+    if record.get("experiment_arm"):
+        from bench import experiment_arm
+
+        lines += ["", "The product's experiment against the truth (bench/experiment_arm.py):", "",
+                  *experiment_arm.report_lines(data)]
     return "\n".join(lines)
 
 
@@ -753,13 +764,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results JSON (default <work>/results.json); resumed if present")
     parser.add_argument("--report", type=Path, nargs="+", help="print the report of existing results JSON files")
     add_write_flag(parser, SECTION.removeprefix("## "))
+    parser.add_argument("--experiment-arm", nargs="+", default=[], choices=["random", "ceiling"],
+                        help="also rerun these arms through python -m train experiment (bench/experiment_arm.py)")
+    parser.add_argument("--experiment-seed-sets", type=int, nargs="+", default=[0, 5, 10],
+                        help="first seed of each seed set of the experiment arm (default 0 5 10)")
+    parser.add_argument("--experiment-pairs", type=int, default=5, help="pairs per seed set (default 5)")
+    parser.add_argument("--write-experiment", action="store_true",
+                        help="write the experiment arm's section into BENCHMARKS.md")
     args = parser.parse_args(argv)
 
     if args.report:
-        text = report_all([json.loads(path.read_text()) for path in args.report])
+        documents = [json.loads(path.read_text()) for path in args.report]
+        text = report_all(documents)
         print(text)
         if args.write:
             write_section(text)
+        if args.write_experiment:
+            from bench import experiment_arm
+
+            for document in documents:
+                experiment_arm.write_section(document, document.get("commands", []))
         return 0
     cfg = dict(QUICK if args.quick else DEFAULT)
     for key in ("profile", "persons", "holdout", "noise", "demo_seed", "image_size", "model", "img_size", "epochs",
@@ -768,6 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg[key] = getattr(args, key)
     seeds = args.seeds or list(QUICK_SEEDS if args.quick else SEEDS)
     cfg.update(budgets=sorted(args.budgets), threads=args.threads, seeds=seeds, orders=list(args.orders))
+    if args.experiment_arm:
+        cfg.update(experiment_arms=list(args.experiment_arm), experiment_seed_sets=list(args.experiment_seed_sets),
+                   experiment_pairs=args.experiment_pairs)
     cfg["image_size"], cfg["img_size"] = list(cfg["image_size"]), list(cfg["img_size"])
     work = args.work or Path(f"/tmp/cleaning-loop-{cfg['profile']}" + ("-quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)
@@ -787,6 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(results.data), flush=True)
     if args.write:
         write_section(report(results.data))
+    if args.write_experiment:
+        from bench import experiment_arm
+
+        experiment_arm.write_section(results.data, results.data.get("commands", []))
     return 0
 
 

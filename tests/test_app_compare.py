@@ -21,12 +21,16 @@ CONFIG = {"model": "test_resnet", "epochs": 1, "lr": 0.003, "img_size": [32, 40]
 CLASSES = ("wear/male/<30", "wear/female/<30")
 
 
+KEY = "a1" * 32  # one answer key for every hand-made run (as an experiment's runs): their numbers compare
+
+
 def add_run(store: LabelStore, snapshot, f1: float, *, seed: int = 0, group: int | None = None,
-            status: str = "done", per_class: tuple[float, float] = (0.9, 0.8)) -> int:
-    """A finished training run with one best epoch (macro F1 ``f1``) on ``snapshot``."""
+            status: str = "done", per_class: tuple[float, float] = (0.9, 0.8), answer_key: str | None = KEY) -> int:
+    """A finished training run with one best epoch (macro F1 ``f1``) on ``snapshot``, measured on ``answer_key``
+    (None: its own labels)."""
     config = {**CONFIG, "seed": seed, "snapshot": str(snapshot.path)}
     run_id = store.create_run("train", config, status=status, snapshot_hash=snapshot.hash, seed=seed,
-                              metrics={"best_macro_f1": f1, "best_epoch": 1, "epochs_done": 1})
+                              metrics={"best_macro_f1": f1, "best_epoch": 1, "epochs_done": 1}, answer_key=answer_key)
     if group is not None:
         store.update_run(run_id, repeat_group=group)
     store.record_epoch(run_id, 1, {"macro_f1": f1, "acc_class": f1 + 0.05, "val_loss": 1 - f1,
@@ -95,7 +99,7 @@ def test_a_change_inside_the_journal_spread_reads_within_noise(journal: LabelSto
     journal.update_run(first, repeat_group=first)
     for seed, f1 in ((2, 0.82), (3, 0.86)):
         add_run(journal, snapshot, f1, seed=seed, group=first)
-    assert compare_defaults(journal.runs("train")) == (2, 5)  # before: the newest finished run before the group
+    assert compare_defaults(journal.runs("train")) == (1, 5)  # before: the newest finished run on other labels
     at = open_train(**{"compare_a_5": 1, "compare_b_5": 2})
     assert not at.exception, [e.value for e in at.exception]
     row = did_it_help(at).set_index("metric").loc["macro_f1"]
@@ -174,3 +178,30 @@ def test_a_repeat_groups_seeds_are_listed_not_one_runs(journal: LabelStore):
     assert not at.exception, [e.value for e in at.exception]
     settings = next(d.value for d in at.dataframe if "setting" in d.value.columns).set_index("setting")
     assert list(settings.loc["seed"]) == ["0", "10, 11, 12"]  # run #1's seed vs the group's three
+
+
+def test_runs_measured_on_different_answer_keys_are_refused_in_one_line(journal: LabelStore):
+    """Two runs each validated on its own labels (before and after a correction): the settings and label changes
+    show, the numbers do not; a score run is in its own table, never in the training runs' macro F1 column."""
+    own_a = add_run(journal, journal.snapshot(), 0.70, answer_key=None)
+    person = journal.current_labels()["person"].iloc[1]
+    gender = journal.label_of(person, "gender")
+    journal.correct(person, "gender", "male" if gender == "female" else "female", expected=gender, annotator="t",
+                    reason="test", source="review")
+    own_b = add_run(journal, journal.snapshot(), 0.75, answer_key=None)
+    score = journal.create_run("score", {**CONFIG, "seed": 0}, status="done", metrics={"mean_macro_f1": 0.774})
+    at = open_train(**{f"compare_a_{score}": own_a, f"compare_b_{score}": own_b})
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    refusal = [w for w in warnings if "different answer keys" in w]
+    assert len(refusal) == 1 and "\n" not in refusal[0] and f"python -m train evaluate {own_a} {own_b}" in refusal[0]
+    assert not [d for d in at.dataframe if {"metric", "verdict"} <= set(d.value.columns)]  # no numbers side by side
+    assert not [m for m in at.metric if m.label.startswith("Validation macro F1")]
+    assert next(d.value for d in at.dataframe if "changes" in d.value.columns) is not None  # what changed still shows
+    tables = [d.value for d in at.dataframe if "note" in d.value.columns]
+    training = next(t for t in tables if own_b in set(t["id"]))
+    assert score not in set(training["id"]) and set(training["measured_on"]) >= {"own labels", "key a1a1a1a1"}
+    scores = next(t for t in tables if score in set(t["id"]))
+    assert set(scores["id"]) == {score} and scores["macro_f1"].iloc[0] == pytest.approx(0.774)
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any(c.startswith("Score runs (macro F1 out-of-fold") for c in captions)

@@ -22,9 +22,11 @@ TINY = ["--model", "test_resnet", "--img-size", "32", "40", "--epochs", "1", "--
 
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 12-person demo with a repeat group of 3 (runs 1-3) and, after one correction, a single run (4)."""
+    """A 12-person demo with a repeat group of 3 (runs 1-3), a single run (4) of another learning rate on the same
+    labels and, after one correction, a run (5) on other labels (measured on another answer key)."""
     db = demo_db(tmp_path_factory.mktemp("repeats"), persons=12)
     assert train_main(["fit", "--db", str(db), "--repeats", "3", "--seed", "5", *TINY]) == 0
+    assert train_main(["fit", "--db", str(db), "--seed", "5", "--lr", "0.001", *TINY]) == 0
     with LabelStore(db) as store:
         person = store.current_labels()["person"].iloc[0]
         gender = store.label_of(person, "gender")
@@ -37,9 +39,10 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_repeats_records_one_group_on_one_snapshot_with_consecutive_seeds(journal: Path, capsys):
     with LabelStore(journal) as store:
         runs = store.runs("train").sort_values("id")
-        assert list(runs["id"]) == [1, 2, 3, 4] and set(runs["status"]) == {"done"}
+        assert list(runs["id"]) == [1, 2, 3, 4, 5] and set(runs["status"]) == {"done"}
         group = runs[runs["id"] <= 3]
         assert list(group["repeat_group"]) == [1, 1, 1] and pd.isna(runs["repeat_group"].iloc[3])
+        assert set(runs["labels"]) == {"current"} and runs["answer_key"].isna().all()
         assert list(group["seed"]) == [5, 6, 7] and group["snapshot_hash"].nunique() == 1
         assert list(store.repeat_group(1)["id"]) == [1, 2, 3] and not store.repeat_group_pending(1)
         table = compare.runs_table(store)
@@ -72,9 +75,22 @@ def test_diff_prints_the_verdicts_before_and_after_in_run_order(journal: Path, c
     assert train_main(["diff", "4", "1", "--db", str(journal)]) == 0
     out = capsys.readouterr().out
     assert "(in run order: run 1 is before, run 4 after)" in out
-    assert "run 1 (before) -> run 4 (after)" in out and "gender: 7 image(s) changed (1 person)" in out
+    assert "run 1 (before) -> run 4 (after)" in out and "lr: 0.003 -> 0.001" in out and "(same labels)" in out
     assert "did it help: after - before (runs [1, 2, 3] vs [4])" in out and "macro_f1 " in out
     assert any(v in out for v in (compare.IMPROVED, compare.WORSE, compare.NOISE))
+    assert "measured on its own labels (snapshot " in out
+
+
+def test_runs_on_other_labels_are_not_compared_on_their_own_answer_keys(journal: Path, capsys):
+    """Run 5 trained after a correction and validated on its own (corrected) labels: its numbers and run 4's
+    are on different answer keys; diff shows what changed and refuses the numbers in one line."""
+    with LabelStore(journal) as store, pytest.raises(compare.AnswerKeyMismatch, match="different answer keys"):
+        compare.compare_runs(store, 4, 5)
+    assert train_main(["diff", "4", "5", "--db", str(journal)]) == 2
+    captured = capsys.readouterr()
+    assert "gender: 7 image(s) changed (1 person)" in captured.out and "did it help" not in captured.out
+    assert captured.err.startswith("error: runs #4 and #5 were measured on different answer keys")
+    assert captured.err.count("\n") == 1
 
 
 def test_difference_welch_journal_and_no_spread():

@@ -434,11 +434,15 @@ def test_a_version_1_store_migrates_and_builds_its_derived_tables_on_first_use(m
         for table, column in (("items", "meta"), ("corrections", "bulk"), ("reviews", "bulk")):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("DROP TABLE bulks")
+        for table in ("answer_keys", "evaluations", "experiment_runs"):  # and what version 5 added
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("ALTER TABLE runs DROP COLUMN labels")
+        conn.execute("ALTER TABLE runs DROP COLUMN answer_key")
         conn.execute("PRAGMA user_version=1")
     migrated = LabelStore(path)
     try:
         assert migrated.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert "repeat_group" in migrated.runs().columns
+        assert {"repeat_group", "labels", "answer_key"} <= set(migrated.runs().columns)
         tables = {r[0] for r in migrated.conn.execute("SELECT name FROM sqlite_master")}
         assert {"review_units", "review_runs", "ingest_aggregates", "corrections_reverts"} <= tables
         assert migrated.conn.execute("SELECT count(*) FROM review_units").fetchone()[0] == 0  # built lazily

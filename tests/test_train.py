@@ -241,8 +241,12 @@ def test_diff_reports_a_changed_learning_rate_and_a_changed_label(dataset: Path,
         flipped = "male" if gender == "female" else "female"
         store.correct(person, "gender", flipped, expected=gender, annotator="test", reason="diff test")
     second = fit(db=str(dataset), echo=False, **{**TINY, "epochs": 1, "lr": 0.02})
-    assert train_main(["diff", "--db", str(dataset), str(first_run["run_id"]), str(second["run_id"])]) == 0
-    text = capsys.readouterr().out
+    # Different labels, each run measured on its own: the changes are listed, the numbers refused in one line.
+    assert train_main(["diff", "--db", str(dataset), str(first_run["run_id"]), str(second["run_id"])]) == 2
+    captured = capsys.readouterr()
+    text = captured.out
+    assert captured.err.count("\n") == 1 and "measured on different answer keys" in captured.err
+    assert "Traceback" not in captured.err and f"python -m train evaluate {first_run['run_id']}" in captured.err
     assert "lr: 0.01 -> 0.02" in text and "epochs: 3 -> 1" in text
     assert f"gender: 7 image(s) changed (1 person): {gender} -> {flipped} 7" in text
     assert "mask: 0 image(s) changed" in text

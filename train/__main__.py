@@ -1,4 +1,5 @@
-"""Command line for the trainer: ``python -m train {fit,score,runs,diff,cache,predict,model-info} --help``.
+"""Command line for the trainer: ``python -m train {fit,score,experiment,evaluate,runs,diff,cache,predict,model-info}
+--help``.
 
 Thin argument parsing over ``train.fit``, ``train.score``, ``train.predict`` and the store's journal. Every ``--db``
 defaults to ``$LABELS_DB``, else ``labels.db``. ``fit`` also runs under
@@ -84,6 +85,36 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from train.experiment import format_report, run_experiment
+
+    report = run_experiment(_config(args, "fit"), args.repeats, db=args.db, heldout=args.heldout,
+                            run_id=args.run_id, echo=not args.quiet, target=args.target)
+    print("\n".join(printable(line) for line in format_report(report)))
+    if report.get("status") not in (None, "done"):
+        print(f"experiment #{report['experiment']} {report['status']}: its finished pairs are kept; run the same "
+              "command again to go on (they are reused)")
+        return 130
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from train.experiment import evaluate_runs
+
+    with LabelStore(args.db) as store:
+        results = evaluate_runs(store, args.runs, labels=args.labels)
+    if args.json:
+        print(json.dumps(results, indent=1, default=str))
+        return 0
+    for result in results:
+        m = result["metrics"]
+        print(f"run #{result['run_id']} on {result['key']}: macro F1 {m.get('macro_f1', float('nan')):.4f}, "
+              f"accuracy {m.get('acc_class', float('nan')):.4f}")
+    if len(results) >= 2 and args.labels == "current":
+        print(f"same answer key: python -m train diff {results[0]['run_id']} {results[1]['run_id']} compares them")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from train.compare import runs_table
 
@@ -111,11 +142,16 @@ def _is_missing(value: object) -> bool:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from train.compare import compare_runs, diff_runs, format_diff
+    from train.compare import AnswerKeyMismatch, compare_runs, diff_runs, format_diff
 
     with LabelStore(args.db) as store:
         diff = diff_runs(store, args.run_a, args.run_b)  # in run order: before = the lower id
-        verdicts = compare_runs(store, args.run_a, args.run_b)
+        try:
+            verdicts = compare_runs(store, args.run_a, args.run_b)
+        except AnswerKeyMismatch:  # the settings and labels still differ as shown; the numbers are refused
+            if not args.json:
+                print("\n".join(printable(line) for line in format_diff(diff).splitlines()))
+            raise
     if args.json:
         print(json.dumps({**diff, "verdicts": verdicts}, indent=1, default=str))
     else:
@@ -211,6 +247,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p, "score")
     _job_options(p, "continue score run RUN_ID with its own config, skipping its finished folds")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("experiment", help="did cleaning help? train on the original and on the current labels "
+                                          "with the same seeds and split, judge both on one answer key",
+                       allow_abbrev=False)
+    add_options(p, "fit")
+    p.add_argument("--repeats", type=int, default=3, metavar="N",
+                   help="pairs of runs (one on each labelling per seed: seed, seed+1, ...); running again with a "
+                        "larger N reuses the pairs that finished (default: 3)")
+    p.add_argument("--heldout", default=None, metavar="CSV",
+                   help="also judge every model on this labelled set outside the store: path (relative to the "
+                        "CSV), the stored attributes (or true_<name>), optional person (default: none)")
+    p.add_argument("--target", type=float, default=0.02,
+                   help="the difference the power line asks about: how many pairs would see it (default: 0.02)")
+    p.add_argument("--run-id", type=int, default=None,
+                   help="adopt this queued journal row instead of creating one (used by job launchers)")
+    p.add_argument("--quiet", action="store_true", help="no console output from the trainings (logs still get it)")
+    _db(p)
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("evaluate", help="judge finished runs from their best checkpoints on one answer key "
+                                        "(today's labels of the people none of them trained on), no retraining",
+                       allow_abbrev=False)
+    p.add_argument("runs", type=int, nargs="+", metavar="RUN")
+    p.add_argument("--labels", choices=["current", "own"], default="current",
+                   help="current: one key for all, today's labels; own: each run on its own held-out people and "
+                        "snapshot labels (reproduces its stored metric) (default: current)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _db(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("runs", help="list training runs (the experiment journal)", allow_abbrev=False)
     p.add_argument("--json", action="store_true", help="JSON: id, status, best_checkpoint, metrics, config, ...")

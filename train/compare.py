@@ -146,8 +146,18 @@ def runs_table(store: LabelStore, kind: str | None = "train") -> pd.DataFrame:
                      "best_f1": metrics.get("best_macro_f1"), "repeat_group": _group_text(run, groups),
                      "lr": config.get("lr"),
                      "corrections": run["n_corrections"], "snapshot": run["snapshot_hash"][:10] if isinstance(run["snapshot_hash"], str) else "",
+                     "labels": run.get("labels") if isinstance(run.get("labels"), str) else "",
+                     "measured_on": key_text(run),
                      "best_checkpoint": run["best_checkpoint"]})
     return pd.DataFrame(rows)
+
+
+def key_text(run: Mapping[str, Any]) -> str:
+    """Which answer key a training run's numbers are measured on, short: "key 1a2b3c4d" or "own labels"."""
+    if run.get("kind") != "train":
+        return ""
+    key = answer_key_of(run)
+    return "own labels" if key.startswith("own:") else f"key {key[:8]}"
 
 
 def _group_text(run: Mapping[str, Any], groups: Mapping[int, str]) -> str:
@@ -160,12 +170,13 @@ def _group_text(run: Mapping[str, Any], groups: Mapping[int, str]) -> str:
 # ---- did it help: differences with intervals ----------------------------------------------------------------------
 IMPROVED, WORSE, NOISE, NO_SPREAD = "improved", "worse", "within run-to-run noise", "no spread known: train ×3 to know"
 KEY_METRICS = ("macro_f1", "acc_class", "val_loss", "train_loss")  # accuracies per target follow
-CONFIG_IGNORED = LOCATION_KEYS | {"seed", "repeat_of"}  # what may differ between repeats of one config
+# What may differ between repeats of one config (the labels are the snapshot's, told apart by its hash).
+CONFIG_IGNORED = LOCATION_KEYS | {"seed", "repeat_of", "labels"}
 
 
 def config_hash(config: Mapping[str, Any] | None) -> str:
     """A config's identity for run-to-run spread: every setting except the seed and file locations."""
-    kept = {k: v for k, v in (config or {}).items() if k not in CONFIG_IGNORED}
+    kept = {k: v for k, v in (config or {}).items() if k not in CONFIG_IGNORED and v is not None}  # None: unset
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -215,6 +226,105 @@ def difference(before: Sequence[float], after: Sequence[float], *, spread: Mappi
     else:
         out["verdict"] = NOISE
     return out
+
+
+def paired_difference(before: Sequence[float], after: Sequence[float], *, lower_better: bool = False) -> dict[str, Any]:
+    """Paired after - before (one pair per seed): the mean difference with the paired t 95 % interval
+    (n - 1 degrees of freedom) and a verdict as ``difference``'s; ``sd`` is the SD of the per-pair differences."""
+    pairs = [(float(a), float(b)) for a, b in zip(before, after)
+             if a is not None and b is not None and not math.isnan(float(a)) and not math.isnan(float(b))]
+    out: dict[str, Any] = {"before": None, "after": None, "change": None, "low": None, "high": None, "n": len(pairs),
+                           "sd": None, "verdict": "not measured in both", "interval": "paired"}
+    if not pairs:
+        return out
+    diffs = [b - a for a, b in pairs]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    out.update(before=sum(a for a, _ in pairs) / n, after=sum(b for _, b in pairs) / n, change=mean)
+    if n < 2:
+        out["verdict"] = NO_SPREAD
+        return out
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    out.update(sd=sd, low=mean - half, high=mean + half)
+    if out["low"] > 0:
+        out["verdict"] = WORSE if lower_better else IMPROVED
+    elif out["high"] < 0:
+        out["verdict"] = IMPROVED if lower_better else WORSE
+    else:
+        out["verdict"] = NOISE
+    return out
+
+
+POWER = 0.8  # the chance of seeing a real difference that the power lines promise
+
+
+def detectable_difference(sd: float, pairs: int, power: float = POWER) -> float | None:
+    """The smallest true paired difference that ``pairs`` pairs with per-pair SD ``sd`` would find (its 95 %
+    interval excluding 0) with probability ``power``: (t(0.975, n-1) + t(power, n-1)) · sd / sqrt(n)."""
+    if pairs < 2 or sd is None or math.isnan(sd):
+        return None
+    return (t_quantile(pairs - 1) + t_quantile(pairs - 1, power)) * sd / math.sqrt(pairs)
+
+
+def pairs_needed(sd: float, change: float, power: float = POWER, most: int = 1000) -> int | None:
+    """Pairs needed to detect a true paired difference of ``change`` with ``power`` (None: over ``most``)."""
+    if sd is None or math.isnan(sd) or change == 0:
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, most + 1):
+        if detectable_difference(sd, n, power) <= abs(change):
+            return n
+    return None
+
+
+# ---- answer keys: numbers are only compared on the same one -------------------------------------------------------
+class AnswerKeyMismatch(StoreError):
+    """Two runs' numbers were measured on different answer keys: they are not put side by side."""
+
+
+def answer_key_of(run: Mapping[str, Any]) -> str:
+    """The answer key a run's own (epoch) numbers were measured on: its ``answer_key`` hash, else its own
+    snapshot's labels (``own:<snapshot hash>``)."""
+    key = run.get("answer_key")
+    if isinstance(key, str) and key:
+        return key
+    return f"own:{run.get('snapshot_hash') or '?'}"
+
+
+def describe_key(key: str) -> str:
+    return f"its own labels (snapshot {key[4:14]})" if key.startswith("own:") else f"answer key {key[:8]}"
+
+
+def common_answer_key(store: LabelStore, run_ids: Sequence[int]) -> str | None:
+    """An answer key every run was measured on (own numbers or a stored evaluation): the runs' own key if they
+    share it, else the newest evaluated key they all have; None when there is none."""
+    keys: list[set[str]] = []
+    newest: dict[str, str] = {}
+    for rid in run_ids:
+        own = answer_key_of(store.run(rid))
+        evaluated = store.evaluations(rid)
+        for key, when in zip(evaluated.get("answer_key", []), evaluated.get("created_at", [])):
+            newest[key] = max(newest.get(key, ""), str(when))
+        keys.append({own, *evaluated.get("answer_key", [])})
+    shared = set.intersection(*keys) if keys else set()
+    if not shared:
+        return None
+    owns = {answer_key_of(store.run(r)) for r in run_ids}
+    if len(owns) == 1 and owns <= shared:
+        return next(iter(owns))
+    return max(shared, key=lambda k: newest.get(k, ""))
+
+
+def record_on(store: LabelStore, run_id: int, key: str) -> dict[str, Any]:
+    """The run's best-epoch record measured on answer key ``key``: its own best epoch when that is its key,
+    else its stored evaluation on ``key`` ({} if none)."""
+    run = store.run(run_id)
+    if answer_key_of(run) == key:
+        return best_record(run, store.epochs(run_id))
+    evaluation = store.evaluation(run_id, key)
+    return dict(evaluation["metrics"]) if evaluation else {}
 
 
 def best_record(run: Mapping[str, Any], epochs: pd.DataFrame) -> dict[str, Any]:
@@ -276,6 +386,12 @@ def pooled_spread(groups: Sequence[Sequence[float]]) -> tuple[float, int] | None
 def _side(store: LabelStore, runs: pd.DataFrame, run_id: int) -> list[int]:
     """The finished runs standing for ``run_id``: its repeat group's, else the run itself."""
     row = store.run(run_id)
+    experiments = store.experiments_of(run_id)
+    if experiments:  # a run of an experiment stands with the experiment's runs on the same labels
+        members = store.experiment_runs(experiments[0])
+        side = members.loc[members["run_id"] == int(run_id), "side"].iloc[0]
+        done = members[(members["side"] == side) & (members["status"] == "done")]["run_id"].astype(int).tolist()
+        return sorted(done) or [int(run_id)]
     group = row.get("repeat_group")
     if group is None or (isinstance(group, float) and math.isnan(group)):
         return [int(run_id)]
@@ -291,10 +407,18 @@ def compare_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
     side_a, side_b = _side(store, runs, before), _side(store, runs, after)
     if set(side_a) & set(side_b):  # two runs of one repeat group: each stands for itself
         side_a, side_b = [before], [after]
+    key = common_answer_key(store, side_a + side_b)
+    if key is None:
+        keys = {r: answer_key_of(store.run(r)) for r in (before, after)}
+        raise AnswerKeyMismatch(
+            f"runs #{before} and #{after} were measured on different answer keys (#{before}: "
+            f"{describe_key(keys[before])}; #{after}: {describe_key(keys[after])}): judge them on one with "
+            f"python -m train evaluate {before} {after}, or run python -m train experiment")
     configs = {config_hash(store.run(r)["config"]) for r in (before, after)}
     wanted = set(side_a) | set(side_b) | {
-        int(r["id"]) for r in runs.to_dict("records") if r["status"] == "done" and config_hash(r["config"]) in configs}
-    records = {rid: best_record(store.run(rid), store.epochs(rid)) for rid in wanted}
+        int(r["id"]) for r in runs.to_dict("records") if r["status"] == "done" and config_hash(r["config"]) in configs
+        and answer_key_of(r) == key}
+    records = {rid: record_on(store, rid, key) for rid in wanted}
     rec_a, rec_b = [records[r] for r in side_a], [records[r] for r in side_b]
     repeats = len(side_a) >= 2 and len(side_b) >= 2
 
@@ -323,7 +447,7 @@ def compare_runs(store: LabelStore, run_a: int, run_b: int) -> dict[str, Any]:
         source = ("no run-to-run spread known for this config: no interval; train it ×3 (fit --repeats 3, or "
                   "× 3 on the Train page) to know what a difference means")
     return {"before": before, "after": after, "runs_before": side_a, "runs_after": side_b, "source": source,
-            "swapped": int(run_a) != before, "metrics": metrics, "per_class": per_class}
+            "swapped": int(run_a) != before, "metrics": metrics, "per_class": per_class, "answer_key": key}
 
 
 def headline(verdicts: Mapping[str, Any], metric: str = "macro_f1") -> str:
@@ -340,6 +464,8 @@ def format_verdicts(verdicts: Mapping[str, Any]) -> list[str]:
     groups = "" if len(verdicts["runs_before"]) == 1 and len(verdicts["runs_after"]) == 1 else \
         f" (runs {verdicts['runs_before']} vs {verdicts['runs_after']})"
     lines = [f"did it help: after - before{groups}; {verdicts['source']}"]
+    if verdicts.get("answer_key"):
+        lines.append(f"measured on {describe_key(verdicts['answer_key'])}")
     lines += [f"  {headline(verdicts, m['metric'])}" for m in verdicts["metrics"]]
     moved = [m for m in verdicts["per_class"] if m["verdict"] in (IMPROVED, WORSE)]
     noise = sum(m["verdict"] == NOISE for m in verdicts["per_class"])

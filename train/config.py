@@ -71,6 +71,13 @@ class TrainConfig:
     keep_mb_all: float | None = field(default=None, metadata={"help": "disk budget of all runs in --out, MB "
                                                                         "(default: none)"})
     snapshot: str | None = field(default=None, metadata={"help": "label snapshot file (default: take one now)"})
+    labels: str | None = field(default=None, metadata={
+        "help": "which labels to train on: original (as ingested: the ingest snapshot), current (a snapshot of the "
+                "corrected labels, taken now) or a snapshot file or hash prefix (default: --snapshot, else current)"})
+    answer_key: str | None = field(default=None, metadata={
+        "help": "answer key file (python -m train experiment writes them): its people validate, every epoch is "
+                "measured against its labels, the rest train (default: a person-grouped fold of the run's own "
+                "labels)"})
     out: str | None = field(default=None, metadata={"help": "folder of run folders (default: runs/ beside the db)"})
     cache_dir: str | None = field(default=None, metadata={"help": "image cache (default: <db>.d/cache)"})
     cache_mb: float | None = field(default=None, metadata={"help": "image cache budget in MB: writing a new cache "
@@ -102,7 +109,8 @@ SCORE_DEFAULTS: dict[str, Any] = {"model": "test_resnet", "img_size": (64, 80), 
                                   "threads": 1}
 # fit options that mean nothing when scoring (one fold validates, checkpoint retention) or would change the classes
 # scored (training bins differ from the schema's): left out of the score CLI, refused by ``score``.
-NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold")
+NOT_FOR_SCORE = ("val_folds", "val_fold", "keep_top", "keep_mb", "keep_mb_all", "age_threshold", "labels",
+                 "answer_key")
 COMMANDS = ("fit", "score")  # the commands whose options are TrainConfig fields
 
 

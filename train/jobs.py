@@ -31,8 +31,8 @@ from train.config import TrainConfig, options_argv, to_argv
 JOB_LOCK = "job"
 JOB_LOG_ENV = "TRAIN_JOB_LOG"  # python -m train sends its stdout/stderr to this file, size-capped and rotated
 JOB_LOGS_KEPT = 50  # job logs of older jobs are deleted when a job starts
-COMMANDS = {"fit": "train", "score": "score", "predict": "predict"}  # CLI command -> runs.kind
-CONFIG_COMMANDS = ("fit", "score")  # the jobs whose settings are a TrainConfig
+COMMANDS = {"fit": "train", "score": "score", "predict": "predict", "experiment": "experiment"}  # -> runs.kind
+CONFIG_COMMANDS = ("fit", "score", "experiment")  # the jobs whose settings are a TrainConfig
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -89,6 +89,10 @@ def recover_stale(store: LabelStore) -> str | None:
             tail = log_tail(run.get("log_path")) or "the job's process ended without recording a result"
             store.update_run(run["id"], status="failed", finished_at=now(), error_tail=tail)
             note = f"run #{run['id']} had stopped without finishing; marked failed"
+        if run["kind"] == "experiment":  # a training run it had started died with it
+            for rid in store.experiment_runs(int(run["id"])).query("status in ('queued', 'running')")["run_id"]:
+                store.update_run(int(rid), status="failed", finished_at=now(),
+                                 error_tail=f"the job of experiment #{run['id']} stopped")
         if run.get("repeat_group") is not None:  # the rest of its repeat group will not start either
             group = store.repeat_group(int(run["repeat_group"]))
             for rid in group.loc[group["status"] == "queued", "id"] if len(group) else []:

@@ -110,8 +110,11 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     labels, snap = read_snapshot(config.snapshot)
     schema = Schema.from_dict(snap["schema"])
     train_schema = _moved_old_age(schema, config.age_threshold) if config.age_threshold else schema
-    folds = person_folds(labels, config.val_folds, config.seed)
-    train_items, val_items = np.flatnonzero(folds != config.val_fold), np.flatnonzero(folds == config.val_fold)
+    if config.answer_key:  # an experiment's split: the key's people validate against the key's labels
+        train_items, val_items, key_labels = answer_key_split(labels, config.answer_key)
+    else:
+        folds = person_folds(labels, config.val_folds, config.seed)
+        train_items, val_items = np.flatnonzero(folds != config.val_fold), np.flatnonzero(folds == config.val_fold)
     heads = heads_for(train_schema, config.heads)
     head_names = [h.name for h in heads]
     train_codes = train_schema.codes(labels)
@@ -132,7 +135,8 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
     train_set = CachedImages(cache, train_items, targets[train_items])
     progress = Progress(store if world.is_main else None, run_id, config.epochs)
     loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma)
-    evaluate_truth = schema.codes(labels.iloc[val_items])  # the schema's own bins, whatever training used
+    # the schema's own bins, whatever training used; with an answer key its labels, not the snapshot's
+    evaluate_truth = schema.codes(key_labels if config.answer_key else labels.iloc[val_items])
 
     # ---- train; after every epoch rank 0 validates, journals and saves checkpoints ---------------------------
     for done in train_model(config, heads, train_set, seed=config.seed, world=world,
@@ -162,6 +166,22 @@ def _train(config: TrainConfig, store: LabelStore, world: dist.World, run_id: in
         dist.barrier(world)
     return {"best_checkpoint": str(run_dir / "best.safetensors"), "metrics": summary(store, run_id)
             if world.is_main else {}}
+
+
+def answer_key_split(labels: Any, key_file: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(training rows, validation rows, the key's labels of the validation rows) of a snapshot's ``labels``
+    under an answer key: every image of the key's people is held out of training; those the key lists validate."""
+    from train.answer_key import read_answer_key
+
+    key, _ = read_answer_key(key_file)
+    held = labels["person"].astype(str).isin(set(key["person"].astype(str))).to_numpy() | \
+        labels["path"].isin(set(key["path"])).to_numpy()
+    rows = {path: i for i, path in enumerate(key["path"])}
+    val_items = np.flatnonzero(held & labels["path"].isin(rows).to_numpy())
+    if len(val_items) == 0:
+        raise ValueError(f"{key_file}: none of the answer key's images is in this snapshot")
+    key_labels = key.iloc[[rows[p] for p in labels["path"].iloc[val_items]]].reset_index(drop=True)
+    return np.flatnonzero(~held), val_items, key_labels
 
 
 @dataclass

@@ -31,12 +31,12 @@ def fit_repeats(config: Any, repeats: int, *, db: str | None = None, run_id: int
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     with LabelStore(db) as store:
-        snapshot, _ = take_snapshot(store, config.snapshot)  # one snapshot for the whole group
+        snapshot, _ = take_snapshot(store, config.snapshot, config.labels)  # one snapshot for the whole group
         first = run_id if run_id is not None else store.create_run("train", {}, status="queued")
         store.update_run(first, repeat_group=first)
         ids = [first] + [store.create_run("train", {**asdict(config), "seed": config.seed + i, "repeat_of": first},
                                           status="queued", repeat_group=first) for i in range(1, repeats)]
-    config = replace(config, snapshot=str(snapshot))
+    config = replace(config, snapshot=str(snapshot), labels=config.labels or ("snapshot" if config.snapshot else "current"))
     results: list[dict[str, Any]] = []
     try:
         for i, rid in enumerate(ids):

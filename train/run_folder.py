@@ -54,11 +54,12 @@ def open_run(store: LabelStore, config: Any, *, run_id: int | None = None, resum
         last = Path(row["run_dir"]) / LAST
         return {"run_id": int(resume), "run_dir": row["run_dir"], "config": row["config"],
                 "resume_from": str(last) if last.exists() else None}
-    snapshot_path, snap = take_snapshot(store, config.snapshot)
+    snapshot_path, snap = take_snapshot(store, config.snapshot, getattr(config, "labels", None))
     out = Path(config.out).resolve() if config.out else store.path.resolve().parent / "runs"
     ensure_free_disk(out, int(snap.get("n_items", 0)), config)
     full = {**asdict(config), "snapshot": str(snapshot_path), "out": str(out)}
     run_id, run_dir = start_run(store, "train", full, snap, run_id=run_id, world_size=world_size)
+    store.update_run(run_id, labels=labels_kind(config), answer_key=answer_key_hash(config))
     return {"run_id": run_id, "run_dir": str(run_dir), "config": full, "resume_from": None}
 
 
@@ -104,8 +105,42 @@ def reopen(store: LabelStore, run_id: int, kind: str) -> dict[str, Any]:
     return row
 
 
-def take_snapshot(store: LabelStore, given: str | None) -> tuple[Path, dict[str, Any]]:
-    """The run's input: a given snapshot file (its hash verified) or the store's current labels frozen now."""
+def labels_kind(config: Any) -> str:
+    """What a run trains on, for the journal: ``original`` (the ingest snapshot), ``current`` (the corrected
+    labels, frozen when it started) or ``snapshot`` (a snapshot file named by the user)."""
+    labels = getattr(config, "labels", None)
+    if labels in ("original", "current"):
+        return labels
+    return "snapshot" if labels or config.snapshot else "current"
+
+
+def answer_key_hash(config: Any) -> str | None:
+    """The hash of the answer key a run is measured on (None: its own snapshot's labels)."""
+    key = getattr(config, "answer_key", None)
+    if not key:
+        return None
+    from train.answer_key import read_answer_key
+
+    return read_answer_key(key)[1]["hash"]
+
+
+def resolve_snapshot(store: LabelStore, name: str) -> Path:
+    """A snapshot file from its path or from a prefix (>= 8 characters) of its hash in the store's snapshots."""
+    if Path(name).is_file():
+        return Path(name).resolve()
+    table = store.snapshots()
+    found = table[table["hash"].str.startswith(name)] if len(name) >= 8 and len(table) else table.iloc[0:0]
+    if len(found) != 1:
+        raise StoreError(f"--labels {name}: not original, current, a snapshot file or a unique snapshot hash prefix"
+                         + (" (ambiguous)" if len(found) > 1 else ""))
+    return Path(found["path"].iloc[0]).resolve()
+
+
+def take_snapshot(store: LabelStore, given: str | None, labels: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The run's input: a given snapshot file (its hash verified), else ``labels``: ``original`` (the labels as
+    ingested), a snapshot file or hash prefix, or ``current`` (default: the store's current labels frozen now)."""
+    if not given and labels not in (None, "current"):
+        given = str(store.snapshot(original=True).path) if labels == "original" else str(resolve_snapshot(store, labels))
     if given:
         path = Path(given).resolve()
         _, snap = read_snapshot(path)

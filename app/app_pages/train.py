@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import run_views, train_views, ui
+from app import experiment_views, run_views, train_views, ui
 
 store = ui.get_store()
 st.title("Train")
@@ -15,6 +15,7 @@ if not ui.require_data(store):
 st.caption("Relabel on the Review page, retrain here on a snapshot of the corrected labels, then compare the runs: "
            "what changed and did it help. Jobs run in the background; this page (and any other tab) follows them.")
 train_views.live_progress()
+experiment_views.cleaning_helped(store)
 
 # Keyed: the open tab stays open when a job ends and the page reruns (Predict eval stays on Run detail).
 retrain, journal, versus, detail, space = st.tabs(["Retrain", "Runs", "Compare", "Run detail", "Disk"],

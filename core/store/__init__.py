@@ -33,6 +33,7 @@ project lives in these modules. Each part is a class in the file of its concept,
                 ``run_states``, ``current_score_run``, ``repeat_group``, ``repeat_group_pending``, ``epochs``, locks
 ``bulks``       ``apply_bulk`` / ``undo_bulk`` (one reviewed step over many units, one transaction), ``bulks``,
                 ``item_meta`` (store v4)
+``evaluations`` answer keys, re-evaluations of runs on another answer key, experiment pairs (store v5)
 ``scores``      ``save_scores``, ``scores``, ``review_units`` (the one review queue), ``review_unit_position``,
                 ``review_summary``, ``score_detail``, ``save_data_issues``, ``data_issues``, ``data_issue_kinds``
 ==============  ===================================================================================================
@@ -55,18 +56,19 @@ from core.store.base import (
 from core.store.bulks import BulkResult, BulksMixin
 from core.store.corrections import CorrectionsMixin
 from core.store.dataset import DatasetMixin
+from core.store.evaluations import EvaluationsMixin
 from core.store.journal import JournalMixin
 from core.store.labels import LabelsMixin
 from core.store.scores import ScoresMixin
 from core.store.snapshots import SnapshotsMixin, read_snapshot
 
 
-class LabelStore(SnapshotsMixin, JournalMixin, ScoresMixin, BulksMixin):
+class LabelStore(SnapshotsMixin, JournalMixin, ScoresMixin, BulksMixin, EvaluationsMixin):
     """A dataset's label store in one SQLite file. Safe to open from several processes at once.
 
     The parts, each built on the ones below it: ``SnapshotsMixin`` -> ``CorrectionsMixin`` -> ``LabelsMixin``
-    -> ``DatasetMixin`` -> ``StoreBase``; ``BulksMixin`` -> ``CorrectionsMixin``; ``ScoresMixin`` -> ``DatasetMixin``; ``JournalMixin`` -> ``StoreBase``."""
+    -> ``DatasetMixin`` -> ``StoreBase``; ``BulksMixin`` -> ``CorrectionsMixin``; ``ScoresMixin`` -> ``DatasetMixin``; ``JournalMixin`` -> ``StoreBase``; ``EvaluationsMixin`` -> ``StoreBase``."""
 
 
-__all__ = ['LabelStore', 'BulkResult', 'BulksMixin', 'CorrectionsMixin', 'DatasetMixin', 'JournalMixin', 'LabelsMixin', 'ScoresMixin',
+__all__ = ['LabelStore', 'BulkResult', 'BulksMixin', 'CorrectionsMixin', 'DatasetMixin', 'EvaluationsMixin', 'JournalMixin', 'LabelsMixin', 'ScoresMixin',
            'SnapshotsMixin', 'read_snapshot', 'SCHEMA_VERSION', 'ConflictError', 'IngestReport', 'RANK_OF_SCORE', 'Snapshot', 'StoreError', 'default_db', 'now', 'quote', 'remove_store_files']

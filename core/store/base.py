@@ -171,6 +171,29 @@ CREATE INDEX IF NOT EXISTS reviews_bulk ON reviews(bulk);
 """
 
 
+# Version 5: "did cleaning help?" (train/experiment.py). A training run records which labels it trained on
+# (``labels``: original / current / snapshot) and the answer key its epoch metrics were measured on
+# (``answer_key``: an ``answer_keys`` hash; NULL = its own snapshot's labels of its own validation fold).
+# ``answer_keys`` are frozen, hashed tables of (image, true label) a model is judged against; ``evaluations`` are a
+# run's best-checkpoint metrics on another answer key (re-evaluation without retraining); ``experiment_runs`` are
+# the pairs of an experiment (a run of kind ``experiment``): one seed trained on the original and on the current
+# labels, both judged on the experiment's answer key.
+_V5 = """
+ALTER TABLE runs ADD COLUMN labels TEXT;
+ALTER TABLE runs ADD COLUMN answer_key TEXT;
+CREATE TABLE IF NOT EXISTS answer_keys(
+    hash TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT NOT NULL, people_hash TEXT NOT NULL,
+    n_items INTEGER NOT NULL, n_people INTEGER NOT NULL, n_reviewed INTEGER NOT NULL, created_at TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS evaluations(
+    run_id INTEGER NOT NULL REFERENCES runs(id), answer_key TEXT NOT NULL, checkpoint TEXT, metrics TEXT NOT NULL,
+    n_items INTEGER NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY(run_id, answer_key));
+CREATE TABLE IF NOT EXISTS experiment_runs(
+    experiment INTEGER NOT NULL REFERENCES runs(id), run_id INTEGER NOT NULL REFERENCES runs(id),
+    side TEXT NOT NULL, seed INTEGER NOT NULL, reused INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(experiment, run_id));
+"""
+
+
 # Version 6: review decisions belong to the label they judged, not to a score run. ``reviews.value`` is the
 # label's value when it was judged (a verdict stands while the label still has it), ``tab`` the browser tab
 # that made a decision (undo takes back only that tab's), ``corrections.score_run`` the run a correction was
@@ -186,7 +209,7 @@ CREATE INDEX IF NOT EXISTS corrections_label ON corrections(target, attribute, i
 
 
 # Migrations from version N-1 to N; each runs inside the transaction that bumps the version.
-MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3, 4: _V4, 5: "", 6: _V6}
+MIGRATIONS: dict[int, str] = {1: _TABLES, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 
 
 def remove_store_files(path: str | os.PathLike[str]) -> None:

@@ -17,7 +17,8 @@ from core.store.base import StoreBase, StoreError, now
 # The runs table's columns, in table order (base's migrations create them; tests/test_store.py checks the two agree).
 RUN_COLUMNS = ("id", "kind", "status", "config", "snapshot_hash", "n_corrections", "git_commit", "git_dirty",
                "environment", "seed", "host", "pid", "created_at", "started_at", "finished_at", "heartbeat_at",
-               "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group")
+               "progress", "metrics", "best_checkpoint", "run_dir", "log_path", "error_tail", "note", "repeat_group",
+               "labels", "answer_key")
 
 
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -44,16 +44,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class SnapshotsMixin(CorrectionsMixin):
     """Snapshots: the frozen, hashed label table that is the trainer's only input."""
 
-    def snapshot(self, directory: str | os.PathLike[str] | None = None) -> Snapshot:
+    def snapshot(self, directory: str | os.PathLike[str] | None = None, *, original: bool = False) -> Snapshot:
         """Freeze the current label table to ``<dir>/<hash16>.csv`` + ``.json``; same labels, same hash.
+
+        ``original=True`` freezes the labels as ingested instead (corrections ignored): the same file and hash
+        as a snapshot taken before the first correction.
 
         The CSV has one row per labelled image sorted by path: path, person, hash, width, height,
         the stored attributes and ``corrected``. The hash covers the schema and the CSV bytes.
         """
         with self.transaction():  # one consistent read
-            labels = self.current_labels(derived=False)
-            n_corrections = self.n_corrections()
-            last = self.conn.execute("SELECT max(id) FROM corrections").fetchone()[0]
+            labels = self.current_labels(derived=False, original=original)
+            n_corrections = 0 if original else self.n_corrections()
+            last = None if original else self.conn.execute("SELECT max(id) FROM corrections").fetchone()[0]
         schema = self.schema
         columns = ["path", "person", "hash", "width", "height", *schema.names, "corrected"]
         text = csv_safe(labels[columns]).to_csv(index=False, lineterminator="\n")  # same bytes unless a cell needs it
