@@ -63,9 +63,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import common, learning_arm  # noqa: E402
 from bench.common import BENCHMARKS, add_write_flag, pooled_sd, t_quantile  # noqa: E402
-from bench import learning_arm  # noqa: E402
 from core import review  # noqa: E402
 from core.files import replacing  # noqa: E402
 from core.schema import Schema  # noqa: E402

@@ -51,7 +51,7 @@ def unit_table(store: Any, run_id: int) -> pd.DataFrame:
     from core.store import read_snapshot
 
     schema = store.schema
-    units = review.queue(store, run_id).copy()
+    units = review.queue_units(store, run_id).copy()
     units["scope"] = [schema.scope(s) for s in units["stored"]]
     flagged = units["is_issue"].astype(bool).to_numpy()
     units = pd.concat([units[flagged], units[~flagged]], ignore_index=True)
@@ -90,7 +90,7 @@ def decisions(store: Any, run_id: int) -> pd.DataFrame:
     table = review.statuses(store, since)
     table = table[table["status"].isin(("corrected", "reviewed"))]
     units = (table["target"].astype(str) + "|" + table["attribute"].astype(str)).to_numpy()
-    when = {}
+    when: dict[str, tuple[str, int]] = {}
     for frame in (store.history(), store.reviews()):
         if len(frame):
             frame = frame[frame["created_at"] >= since]

@@ -80,7 +80,7 @@ def edge_step(schema: Schema, queue: pd.DataFrame, values: pd.DataFrame) -> pd.D
         value = values[binned.source].iloc[int(unit.rows[0])]
         distance = edge_distance(value, binned, int(unit.suggested))
         if near_edge(distance):
-            details[position] = {**details[position], "edge_distance": int(distance)}
+            details[position] = {**details[position], "edge_distance": int(distance or 0)}
             near[position] = bool(unit.is_issue)
     if not near.any():
         return queue

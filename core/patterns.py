@@ -265,7 +265,7 @@ class Units:
         off = self.events.copy()
         idx = np.arange(len(self.classes))
         off[:, idx, idx] = False
-        return off.any(axis=(1, 2))
+        return np.asarray(off.any(axis=(1, 2)))
 
 
 def unit_groups(labels: pd.DataFrame) -> np.ndarray:
@@ -399,7 +399,7 @@ class Candidate:
 def run_candidates(units: Units, labels: pd.DataFrame, schema: Schema, *, seed: int = 0,
                    permutations: int = PERMUTATIONS) -> list[Candidate]:
     """One scan per confusion sequence of ``units`` in upload order."""
-    out = []
+    out: list[Candidate] = []
     for pair in _confusions(units):
         eligible, x = _indicator(units, pair)
         if len(x) < 10 or x.sum() < MIN_UNITS or x.sum() == len(x):
@@ -509,7 +509,7 @@ def learned_slices(labels: pd.DataFrame, probs: Mapping[str, np.ndarray], schema
 
     labels = labels.reset_index(drop=True)
     meta = meta.reset_index(drop=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for target in schema.targets:
         if target not in probs:
             continue
@@ -657,7 +657,7 @@ def _heap_pattern(name: str, v: int, c: int, n: int, p: float, full: pd.Series, 
             left_group = int(binned.codes([side_values[0]])[0])
             count = int(round(min(max(excess, 0.0), info["deficit"])))
             deficits = {u: float(expected[window == u][0] - observed[window == u][0]) for u in side_values}
-            to_value = max(deficits, key=deficits.get)
+            to_value = max(deficits, key=lambda u: deficits[u])
             people = keys[values == v]
             rows.append((side, left_group, count, to_value, people))
         suspected, moved = _heap_suspects(name, v, rows, labels, groups, schema, binned, probs)
@@ -733,13 +733,13 @@ def find_patterns(labels: pd.DataFrame, probs: Mapping[str, np.ndarray], schema:
     if tests is not None:
         tests += [{"family": c.family, "group": "|".join(map(str, c.group)), "p_value": c.p_value, "q_value": float(qv)}
                   for c, qv in zip(candidates, q)]
-    found = []
+    significant: list[tuple[tuple, Pattern]] = []
     for c, qv in zip(candidates, q):
         if qv <= alpha:
             pattern = c.build()
             pattern.q_value = float(qv)
-            found.append((c.group, pattern))
-    return [_swap_proposals(p, schema) for p in _merge(found)]
+            significant.append((c.group, pattern))
+    return [_swap_proposals(p, schema) for p in _merge(significant)]
 
 
 def _swap_proposals(pattern: Pattern, schema: Schema) -> Pattern:
@@ -792,7 +792,7 @@ def _merge(found: list[tuple[tuple, Pattern]]) -> list[Pattern]:
         lead = bucket[0][1]
         if len(bucket) > 1:
             others = [p for _, p in bucket[1:]]
-            names = [p.evidence.get("confusion") for p in [lead, *others] if p.evidence.get("confusion")]
+            names = [str(p.evidence["confusion"]) for p in [lead, *others] if p.evidence.get("confusion")]
             specific = [p for p in [lead, *others] if "(any)" not in str(p.evidence.get("confusion", ""))]
             # A specific confusion's suspects say more than "any disagreement" over a wider window: keep theirs.
             frames = [p.suspected for p in (specific or [lead, *others]) if len(p.suspected)]
@@ -825,7 +825,7 @@ def _explain_away(found: list[Pattern]) -> list[Pattern]:
             counts: dict[int, int] = {}
             for k in covered:
                 counts[id(owner[k])] = counts.get(id(owner[k]), 0) + 1
-            strongest = next(owner[k] for k in covered if id(owner[k]) == max(counts, key=counts.get))
+            strongest = next(owner[k] for k in covered if id(owner[k]) == max(counts, key=lambda k: counts[k]))
             strongest.evidence.setdefault("also_seen_as", []).append(pattern.summary)
             extra = pattern.suspected[[k not in owner for k in keys]]
             if len(extra):

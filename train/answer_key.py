@@ -77,8 +77,8 @@ def write_answer_key(store: LabelStore, table: pd.DataFrame, *, kind: str, root:
             tmp.write_bytes(text.encode())
         with replacing(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(meta, indent=1))
-    store.save_answer_key(digest, str(path.resolve()), kind=kind, people_hash=meta["people_hash"],
-                          n_items=len(frame), n_people=len(people), n_reviewed=meta["n_reviewed"],
+    store.save_answer_key(digest, str(path.resolve()), kind=kind, people_hash=people_hash(people),
+                          n_items=len(frame), n_people=len(people), n_reviewed=int(frame["reviewed"].sum()),
                           description=description)
     return path.resolve(), meta
 
@@ -112,6 +112,8 @@ def people_key(store: LabelStore, people: Any, *, labels: str = "current", snaps
     """A validation answer key of ``people``' images: their ``labels`` (current, original, or the labels of
     ``snapshot`` with ``labels="snapshot"``), reviewed units marked."""
     if labels == "snapshot":
+        if snapshot is None:
+            raise ValueError("labels='snapshot' needs the snapshot file")
         table, _ = read_snapshot(snapshot)
     else:
         table = store.current_labels(original=labels == "original")

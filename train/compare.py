@@ -274,7 +274,8 @@ def pairs_needed(sd: float, change: float, power: float = POWER, most: int = 100
     if sd == 0:
         return 2
     for n in range(2, most + 1):
-        if detectable_difference(sd, n, power) <= abs(change):
+        detectable = detectable_difference(sd, n, power)
+        if detectable is not None and detectable <= abs(change):
             return n
     return None
 

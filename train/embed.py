@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import torch
 from core.embeddings import META, fingerprint
 from core.files import replacing
 from train.loop import normalise
+
+if TYPE_CHECKING:
+    from train.model import HeadsModel
 
 ANCHORS = 1024  # images every fold model embeds, to align the fold spaces
 
@@ -37,12 +40,12 @@ def anchor_items(n: int, seed: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_features(model: torch.nn.Module, cache: Any, items: np.ndarray, mean, std, device: torch.device,
+def predict_features(model: HeadsModel, cache: Any, items: np.ndarray, mean, std, device: torch.device,
                      batch_size: int = 128) -> np.ndarray:
     """Penultimate (pre-logit, pooled) features of cache ``items`` (n, d) float32, in ``items`` order.
 
     ``model`` is a ``train.model.HeadsModel`` (its timm backbone ``net``)."""
-    net = model.net
+    net: Any = model.net  # a timm model: forward_features / forward_head (pre_logits)
     was_training = model.training
     model.eval()
     out = []
@@ -109,7 +112,7 @@ def save_embeddings(run_dir: Path, items: Any, features: np.ndarray, *, kind: st
     return run_dir / name
 
 
-def save_fold(run_dir: Path, fold: int, model: torch.nn.Module, cache: Any, held_out: np.ndarray, n: int, seed: int,
+def save_fold(run_dir: Path, fold: int, model: HeadsModel, cache: Any, held_out: np.ndarray, n: int, seed: int,
               device: torch.device, batch_size: int) -> None:
     """A fold model's features of its held-out images and of the anchors (``emb-fold-<i>.npy``,
     ``emb-anchor-<i>.npy``), written atomically before the fold's probabilities."""

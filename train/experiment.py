@@ -74,7 +74,7 @@ def held_out_people(store: LabelStore, run: dict[str, Any]) -> set[str]:
     if run.get("answer_key"):
         key, _ = read_answer_key(store.answer_key(run["answer_key"])["path"])
         return set(key["person"].astype(str))
-    labels, _ = read_snapshot(config.snapshot)
+    labels, _ = read_snapshot(str(config.snapshot))
     from train.data import person_folds
 
     folds = person_folds(labels, config.val_folds, config.seed)
@@ -113,7 +113,7 @@ def evaluate_run(store: LabelStore, run_id: int, key_file: str | os.PathLike[str
             raise StoreError(f"run #{run_id} trained on {len(trained)} of the answer key's {meta['n_people']} "
                              f"people ({describe(meta)}): its numbers there would be inflated")
     else:
-        labels, _ = read_snapshot(config.snapshot)
+        labels, _ = read_snapshot(str(config.snapshot))
         seen = set(labels.loc[~labels["person"].astype(str).isin(held), "hash"])
         overlap = int(key["hash"].isin(seen).sum())
         if overlap:
@@ -354,8 +354,8 @@ def experiment_report(store: LabelStore, experiment: int, *, target: float | Non
         info = store.answer_key(key)
         result: dict[str, Any] = {"hash": key, "description": describe({**info, "hash": key}), "metrics": {}}
         for metric in METRICS:
-            values = {side: [record_on(store, run_of[(side, s)], key).get(metric) for s in seeds]
-                      for side in ("original", "current")}
+            values: dict[str, list[Any]] = {side: [record_on(store, run_of[(side, s)], key).get(metric) for s in seeds]
+                                            for side in ("original", "current")}
             diff = paired_difference(values["original"], values["current"])
             result["metrics"][metric] = {**diff, "original": values["original"], "current": values["current"]}
         f1 = result["metrics"]["macro_f1"]

@@ -60,7 +60,7 @@ class BulksMixin(CorrectionsMixin):
         with self.transaction() as conn:
             bulk_id = int(conn.execute(
                 "INSERT INTO bulks(kind, pattern, annotator, reason, created_at) VALUES(?, ?, ?, ?, ?)",
-                (kind, pattern, str(annotator).strip(), reason, now())).lastrowid)
+                (kind, pattern, str(annotator).strip(), reason, now())).lastrowid or 0)
             for row in decisions.to_dict("records"):
                 target, attribute, expected = row["target"], str(row["attribute"]), row.get("expected")
                 value = row.get("value")
@@ -107,7 +107,7 @@ class BulksMixin(CorrectionsMixin):
             why = reason or f"undo bulk #{bulk_id}"
             undo_id = int(conn.execute(
                 "INSERT INTO bulks(kind, pattern, annotator, reason, created_at, reverts) VALUES('revert', ?, ?, ?, ?, ?)",
-                (row["pattern"], str(annotator).strip(), why, now(), int(bulk_id))).lastrowid)
+                (row["pattern"], str(annotator).strip(), why, now(), int(bulk_id))).lastrowid or 0)
             corrections = conn.execute("SELECT id, target, attribute FROM corrections WHERE bulk = ? ORDER BY id",
                                        (int(bulk_id),)).fetchall()
             for c in corrections:
