@@ -150,3 +150,16 @@ def require_data(store: LabelStore) -> bool:
                 "(or restart the dashboard with `LABELS_AUTO_DEMO=1`, the default), or ingest your own dataset.")
         return False
     return True
+
+
+def page_start(title: str, *, compact: bool = False) -> LabelStore:
+    """Every page's first lines: the store, (``compact``: the Review page's tighter layout), the title, the last
+    action's message, and a stop with how to fill the store when it is empty. Returns the store."""
+    store = get_store()
+    if compact:
+        compact_page()
+    st.title(title)
+    show_flash()
+    if not require_data(store):
+        st.stop()
+    return store

@@ -27,6 +27,7 @@ from app.session import (
     compact_page,
     flash,
     get_store,
+    page_start,
     require_data,
     scroll_to_top,
     show_flash,
@@ -40,7 +41,7 @@ from core.store import LabelStore, StoreError
 __all__ = ["PAGE_SIZE", "STRIP_PER_ROW", "STRIP_SIZE", "Flash", "annotator", "annotator_sidebar", "apply_scroll",
            "compact_page", "scroll_to_top", "tab_id", "button",
            "caption", "chart_text", "favicon", "flash", "gallery", "get_store", "has_groups", "label_table", "metric",
-           "model_said", "pager", "person_strip", "photo_row", "placeholder", "plain", "predictions", "queue", "queue_facts",
+           "model_said", "page_start", "pager", "person_strip", "photo_row", "placeholder", "plain", "predictions", "queue", "queue_facts",
            "require_data", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
 
 PAGE_SIZE = 24

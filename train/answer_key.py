@@ -17,7 +17,6 @@ key. Numbers measured on different keys are never put side by side (``train.comp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -25,9 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from core.files import csv_safe, csv_unescape, replacing
-from core.schema import Schema
+from core.files import csv_safe, replacing
 from core.store import LabelStore, StoreError, now, read_snapshot
+from core.store.snapshots import verified_table
 
 KINDS = ("validation", "heldout")
 
@@ -91,13 +90,7 @@ def read_answer_key(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[st
         text = path.read_bytes().decode()
     except (OSError, ValueError) as error:
         raise StoreError(f"{path}: not a readable answer key ({error})") from None
-    schema = Schema.from_dict(meta["schema"])
-    digest = hashlib.sha256("\n".join([schema.to_json(), meta["kind"], meta["root"], text]).encode()).hexdigest()
-    if digest != meta["hash"]:
-        raise StoreError(f"{path}: content does not match its hash {meta['hash'][:16]} (file edited?)")
-    table = csv_unescape(pd.read_csv(io.StringIO(text), dtype={"path": str, "person": str, "hash": str},
-                                     keep_default_na=False))
-    return schema.add_derived(table), meta
+    return verified_table(path, text, meta, meta["kind"], meta["root"]), meta
 
 
 def key_path(store: LabelStore, key: str) -> Path:

@@ -219,13 +219,17 @@ def difference(before: Sequence[float], after: Sequence[float], *, spread: Mappi
         return out
     half = t_quantile(df) * se
     out.update(low=out["change"] - half, high=out["change"] + half)
-    if out["low"] > 0:
-        out["verdict"] = WORSE if lower_better else IMPROVED
-    elif out["high"] < 0:
-        out["verdict"] = IMPROVED if lower_better else WORSE
-    else:
-        out["verdict"] = NOISE
+    out["verdict"] = _verdict(out["low"], out["high"], lower_better)
     return out
+
+
+def _verdict(low: float, high: float, lower_better: bool) -> str:
+    """The words for a 95 % interval of a change: outside zero on either side, or within the noise."""
+    if low > 0:
+        return WORSE if lower_better else IMPROVED
+    if high < 0:
+        return IMPROVED if lower_better else WORSE
+    return NOISE
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float], *, lower_better: bool = False) -> dict[str, Any]:
@@ -246,13 +250,7 @@ def paired_difference(before: Sequence[float], after: Sequence[float], *, lower_
         return out
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = t_quantile(n - 1) * sd / math.sqrt(n)
-    out.update(sd=sd, low=mean - half, high=mean + half)
-    if out["low"] > 0:
-        out["verdict"] = WORSE if lower_better else IMPROVED
-    elif out["high"] < 0:
-        out["verdict"] = IMPROVED if lower_better else WORSE
-    else:
-        out["verdict"] = NOISE
+    out.update(sd=sd, low=mean - half, high=mean + half, verdict=_verdict(mean - half, mean + half, lower_better))
     return out
 
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import streamlit as st
-
 from app import ui, views
 
-store = ui.get_store()
-st.title("Browse")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Browse")
 views.browse_view(store, key="browse", source="browse")

@@ -6,10 +6,7 @@ import streamlit as st
 
 from app import charts, ui
 
-store = ui.get_store()
-st.title("Distributions")
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Distributions")
 schema = store.schema
 
 distributions = charts.cached(store)

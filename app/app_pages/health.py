@@ -6,10 +6,7 @@ import streamlit as st
 
 from app import ui
 
-store = ui.get_store()
-st.title("Data health")
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Data health")
 
 problems = store.problems()
 issues = store.data_issues()

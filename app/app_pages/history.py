@@ -13,11 +13,7 @@ from app import ui, views
 from core.export import export, read_table
 from core.store import ConflictError, StoreError
 
-store = ui.get_store()
-st.title("History")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("History")
 schema = store.schema
 
 log = store.history()

@@ -3,13 +3,7 @@ decided units marked; a box or lasso selection opens exactly those images in Bro
 
 from __future__ import annotations
 
-import streamlit as st
-
 from app import map_views, ui
 
-store = ui.get_store()
-st.title("Map of the dataset")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Map of the dataset")
 map_views.map_page(store, store.current_score_run())

@@ -16,11 +16,7 @@ from core.store import StoreError
 UNITS_PER_PAGE = 12
 CHOICES = ("undecided", "fix", "keep")
 
-store = ui.get_store()
-st.title("Patterns")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Patterns")
 run_id = store.current_score_run()
 
 

@@ -11,12 +11,7 @@ from app import actions, charts, similar_views, ui, views
 from core import review
 from core.unit_view import decision_text, unit_view
 
-store = ui.get_store()
-ui.compact_page()  # the unit at hand fits one screen (1280 x 800): less space above the title
-st.title("Review queue")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Review queue", compact=True)
 schema = store.schema
 
 run_id = store.current_score_run()

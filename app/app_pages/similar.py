@@ -7,11 +7,7 @@ import streamlit as st
 
 from app import similar_views, ui
 
-store = ui.get_store()
-st.title("More like this")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("More like this")
 run_id = store.current_score_run()
 if run_id is None:
     st.info("No score run yet: similarity comes from a score run's embeddings. Score first (python -m train score).")

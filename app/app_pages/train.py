@@ -6,11 +6,7 @@ import streamlit as st
 
 from app import experiment_views, run_views, train_views, ui
 
-store = ui.get_store()
-st.title("Train")
-ui.show_flash()
-if not ui.require_data(store):
-    st.stop()
+store = ui.page_start("Train")
 
 st.caption("Relabel on the Review page, retrain here on a snapshot of the corrected labels, then compare the runs: "
            "what changed and did it help. Jobs run in the background; this page (and any other tab) follows them.")

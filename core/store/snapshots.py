@@ -26,14 +26,20 @@ def read_snapshot(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str,
     """
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
-    text = path.read_bytes().decode()
+    return verified_table(path, path.read_bytes().decode(), meta), meta
+
+
+def verified_table(path: Path, text: str, meta: dict[str, Any], *salt: str) -> pd.DataFrame:
+    """A hashed label table's ``text`` (a snapshot, an answer key) as a frame with its schema's derived columns,
+    after checking ``meta["hash"]`` = sha256 of the schema's JSON, ``salt`` and the text, newline-joined; an edited
+    file is refused (``StoreError`` naming ``path``)."""
     schema = Schema.from_dict(meta["schema"])
-    digest = hashlib.sha256((schema.to_json() + "\n" + text).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join([schema.to_json(), *salt, text]).encode()).hexdigest()
     if digest != meta["hash"]:
         raise StoreError(f"{path}: content does not match its hash {meta['hash'][:16]} (file edited?)")
     labels = csv_unescape(pd.read_csv(io.StringIO(text), dtype={"path": str, "person": str, "hash": str},
                                       keep_default_na=False))
-    return schema.add_derived(labels), meta
+    return schema.add_derived(labels)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
