@@ -228,7 +228,7 @@ def block_permutation(x: np.ndarray, block: int, rng: np.random.Generator) -> np
 
 
 def scan_p_value(x: np.ndarray, observed: float, permutations: int = PERMUTATIONS, seed: int = 0,
-                 window: tuple[int, int] | None = None) -> float:
+                 window: tuple[int, int] | None = None, strata: np.ndarray | None = None) -> float:
     """P(max llr >= observed) under a shuffled order: block permutations (blocks as long as the clusters of
     the sequence *outside* the found ``window``, so photos of one unnamed person sitting together are not
     mistaken for a run, while the run itself does not count as background clustering), with a Gumbel tail
@@ -239,7 +239,17 @@ def scan_p_value(x: np.ndarray, observed: float, permutations: int = PERMUTATION
     x = np.asarray(x, dtype=np.int64)
     lengths = _lengths(len(x))
     block = cluster_length(np.concatenate([x[:window[0]], x[window[1]:]]) if window else x)
-    null = np.array([scan_max(block_permutation(x, block, rng), lengths)[0] for _ in range(permutations)])
+    groups = [np.flatnonzero(strata == g) for g in pd.unique(strata)] if strata is not None else []
+
+    def shuffled() -> np.ndarray:
+        if len(groups) <= 1:
+            return block_permutation(x, block, rng)
+        out = x.copy()  # within each stratum (the given label): an order sorted by label is not a run
+        for idx in groups:
+            out[idx] = block_permutation(x[idx], block, rng)
+        return out
+
+    null = np.array([scan_max(shuffled(), lengths)[0] for _ in range(permutations)])
     exceed = int((null >= observed).sum())
     empirical = (1 + exceed) / (1 + permutations)
     sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
@@ -436,7 +446,10 @@ def run_candidates(units: Units, labels: pd.DataFrame, schema: Schema, *, seed: 
         if llr <= 0:
             continue
         llr, start, end = refine_window(x, start, end)
-        p = scan_p_value(x, llr, permutations, seed=seed + len(out), window=(start, end))
+        # "Any disagreement" mixes labels whose disagreement rates differ: shuffle it within each unit's given
+        # label, so an upload order sorted by label (a folder per class) is not read as a run.
+        strata = units.given[units.first_row[eligible]] if pair is None else None
+        p = scan_p_value(x, llr, permutations, seed=seed + len(out), window=(start, end), strata=strata)
         inside = int(x[start:end].sum())
         rate_in, rate_out = inside / (end - start), (int(x.sum()) - inside) / max(1, len(x) - (end - start))
 
