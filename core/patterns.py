@@ -203,15 +203,53 @@ def refine_window(x: np.ndarray, start: int, end: int, min_events: int = MIN_UNI
     return float(_bernoulli_llr(cs[e0] - cs[s0], e0 - s0, total, n)), s0, e0
 
 
-def scan_p_value(x: np.ndarray, observed: float, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
-    """P(max llr >= observed) under a shuffled order: permutations, with a Gumbel tail fitted to them
-    beyond the largest one (small p-values, as SaTScan's Gumbel approximation)."""
+def cluster_length(x: np.ndarray) -> int:
+    """The length-weighted mean length of the sequence's maximal stretches of consecutive events (1 for independent
+    rare events; about a person's image count when rows are images of unnamed people, whose photos sit together
+    and share their errors)."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.sum() == 0:
+        return 1
+    edges = np.diff(np.concatenate([[0], x, [0]]))
+    lengths = (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).astype(float)
+    # Weighted by length: the stretch a random event sits in (single stray events do not hide the clusters).
+    return max(1, int(round(float((lengths ** 2).sum() / lengths.sum()))))
+
+
+def block_permutation(x: np.ndarray, block: int, rng: np.random.Generator) -> np.ndarray:
+    """``x`` with its blocks of ``block`` consecutive values (from a random offset) in random order: a shuffled
+    upload order that keeps the local clustering a single source leaves (one person's adjacent photos)."""
+    if block <= 1:
+        return rng.permutation(x)
+    offset = int(rng.integers(0, block))
+    pieces = [x[:offset]] + [x[i:i + block] for i in range(offset, len(x), block)]
+    pieces = [p for p in pieces if len(p)]
+    return np.concatenate([pieces[i] for i in rng.permutation(len(pieces))])
+
+
+def scan_p_value(x: np.ndarray, observed: float, permutations: int = PERMUTATIONS, seed: int = 0,
+                 window: tuple[int, int] | None = None, strata: np.ndarray | None = None) -> float:
+    """P(max llr >= observed) under a shuffled order: block permutations (blocks as long as the clusters of
+    the sequence *outside* the found ``window``, so photos of one unnamed person sitting together are not
+    mistaken for a run, while the run itself does not count as background clustering), with a Gumbel tail
+    fitted to them beyond the largest one (small p-values, as SaTScan's Gumbel approximation)."""
     if observed <= 0:
         return 1.0
     rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=np.int64)
     lengths = _lengths(len(x))
-    null = np.array([scan_max(rng.permutation(x), lengths)[0] for _ in range(permutations)])
+    block = cluster_length(np.concatenate([x[:window[0]], x[window[1]:]]) if window else x)
+    groups = [np.flatnonzero(strata == g) for g in pd.unique(strata)] if strata is not None else []
+
+    def shuffled() -> np.ndarray:
+        if len(groups) <= 1:
+            return block_permutation(x, block, rng)
+        out = x.copy()  # within each stratum (the given label): an order sorted by label is not a run
+        for idx in groups:
+            out[idx] = block_permutation(x[idx], block, rng)
+        return out
+
+    null = np.array([scan_max(shuffled(), lengths)[0] for _ in range(permutations)])
     exceed = int((null >= observed).sum())
     empirical = (1 + exceed) / (1 + permutations)
     sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
@@ -408,7 +446,10 @@ def run_candidates(units: Units, labels: pd.DataFrame, schema: Schema, *, seed: 
         if llr <= 0:
             continue
         llr, start, end = refine_window(x, start, end)
-        p = scan_p_value(x, llr, permutations, seed=seed + len(out))
+        # "Any disagreement" mixes labels whose disagreement rates differ: shuffle it within each unit's given
+        # label, so an upload order sorted by label (a folder per class) is not read as a run.
+        strata = units.given[units.first_row[eligible]] if pair is None else None
+        p = scan_p_value(x, llr, permutations, seed=seed + len(out), window=(start, end), strata=strata)
         inside = int(x[start:end].sum())
         rate_in, rate_out = inside / (end - start), (int(x.sum()) - inside) / max(1, len(x) - (end - start))
 
