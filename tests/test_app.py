@@ -426,8 +426,8 @@ def test_user_text_is_escaped() -> None:
         r"\/", "/").replace(r"\u2060", "\u2060")
     sources = "\n".join(p.read_text() for p in Path(APP).parent.rglob("*.py") if p.name != "ui.py")
     assert "unsafe_allow_html" not in sources and ".html(" not in sources
-    # ui.py's two: the Review page's own CSS and its scroll-to-top script, constant text (no data)
-    assert (Path(APP).parent / "ui.py").read_text().count(".html(") == 2
+    # ui.py's three: the Review page's own CSS, the photo row's and the scroll-to-top script, our text (no data)
+    assert (Path(APP).parent / "ui.py").read_text().count(".html(") == 3
 
 
 def test_score_details_as_core_scoring_stores_them() -> None:
