@@ -112,8 +112,11 @@ def photo_row(store: LabelStore, photos: pd.DataFrame, *, key: str = "person_str
     and the model's opinion under it; the highlighted one is marked ▶. At most ``STRIP_PER_ROW`` a row."""
     if photos.empty:
         return
+    # Room above the photos for each photo's full-screen button (it shows on hover, above the image): it covers
+    # nothing of the text above. Our own CSS, no data.
+    st.html(f"<style>.st-key-{key} {{ padding-top: 1.7rem; }}</style>")
     strip = st.container(key=key)  # one a page; the browser test finds it by its class st-key-<key>
-    per_row = max(min(len(photos), STRIP_PER_ROW), 5)
+    per_row = max(min(len(photos), STRIP_PER_ROW), 3)  # a lone image: a third of the row, not a tile
     for start in range(0, len(photos), per_row):
         for column, row in zip(strip.columns(per_row, gap="small"), photos.iloc[start:start + per_row].itertuples()):
             with column:

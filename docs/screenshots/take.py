@@ -119,7 +119,7 @@ def main() -> int:
                 attribute.wait_for(timeout=120_000)
                 attribute.click()
                 attribute.press("ArrowDown")  # opens the list
-                page.locator(f'[role="option"]:text-is("{attribute_name}")').first.click()
+                page.locator(f'[role="option"]:has-text("{attribute_name}")').first.click()
                 page.locator(f"strong:has-text(': {attribute_name}')").first.wait_for(timeout=120_000)
                 page.wait_for_function(READY, timeout=300_000)
                 page.locator(".st-key-review_filters_open summary").click()  # and closed again
