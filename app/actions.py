@@ -141,25 +141,7 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
     binned = unit["scored"] != attribute and has_suggestion
     spec = schema.attribute(attribute)
     if binned:
-        # A group says nothing exact about the value: the reviewer types it (prefilled only by the model's
-        # own estimate, where it gives one). Accept takes a value inside the group; Set takes any.
-        value_key = f"{key}_value_{target}"
-        estimate = unit.get("estimate")
-        st.number_input(ui.plain(f"{attribute.capitalize()} (years): {unit['scored']} suggests {suggested}"),
-                        min_value=spec.minimum, max_value=spec.maximum,
-                        value=int(round(estimate)) if estimate is not None else None, step=1, key=value_key,
-                        placeholder=f"type the {attribute}", help=ui.plain(
-                            f"Accepting {suggested} never invents a {attribute}: type the one you see"
-                            + (" (prefilled with the model's estimate)" if estimate is not None else "") + "."))
-        row = st.columns(2)
-        with row[0]:
-            button(f"Accept {suggested}", "accept_binned",
-                   {**base, "scored": unit["scored"], "group": suggested, "value_key": value_key},
-                   key=f"{key}_accept", shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
-                   disabled=unknown, stretch=True)
-        with row[1]:
-            button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value",
-                   after=on_next, disabled=unknown, stretch=True)
+        _binned_accept(unit, spec, base, key=key, on_next=on_next, disabled=unknown)
     else:
         accept_value = review.suggestion_value(schema, unit["scored"], suggested, shown) \
             if has_suggestion and shown is not None else None
@@ -205,6 +187,31 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
         st.button("Next", key=f"{key}_next", on_click=on_next, shortcut=SHORTCUTS["next"], width="stretch")
     with nav[2]:
         undo_button(f"{key}_undo", after=on_undo, stretch=True, caption_to=below)
+
+
+def _binned_accept(unit: dict[str, Any], spec: Any, base: dict[str, Any], *, key: str, on_next: Callable[[], None],
+                   disabled: bool) -> None:
+    """A binned target's Accept (an age group): a group says nothing exact about the value, so the reviewer
+    types it (prefilled only by the model's own estimate, where it gives one). Accept takes a value inside
+    the group; Set takes any."""
+    target, attribute, suggested = unit["target"], unit["attribute"], unit.get("suggested")
+    value_key = f"{key}_value_{target}"
+    estimate = unit.get("estimate")
+    st.number_input(ui.plain(f"{attribute.capitalize()} (years): {unit['scored']} suggests {suggested}"),
+                    min_value=spec.minimum, max_value=spec.maximum,
+                    value=int(round(estimate)) if estimate is not None else None, step=1, key=value_key,
+                    placeholder=f"type the {attribute}", help=ui.plain(
+                        f"Accepting {suggested} never invents a {attribute}: type the one you see"
+                        + (" (prefilled with the model's estimate)" if estimate is not None else "") + "."))
+    row = st.columns(2)
+    with row[0]:
+        button(f"Accept {suggested}", "accept_binned",
+               {**base, "scored": unit["scored"], "group": suggested, "value_key": value_key},
+               key=f"{key}_accept", shortcut=SHORTCUTS["accept"], after=on_next, primary=True,
+               disabled=disabled, stretch=True)
+    with row[1]:
+        button(f"Set {attribute}", "set", {**base, "value_key": value_key}, key=f"{key}_set_value",
+               after=on_next, disabled=disabled, stretch=True)
 
 
 def image_actions(schema: Schema, item: dict[str, Any], *, key: str, source: str,

@@ -163,47 +163,18 @@ class LabelsMixin(DatasetMixin):
         """
         schema = self.schema
         source = "o" if original else "c"
-        clauses: list[str] = []
-        params: list[Any] = []
-        ranges = dict(ranges or {})
-        for name, wanted in (labels or {}).items():
-            binned = next((b for b in schema.binned if b.name == name), None)
-            values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
-            if binned is not None:  # a bin is an inclusive age range on the stored attribute
-                parts = []
-                for value in values:
-                    low, high = binned.bounds(value)
-                    parts.append(f"{source}.{quote(binned.source)} BETWEEN ? AND ?")
-                    params += [-(2**62) if low is None else low, 2**62 if high is None else high]
-                clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
-                continue
-            attribute = schema.attribute(name)
-            clauses.append(f"{source}.{quote(name)} IN ({', '.join('?' * len(values))})" if values else "0")
-            params += [attribute.parse(v) for v in values]
-        for name, (low, high) in ranges.items():
-            clauses.append(f"{source}.{quote(schema.attribute(name).name)} BETWEEN ? AND ?")
-            params += [int(low), int(high)]
-        if split:
-            clauses.append("i.split = ?")
-            params.append(split)
-        if item_ids is not None:
-            clauses.append("i.id IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps([int(i) for i in item_ids]))
-        if person:
-            clauses.append("p.key = ?")
-            params.append(person)
+        clauses, params = _label_clauses(schema, source, labels or {}, dict(ranges or {}))
+        simple = (("i.split = ?", split or None), ("p.key = ?", person or None), ("i.path = ?", path_is),
+                  ("i.path < ?", path_before), ("instr(lower(i.path), ?) > 0", (path_contains or "").lower() or None),
+                  ("i.id IN (SELECT value FROM json_each(?))",
+                   None if item_ids is None else json.dumps([int(i) for i in item_ids])))
+        for clause, value in simple:
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
         if person_prefix:
             clauses.append("substr(p.key, 1, ?) = ?")
             params += [len(person_prefix), person_prefix]
-        if path_is is not None:
-            clauses.append("i.path = ?")
-            params.append(path_is)
-        if path_before is not None:
-            clauses.append("i.path < ?")
-            params.append(path_before)
-        if path_contains:
-            clauses.append("instr(lower(i.path), ?) > 0")
-            params.append(path_contains.lower())
         differs = " OR ".join(f"c.{quote(a)} IS NOT o.{quote(a)}" for a in schema.names)
         if isinstance(corrected, str):  # images whose value of this attribute differs from the original
             clauses.append(f"c.item_id IS NOT NULL AND c.{quote(schema.attribute(corrected).name)}"
@@ -226,3 +197,29 @@ class LabelsMixin(DatasetMixin):
             f" {', '.join('c.' + quote(a) for a in schema.names)}, coalesce(({differs}), 0) AS corrected,"
             f" {originals}{joins}{where} ORDER BY i.path{page}", params)
         return frame, total
+
+
+def _label_clauses(schema: Any, source: str, labels: dict[str, Any],
+                   ranges: dict[str, tuple[int, int]]) -> tuple[list[str], list[Any]]:
+    """``select_items``' label and range filters on the ``source`` table alias (``c`` current, ``o`` original): a
+    bin is an inclusive range of its stored attribute (``Binned.bounds``); other attributes match their values."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name, wanted in labels.items():
+        binned = next((b for b in schema.binned if b.name == name), None)
+        values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+        if binned is not None:
+            parts = []
+            for value in values:
+                low, high = binned.bounds(value)
+                parts.append(f"{source}.{quote(binned.source)} BETWEEN ? AND ?")
+                params += [-(2**62) if low is None else low, 2**62 if high is None else high]
+            clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
+            continue
+        attribute = schema.attribute(name)
+        clauses.append(f"{source}.{quote(name)} IN ({', '.join('?' * len(values))})" if values else "0")
+        params += [attribute.parse(v) for v in values]
+    for name, (low, high) in ranges.items():
+        clauses.append(f"{source}.{quote(schema.attribute(name).name)} BETWEEN ? AND ?")
+        params += [int(low), int(high)]
+    return clauses, params
