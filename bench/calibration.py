@@ -225,12 +225,17 @@ def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     from train.oof import load_oof, score_rows
 
     with LabelStore(db) as store:
-        run = store.run(store.current_score_run())
+        runs = store.runs("score")
+        run = store.run(int(runs["id"].iloc[0]))  # the newest score run (finished, or its finished folds)
         items = store.items()[["path", "item_id"]]
     labels, snap = read_snapshot(run["config"]["snapshot"])
     labels = labels.merge(items, on="path", how="left", validate="one_to_one")
     schema = Schema.from_dict(snap["schema"])
-    order, probs = load_oof(run["run_dir"])
+    if run["status"] == "done":
+        order, probs = load_oof(run["run_dir"])
+    else:  # only the folds finished so far: their people's out-of-fold probabilities
+        order, probs = finished_folds(Path(run["run_dir"]), schema, run["config"].get("heads", "multi"))
+        labels = labels.set_index("path").loc[order["path"]].reset_index()
     assert list(order["path"]) == list(labels["path"])
     truth = pd.read_csv(root / "truth.csv")
     images = labels[["path", "person", "item_id"]].merge(truth[["path", "noise_kind", "true_mask", "true_gender",
@@ -267,6 +272,25 @@ def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     return images, methods
 
 
+def finished_folds(run_dir: Path, schema, heads_mode: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(items of the finished folds, {target: (m, k)}) of a score run still running: ``fold-<i>.npy`` files so far."""
+    from core.files import csv_unescape
+    from train.model import heads_for
+    from train.oof import marginals
+
+    items = csv_unescape(pd.read_csv(run_dir / "items.csv", dtype={"path": str, "person": str}))
+    folds = np.load(run_dir / "folds.npy")
+    heads = heads_for(schema, heads_mode)
+    widths = [len(h.classes) for h in heads]
+    done = sorted(int(f.stem.split("-")[1]) for f in run_dir.glob("fold-*.npy"))
+    rows = np.concatenate([np.flatnonzero(folds == f) for f in done])
+    joined = np.concatenate([np.load(run_dir / f"fold-{f}.npy") for f in done])
+    parts = dict(zip([h.name for h in heads], np.split(joined.astype(np.float64), np.cumsum(widths)[:-1], axis=1)))
+    if "class" in parts:
+        parts = marginals(schema, parts["class"])
+    return items.iloc[rows].reset_index(drop=True), parts
+
+
 def demo_person_f1(images: pd.DataFrame, methods: dict[str, dict[str, np.ndarray]]) -> dict[tuple[str, str], tuple]:
     """{(noise kind or 'all', method): (precision, recall, F1, wrong people)} at person level."""
     people = images.groupby("person")["noise_kind"].first().fillna("")
@@ -293,11 +317,12 @@ def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[s
                     continue
                 from core.store import LabelStore
                 with LabelStore(db) as store:
-                    if store.current_score_run() is None:
-                        print(f"{db}: no finished score run, left out", flush=True)
+                    runs = store.runs("score")
+                    if not len(runs) or not list((Path(runs["run_dir"].iloc[0] or ".")).glob("fold-*.npy")):
+                        print(f"{db}: no finished score run or fold, left out", flush=True)
                         continue
-                    people = store.items()["person"].nunique()
                 images, methods = demo_flags(db, workdir / f"seed{seed}" / "demo")
+                people = images["person"].nunique()
                 results[(seed, option)] = (people, demo_person_f1(images, methods))
                 print(seed, option, {k: round(v[2], 3) for k, v in results[(seed, option)][1].items()
                                      if k[1] == DEMO_METHODS[0]}, flush=True)
@@ -313,6 +338,9 @@ def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[s
             wrong = [runs[s][1][(kind, DEMO_METHODS[0])][3] for s in sorted(runs)]
             best = max(DEMO_METHODS[2:], key=lambda name: f1[name].mean())
             diff = f1[DEMO_METHODS[0]] - f1[best]
+            if sum(wrong) == 0:  # no person of this kind in the people scored: F1 is undefined, not 0
+                lines.append(f"| {option} | {kind} | {', '.join(map(str, wrong))} |" + " — |" * (len(DEMO_METHODS) + 1))
+                continue
             met = f1[DEMO_METHODS[0]].mean() >= f1[best].mean() - 0.005
             cells = " | ".join(f"{f1[name].mean():.3f}" for name in DEMO_METHODS)
             per_seed = ", ".join(f"{d:+.3f}" for d in diff)

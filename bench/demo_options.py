@@ -7,9 +7,11 @@
 ``prepare`` generates the demo of each seed once (``<workdir>/seed<s>/demo``) and ingests it into one fresh
 store per option (``<workdir>/seed<s>/<option>/labels.db``); ``run`` scores every seed's store of one option
 with ``train.score.score`` (the score job's defaults plus the option) and skips a store whose score run is
-done, so the four options run as four parallel processes and a killed one resumes. ``table`` re-applies
-today's verdicts to every finished run (``train.score.rescore``: the stored out-of-fold probabilities, no
-training) and compares them with truth.csv (``bench.calibration.demo_options_section``).
+done and resumes one that was stopped (``score(resume=...)``: its finished folds are kept), so the four options
+run as four parallel processes and a killed one goes on where it was. ``table`` re-applies
+today's verdicts to every run's stored out-of-fold probabilities (``train.oof.score_rows``, as ``rescore`` does; no
+training; a run still going: the folds it finished, whole people) and compares them with truth.csv
+(``bench.calibration.demo_options_section``).
 """
 
 from __future__ import annotations
@@ -53,8 +55,14 @@ def run(workdir: Path, seeds: list[int], option: str) -> None:
             if store.current_score_run() is not None:
                 print(f"seed {seed} {option}: done already", flush=True)
                 continue
+            runs = store.runs("score")
+            stopped = int(runs["id"].iloc[0]) if len(runs) and runs["status"].iloc[0] in ("cancelled", "failed") \
+                else None
         load, started = os.getloadavg()[0], time.perf_counter()
-        result = score(db=str(db), echo=False, **OPTIONS[option])
+        if stopped is not None:  # a killed run (SIGTERM: cancelled) goes on from its finished folds
+            result = score(db=str(db), echo=False, resume=stopped)
+        else:
+            result = score(db=str(db), echo=False, **OPTIONS[option])
         print(f"seed {seed} {option}: run {result['run_id']} {result['status']} in "
               f"{time.perf_counter() - started:.0f} s (load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
 
