@@ -271,14 +271,9 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     ----------
     labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids (person keys).
     rho : float in [0, 1] to override the estimate (0: images independent, 1: one view per person).
-    calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default): one temperature
-        and a per-class offset fitted by maximum likelihood of the given labels, so that a model trained with
-        class-balanced sampling, focal loss, or one over- or under-confident, gets the verdicts a model
-        calibrated to the label prior gets. Assumes the probabilities are a per-class rescaling and a power
-        of calibrated ones and that most given labels of each class are right. Invariant under it: every
-        flag, score, suggestion, ``rho`` and count is unchanged when every image's probabilities are
-        multiplied by one per-class factor (and renormalised) or raised to one power; label smoothing is
-        met only approximately (BENCHMARKS.md, "Person level across calibrations").
+    calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default; it says what it
+        assumes). Every flag, score, suggestion, ``rho`` and count is then unchanged by a per-class rescaling or
+        a power of the probabilities; label smoothing only approximately ("Person level across calibrations").
 
     Returns
     -------
