@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -226,10 +227,8 @@ def _job_options(p: argparse.ArgumentParser, resume_help: str) -> None:
     _db(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0], allow_abbrev=False)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_training_commands(sub: Any) -> None:
+    """``fit``, ``score``, ``experiment`` and ``evaluate``: what trains or judges models."""
     p = sub.add_parser("fit", help="train on a snapshot of the current labels (journaled, checkpointed)",
                        allow_abbrev=False)
     add_options(p, "fit")
@@ -277,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     _db(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+
+def _add_journal_commands(sub: Any) -> None:
+    """``runs`` and ``diff``: reading the experiment journal."""
     p = sub.add_parser("runs", help="list training runs (the experiment journal)", allow_abbrev=False)
     p.add_argument("--json", action="store_true", help="JSON: id, status, best_checkpoint, metrics, config, ...")
     p.add_argument("--kind", default="train", help="train, score, predict or all (default: train)")
@@ -291,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db(p)
     p.set_defaults(func=cmd_diff)
 
+
+def _add_tool_commands(sub: Any) -> None:
+    """``cache``, ``predict``, ``model-info`` and ``slices``."""
     p = sub.add_parser("cache", help="list the decoded image caches (size, images, last use, in use); clear or trim",
                        allow_abbrev=False)
     p.add_argument("--clear", action="store_true", help="delete every cache no running job holds")
@@ -332,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the learned slices and patterns as JSON")
     _db(p)
     p.set_defaults(func=cmd_slices)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0], allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_training_commands(sub)
+    _add_journal_commands(sub)
+    _add_tool_commands(sub)
     return parser
 
 

@@ -201,9 +201,6 @@ def run_experiment(config: TrainConfig | None = None, repeats: int = 3, *, db: s
 
     ``run_id`` adopts a queued journal row (a job launcher's) as the experiment's row. A cancelled or failed
     training ends the experiment (status cancelled/failed); what finished stays and is reused next time."""
-    from train.jobs import JOB_LOCK
-    from train.loop import fit
-
     config = config or TrainConfig()
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
@@ -235,39 +232,11 @@ def run_experiment(config: TrainConfig | None = None, repeats: int = 3, *, db: s
     status, error_text = "done", None
     try:
         for i in range(repeats):
-            seed = config.seed + i
             for side, snap in (("original", original), ("current", current)):
-                with LabelStore(db) as store:
-                    reused = _reusable(store, base, snap.hash, seed, key["people_hash"])
-                    store.update_run(run_id, progress={"phase": f"pair {i + 1} of {repeats}: {side} labels, seed "
-                                                                f"{seed}", "pair": i + 1, "pairs": repeats,
-                                                       "done": 2 * i + (side == "current"), "side": side,
-                                                       "updated_at": time.time()})
-                    if reused is not None:
-                        store.add_experiment_run(run_id, reused, side=side, seed=seed, reused=True)
-                    else:  # its row first: a job that dies mid-training leaves no orphan "running" row
-                        queued = store.create_run("train", {}, status="queued")
-                        store.add_experiment_run(run_id, queued, side=side, seed=seed)
-                if reused is None:
-                    result = fit(replace(base, seed=seed, snapshot=str(snap.path), labels=side), db=db, echo=echo,
-                                 run_id=queued)
-                    with LabelStore(db) as store:
-                        holder = store.lock_holder(JOB_LOCK)  # a dashboard job: the lock stays on the experiment
-                        if holder is not None and holder["pid"] == os.getpid() and holder["run_id"] != run_id:
-                            store.update_lock(JOB_LOCK, run_id=run_id, pid=os.getpid())
-                    if result["status"] != "done":
-                        status = result["status"]
-                        raise _Stop()
-                    run_of_side = int(result["run_id"])
-                else:
-                    run_of_side = reused
-                with LabelStore(db) as store:  # every number on the experiment's keys, from the checkpoints
-                    if store.run(run_of_side)["answer_key"] != key["hash"] and \
-                            store.evaluation(run_of_side, key["hash"]) is None:
-                        evaluate_run(store, run_of_side, key_path, threads=config.threads)
-                    if held and store.evaluation(run_of_side, held[1]["hash"]) is None:
-                        evaluate_run(store, run_of_side, held[0], threads=config.threads)
-    except _Stop:
+                _one_side(db, run_id, base, snap, side=side, pair=i, repeats=repeats, key=key, key_path=key_path,
+                          held=held, threads=config.threads, echo=echo)
+    except _Stop as stop:
+        status = str(stop.args[0])
         error_text = f"a training run ended {status}; the pairs that finished are kept and reused next time"
     except BaseException as error:
         status, error_text = "failed", f"{type(error).__name__}: {error}"
@@ -281,6 +250,43 @@ def run_experiment(config: TrainConfig | None = None, repeats: int = 3, *, db: s
                          progress={"phase": "done", "pair": report["pairs"], "pairs": repeats,
                                    "done": 2 * report["pairs"]})
     return report
+
+
+def _one_side(db: str | None, run_id: int, base: TrainConfig, snap: Any, *, side: str, pair: int, repeats: int,
+              key: dict[str, Any], key_path: Path, held: Any, threads: int, echo: bool) -> int:
+    """One training of pair ``pair`` on ``side``'s labels (or a finished one reused), then judged on the
+    experiment's keys from its checkpoint; returns its run id. Raises ``_Stop(status)`` when it did not finish."""
+    from train.jobs import JOB_LOCK
+    from train.loop import fit
+
+    seed = base.seed + pair
+    with LabelStore(db) as store:
+        reused = _reusable(store, base, snap.hash, seed, key["people_hash"])
+        store.update_run(run_id, progress={"phase": f"pair {pair + 1} of {repeats}: {side} labels, seed {seed}",
+                                           "pair": pair + 1, "pairs": repeats, "done": 2 * pair + (side == "current"),
+                                           "side": side, "updated_at": time.time()})
+        if reused is not None:
+            store.add_experiment_run(run_id, reused, side=side, seed=seed, reused=True)
+        else:  # its row first: a job that dies mid-training leaves no orphan "running" row
+            queued = store.create_run("train", {}, status="queued")
+            store.add_experiment_run(run_id, queued, side=side, seed=seed)
+    if reused is None:
+        result = fit(replace(base, seed=seed, snapshot=str(snap.path), labels=side), db=db, echo=echo, run_id=queued)
+        with LabelStore(db) as store:
+            holder = store.lock_holder(JOB_LOCK)  # a dashboard job: the lock stays on the experiment
+            if holder is not None and holder["pid"] == os.getpid() and holder["run_id"] != run_id:
+                store.update_lock(JOB_LOCK, run_id=run_id, pid=os.getpid())
+        if result["status"] != "done":
+            raise _Stop(result["status"])
+        run_of_side = int(result["run_id"])
+    else:
+        run_of_side = reused
+    with LabelStore(db) as store:  # every number on the experiment's keys, from the checkpoints
+        if store.run(run_of_side)["answer_key"] != key["hash"] and store.evaluation(run_of_side, key["hash"]) is None:
+            evaluate_run(store, run_of_side, key_path, threads=threads)
+        if held and store.evaluation(run_of_side, held[1]["hash"]) is None:
+            evaluate_run(store, run_of_side, held[0], threads=threads)
+    return run_of_side
 
 
 class _Stop(Exception):
