@@ -21,7 +21,8 @@ from tests.fixtures import build_folder_dataset
 from train import config as train_config
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
-PAGES = ["app_pages/distributions.py", "app_pages/review.py", "app_pages/browse.py", "app_pages/history.py", "app_pages/health.py"]
+PAGES = ["app_pages/distributions.py", "app_pages/review.py", "app_pages/browse.py", "app_pages/history.py", "app_pages/health.py",
+         "app_pages/similar.py", "app_pages/map.py"]
 
 
 @pytest.fixture(scope="session")

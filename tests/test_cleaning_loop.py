@@ -202,10 +202,11 @@ def test_quick_path_runs_every_arm_with_paired_seeds(tmp_path: Path):
                       "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     record = data["record"]
-    assert set(record["fits"]) == {"noisy", "ceiling", "queue@0.05", "cleanlab@0.05", "random@0.05", "pattern@0.05"}
+    assert set(record["fits"]) == {"noisy", "ceiling", "queue@0.05", "cleanlab@0.05", "random@0.05", "pattern@0.05",
+                                   "learning@0.05"}
     assert all(set(cell) == {"0", "1"} for cell in record["fits"].values())  # the same seeds in every arm
     budget = int(0.05 * record["n_images"])
-    for order in ("queue", "cleanlab", "random"):
+    for order in ("queue", "cleanlab", "random", "learning"):
         snap = record["snapshots"][f"{order}@0.05"]
         assert snap["entries"] == snap["budget_decisions"] == budget  # one entry = one decision
         assert snap["images_shown"] >= snap["entries"]

@@ -286,3 +286,36 @@ def test_pages_without_embeddings_say_so_in_a_line(scored, monkeypatch: pytest.M
         assert not at.exception and any("No embeddings" in i.value for i in at.info)
     finally:
         hidden.rename(path)
+
+
+def test_the_review_page_learning_queue_says_why_and_focuses_the_learned_head(scored, monkeypatch):
+    from core import review
+    from core.store import LabelStore
+
+    db, result = scored
+    with LabelStore(db) as store:
+        units = learning.unit_table(store, result["run_id"])
+        done = learning.decisions(store, result["run_id"])
+        todo = units[~units["unit"].isin(set(done["unit"]))].head(12)
+        for i, row in enumerate(todo.itertuples(index=False)):  # 12 decisions: 6 corrections, 6 "label is correct"
+            shown = store.label_of(row.target, row.stored)
+            if i % 2:
+                review.verdict(store, row.target, row.stored, shown=shown, annotator="t", kind="correct")
+            else:
+                other = next(c for c in store.schema.target_classes(row.attribute) if c != row.given)
+                value = review.suggestion_value(store.schema, row.attribute, other, shown)
+                assert review.set_label(store, row.target, row.stored, value, shown=shown, annotator="t").ok
+        emb = embeddings.load_run(store, result["run_id"])
+        expected = learning.learned_queue(units, embeddings.unit_vectors(emb, units),
+                                          learning.decisions(store, result["run_id"]))
+    assert expected.active
+    at = _page(db, "app_pages/review.py", monkeypatch)
+    at.toggle(key="review_learning").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Order learned from your first" in m.value for m in at.markdown)
+    why = [df.value for df in at.dataframe if "why" in df.value.columns]
+    assert why and why[0]["why"].str.startswith(("ranked up", "ranked down")).all()
+    head = expected.order.iloc[0]
+    assert at.session_state["review_focus"] == head["key"]  # the page shows the learned order's first unit
+    at.toggle(key="review_learning").set_value(False).run()  # off: the plain ranking, nothing left behind
+    assert not at.exception and not any("Order learned" in m.value for m in at.markdown)
