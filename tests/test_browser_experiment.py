@@ -39,7 +39,7 @@ def test_review_then_did_cleaning_help_shows_the_verdict_and_the_power_line(tmp_
     with LabelStore(db) as store:
         ingest(tmp_path / "demo", store)
         run_id = add_score_run(store)
-        flagged = review.filter_queue(review.queue(store, run_id), review.statuses(store), flagged_only=True,
+        flagged = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
                                       status="unreviewed")
         assert len(flagged) >= 3
 
