@@ -40,8 +40,10 @@ def test_review_then_did_cleaning_help_shows_the_verdict_and_the_power_line(tmp_
         ingest(tmp_path / "demo", store)
         run_id = add_score_run(store)
         flagged = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
-                                      status="unreviewed")
-        assert len(flagged) >= 3
+                                     status="unreviewed")
+        for row in flagged[flagged["attribute"] == "age_group"].itertuples():  # an age group's A asks for the age
+            store.mark_reviewed(row.target, row.stored, annotator="setup")
+        assert (flagged["attribute"] != "age_group").sum() >= 3
 
     with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)

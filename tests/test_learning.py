@@ -304,6 +304,9 @@ def test_the_review_page_learning_queue_says_why_and_focuses_the_learned_head(sc
             else:
                 other = next(c for c in store.schema.target_classes(row.attribute) if c != row.given)
                 value = review.suggestion_value(store.schema, row.attribute, other, shown)
+                if value is None:  # an age group: the reviewer gives an age inside it (none is invented)
+                    low, high = review.group_range(store.schema, row.attribute, other)
+                    value = low if low is not None else high
                 assert review.set_label(store, row.target, row.stored, value, shown=shown, annotator="t").ok
         emb = embeddings.load_run(store, result["run_id"])
         expected = learning.learned_queue(units, embeddings.unit_vectors(emb, units),
