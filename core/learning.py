@@ -442,7 +442,7 @@ class UnitIndex:
 def decide_many(store: Any, units: list[dict[str, Any]], action: str, *, value: Any = None, annotator: str,
                 score_run: int | None = None, source: str = "review") -> Any:
     """One decision on each unit (``target``, ``stored``, ``scored`` = the scored attribute): ``action`` "set"
-    (to the scored class ``value``: a bin becomes the nearest stored value inside it, per unit) or "correct"
+    (to the scored class ``value``; a bin names no exact stored value, so those units are refused) or "correct"
     (label is correct). Each goes through ``core.review`` with the value shown now (a unit changed meanwhile
     is refused, not overwritten). Returns one ``review.Outcome`` summing them up."""
     from core import review
@@ -458,6 +458,9 @@ def decide_many(store: Any, units: list[dict[str, Any]], action: str, *, value: 
             continue
         if action == "set":
             new = review.suggestion_value(schema, scored, value, shown)
+            if new is None:  # a group (age_group) names no exact value: never invent one
+                failed.append(f"{target}: {scored} {value} names no exact {stored}; type it on the Review page")
+                continue
             if str(new) == str(shown):
                 skipped += 1
                 continue
