@@ -54,6 +54,9 @@ def test_patterns_page_in_a_real_browser(tmp_path: Path) -> None:
                 page.wait_for_function(IDLE, timeout=90_000)
 
             page.goto(f"{url}/?annotator={NAME}")
+            # the first run keeps the name in the session; a click before it ends would open the page without it
+            page.locator(f'input[aria-label="Annotator"][value="{NAME}"]').wait_for(timeout=60_000)
+            settled()
             page.locator('[data-testid="stSidebarNav"] a:has-text("Patterns")').click()
             page.locator("text=survive a 5 % false discovery rate").first.wait_for(timeout=120_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
