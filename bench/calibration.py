@@ -34,7 +34,7 @@ from cleanlab.filter import find_label_issues
 from sklearn.metrics import average_precision_score
 from threadpoolctl import threadpool_limits
 
-from bench import sections
+from bench import common
 from bench.person_regimes import Regime, Setting, make
 from core.scoring import group_scores
 
@@ -177,7 +177,7 @@ def main() -> None:
     print("\n".join(misses))
     if not args.no_write:
         text = calibration_text(table, misses, args.seeds, time.perf_counter() - started)
-        sections.write_section("Person level across calibrations", text)
+        common.write_section("Person level across calibrations", text)
 
 
 def calibration_text(table: str, misses: list[str], seeds: int, seconds: float) -> str:
@@ -364,5 +364,5 @@ Cells missed (ours below the best baseline by more than 0.005): {'; '.join(verdi
 """
     print(text)
     if write:
-        sections.write_section("Person verdicts on the demo across score options", text)
+        common.write_section("Person verdicts on the demo across score options", text)
     return text

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import sections
+from bench import common
 
 SECTION = "Did cleaning help? (the product's experiment against the truth)"
 ARMS = ("random", "ceiling")
@@ -176,7 +176,7 @@ def write_section(data: dict[str, Any], commands: Sequence[str]) -> None:
     machine = data.get("machine", "this machine")
     body = [f"`{c}`" for c in commands]
     text = "\n".join([" and ".join(body) + f" ({machine}).", "", *report_lines(data)])
-    sections.write_section(SECTION, text)
+    common.write_section(SECTION, text)
 
 
 def summary(data: dict[str, Any]) -> dict[str, float]:

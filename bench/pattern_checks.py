@@ -37,7 +37,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench import sections  # noqa: E402
+from bench import common  # noqa: E402
 from core import pattern_actions  # noqa: E402
 from core.store import LabelStore  # noqa: E402
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         text = report(json.loads(args.report.read_text()))
         print(text)
         if args.write:
-            sections.write_section(SECTION, text)
+            common.write_section(SECTION, text)
         return 0
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results)
     print(text)
     if args.write:
-        sections.write_section(SECTION, text)
+        common.write_section(SECTION, text)
     return 0
 
 

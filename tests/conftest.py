@@ -25,3 +25,12 @@ def make_store(tmp_path: Path) -> Callable[..., LabelStore]:
     yield build
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The store path the app opens (``LABELS_DB``); the first-start demo is off unless a test turns it on."""
+    path = tmp_path / "labels.db"
+    monkeypatch.setenv("LABELS_DB", str(path))
+    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
+    return path

@@ -34,15 +34,6 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The store path the app opens (``LABELS_DB``); the first-start demo is off unless a test turns it on."""
-    path = tmp_path / "labels.db"
-    monkeypatch.setenv("LABELS_DB", str(path))
-    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
-    return path
-
-
-@pytest.fixture
 def store(db: Path, demo_root: Path) -> LabelStore:
     store = LabelStore(db)
     ingest(demo_root, store)

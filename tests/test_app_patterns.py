@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import pattern_actions, review
@@ -13,14 +12,6 @@ from tests.pattern_data import HOSTILE, pattern_store
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 PAGE = "app_pages/patterns.py"
-
-
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "labels.db"
-    monkeypatch.setenv("LABELS_DB", str(path))
-    monkeypatch.setenv("LABELS_AUTO_DEMO", "0")
-    return path
 
 
 def open_page(annotator: str = "tester") -> AppTest:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from core import review
@@ -40,19 +41,26 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
     return False
 
 
+def scored_demo(folder: Path, persons: int, noise: float = 0.05) -> tuple[Path, pd.DataFrame]:
+    """A small demo ingested into ``folder/labels.db`` with a synthetic score run; its flagged age-group units are
+    marked reviewed (an age group's A asks for the age), so A accepts the rest. Returns the store and those units."""
+    generate(folder / "demo", persons=persons, noise=noise, image_size=(48, 64))
+    db = folder / "labels.db"
+    with LabelStore(db) as store:
+        ingest(folder / "demo", store)
+        run_id = add_score_run(store)
+        units = review.queue_units(store, run_id, review.statuses(store), flagged_only=True, status="unreviewed")
+        for row in units[units["attribute"] == "age_group"].itertuples():
+            store.mark_reviewed(row.target, row.stored, annotator="setup")
+    return db, units[units["attribute"] != "age_group"].reset_index(drop=True)
+
+
 def test_relabel_with_a_keyboard_shortcut_changes_the_store(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    generate(tmp_path / "demo", persons=6, image_size=(48, 64))
-    db = tmp_path / "labels.db"
+    db, units = scored_demo(tmp_path, persons=6)
     with LabelStore(db) as store:
-        ingest(tmp_path / "demo", store)
-        run_id = add_score_run(store)
-        units = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
-                                   status="unreviewed")
-        for row in units[units["attribute"] == "age_group"].itertuples():  # an age group's A asks for the age
-            store.mark_reviewed(row.target, row.stored, annotator="setup")
-        unit = units[units["attribute"] != "age_group"].iloc[0]
+        unit = units.iloc[0]
         before = store.label_of(unit["target"], unit["stored"])
         expected = review.suggestion_value(store.schema, unit["attribute"], unit["suggested"], before)
 

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from core import review
-from core.demo import generate
-from core.ingest import ingest
 from core.store import LabelStore
-from core.synthetic import add_score_run
 from tests.app_data import serve
-from tests.test_browser import ARGS, CHROMIUM, wait_for
-from tests.test_browser_train import TINY
+from tests.test_browser import ARGS, CHROMIUM, scored_demo, wait_for
+from tests.test_browser_train import TINY, fill_fields
 
 pytestmark = [
     pytest.mark.browser,
@@ -34,16 +30,8 @@ def test_review_then_did_cleaning_help_shows_the_verdict_and_the_power_line(tmp_
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the server and its job
     shots = Path(os.environ.get("LABELFIX_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    generate(tmp_path / "demo", persons=12, noise=0.2, image_size=(48, 64))
-    db = tmp_path / "labels.db"
-    with LabelStore(db) as store:
-        ingest(tmp_path / "demo", store)
-        run_id = add_score_run(store)
-        flagged = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
-                                     status="unreviewed")
-        for row in flagged[flagged["attribute"] == "age_group"].itertuples():  # an age group's A asks for the age
-            store.mark_reviewed(row.target, row.stored, annotator="setup")
-        assert (flagged["attribute"] != "age_group").sum() >= 3
+    db, flagged = scored_demo(tmp_path, persons=12, noise=0.2)
+    assert len(flagged) >= 3
 
     with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -60,11 +48,7 @@ def test_review_then_did_cleaning_help_shows_the_verdict_and_the_power_line(tmp_
             page.screenshot(path=str(shots / "experiment_review.png"))
 
             page.goto(f"{url}/train?annotator=browser-test")
-            for label, value in TINY.items():
-                field = page.locator(f'input[aria-label="{label}"]')
-                field.wait_for(timeout=90_000)
-                field.fill(value)
-                field.press("Tab")
+            fill_fields(page, TINY)
             button = page.locator("button:visible:has-text('Did cleaning help?')")
             assert wait_for(lambda: button.count() == 1, 30)  # not a stale copy mid-rerun
             button.click()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -18,7 +17,7 @@ from core.store import LabelStore
 from tests.app_data import serve
 from tests.pattern_data import truth_score_run
 from tests.test_browser import ARGS, CHROMIUM, wait_for
-from tests.test_browser_workspace import CUT, IDLE
+from tests.test_browser_workspace import CUT, IDLE, watch_requests
 
 pytestmark = [
     pytest.mark.browser,
@@ -37,18 +36,11 @@ def test_patterns_page_in_a_real_browser(tmp_path: Path) -> None:
         truth_score_run(store, tmp_path / "demo" / "truth.csv")
     shots = Path(os.environ.get("PATTERNS_SHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    outside: list[str] = []
-
-    def note(url: str) -> None:
-        if urlparse(url).hostname not in ("127.0.0.1", None) and not url.startswith(("data:", "blob:")):
-            outside.append(url)
-
     with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("request", lambda request: note(request.url))
-            page.on("websocket", lambda socket: note(socket.url))
+            outside = watch_requests(page)
 
             def settled() -> None:
                 page.wait_for_function(IDLE, timeout=90_000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,16 @@ TINY = {"Other timm model name": "test_resnet", "Image width": "32", "Image heig
         "Batch size": "16"}
 
 
+def fill_fields(page: Any, values: dict[str, str]) -> None:
+    """Type ``values`` into the inputs labelled by their keys (Tab after each, as a person does). CSS locators:
+    role queries walk the accessibility tree and take seconds on a big page."""
+    for label, value in values.items():
+        field = page.locator(f'input[aria-label="{label}"]')
+        field.wait_for(timeout=90_000)
+        field.fill(value)
+        field.press("Tab")
+
+
 def test_retrain_from_the_browser_and_watch_the_progress_bar_reach_done(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import sync_playwright
@@ -41,12 +52,7 @@ def test_retrain_from_the_browser_and_watch_the_progress_bar_reach_done(tmp_path
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/train?annotator=browser-test")
-            # CSS locators: role queries walk the accessibility tree and take seconds on a big page.
-            for label, value in TINY.items():
-                field = page.locator(f'input[aria-label="{label}"]')
-                field.wait_for(timeout=90_000)
-                field.fill(value)
-                field.press("Tab")
+            fill_fields(page, TINY)
             page.locator("button:has-text('Retrain on cleaned labels')").click()
 
             bar = page.locator('[data-testid="stProgress"]').first

@@ -9,6 +9,7 @@ label is cut with an ellipsis, the name survives every navigation, and no reques
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -47,6 +48,20 @@ IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-stale="true"]').length === 0"""
 
 
+def watch_requests(page: Any) -> list[str]:
+    """The list every request or websocket of ``page`` that leaves 127.0.0.1 is appended to (data: and blob:
+    URLs stay in the page)."""
+    outside: list[str] = []
+
+    def note(url: str) -> None:
+        if urlparse(url).hostname not in ("127.0.0.1", None) and not url.startswith(("data:", "blob:")):
+            outside.append(url)
+
+    page.on("request", lambda request: note(request.url))
+    page.on("websocket", lambda socket: note(socket.url))
+    return outside
+
+
 def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -58,18 +73,11 @@ def test_the_review_loop_in_a_real_browser(tmp_path: Path) -> None:
         first = review.queue_units(store, run_id, review.statuses(store), flagged_only=True,
                                    status="unreviewed").iloc[0].to_dict()
 
-    outside: list[str] = []
-
-    def note(url: str) -> None:
-        if urlparse(url).hostname not in ("127.0.0.1", None) and not url.startswith(("data:", "blob:")):
-            outside.append(url)
-
     with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("request", lambda request: note(request.url))
-            page.on("websocket", lambda socket: note(socket.url))
+            outside = watch_requests(page)
             name = page.locator('input[aria-label="Annotator"]')
 
             def settled() -> None:
