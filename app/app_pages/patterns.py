@@ -40,7 +40,9 @@ def bulk_history() -> None:
         st.caption("None yet: a pattern applied here is one bulk step (one id, one reason), undone as one.")
         return
     table = bulks[["id", "kind", "annotator", "created_at", "n_corrected", "n_kept", "n_refused", "reverts",
-                   "reverted_by", "reason"]]
+                   "reverted_by", "reason"]].copy()
+    for column in ("reverts", "reverted_by"):  # numbers or NaN (an empty cell), never the text "None"
+        table[column] = pd.to_numeric(table[column], errors="coerce")
     st.dataframe(table, hide_index=True)
     live = bulks[(bulks["kind"] != "revert") & bulks["reverted_by"].isna()].head(5)
     for row in live.itertuples(index=False):
