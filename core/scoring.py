@@ -472,8 +472,11 @@ QUEUE_COLUMNS = ["kind", "attribute", "target", "rows", "given", "suggested", "s
 
 
 def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], groups: Any = None, *,
-                 person_scope: Collection[str] = (), swap: tuple[str, int, int] | None = None) -> pd.DataFrame:
+                 person_scope: Collection[str] = (), swap: tuple[str, int, int] | None = None,
+                 calibrate: bool = True) -> pd.DataFrame:
     """One ranked queue over attributes: flagged first, then by ``score`` (P(given label is wrong)), descending.
+    With ``calibrate`` each attribute's probabilities are recalibrated once (``core.calibration``) and every
+    verdict reads those; ``calibrate=False`` when the caller already did it.
 
     Parameters
     ----------
@@ -501,8 +504,10 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
         models = list(raw) if isinstance(raw, list | tuple) else [raw]
         probs = np.mean([check_pred_probs(m, len(np.asarray(given))) for m in models], axis=0)
         spread = model_disagreement(models) if len(models) > 1 else np.full(len(probs), np.nan)
+        if calibrate:  # one fit an attribute: the verdicts below read the same recalibrated probabilities
+            probs, _ = recalibrate(*check_inputs(given, probs))
         if attribute in person_scope:
-            table = group_scores(given, probs, groups)
+            table = group_scores(given, probs, groups, calibrate=False)
             frames.append(pd.DataFrame({
                 "kind": "person", "attribute": attribute, "target": table["group"], "rows": table["rows"],
                 "given": table["given"], "suggested": table["suggested"], "score": table["score"],
@@ -512,10 +517,10 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
                            for p, n, a, i, v in table[["probs", "n_images", "n_against", "inconsistent",
                                                        "views"]].itertuples(index=False, name=None)]}))
             continue
-        table = image_scores(given, probs)
+        table = image_scores(given, probs, calibrate=False)
         keep = np.ones(len(table), bool)
         if swap is not None and swap[0] == attribute:
-            swaps = mask_swap_scores(given, probs, groups, pair=(swap[1], swap[2]))
+            swaps = mask_swap_scores(given, probs, groups, pair=(swap[1], swap[2]), calibrate=False)
             swaps = swaps[swaps["is_issue"]]
             rows = [r1 + r2 for r1, r2 in zip(swaps["rows_first"], swaps["rows_second"])]
             for r in rows:

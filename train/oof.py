@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.calibration import recalibrate
 from core.files import csv_unescape, replacing
 from core.ordinal import edge_step
 from core.schema import Schema
-from core.scoring import image_scores, model_disagreement, queue_items, review_queue
+from core.scoring import check_inputs, image_scores, model_disagreement, queue_items, review_queue
 from core.store import LabelStore, StoreError
 from train.model import Head
 
@@ -101,12 +102,13 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
     groups = np.where(person != "", person, labels["path"].astype(str))  # an image without a person is its own
     person_scope = {t for t in targets if schema.scope(schema.target_source(t)) == "person"}
     pairs = [(t, *pair) for t in targets if t not in person_scope and (pair := schema.swap_codes(t))]
-    queue = review_queue({t: codes[t] for t in targets}, {t: probs[t] for t in targets}, groups,
-                         person_scope=person_scope, swap=pairs[0] if pairs else None)
+    calibrated = {t: recalibrate(*check_inputs(codes[t], probs[t]))[0] for t in targets}  # one fit a target
+    queue = review_queue({t: codes[t] for t in targets}, calibrated, groups, person_scope=person_scope,
+                         swap=pairs[0] if pairs else None, calibrate=False)
     queue = edge_step(schema, queue, labels.reset_index(drop=True))  # near a group edge: below clear errors
     queue["detail"] = [{**d, "rank": i} for i, d in enumerate(queue["detail"])]
     rows = queue_items(queue)
-    images = {t: image_scores(codes[t], probs[t]).to_dict("list") for t in targets}  # columns as lists: fast rows
+    images = {t: image_scores(codes[t], calibrated[t], calibrate=False).to_dict("list") for t in targets}  # columns as lists: fast rows
     spread = {t: _disagreement(probs[t], previous[t]) for t in targets if previous and t in previous}
     unit_spread = {}
     for unit in queue.itertuples(index=False):
