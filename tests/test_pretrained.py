@@ -119,3 +119,39 @@ def test_model_info_and_the_forms_sizes_agree_with_timm() -> None:
     assert jobs.model_info("convnext_nano")["img_size"] == [224, 224]  # the dashboard's way: a subprocess
     with pytest.raises(ValueError, match="no model named"):
         jobs.model_info("no_such_model")
+
+
+def test_score_pretrained_saves_the_backbones_embeddings_loaded_without_torch(dataset: Path, hub_cache) -> None:
+    """``score --pretrained``: besides the out-of-fold features, the untouched hub backbone embeds every image
+    (``embeddings_pretrained.npy``), and ``core.embeddings`` reads both back (no torch imported there)."""
+    cache, placed = hub_cache
+    done = run_train(["score", "--model", MODEL, "--pretrained", "--epochs", "1", "--batch-size", "8",
+                      "--threads", "1", "--folds", "2", "--quiet"], cache, dataset)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with LabelStore(dataset) as store:
+        run = store.runs("score").iloc[0].to_dict()
+        items = store.items()
+    assert run["status"] == "done" and run["config"]["pretrained"] is True
+    probe = ("import sys, json; from core import embeddings as e; o = e.load(sys.argv[1], 'oof'); "
+             "p = e.load(sys.argv[1], 'pretrained'); print(json.dumps([list(o.vectors.shape), list(p.vectors.shape), "
+             "str(p.vectors.dtype), bool((p.vectors == 0).all()), 'torch' in sys.modules, e.available(sys.argv[1])]))")
+    out = subprocess.run([sys.executable, "-c", probe, run["run_dir"]], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    oof_shape, pre_shape, dtype, all_zero, torch_loaded, kinds = json.loads(out.stdout)
+    assert pre_shape[0] == oof_shape[0] > len(items) // 2 and pre_shape[1] > 0  # every scored image, both files
+    assert dtype == "float16" and not all_zero and not torch_loaded and set(kinds) >= {"oof", "pretrained"}
+    assert "pretrained" in (Path(run["run_dir"]) / "embeddings.json").read_text()
+    # the backbone is untouched by training: a second score run with another seed trains other fold models
+    # (other out-of-fold features) but embeds every image with the same hub weights (the same pretrained file)
+    again = run_train(["score", "--model", MODEL, "--pretrained", "--epochs", "1", "--batch-size", "8",
+                       "--threads", "1", "--folds", "2", "--seed", "1", "--quiet"], cache, dataset)
+    assert again.returncode == 0, again.stderr[-3000:]
+    with LabelStore(dataset) as store:
+        second = store.runs("score").iloc[0].to_dict()
+    assert second["id"] != run["id"]
+    import numpy as np
+
+    first_dir, second_dir = Path(run["run_dir"]), Path(second["run_dir"])
+    assert np.array_equal(np.load(first_dir / "embeddings_pretrained.npy"), np.load(second_dir / "embeddings_pretrained.npy"))
+    assert not np.array_equal(np.load(first_dir / "embeddings.npy"), np.load(second_dir / "embeddings.npy"))
