@@ -123,7 +123,7 @@ def probabilities(probs: dict[str, float]) -> go.Figure:
         data=[{"type": "bar", "x": list(probs.values()), "y": list(probs.keys()), "orientation": "h",
                "marker": {"color": CURRENT}}],
         layout={"height": 60 + 28 * len(probs), "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-                "xaxis": {"range": [0, 1], "title": {"text": "model probability"}}}))
+                "xaxis": {"range": [0, 1], "title": {"text": "model probability, recalibrated (what the score reads)"}}}))
 
 
 def selected_filter(event: Any, filters: Filters) -> dict[str, Any] | None:

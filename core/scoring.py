@@ -521,7 +521,7 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
         keep = np.ones(len(table), bool)
         if swap is not None and swap[0] == attribute:
             swaps = mask_swap_scores(given, probs, groups, pair=(swap[1], swap[2]), calibrate=False)
-            swaps = swaps[swaps["is_issue"]]
+            swaps = swaps[swaps["is_issue"].astype(bool).to_numpy()]  # (an empty frame: object dtype)
             rows = [r1 + r2 for r1, r2 in zip(swaps["rows_first"], swaps["rows_second"])]
             for r in rows:
                 keep[list(r)] = False

@@ -119,7 +119,7 @@ def test_the_review_page_shows_a_real_score_run(db: Path, first: dict, monkeypat
         run_id = store.current_score_run()
     assert any(f"score run #{run_id}" in str(p.text) for p in at.get("progress"))
     # the focused unit's class probabilities, in words beside the photos (the chart waits in a closed expander)
-    assert any(m.value.startswith("Model: ") or "\nModel: " in m.value for m in at.markdown)
+    assert any(m.value.startswith("Model (recalibrated") or "\nModel (recalibrated" in m.value for m in at.markdown)
 
 
 def test_a_killed_score_job_resumes_and_skips_its_finished_folds(db: Path, first: dict):
@@ -231,3 +231,32 @@ def test_score_rows_fan_out_person_verdicts_and_swaps():
     assert details.loc[1]["disagreement"] > 0.1 and details.loc[15]["disagreement"] == 0
     assert "disagreement" not in details.loc[36] or details.loc[36]["disagreement"] is None
     assert set(details.loc[8]["probabilities"]) == {"male", "female"} and details.loc[8]["n_images"] == 7
+
+
+def test_score_rows_show_the_probabilities_the_verdict_read():
+    """An image unit's ``probabilities`` are the recalibrated ones its score was computed from (so the page's
+    "Model (recalibrated)" line and the score agree); ``image_probabilities`` keep the model's own output.
+    One photo a person: no person holds both classes of the mask swap pair (an empty swap table once crashed)."""
+    from core.calibration import recalibrate
+
+    rng = np.random.default_rng(3)
+    n = 60
+    labels = pd.DataFrame({"item_id": np.arange(n) + 1, "path": [f"p{i}/0.jpg" for i in range(n)],
+                           "person": [f"p{i}" for i in range(n)], "mask": rng.choice(["wear", "incorrect", "not_wear"], n),
+                           "gender": rng.choice(["male", "female"], n), "age": rng.integers(18, 70, n)})
+    labels = COMPETITION.add_derived(labels)
+    codes = COMPETITION.codes(labels)
+    probs = {}
+    for name, k in (("mask", 3), ("gender", 2), ("age_group", 3)):
+        logits = rng.normal(0, 1, (n, k)) + 2.5 * np.eye(k)[codes[name]]
+        p = np.exp(logits / 0.4)  # over-confident: recalibration moves them
+        probs[name] = p / p.sum(1, keepdims=True)
+    rows = score_rows(COMPETITION, labels, probs)
+    mask = rows[(rows["attribute"] == "mask") & (rows["kind"] == "image")].set_index("item_id")
+    read, _ = recalibrate(codes["mask"], probs["mask"])
+    classes = COMPETITION.target_classes("mask")
+    for item_id in mask.index[:10]:
+        detail = mask.loc[item_id, "detail"]
+        assert [detail["probabilities"][c] for c in classes] == pytest.approx(read[item_id - 1], abs=1e-4)
+        assert [detail["image_probabilities"][c] for c in classes] == pytest.approx(probs["mask"][item_id - 1], abs=1e-4)
+    assert not np.allclose(read, probs["mask"], atol=1e-3)

@@ -90,8 +90,9 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
     Columns: ``item_id``, ``attribute``, ``given``, ``suggested`` (class names), ``score``
     (P(given label is wrong), the unit's), ``is_issue`` (the unit's verdict), ``kind`` (image | person
     | swap), ``unit`` (row index, person key), ``detail`` (dict): ``rank`` of the unit in the review
-    queue (0 = most suspicious), ``probabilities`` {class: p} of the unit (the person's combined ones
-    for a person), ``image_probabilities``, the image's own ``self_confidence``, ``normalized_margin``,
+    queue (0 = most suspicious), ``probabilities`` {class: p} of the unit as the verdict read them
+    (recalibrated, ``core.calibration``; the person's combined ones for a person), ``image_probabilities``
+    (the model's own output for the image, before recalibration), the image's own ``self_confidence``, ``normalized_margin``,
     ``cleanlab_issue``, ``image_suggested``, ``suggested_prob``; per person ``n_images``, ``n_against``,
     ``inconsistent``; per swap ``log_ratio``; ``disagreement`` (mean Jensen-Shannon distance to
     ``previous`` over the unit's images) when ``previous`` is given.
@@ -119,9 +120,10 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
         classes = schema.target_classes(row.attribute)
         image, i = images[row.attribute], row.row
         own = dict(zip(classes, np.round(probs[row.attribute][i].astype(float), 4).tolist()))
+        read = dict(zip(classes, np.round(calibrated[row.attribute][i].astype(float), 4).tolist()))
         unit = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.detail.items()
                 if k not in ("probabilities", "pair", "normalized_margin")}
-        detail = {"rank": unit.pop("rank"), "probabilities": own, "image_probabilities": own,
+        detail = {"rank": unit.pop("rank"), "probabilities": read, "image_probabilities": own,
                   "self_confidence": round(float(image["self_confidence"][i]), 4),
                   "normalized_margin": round(float(image["normalized_margin"][i]), 4),
                   "cleanlab_issue": bool(image["cleanlab_issue"][i]), "image_score": round(float(image["score"][i]), 4),

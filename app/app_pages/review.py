@@ -121,7 +121,7 @@ with left:
                  f"**{ui.plain(unit['suggested'])}** · score **{unit['score']:.3f}** · current "
                  f"{ui.plain(unit['stored'])}: **{ui.plain(shown_text)}**")
     if view.probabilities:
-        lines.append("Model: " + ui.plain(" · ".join(f"{k} {v:.2f}" for k, v in
+        lines.append("Model (recalibrated, what the score reads): " + ui.plain(" · ".join(f"{k} {v:.2f}" for k, v in
                                                      sorted(view.probabilities.items(), key=lambda kv: -kv[1]))))
     decided = decision_text(view.decision)
     lines.append(f"Status: {ui.plain(unit['status'])}" + (f" ({ui.plain(decided)})" if decided else "")
