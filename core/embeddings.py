@@ -136,15 +136,27 @@ def unit_rows(emb: Embeddings, units: pd.DataFrame) -> list[np.ndarray]:
 
 def unit_vectors(emb: Embeddings, units: pd.DataFrame) -> np.ndarray:
     """(m, d) float32 unit-length vectors of review units: an image's own, a person's photos' mean (a unit
-    with no image in the run is a zero row)."""
-    rows = unit_rows(emb, units)
+    with no image in the run is a zero row). Vectorised (one sparse product for every person's mean): the same
+    rows as ``unit_rows`` averaged, without a Python loop over the units."""
+    from scipy import sparse
+
     x = emb.normalised()
-    out = np.zeros((len(rows), x.shape[1]), np.float32)
-    single = np.array([len(r) == 1 for r in rows])
-    if single.any():
-        out[single] = x[np.array([r[0] for r, s in zip(rows, single) if s], dtype=np.int64)]
-    for i in np.flatnonzero(~single):
-        if len(rows[i]):
-            out[i] = x[rows[i]].mean(0)
+    m, d = len(units), x.shape[1]
+    out = np.zeros((m, d), np.float32)
+    if m == 0 or len(x) == 0:
+        return out
+    person = emb.items["person"].fillna("").astype(str).to_numpy()
+    codes, names = pd.factorize(person)
+    members = sparse.csr_matrix((np.ones(len(codes), np.float32), (codes, np.arange(len(codes)))),
+                                shape=(len(names), len(codes)))
+    means = np.asarray(members @ x, dtype=np.float32) / np.bincount(codes, minlength=len(names))[:, None]
+    is_person = (units["scope"].astype(str) == "person").to_numpy()
+    found = pd.Index(names).get_indexer(units["target"].astype(str).to_numpy())
+    by_person = is_person & (found >= 0)
+    out[by_person] = means[found[by_person]]
+    item_ids = pd.to_numeric(units["item_id"], errors="coerce").to_numpy()
+    row = pd.Index(emb.items["item_id"].to_numpy()).get_indexer(item_ids)
+    single = ~by_person & (row >= 0)
+    out[single] = x[row[single]]
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms > 0, norms, 1.0)

@@ -322,3 +322,25 @@ def test_the_review_page_learning_queue_says_why_and_focuses_the_learned_head(sc
     assert at.session_state["review_focus"] == head["key"]  # the page shows the learned order's first unit
     at.toggle(key="review_learning").set_value(False).run()  # off: the plain ranking, nothing left behind
     assert not at.exception and not any("Order learned" in m.value for m in at.markdown)
+
+
+def test_unit_vectors_are_the_mean_of_each_units_rows():
+    """The vectorised ``unit_vectors`` equals the definition through ``unit_rows``: a person unit = its photos'
+    (unit-length) mean, an image unit = its own row, a unit with no row = zeros; unit length after."""
+    rng = np.random.default_rng(5)
+    n = 700
+    items = pd.DataFrame({"item_id": np.arange(n) + 10, "path": [f"x{i}.jpg" for i in range(n)],
+                          "person": [None if i % 50 == 0 else f"p{i // 7}" for i in range(n)], "fold": 0})
+    emb = embeddings.Embeddings(Path("."), "oof", items, rng.normal(size=(n, 16)).astype(np.float16), {})
+    units = pd.DataFrame({"scope": ["person"] * 40 + ["image"] * 40 + ["person", "image"],
+                          "target": [f"p{i}" for i in range(40)] + [f"x{i}.jpg" for i in range(40)] + ["nobody", "gone"],
+                          "item_id": list(range(10, 50)) + list(range(10, 50)) + [60, 10_001]})
+    x = emb.normalised()
+    expected = np.stack([x[r].mean(0) if len(r) else np.zeros(16, np.float32) for r in embeddings.unit_rows(emb, units)])
+    expected /= np.where(np.linalg.norm(expected, axis=1, keepdims=True) > 0,
+                         np.linalg.norm(expected, axis=1, keepdims=True), 1.0)
+    got = embeddings.unit_vectors(emb, units)
+    assert got.dtype == np.float32 and got.shape == (82, 16)
+    assert np.allclose(got, expected, atol=1e-6)
+    assert not got[-1].any() and got[-2].any()  # 'nobody' falls back to its own item row; 'gone' has none
+    assert np.allclose(np.linalg.norm(got[:-1], axis=1), 1.0, atol=1e-5)
