@@ -73,10 +73,11 @@ from core.store import LabelStore, read_snapshot  # noqa: E402
 SECTION = "## Does cleaning pay?"
 ANNOTATOR = "simulated"
 BUDGETS = (0.05,)
-ORDERS = ("queue", "cleanlab", "random", "pattern", "learning")
+ORDERS = ("queue", "cleanlab", "random", "pattern", "learning", "combined")
 ORDER_NAMES = {"queue": "Review page", "cleanlab": "cleanlab per image", "random": "random order",
                "pattern": "patterns, then Review page",  # bench/pattern_arm.py
-               "learning": "learning queue"}  # bench/learning_arm.py
+               "learning": "learning queue",  # bench/learning_arm.py
+               "combined": "patterns, then learning queue"}  # bench/pattern_arm.py CombinedReviewer
 SEEDS = (0, 1, 2, 3, 4)
 # test_resnet (timm's 0.4 M-parameter ResNet) at 48x64: 2 CPU cores shared with other jobs must train
 # 5 seeds x 5 labellings in about an hour per profile.
@@ -427,12 +428,20 @@ def arm_entries(order: str, store: LabelStore, record: dict[str, Any], snapshot:
     return entries
 
 
-def arm_reviewer(order: str, store: LabelStore, entries: list[Entry], truth: Truth, score_run: int) -> Reviewer:
-    """The simulated reviewer of an arm (the pattern arm's takes a pattern as one bulk step)."""
+def arm_reviewer(order: str, store: LabelStore, record: dict[str, Any], truth: Truth, snapshot: Any,
+                 seed: int) -> Any:
+    """The simulated reviewer of an arm (the pattern arm's takes a pattern as one bulk step; the learning arm's
+    re-ranks from the decisions; the combined arm's does the patterns, then the learning queue)."""
+    if order == "learning":
+        return learning_arm.make_reviewer(store, record, truth)
+    if order == "combined":
+        from bench.pattern_arm import CombinedReviewer
+        return CombinedReviewer(store, record, truth, seed)
+    entries = arm_entries(order, store, record, snapshot, seed)
     if order == "pattern":
         from bench.pattern_arm import PatternReviewer
-        return PatternReviewer(store, entries, truth, score_run=score_run)
-    return Reviewer(store, entries, truth, score_run=score_run)
+        return PatternReviewer(store, entries, truth, score_run=record["score_run"])
+    return Reviewer(store, entries, truth, score_run=record["score_run"])
 
 
 def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], None]) -> None:
@@ -504,9 +513,7 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
         def simulate(order: str = order) -> None:
             db = copy_store(main_db, work / f"review-{order}.db")
             with LabelStore(db) as store:
-                entries = arm_entries(order, store, record, noisy_snapshot.path, demo_seed)
-                reviewer = (learning_arm.make_reviewer(store, record, truth) if order == "learning"
-                            else arm_reviewer(order, store, entries, truth, record["score_run"]))
+                reviewer = arm_reviewer(order, store, record, truth, noisy_snapshot.path, demo_seed)
                 for budget in sorted(cfg["budgets"]):
                     decisions = int(budget * record["n_images"])
                     reviewer.review_until(decisions)
@@ -515,12 +522,12 @@ def run(cfg: dict[str, Any], work: Path, results: Results, log: Callable[[str], 
                     actions = pd.DataFrame(reviewer.log)
                     snapshots[f"{order}@{budget}"] = {
                         "hash": snap.hash, "path": str(snap.path), "db": str(db), "budget_decisions": decisions,
-                        "entries": reviewer.position, "images_shown": reviewer.shown,
+                        "entries": reviewer.position, "images_shown": reviewer.shown, "spent": reviewer.spent,
                         "corrections": int((actions["action"] == "corrected").sum()) if len(actions) else 0,
                         "confirmed": int((actions["action"] == "confirmed").sum()) if len(actions) else 0,
                         "failed": int((~actions["ok"]).sum()) if len(actions) else 0,
                         "errors_left": left, "errors_fixed": before["errors"] - left["errors"],
-                        **({"reranks": reviewer.reranks} if order == "learning" else {})}
+                        **({"reranks": reviewer.reranks} if order in ("learning", "combined") else {})}
                     log(f"{order} {budget:.0%}: {reviewer.position} entries ({reviewer.shown} images shown), "
                         f"{snapshots[f'{order}@{budget}']['corrections']} corrections, "
                         f"{before['errors'] - left['errors']}/{before['errors']} errors fixed")
@@ -650,7 +657,7 @@ def _table(a: dict[str, Any], fits: dict[str, Any], inj: dict[str, int]) -> list
 def _targets(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], label: str) -> list[str]:
     _metric, lines = a["metric"], []
     top = max(cfg["budgets"])
-    for arm in ("queue", "pattern"):
+    for arm in ("queue", "pattern", "combined"):
         lines += _arm_targets(a, cfg, fits, label, arm, top)
     return lines
 

@@ -126,3 +126,46 @@ def report_lines(record: dict[str, Any]) -> list[str]:
         lines.append(f"* {p['kind']} of {p['attribute']}, {p['n_suspected']} suspected, q = {p['q_value']:.2g}: "
                      f"{p['summary']}")
     return lines
+
+
+# ---- patterns, then the learning queue (the Review page with both switched on) ------------------------------------
+class CombinedReviewer:
+    """The ``combined`` arm: the patterns first (``PatternReviewer``, each costing the units it shows), then the
+    learning queue (``bench.learning_arm``) for the rest of the budget. The pattern decisions reach the learner
+    through the store (a fix = a confirmed error, a keep = a confirmed-correct label), as the reviewer's clicks on
+    the Patterns page reach the Review page's learning queue; units a pattern decided leave the queue."""
+
+    def __init__(self, store: LabelStore, record: dict[str, Any], truth: Any, seed: int):
+        from bench import learning_arm
+
+        found = [e for e in pattern_entries(store, record, seed) if isinstance(e, PatternEntry)]
+        self.patterns = PatternReviewer(store, found, truth, score_run=int(record["score_run"]))
+        self.learning = learning_arm.make_reviewer(store, record, truth)
+
+    def review_until(self, budget: int) -> dict[str, int]:
+        counts = self.patterns.review_until(budget)
+        learner = self.learning
+        learner.spent, learner.decided = max(learner.spent, self.patterns.spent), learner.decided | self.patterns.decided
+        for key, value in learner.review_until(budget).items():
+            counts[key] = counts.get(key, 0) + value
+        return counts
+
+    @property
+    def position(self) -> int:  # entries taken: the patterns' and the queue's
+        return self.patterns.position + self.learning.position
+
+    @property
+    def shown(self) -> int:
+        return self.patterns.shown + self.learning.shown
+
+    @property
+    def spent(self) -> int:  # decisions spent: the patterns' units shown, then one a queue entry
+        return max(self.patterns.spent, self.learning.spent)
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        return self.patterns.log + self.learning.log
+
+    @property
+    def reranks(self) -> list[dict[str, Any]]:
+        return self.learning.reranks

@@ -203,7 +203,7 @@ def test_quick_path_runs_every_arm_with_paired_seeds(tmp_path: Path):
     data = json.loads(out.read_text())
     record = data["record"]
     assert set(record["fits"]) == {"noisy", "ceiling", "queue@0.05", "cleanlab@0.05", "random@0.05", "pattern@0.05",
-                                   "learning@0.05"}
+                                   "learning@0.05", "combined@0.05"}
     assert all(set(cell) == {"0", "1"} for cell in record["fits"].values())  # the same seeds in every arm
     budget = int(0.05 * record["n_images"])
     for order in ("queue", "cleanlab", "random", "learning"):
@@ -211,6 +211,9 @@ def test_quick_path_runs_every_arm_with_paired_seeds(tmp_path: Path):
         assert snap["entries"] == snap["budget_decisions"] == budget  # one entry = one decision
         assert snap["images_shown"] >= snap["entries"]
     assert record["n_holdout_people"] == 8
+    combined = record["snapshots"]["combined@0.05"]  # patterns, then the learning queue: never over the budget
+    assert combined["corrections"] + combined["confirmed"] + combined["failed"] >= 1 and "reranks" in combined
+    assert all(snap["spent"] <= snap["budget_decisions"] for snap in record["snapshots"].values() if "spent" in snap)
     assert "### Profile `systematic`" in loop.report(data)
 
 
