@@ -245,8 +245,9 @@ def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     person = images["person"].to_numpy()
     methods: dict[str, dict[str, np.ndarray]] = {name: {} for name in DEMO_METHODS}
     ours = score_rows(schema, labels, probs)
-    with mock.patch("core.scoring.recalibrate", lambda labels, probs: (np.asarray(probs, dtype=np.float64), None)):
-        previous = score_rows(schema, labels, probs)
+    identity = lambda labels, probs: (np.asarray(probs, dtype=np.float64), None)  # noqa: E731
+    with mock.patch("core.scoring.recalibrate", identity), mock.patch("train.oof.recalibrate", identity):
+        previous = score_rows(schema, labels, probs)  # (train.oof recalibrates once a target itself)
     for target in DEMO_KINDS.values():
         images[f"wrong_{target}"] = given[target] != true[target]
         for name, rows in ((DEMO_METHODS[0], ours), (DEMO_METHODS[1], previous)):
