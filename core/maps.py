@@ -12,6 +12,7 @@ import pandas as pd
 
 TSNE_MAX = 20_000  # t-SNE (Barnes-Hut) beyond this takes minutes
 DRAW_MAX = 60_000  # points sent to the browser; more are sampled (flagged and decided ones always kept)
+FIT_MAX = 50_000  # rows the PCA axes are fitted on (a sample beyond it; every row is projected)
 
 
 def methods(n: int) -> list[str]:
@@ -45,14 +46,20 @@ def project(vectors: np.ndarray, method: str = "PCA", seed: int = 0) -> np.ndarr
     raise ValueError(f"unknown projection {method!r} (one of PCA, UMAP, t-SNE)")
 
 
-def pca(x: np.ndarray, components: int = 2, seed: int = 0, oversample: int = 10, power: int = 3) -> np.ndarray:
+def pca(x: np.ndarray, components: int = 2, seed: int = 0, oversample: int = 10, power: int = 3,
+        fit_max: int = FIT_MAX) -> np.ndarray:
     """Scores on the top ``components`` principal axes by a randomized SVD (Halko et al.: a Gaussian sketch,
     ``power`` normalised power iterations), numpy only: O(n d (components + oversample)) instead of a full SVD's
-    O(n d^2), and no scikit-learn import on the page. Signs fixed (largest loading positive) for stable maps."""
+    O(n d^2), and no scikit-learn import on the page. Beyond ``fit_max`` rows the axes are fitted on ``fit_max``
+    rows drawn with ``seed`` (the top axes of 50,000 rows are those of all of them to sampling error) and every row
+    is projected on them. Signs fixed (largest loading positive) for stable maps."""
     x = np.asarray(x, dtype=np.float32)
-    centred = x - x.mean(0, dtype=np.float64).astype(np.float32)
+    mean = x.mean(0, dtype=np.float64).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    fit = x if len(x) <= fit_max else x[np.sort(rng.choice(len(x), fit_max, replace=False))]
+    centred = fit - mean
     width = min(components + oversample, min(centred.shape))
-    sketch = np.random.default_rng(seed).standard_normal((centred.shape[1], width)).astype(np.float32)
+    sketch = rng.standard_normal((centred.shape[1], width)).astype(np.float32)
     q, _ = np.linalg.qr(centred @ sketch)
     for _ in range(power):
         q, _ = np.linalg.qr(centred.T @ q)
@@ -60,7 +67,7 @@ def pca(x: np.ndarray, components: int = 2, seed: int = 0, oversample: int = 10,
     _, _, vt = np.linalg.svd(q.T @ centred, full_matrices=False)
     axes = vt[:components]
     axes *= np.where(axes[np.arange(len(axes)), np.abs(axes).argmax(1)] < 0, -1.0, 1.0)[:, None]
-    return (centred @ axes.T).astype(np.float32)
+    return (x @ axes.T - mean @ axes.T).astype(np.float32)
 
 
 def point_table(items: pd.DataFrame, units: pd.DataFrame, attribute: str, statuses: dict[str, str]) -> pd.DataFrame:

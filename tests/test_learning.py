@@ -344,3 +344,22 @@ def test_unit_vectors_are_the_mean_of_each_units_rows():
     assert np.allclose(got, expected, atol=1e-6)
     assert not got[-1].any() and got[-2].any()  # 'nobody' falls back to its own item row; 'gone' has none
     assert np.allclose(np.linalg.norm(got[:-1], axis=1), 1.0, atol=1e-5)
+
+
+def test_map_pca_fitted_on_a_sample_projects_every_row_on_the_same_axes():
+    """Beyond ``fit_max`` rows the PCA axes come from a sample: with a clear 2-D structure they are the axes of
+    all rows (every row projected), and below it nothing is sampled."""
+    from core import maps
+
+    rng = np.random.default_rng(4)
+    n, d = 6000, 48
+    signal = rng.normal(size=(n, 2)) * [6.0, 3.0]
+    basis = np.linalg.qr(rng.normal(size=(d, 2)))[0].T
+    x = (signal @ basis + rng.normal(size=(n, d)) * 0.3).astype(np.float32)
+    full = maps.pca(x, fit_max=10 ** 9)
+    sampled = maps.pca(x, fit_max=1000)
+    assert sampled.shape == (n, 2) and sampled.dtype == np.float32
+    for axis in range(2):
+        assert abs(np.corrcoef(full[:, axis], sampled[:, axis])[0, 1]) > 0.999
+    assert sampled.var(0).sum() >= 0.99 * full.var(0).sum()
+    assert np.array_equal(maps.pca(x[:800], fit_max=1000), maps.pca(x[:800], fit_max=10 ** 9))
