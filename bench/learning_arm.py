@@ -111,6 +111,15 @@ def report_lines(a: dict[str, Any], cfg: dict[str, Any], fits: dict[str, Any], i
               f"({', '.join(f'{v:.3f}' for v in lq)}), static {q.mean():.3f} ({', '.join(f'{v:.3f}' for v in q)}); "
               f"errors fixed {ours.get('errors_fixed')} vs {static.get('errors_fixed')}, images shown "
               f"{ours.get('images_shown')} vs {static.get('images_shown')}."]
+    for first, second in (("combined", "pattern"), ("combined", "queue")):  # what learning adds after the patterns
+        seeds, b, c = paired(fits, f"{second}@{top}", f"{first}@{top}", a["metric"])
+        if not seeds:
+            continue
+        mean, low, high = paired_interval(c - b)
+        verdict = ("no evidence of a difference" if math.isnan(low) or low <= 0 <= high
+                   else ("better" if low > 0 else "worse"))
+        lines.append(f"{ORDER_NAMES[first].capitalize()} - {ORDER_NAMES[second]}, {a['metric']}, paired over training "
+                     f"seeds {', '.join(seeds)}: {_interval(mean, low, high)} ({verdict}).")
     return lines
 
 
