@@ -21,7 +21,7 @@ MARK_NAMES = {"-": "not flagged", "flagged": "flagged", "corrected": "corrected 
               "confirmed": "confirmed correct"}
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner="Projecting the embeddings to 2-D (once a score run and method)…", max_entries=4)
 def _coordinates(_emb: Any, db: str, run_id: int, stamp: float, method: str) -> np.ndarray:
     return maps.project(_emb.normalised(), method)
 

@@ -28,7 +28,8 @@ def _stamp(store: LabelStore, run_id: int) -> float:
     return path.stat().st_mtime if path.exists() else 0.0
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
+@st.cache_resource(show_spinner="Reading the score run's embeddings (once a score run; about 10 s at 200,000 images)…",
+                   max_entries=2)
 def _prepared(_store: LabelStore, db: str, run_id: int, stamp: float) -> tuple[Any, str | None]:
     try:
         emb = embeddings.load_run(_store, run_id)
