@@ -320,6 +320,26 @@ def evidence(detail: Any) -> dict[str, Any]:
     return {k: v for k, v in _detail_dict(detail).items() if k not in skip and isinstance(v, (int, float, str, bool))}
 
 
+COUNT_NAMES = {"person_mean": "confident learning on person means", "image_vote": "per-image votes",
+               "expected": "posterior sum"}
+
+
+def count_note(attribute: str, detail: Any) -> str | None:
+    """For a person unit, a plain sentence when the estimates of how many people are wrong disagree (the number
+    flagged is their median, ``core.scoring.issue_counts``): the unflagged units ranked just after the flagged ones
+    may be errors too. None when they agree or the detail has none (image units, older runs)."""
+    found = _detail_dict(detail)
+    counts, flagged = found.get("count_estimates"), found.get("n_flagged")
+    if not isinstance(counts, dict) or len(counts) < 2 or not isinstance(flagged, int):
+        return None
+    values = {k: int(v) for k, v in counts.items() if isinstance(v, (int, float))}
+    if not values or max(values.values()) == min(values.values()):
+        return None
+    ways = ", ".join(f"{v} ({COUNT_NAMES.get(k, k)})" for k, v in values.items())
+    return (f"{flagged} flagged for {attribute}: the median of three estimates of how many people are wrong: {ways}. "
+            "The next units in the queue may be errors too: switch off \"Flagged only\" in Filters.")
+
+
 def flagged_counts(store: LabelStore, run_id: int) -> dict[str, int]:
     """Flagged units of a score run by attribute (as scored).
 

@@ -508,12 +508,14 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
             probs, _ = recalibrate(*check_inputs(given, probs))
         if attribute in person_scope:
             table = group_scores(given, probs, groups, calibrate=False)
+            counts, flagged = {k: int(v) for k, v in table.attrs["counts"].items()}, int(table["is_issue"].sum())
             frames.append(pd.DataFrame({
                 "kind": "person", "attribute": attribute, "target": table["group"], "rows": table["rows"],
                 "given": table["given"], "suggested": table["suggested"], "score": table["score"],
                 "is_issue": table["is_issue"], "disagreement": [spread[list(r)].mean() for r in table["rows"]],
                 "detail": [{"probabilities": p.round(4).tolist(), "n_images": int(n), "n_against": int(a),
-                            "inconsistent": bool(i), "views": round(float(v), 2), "rho": round(table.attrs["rho"], 3)}
+                            "inconsistent": bool(i), "views": round(float(v), 2), "rho": round(table.attrs["rho"], 3),
+                            "count_estimates": counts, "n_flagged": flagged}
                            for p, n, a, i, v in table[["probs", "n_images", "n_against", "inconsistent",
                                                        "views"]].itertuples(index=False, name=None)]}))
             continue

@@ -35,6 +35,7 @@ class UnitView:
     estimate: Any = None  # the model's own value of the stored attribute, where it gives one
     group: tuple[int | None, int | None] | None = None  # a binned suggestion's value range
     decision: dict[str, Any] | None = None  # the decision standing on the label (who, status, run, when)
+    count_note: str | None = None  # a person attribute whose estimates of how many are wrong disagree
     warnings: list[str] = field(default_factory=list)
 
 
@@ -124,4 +125,5 @@ def unit_view(store: LabelStore, run_id: int, unit: dict[str, Any], decisions: p
                     probabilities=review.probabilities(detail, classes), reason=why, swap=swap_text, edge=edge,
                     evidence=review.evidence(detail), review_id=review_id,
                     estimate=estimate if isinstance(estimate, (int, float)) else None, group=group,
-                    decision=_decision(decisions, unit), warnings=warnings)
+                    decision=_decision(decisions, unit), warnings=warnings,
+                    count_note=review.count_note(attribute, detail) if person_scope else None)

@@ -260,3 +260,41 @@ def test_score_rows_show_the_probabilities_the_verdict_read():
         assert [detail["probabilities"][c] for c in classes] == pytest.approx(read[item_id - 1], abs=1e-4)
         assert [detail["image_probabilities"][c] for c in classes] == pytest.approx(probs["mask"][item_id - 1], abs=1e-4)
     assert not np.allclose(read, probs["mask"], atol=1e-3)
+
+
+def test_person_units_carry_the_count_estimates_and_the_page_says_when_they_disagree():
+    """Each person unit's detail holds the three estimates of how many people are wrong and the number flagged
+    (their median); ``review.count_note`` turns a disagreement into one plain sentence, and says nothing when they
+    agree or for an image unit."""
+    from core import review
+
+    rng = np.random.default_rng(8)
+    persons = np.repeat([f"p{i:03d}" for i in range(60)], 5)
+    n = len(persons)
+    labels = pd.DataFrame({"item_id": np.arange(n) + 1, "path": [f"{p}/{i}.jpg" for i, p in enumerate(persons)],
+                           "person": persons, "mask": "wear", "gender": np.repeat(rng.choice(["male", "female"], 60), 5),
+                           "age": np.repeat(rng.integers(18, 70, 60), 5)})
+    labels = COMPETITION.add_derived(labels)
+    codes = COMPETITION.codes(labels)
+    probs = {}
+    for name, k in (("mask", 3), ("gender", 2), ("age_group", 3)):
+        p = np.full((n, k), 0.1 / (k - 1))
+        p[np.arange(n), codes[name]] = 0.9
+        probs[name] = p
+    probs["gender"][:15] = probs["gender"][:15, ::-1]  # three people look like the other gender on every photo
+    probs["gender"][15:18] = [0.45, 0.55]  # one more, unsure
+    rows = score_rows(COMPETITION, labels, probs)
+    gender = rows[rows["attribute"] == "gender"]
+    detail = gender["detail"].iloc[0]
+    counts, flagged = detail["count_estimates"], detail["n_flagged"]
+    assert set(counts) == {"person_mean", "image_vote", "expected"} and all(isinstance(v, int) for v in counts.values())
+    assert flagged == int(gender.drop_duplicates("unit")["is_issue"].sum())
+    assert all(d["count_estimates"] == counts for d in gender["detail"])  # one run, one estimate, on every person
+    note = review.count_note("gender", {"count_estimates": {"person_mean": 3, "image_vote": 5, "expected": 2},
+                                        "n_flagged": 3})
+    assert note is not None and note.startswith("3 flagged for gender") and "5 (per-image votes)" in note
+    assert "Flagged only" in note
+    assert review.count_note("gender", {"count_estimates": {"person_mean": 3, "image_vote": 3, "expected": 3},
+                                        "n_flagged": 3}) is None
+    assert review.count_note("mask", rows[rows["attribute"] == "mask"]["detail"].iloc[0]) is None
+    assert review.count_note("gender", json.dumps({"count_estimates": {"a": 1, "b": 4}, "n_flagged": 2})) is not None

@@ -127,6 +127,8 @@ with left:
     lines.append(f"Status: {ui.plain(unit['status'])}" + (f" ({ui.plain(decided)})" if decided else "")
                  + f" · flagged: {'yes' if unit['is_issue'] else 'no'}")
     st.markdown("  \n".join(lines))
+    if view.count_note:
+        ui.caption(view.count_note)
     ui.model_said(unit["path"])
     ui.photo_row(store, view.photos)
 with right:
