@@ -50,32 +50,9 @@ def pattern_store(path: Path, persons: int = 160, seed: int = 0, with_truth: boo
                  persons=people, items=items, problems=[])
     labels = store.current_labels()
     by_path = dict(zip(items["path"], truth))
-    frames = []
-    for target in COMPETITION.targets:
-        classes = list(COMPETITION.target_classes(target))
-        true_codes = []
-        for path in labels["path"]:
-            mask, g, a = by_path[path]
-            value = {"mask": mask, "gender": g, "age_group": a}[target]
-            true_codes.append(int(COMPETITION.binned[0].codes([value])[0]) if target == "age_group"
-                              else classes.index(value))
-        probs = np.full((len(labels), len(classes)), 0.05)
-        probs[np.arange(len(labels)), true_codes] = 0.9
-        noisy = rng.random(len(labels)) < 0.02
-        probs[noisy] = rng.dirichlet(np.ones(len(classes)), int(noisy.sum()))
-        probs /= probs.sum(1, keepdims=True)
-        given = COMPETITION.codes(labels)[target]
-        suggested = probs.argmax(1)
-        details = [json.dumps({"rank": i, "image_probabilities": dict(zip(classes, np.round(p, 4).tolist())),
-                               "probabilities": dict(zip(classes, np.round(p, 4).tolist()))})
-                   for i, p in enumerate(probs)]
-        frames.append(pd.DataFrame({"item_id": labels["item_id"], "attribute": target,
-                                    "given": [classes[g] for g in given], "suggested": [classes[s] for s in suggested],
-                                    "score": 1 - probs[np.arange(len(labels)), given],
-                                    "is_issue": (suggested != given).astype(int), "detail": details}))
-    run_id = store.create_run("score", {"folds": 2, "model": "synthetic"}, status="running")
-    store.save_scores(run_id, pd.concat(frames, ignore_index=True))
-    store.update_run(run_id, status="done")
+    true_values = {"mask": [by_path[p][0] for p in labels["path"]], "gender": [by_path[p][1] for p in labels["path"]],
+                   "age_group": [by_path[p][2] for p in labels["path"]]}
+    run_id = _seeing_run(store, labels, true_values, rng, mistakes=0.02, model="synthetic")
     if with_truth:
         images = {p: {"mask": t[0]} for p, t in by_path.items()}
         people = {f: {"gender": str(gender[k]), "age": int(age[k])} for k, f in enumerate(folders)}
@@ -89,12 +66,20 @@ def truth_score_run(store: LabelStore, truth_csv: Path, seed: int = 0, mistakes:
     rng = np.random.default_rng(seed)
     truth = pd.read_csv(truth_csv, dtype={"person": str}).set_index("path")
     labels = store.current_labels()
+    true_values = {target: truth.loc[labels["path"], column].to_numpy()
+                   for target, column in (("mask", "true_mask"), ("gender", "true_gender"), ("age_group", "true_age"))}
+    return _seeing_run(store, labels, true_values, rng, mistakes=mistakes, model="truth-seeing")
+
+
+def _seeing_run(store: LabelStore, labels: pd.DataFrame, true_values: dict, rng: np.random.Generator, *,
+                mistakes: float, model: str) -> int:
+    """A 'done' score run whose 'model' puts 0.9 on each image's true value (``true_values``: target -> a value a
+    label row; age_group: the true age) and a random opinion on a share ``mistakes`` of images; returns its id."""
     frames = []
     for target in COMPETITION.targets:
         classes = list(COMPETITION.target_classes(target))
-        column = {"mask": "true_mask", "gender": "true_gender", "age_group": "true_age"}[target]
-        values = truth.loc[labels["path"], column].to_numpy()
-        codes = (COMPETITION.binned[0].codes(values.astype(int)) if target == "age_group"
+        values = true_values[target]
+        codes = (COMPETITION.binned[0].codes(np.asarray(values).astype(int)) if target == "age_group"
                  else np.array([classes.index(v) for v in values]))
         probs = np.full((len(labels), len(classes)), 0.05)
         probs[np.arange(len(labels)), codes] = 0.9
@@ -110,7 +95,7 @@ def truth_score_run(store: LabelStore, truth_csv: Path, seed: int = 0, mistakes:
                                     "given": [classes[g] for g in given], "suggested": [classes[s] for s in suggested],
                                     "score": 1 - probs[np.arange(len(labels)), given],
                                     "is_issue": (suggested != given).astype(int), "detail": details}))
-    run_id = store.create_run("score", {"folds": 2, "model": "truth-seeing"}, status="running")
+    run_id = store.create_run("score", {"folds": 2, "model": model}, status="running")
     store.save_scores(run_id, pd.concat(frames, ignore_index=True))
     store.update_run(run_id, status="done")
     return run_id
