@@ -3,8 +3,11 @@ dashboard with a keyboard shortcut, and the store changes. CI installs /usr/bin/
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -55,31 +58,39 @@ def scored_demo(folder: Path, persons: int, noise: float = 0.05) -> tuple[Path, 
     return db, units[units["attribute"] != "age_group"].reset_index(drop=True)
 
 
-def test_relabel_with_a_keyboard_shortcut_changes_the_store(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def review_page(db: Path, log: Path, annotator: str = "browser-test") -> Iterator[tuple[str, Any]]:
+    """The app served on ``db`` and a 1400x1000 Chromium page on its Review queue, drawn (its Accept button shown);
+    yields (base url, page). The browser and the server stop on exit."""
     from playwright.sync_api import sync_playwright
 
+    with serve(db, log=log) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/review?annotator={annotator}")
+            # CSS/text locators: role queries walk the accessibility tree and take seconds on this page.
+            page.locator("button:has-text('Accept')").first.wait_for(timeout=60_000)
+            yield url, page
+        finally:
+            browser.close()
+
+
+def test_relabel_with_a_keyboard_shortcut_changes_the_store(tmp_path: Path) -> None:
     db, units = scored_demo(tmp_path, persons=6)
     with LabelStore(db) as store:
         unit = units.iloc[0]
         before = store.label_of(unit["target"], unit["stored"])
         expected = review.suggestion_value(store.schema, unit["attribute"], unit["suggested"], before)
 
-    with serve(db, log=tmp_path / "streamlit.log") as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/review?annotator=browser-test")
-            # CSS/text locators: role queries walk the accessibility tree and take seconds on this page.
-            page.locator("button:has-text('Accept')").first.wait_for(timeout=60_000)
-            page.locator("h1:has-text('Review queue')").click()  # focus the page, not a text field
-            page.keyboard.press("a")
-            with LabelStore(db) as store:
-                changed = wait_for(lambda: store.n_corrections() > 0)
-                assert changed, "pressing A did not write a correction"
-                entry = store.history(limit=1).iloc[0]
-                assert (entry["target"], entry["attribute"], entry["annotator"], entry["source"]) == (
-                    unit["target"], unit["stored"], "browser-test", "review")
-                assert str(store.label_of(unit["target"], unit["stored"])) == str(expected) != str(before)
-            page.locator("text=correction #").first.wait_for(timeout=20_000)  # the page confirms it
-        finally:
-            browser.close()
+    with review_page(db, tmp_path / "streamlit.log") as (_, page):
+        page.locator("h1:has-text('Review queue')").click()  # focus the page, not a text field
+        page.keyboard.press("a")
+        with LabelStore(db) as store:
+            changed = wait_for(lambda: store.n_corrections() > 0)
+            assert changed, "pressing A did not write a correction"
+            entry = store.history(limit=1).iloc[0]
+            assert (entry["target"], entry["attribute"], entry["annotator"], entry["source"]) == (
+                unit["target"], unit["stored"], "browser-test", "review")
+            assert str(store.label_of(unit["target"], unit["stored"])) == str(expected) != str(before)
+        page.locator("text=correction #").first.wait_for(timeout=20_000)  # the page confirms it
