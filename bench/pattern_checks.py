@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 
 from bench import common  # noqa: E402
 from core import pattern_actions  # noqa: E402
+from core import patterns as P  # noqa: E402
 from core.store import LabelStore  # noqa: E402
 
 SECTION = "Patterns: quiet where there is none, found in shapes not designed on"
@@ -143,11 +144,11 @@ def check(name: str, db: Path, run_id: int, wrong: set[str] | None) -> dict[str,
         _, found = pattern_actions.scan(store, run_id, tests=tests)
         seconds = time.monotonic() - started
         labels = store.current_labels(derived=False)
-    units = labels["person"].fillna(labels["path"]).nunique()
+    units = len(pd.unique(P.unit_groups(labels)))
     suspected = {u for p in found for u in p.units}
     targets = {t for p in found for t in p.suspected["target"].astype(str)}
     out = {"case": name, "tests": len(tests), "seconds": round(seconds, 1), "units": int(units),
-           "suspected": len(suspected), "share": round(len(suspected) / max(units, 1), 4),
+           "suspected": len(suspected), "share": round(P.suspected_share(found, labels), 4),
            "patterns": [{"kind": p.kind, "attribute": p.attribute, "summary": p.summary, "q_value": p.q_value,
                          "n_suspected": len(p.units)} for p in found]}
     if wrong is not None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,6 @@ MIN_SLICE = 5  # units a slice value (and the rest) must have
 MAX_SLICE_VALUES = 60  # a column with more distinct values is an identifier, not a slice
 HEAP_RADIUS = 3  # values next to a heap that rounding may have emptied (v-3 .. v+3)
 FLANK = 6  # values beyond the radius that give the smooth expectation
-META_PREFIX = ""  # metadata columns are named as in the source
 
 
 @dataclass
@@ -298,8 +298,9 @@ class Units:
     probs: np.ndarray  # (n, k) per row (person scope: the person's combined)
     first_row: np.ndarray  # (U,) a representative row per unit
 
-    @property
+    @cached_property
     def disagree(self) -> np.ndarray:
+        """(U,) bool: the unit's label disagrees with the model in any pair of classes (computed once)."""
         off = self.events.copy()
         idx = np.arange(len(self.classes))
         off[:, idx, idx] = False
@@ -414,12 +415,7 @@ def _confusions(units: Units) -> list[tuple[int, int] | None]:
 
 def _indicator(units: Units, pair: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """(eligible unit indices in upload order, 0/1 event per eligible unit)."""
-    if pair is None:
-        eligible = np.arange(len(units.keys))
-        x = units.disagree
-    else:
-        eligible = np.flatnonzero(units.eligible[:, pair[0]])
-        x = units.events[eligible, pair[0], pair[1]]
+    eligible = np.arange(len(units.keys)) if pair is None else np.flatnonzero(units.eligible[:, pair[0]])
     eligible = eligible[np.argsort(units.order[eligible], kind="stable")]
     x = (units.disagree if pair is None else units.events[:, pair[0], pair[1]])[eligible]
     return eligible, x.astype(np.int64)

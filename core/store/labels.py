@@ -90,9 +90,6 @@ class LabelsMixin(DatasetMixin):
             raise StoreError(f"unknown labelled image {target!r}")
         return "image", [row[0]], row[1]
 
-    # The name before the store's parts were split by concept; kept for code written against it.
-    _resolve = resolve_target
-
     def label_of(self, target: str | int, attribute: str) -> Any:
         """Current value of one attribute for an image (path or item id) or a person (key)."""
         kind, ids, _ = self.resolve_target(target, attribute)
