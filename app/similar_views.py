@@ -128,8 +128,7 @@ def similar_page(store: LabelStore, run_id: int) -> None:
     units, index = ready["units"], ready["index"]
     statuses = review.status_lookup(ui.statuses(store, store.run(run_id)["created_at"]))
     anchors = [k for k in st.session_state.get(ANCHORS, []) if k in index.position.index]
-    decided = learning.decisions(store, run_id)
-    errors = units[units["unit"].isin(set(decided.loc[decided["error"] == 1, "unit"]))]
+    errors = units[units["unit"].map(statuses).eq("corrected").to_numpy()]  # the errors confirmed since the run
     with st.expander("Start from the errors you confirmed", expanded=not anchors):
         if errors.empty:
             st.caption("No error confirmed since this score run yet: open a unit's \"More like this\" on the Review "

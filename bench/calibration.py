@@ -218,8 +218,6 @@ def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     incorrect/not_wear pair when both are flagged), and on the person's mean probabilities (person-scope targets;
     mask is decided per image, so there it is cleanlab per image).
     """
-    from unittest import mock
-
     from core.schema import Schema
     from core.store import LabelStore, read_snapshot
     from train.oof import load_oof, score_rows
@@ -245,9 +243,7 @@ def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     person = images["person"].to_numpy()
     methods: dict[str, dict[str, np.ndarray]] = {name: {} for name in DEMO_METHODS}
     ours = score_rows(schema, labels, probs)
-    identity = lambda labels, probs: (np.asarray(probs, dtype=np.float64), None)  # noqa: E731
-    with mock.patch("core.scoring.recalibrate", identity), mock.patch("train.oof.recalibrate", identity):
-        previous = score_rows(schema, labels, probs)  # (train.oof recalibrates once a target itself)
+    previous = score_rows(schema, labels, probs, calibrate=False)
     for target in DEMO_KINDS.values():
         images[f"wrong_{target}"] = given[target] != true[target]
         for name, rows in ((DEMO_METHODS[0], ours), (DEMO_METHODS[1], previous)):

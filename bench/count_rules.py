@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.calibration import BASELINES, CALIBRATIONS, HELD_OUT, OURS, evaluate, prf, transformed
-from core.scoring import group_scores
+from core.scoring import group_scores, top_n
 
 RULES: dict[str, Callable[[dict[str, int], int], float]] = {
     "median of three (today)": lambda c, w: float(np.median(list(c.values()))),
@@ -32,9 +32,8 @@ RULES: dict[str, Callable[[dict[str, int], int], float]] = {
 
 
 def rule_f1(score: np.ndarray, wrong: np.ndarray, n: float) -> float:
-    flagged = np.zeros(len(score), dtype=bool)
-    flagged[np.argsort(-score, kind="stable")[: max(int(n), 0)]] = True
-    return prf(flagged, wrong)[2]
+    """Person F1 of flagging the ``n`` highest scores (``core.scoring.top_n``, what ``group_scores`` does)."""
+    return prf(top_n(score, int(n)), wrong)[2]
 
 
 def main(argv: list[str] | None = None) -> None:

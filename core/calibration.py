@@ -46,9 +46,6 @@ class Calibration:
         out = np.exp(logits)
         return out / out.sum(axis=1, keepdims=True)
 
-    def as_dict(self) -> dict[str, object]:
-        return {"scale": round(self.scale, 4), "bias": [round(b, 4) for b in self.bias]}
-
 
 IDENTITY_SCALE = 1.0
 

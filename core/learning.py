@@ -15,7 +15,7 @@ says the opposite. ``learn`` turns the decisions made so far into a ranking of e
   target's decisions; undecided units are scored by the model of all decisions (none is theirs). So no
   unit is ever ranked by a model that saw its own decision.
 
-``learned_queue(store, run_id, embeddings)`` reads the decisions from the store (``core.review.statuses``:
+``learned_queue(units, vectors, decisions(store, run_id))`` reads the decisions from the store (``core.review.statuses``:
 a correction = error, "label is correct" = correct; skips are no evidence) exactly as the Review page and
 the cleaning-loop bench both do, and returns the unreviewed units in learned order with a plain reason for
 each unit that moved ("ranked up: looks like 3 errors you confirmed"). The queue re-ranks after every
@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from core.embeddings import Embeddings, unit_vectors
 
 EVERY = 10  # decisions between two re-rankings
 FOLDS = 5  # cross-fitting groups of decided targets
@@ -386,13 +384,6 @@ def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFram
                 f"least {MIN_EACH} errors and {MIN_EACH} correct labels are confirmed; until then it is the static "
                 "queue's.")
     return LearnedQueue(order.reset_index(drop=True), learned.n_decisions, learned.n_errors, epoch, active, note)
-
-
-def for_store(store: Any, run_id: int, emb: Embeddings, **options: Any) -> LearnedQueue:
-    """``learned_queue`` of a score run from the store's decisions (what the Review page and the bench call).
-    Decisions are ordered by time (the statuses table is in store order)."""
-    units = unit_table(store, run_id)
-    return learned_queue(units, unit_vectors(emb, units), decisions(store, run_id), **options)
 
 
 # ---- more like this --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from core.embeddings import META, fingerprint
+from core.embeddings import KINDS, META, fingerprint
 from core.files import replacing
 from train.loop import normalise
 
@@ -99,7 +99,7 @@ def join_embeddings(run_dir: Path, folds: np.ndarray) -> np.ndarray | None:
 def save_embeddings(run_dir: Path, items: Any, features: np.ndarray, *, kind: str, model: str,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``embeddings[_pretrained].npy`` (float16) and update ``embeddings.json``; returns the array's path."""
-    name = "embeddings.npy" if kind == "oof" else "embeddings_pretrained.npy"
+    name = KINDS[kind]
     array = np.nan_to_num(features.astype(np.float32)).astype(np.float16)
     with replacing(run_dir / name) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)

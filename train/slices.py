@@ -31,9 +31,10 @@ from train.oof import marginals
 
 
 def slice_probs(store: LabelStore, run_id: int, slices: list[tuple[str, str]],
-                log: Any = None) -> dict[str, dict[str, np.ndarray]]:
+                log: Any = None, inputs: tuple[Any, Any, Any] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """``{"column=value": {target: (n, k)}}``: for each slice, probabilities of its rows (in
-    ``pattern_actions.load_inputs`` order; NaN outside the slice) from a model trained on every other row."""
+    ``pattern_actions.load_inputs`` order; NaN outside the slice) from a model trained on every other row.
+    ``inputs``: that ``load_inputs`` result when the caller already read it (``rescan``), not read again."""
     run = store.run(run_id)
     if run is None or run["kind"] != "score" or run["status"] != "done":
         raise StoreError(f"run {run_id} is not a finished score run")
@@ -41,7 +42,7 @@ def slice_probs(store: LabelStore, run_id: int, slices: list[tuple[str, str]],
     torch.set_num_threads(max(1, config.threads))
     device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    labels, _, meta = pattern_actions.load_inputs(store, run_id)
+    labels, _, meta = inputs if inputs is not None else pattern_actions.load_inputs(store, run_id)
     schema = store.schema
     hashes = labels[["item_id"]].merge(store.items()[["item_id", "hash"]], on="item_id", how="left")["hash"]
     heads = heads_for(schema, config.heads)
@@ -88,7 +89,7 @@ def rescan(store: LabelStore, run_id: int, log: Any = None, **options: Any) -> t
     labels, probs, meta = pattern_actions.load_inputs(store, run_id)
     learned = P.learned_slices(labels, probs, store.schema, meta) if len(meta.columns) else []
     wanted = list(dict.fromkeys((r["column"], r["value"]) for r in learned))
-    rescored = slice_probs(store, run_id, wanted, log=log) if wanted else {}
+    rescored = slice_probs(store, run_id, wanted, log=log, inputs=(labels, probs, meta)) if wanted else {}
     return learned, P.find_patterns(labels, probs, store.schema, meta=meta, rescored=rescored, **options)
 
 
