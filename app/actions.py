@@ -24,6 +24,7 @@ from core.schema import Schema
 SHORTCUTS = {"accept": "A", "keep": "K", "skip": "S", "next": "N", "previous": "P", "undo": "U"}
 CLASS_KEYS = "1234567890"  # set class n: the tenth class is 0; classes beyond ten have buttons, no key
 CLASSES_PER_ROW = 3  # set-class buttons a row, full column width: each label readable in full
+SHORT_CLASS = 6  # longest class name three buttons a row hold at 1280 px ("female 2"); longer ones go two a row
 
 
 def class_key(number: int) -> str | None:
@@ -160,9 +161,10 @@ def unit_actions(schema: Schema, unit: dict[str, Any], *, key: str, source: str,
 
     if spec.kind == "categorical":
         numbered = list(enumerate(spec.classes, start=1))
-        for start in range(0, len(numbered), CLASSES_PER_ROW):
-            columns = st.columns(min(CLASSES_PER_ROW, len(numbered)))
-            for column, (number, value) in zip(columns, numbered[start:start + CLASSES_PER_ROW]):
+        per_row = CLASSES_PER_ROW if max(len(str(c)) for c in spec.classes) <= SHORT_CLASS else 2
+        for start in range(0, len(numbered), per_row):
+            columns = st.columns(min(per_row, len(numbered)))
+            for column, (number, value) in zip(columns, numbered[start:start + per_row]):
                 keyname = class_key(number)
                 with column:
                     button(str(value), "set",  # Streamlit shows the key on the button
