@@ -75,11 +75,8 @@ if not found:
     bulk_history()
     st.stop()
 
-overview = pd.DataFrame([{"#": i + 1, "kind": p.kind, "attribute": p.attribute, "suspected": len(p.units),
-                          "q value": float(f"{p.q_value:.3g}"), "summary": p.summary} for i, p in enumerate(found)])
-st.dataframe(overview, hide_index=True, width="stretch",  # fits the page; a long summary is cut with "…" (full below)
-             column_config={"#": st.column_config.NumberColumn(width="small"),
-                            "summary": st.column_config.TextColumn(width="large")})
+for i, p in enumerate(found):  # every summary in full (a table cell would cut it), plain text
+    ui.caption(f"{i + 1}. {p.kind} · {p.attribute} · {len(p.units)} suspected · q {p.q_value:.3g}: {p.summary}")
 index = st.selectbox("Pattern", list(range(len(found))), key="patterns_pick",
                      format_func=lambda i: f"{i + 1}. {found[i].kind} · {found[i].attribute} · "
                                            f"{len(found[i].units)} suspected")
