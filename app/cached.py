@@ -46,6 +46,14 @@ def statuses(store: LabelStore, since: str | None = None) -> pd.DataFrame:
     return _statuses(store, str(store.path), store.version(), since)
 
 
+def run_statuses(store: LabelStore, run_id: int) -> dict[str, str]:
+    """``target|attribute`` -> status of the units decided since score run ``run_id`` (``review.status_lookup``),
+    cached with ``statuses``: what the Map, More like this and the learning queue mark."""
+    from core import review
+
+    return review.status_lookup(statuses(store, store.run(run_id)["created_at"]))
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def _predictions(_store: LabelStore, db: str, runs: tuple[tuple[int, str], ...]) -> tuple[int, pd.DataFrame] | None:
     return latest_predictions(_store)

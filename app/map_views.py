@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import similar_views, ui
-from core import maps, review
+from core import maps
 from core.store import LabelStore
 
 BROWSE_PAGE = "app_pages/browse.py"
@@ -82,7 +82,7 @@ def map_page(store: LabelStore, run_id: int | None) -> None:
     method = top[1].selectbox("Projection", maps.methods(len(emb.items)), key="map_method",
                               help="PCA is instant; UMAP appears when the umap package is installed; t-SNE "
                                    f"(scikit-learn) up to {maps.TSNE_MAX:,} images and takes a while.")
-    statuses = review.status_lookup(ui.statuses(store, store.run(run_id)["created_at"]))
+    statuses = ui.run_statuses(store, run_id)
     points = maps.point_table(emb.items, units, attribute, statuses)
     with st.spinner(f"Projecting {len(points):,} images ({method})…"):
         xy = _coordinates(emb, str(store.path), int(run_id), similar_views._stamp(store, run_id), method)

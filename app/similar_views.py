@@ -95,7 +95,7 @@ def learning_panel(store: LabelStore, run_id: int) -> bool:
                                     "given": moved["given"].astype(str), "why": moved["why"],
                                     "places moved": moved["moved"].astype(int)}), hide_index=True)
     proposed = st.session_state.get("_learning_proposed")
-    statuses = review.status_lookup(ui.statuses(store, store.run(run_id)["created_at"]))
+    statuses = ui.run_statuses(store, run_id)
     if proposed is None or statuses.get(proposed[1], "unreviewed") != "unreviewed" or changed:
         head = queue.order.iloc[0]
         st.session_state["review_focus"] = head["key"]
@@ -126,7 +126,7 @@ def similar_page(store: LabelStore, run_id: int) -> None:
         unavailable(problem or "")
         return
     units, index = ready["units"], ready["index"]
-    statuses = review.status_lookup(ui.statuses(store, store.run(run_id)["created_at"]))
+    statuses = ui.run_statuses(store, run_id)
     anchors = [k for k in st.session_state.get(ANCHORS, []) if k in index.position.index]
     errors = units[units["unit"].map(statuses).eq("corrected").to_numpy()]  # the errors confirmed since the run
     with st.expander("Start from the errors you confirmed", expanded=not anchors):

@@ -18,7 +18,7 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from app.boundary import button, caption, chart_text, metric, plain, safe_figure
-from app.cached import predictions, queue, queue_facts, statuses
+from app.cached import predictions, queue, queue_facts, run_statuses, statuses
 from app.session import (
     Flash,
     annotator,
@@ -42,7 +42,7 @@ __all__ = ["PAGE_SIZE", "STRIP_PER_ROW", "STRIP_SIZE", "Flash", "annotator", "an
            "compact_page", "scroll_to_top", "tab_id", "button",
            "caption", "chart_text", "favicon", "flash", "gallery", "get_store", "has_groups", "label_table", "metric",
            "model_said", "page_start", "pager", "person_strip", "photo_row", "placeholder", "plain", "predictions", "queue", "queue_facts",
-           "require_data", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
+           "require_data", "run_statuses", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
 
 PAGE_SIZE = 24
 @st.cache_resource(show_spinner=False)
