@@ -273,19 +273,14 @@ def finished_folds(run_dir: Path, schema, heads_mode: str) -> tuple[pd.DataFrame
     """(items of the finished folds, {target: (m, k)}) of a score run still running: ``fold-<i>.npy`` files so far."""
     from core.files import csv_unescape
     from train.model import heads_for
-    from train.oof import marginals
+    from train.oof import join_folds
 
     items = csv_unescape(pd.read_csv(run_dir / "items.csv", dtype={"path": str, "person": str}))
     folds = np.load(run_dir / "folds.npy")
-    heads = heads_for(schema, heads_mode)
-    widths = [len(h.classes) for h in heads]
     done = sorted(int(f.stem.split("-")[1]) for f in run_dir.glob("fold-*.npy"))
     rows = np.concatenate([np.flatnonzero(folds == f) for f in done])
-    joined = np.concatenate([np.load(run_dir / f"fold-{f}.npy") for f in done])
-    parts = dict(zip([h.name for h in heads], np.split(joined.astype(np.float64), np.cumsum(widths)[:-1], axis=1)))
-    if "class" in parts:
-        parts = marginals(schema, parts["class"])
-    return items.iloc[rows].reset_index(drop=True), parts
+    parts = join_folds(run_dir, folds[rows], heads_for(schema, heads_mode), schema)  # rows grouped by fold, in order
+    return items.iloc[rows].reset_index(drop=True), {t: p.astype(np.float64) for t, p in parts.items()}
 
 
 def demo_person_f1(images: pd.DataFrame, methods: dict[str, dict[str, np.ndarray]]) -> dict[tuple[str, str], tuple]:

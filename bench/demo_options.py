@@ -51,6 +51,8 @@ def run(workdir: Path, seeds: list[int], option: str) -> None:
     from train.score import score  # torch only here
     for seed in seeds:
         db = workdir / f"seed{seed}" / option / "labels.db"
+        if not db.exists():  # opening would create an empty store, which `prepare` then skips as done
+            raise SystemExit(f"{db}: no store; run `bench/demo_options.py prepare --seeds {seed}` first")
         with LabelStore(db) as store:
             if store.current_score_run() is not None:
                 print(f"seed {seed} {option}: done already", flush=True)

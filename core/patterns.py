@@ -41,7 +41,7 @@ slice's own units.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -485,48 +485,52 @@ def slice_values(meta: pd.DataFrame, units: Units) -> dict[str, np.ndarray]:
     return out
 
 
+def slices(meta: pd.DataFrame, units: Units) -> Iterator[tuple[str, Any, np.ndarray]]:
+    """(column, value, (U,) bool units inside) of every slice with at least ``MIN_SLICE`` units inside and out."""
+    for column, values in slice_values(meta, units).items():
+        for value in pd.unique(values):
+            inside = values == value
+            if inside.sum() >= MIN_SLICE and (~inside).sum() >= MIN_SLICE:
+                yield column, value, inside
+
+
 def slice_candidates(units: Units, labels: pd.DataFrame, schema: Schema, meta: pd.DataFrame) -> list[Candidate]:
     """Per metadata column, value and confusion: the slice's rate against the rest (Fisher, one-sided)."""
     out: list[Candidate] = []
-    columns = slice_values(meta, units)
     confusions = _confusions(units)
-    for column, values in columns.items():
-        for value in pd.unique(values):
-            inside_units = values == value
-            if inside_units.sum() < MIN_SLICE or (~inside_units).sum() < MIN_SLICE:
+    for column, value, inside_units in slices(meta, units):
+        for pair in confusions:
+            if pair is None:
+                elig = np.ones(len(units.keys), dtype=bool)
+                x = units.disagree
+            else:
+                elig = units.eligible[:, pair[0]]
+                x = units.events[:, pair[0], pair[1]]
+            a = int((x & elig & inside_units).sum())
+            n_in = int((elig & inside_units).sum())
+            c = int((x & elig & ~inside_units).sum())
+            n_out = int((elig & ~inside_units).sum())
+            if a < MIN_UNITS or n_in < MIN_SLICE or n_out < MIN_SLICE:
                 continue
-            for pair in confusions:
-                if pair is None:
-                    elig = np.ones(len(units.keys), dtype=bool)
-                    x = units.disagree
-                else:
-                    elig = units.eligible[:, pair[0]]
-                    x = units.events[:, pair[0], pair[1]]
-                a = int((x & elig & inside_units).sum())
-                n_in = int((elig & inside_units).sum())
-                c = int((x & elig & ~inside_units).sum())
-                n_out = int((elig & ~inside_units).sum())
-                if a < MIN_UNITS or n_in < MIN_SLICE or n_out < MIN_SLICE:
-                    continue
-                p = _fisher_greater(a, n_in - a, c, n_out - c)
-                rate_in, rate_out = a / n_in, c / n_out
+            p = _fisher_greater(a, n_in - a, c, n_out - c)
+            rate_in, rate_out = a / n_in, c / n_out
 
-                def build(pair=pair, column=column, value=value, inside_units=inside_units, a=a, n_in=n_in, c=c,
-                          n_out=n_out, rate_in=rate_in, rate_out=rate_out, p=p, x=x, elig=elig) -> Pattern:
-                    chosen = np.flatnonzero(x & elig & inside_units)
-                    suspected = _suspects(units, labels, schema, chosen, None if pair is None else [pair])
-                    name = _pair_name(units, pair)
-                    summary = (f"Slice {column} = {value}: {name} on {a} of {n_in} {_unit_word(units)} "
-                               f"({rate_in:.0%}), against {rate_out:.1%} ({c} of {n_out}) in the rest")
-                    evidence = {"column": column, "value": str(value), "confusion": name, "events_inside": a,
-                                "units_inside": n_in, "events_outside": c, "units_outside": n_out,
-                                "rate_inside": round(rate_in, 4), "rate_outside": round(rate_out, 4)}
-                    chart = {"type": "slice", "classes": list(units.classes),
-                             "inside": _confusion_matrix(units, inside_units), "outside": _confusion_matrix(units, ~inside_units)}
-                    return Pattern("slice", units.target, summary, evidence, p, suspected,
-                                   f"slice:{units.target}:{column}={value}:{name}", chart=chart)
+            def build(pair=pair, column=column, value=value, inside_units=inside_units, a=a, n_in=n_in, c=c,
+                      n_out=n_out, rate_in=rate_in, rate_out=rate_out, p=p, x=x, elig=elig) -> Pattern:
+                chosen = np.flatnonzero(x & elig & inside_units)
+                suspected = _suspects(units, labels, schema, chosen, None if pair is None else [pair])
+                name = _pair_name(units, pair)
+                summary = (f"Slice {column} = {value}: {name} on {a} of {n_in} {_unit_word(units)} "
+                           f"({rate_in:.0%}), against {rate_out:.1%} ({c} of {n_out}) in the rest")
+                evidence = {"column": column, "value": str(value), "confusion": name, "events_inside": a,
+                            "units_inside": n_in, "events_outside": c, "units_outside": n_out,
+                            "rate_inside": round(rate_in, 4), "rate_outside": round(rate_out, 4)}
+                chart = {"type": "slice", "classes": list(units.classes),
+                         "inside": _confusion_matrix(units, inside_units), "outside": _confusion_matrix(units, ~inside_units)}
+                return Pattern("slice", units.target, summary, evidence, p, suspected,
+                               f"slice:{units.target}:{column}={value}:{name}", chart=chart)
 
-                out.append(Candidate("slice", p, build, ("slice", units.target, column, str(value))))
+            out.append(Candidate("slice", p, build, ("slice", units.target, column, str(value))))
     return out
 
 
@@ -552,18 +556,14 @@ def learned_slices(labels: pd.DataFrame, probs: Mapping[str, np.ndarray], schema
             continue
         units = build_units(labels, probs[target], schema, target)
         x = units.disagree
-        for column, values in slice_values(meta, units).items():
-            for value in pd.unique(values):
-                inside = values == value
-                n_in, n_out = int(inside.sum()), int((~inside).sum())
-                if n_in < MIN_SLICE or n_out < MIN_SLICE:
-                    continue
-                a, c = int((x & inside).sum()), int((x & ~inside).sum())
-                if c < MIN_UNITS:
-                    continue
-                p = float(fisher_exact([[a, n_in - a], [c, n_out - c]], alternative="less")[1])
-                rows.append({"column": column, "value": str(value), "target": target, "units": n_in,
-                             "rate_inside": round(a / n_in, 4), "rate_outside": round(c / n_out, 4), "p_value": p})
+        for column, value, inside in slices(meta, units):
+            n_in, n_out = int(inside.sum()), int((~inside).sum())
+            a, c = int((x & inside).sum()), int((x & ~inside).sum())
+            if c < MIN_UNITS:
+                continue
+            p = float(fisher_exact([[a, n_in - a], [c, n_out - c]], alternative="less")[1])
+            rows.append({"column": column, "value": str(value), "target": target, "units": n_in,
+                         "rate_inside": round(a / n_in, 4), "rate_outside": round(c / n_out, 4), "p_value": p})
     if not rows:
         return []
     q = benjamini_hochberg([r["p_value"] for r in rows])
