@@ -66,13 +66,9 @@ class BulksMixin(CorrectionsMixin):
                 value = row.get("value")
                 keep = value is None or (isinstance(value, float) and pd.isna(value))
                 try:
-                    if keep:
-                        current = self.label_of(target, attribute)
-                        if expected is not None and str(current) != str(self.schema.attribute(attribute).parse(expected)):
-                            raise ConflictError(f"{target}: {attribute} is now {current!r}, not {expected!r} (someone "
-                                                "changed it meanwhile)")
+                    if keep:  # mark_reviewed refuses (ConflictError) a label that is no longer ``expected``
                         record = self.mark_reviewed(target, attribute, annotator=annotator, verdict="correct",
-                                                    note=reason, bulk=bulk_id)
+                                                    note=reason, expected=expected, bulk=bulk_id)
                         action = "kept"
                     else:
                         record = self.correct(target, attribute, value, expected=expected, annotator=annotator,
