@@ -50,11 +50,20 @@ def unavailable(message: str) -> None:
 
 
 # ---- the learning queue on the Review page ------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _fit(_store: LabelStore, db: str, run_id: int, stamp: float, used: tuple[tuple[str, int], ...]) -> Any:
+    """``learning.learn`` on one epoch's decisions: refitted once every ``every`` decisions, not on each click."""
+    ready, _ = prepared(_store, run_id)
+    return learning.learn(ready["units"], ready["vectors"], pd.DataFrame(list(used), columns=["unit", "error"]))
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def _learned(_store: LabelStore, db: str, run_id: int, stamp: float, version: tuple[int, ...], every: int) -> Any:
     ready, _ = prepared(_store, run_id)
     decided = learning.decisions(_store, run_id)
-    return learning.learned_queue(ready["units"], ready["vectors"], decided, every=every)
+    used = learning.used_decisions(decided, every)
+    fitted = _fit(_store, db, run_id, stamp, tuple(zip(used["unit"].astype(str), used["error"].astype(int))))
+    return learning.learned_queue(ready["units"], ready["vectors"], decided, every=every, learned=fitted)
 
 
 def learned(store: LabelStore, run_id: int, every: int = learning.EVERY) -> learning.LearnedQueue:

@@ -336,18 +336,27 @@ class LearnedQueue:
     note: str
 
 
+def used_decisions(decided: pd.DataFrame, every: int = EVERY) -> pd.DataFrame:
+    """The decisions a learned order is trained on: the first ``every * (len(decided) // every)`` (decision order)."""
+    return decided.iloc[:len(decided) // max(1, every) * max(1, every)]
+
+
 def learned_queue(units: pd.DataFrame, vectors: np.ndarray, decided: pd.DataFrame, *, every: int = EVERY,
-                  folds: int = FOLDS, k: int = K, weigh_images: bool = True, explain: int = 200) -> LearnedQueue:
+                  folds: int = FOLDS, k: int = K, weigh_images: bool = True, explain: int = 200,
+                  learned: Learned | None = None) -> LearnedQueue:
     """The remaining (undecided) units re-ranked from the decisions, using only the first
-    ``every * (len(decided) // every)`` of them (``decided`` in decision order): the order changes once per
-    ``every`` decisions. Units decided but skipped are left out by the caller (``decisions`` omits them). The
-    order is by ``expected_fixed`` = P(error) x the unit's images (``weigh_images``); ``why`` is written for
-    the first ``explain`` units of the new order that moved (the ones a reviewer meets next)."""
+    ``every * (len(decided) // every)`` of them (``used_decisions``; ``decided`` in decision order): the order
+    changes once per ``every`` decisions. Units decided but skipped are left out by the caller (``decisions``
+    omits them). The order is by ``expected_fixed`` = P(error) x the unit's images (``weigh_images``); ``why`` is
+    written for the first ``explain`` units of the new order that moved (the ones a reviewer meets next).
+    ``learned``: ``learn(units, vectors, used_decisions(decided, every), folds=folds, k=k)`` when the caller
+    keeps it between the decisions of one epoch (the fit is the slow part; it changes only once an epoch)."""
     epoch = len(decided) // max(1, every)
-    used = decided.iloc[:epoch * max(1, every)]
+    used = used_decisions(decided, every)
     done = set(decided["unit"])
     remaining = ~pd.Index(np.asarray(units["unit"].to_numpy(dtype=object), dtype=object)).isin(list(done))
-    learned = learn(units, vectors, used, folds=folds, k=k)
+    if learned is None:
+        learned = learn(units, vectors, used, folds=folds, k=k)
     order = units[remaining].copy()
     order["learned"] = learned.score[remaining]
     # what a decision is worth: the expected number of wrong image labels it fixes (a person's label is on all of

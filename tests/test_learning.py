@@ -90,6 +90,14 @@ def test_the_learned_queue_ranks_up_units_like_the_confirmed_errors_and_says_why
     # only whole blocks of ``every`` decisions are used: 39 decisions train on 30
     more = pd.DataFrame({"unit": units["unit"][:39], "error": truth[:39]})
     assert learning.learned_queue(units, vectors, more, every=10).n_decisions == 30
+    # the fit of one epoch, kept by the caller between its decisions (the Review page does), gives the same order
+    used = learning.used_decisions(more, every=10)
+    assert len(used) == 30
+    kept = learning.learn(units, vectors, used)
+    fresh = learning.learned_queue(units, vectors, more, every=10)
+    reused = learning.learned_queue(units, vectors, more, every=10, learned=kept)
+    pd.testing.assert_frame_equal(fresh.order, reused.order)
+    assert fresh.note == reused.note
 
 
 def test_no_unit_is_ranked_by_a_model_trained_on_its_own_decision():
