@@ -66,6 +66,17 @@ def figure(points: pd.DataFrame, xy: np.ndarray, rows: np.ndarray) -> tuple[go.F
     return fig, traces
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _drawing(_emb: Any, _units: pd.DataFrame, _statuses: dict[str, str], _xy: np.ndarray, db: str, run_id: int,
+             stamp: float, method: str, attribute: str, version: tuple[int, ...]) -> tuple[Any, ...]:
+    """(points, drawn rows, escaped figure, trace item ids): built once per score run, projection, colouring and
+    store version, not again on each selection (a selection reruns the page). The figure is shared: read only."""
+    points = maps.point_table(_emb.items, _units, attribute, _statuses)
+    rows = maps.sample(points)
+    fig, traces = figure(points, _xy, rows)
+    return points, rows, ui.safe_figure(fig), traces
+
+
 def map_page(store: LabelStore, run_id: int | None) -> None:
     if run_id is None:
         st.info("No score run yet: the map draws a score run's embeddings. Score first (python -m train score, or "
@@ -82,18 +93,17 @@ def map_page(store: LabelStore, run_id: int | None) -> None:
     method = top[1].selectbox("Projection", maps.methods(len(emb.items)), key="map_method",
                               help="PCA is instant; UMAP appears when the umap package is installed; t-SNE "
                                    f"(scikit-learn) up to {maps.TSNE_MAX:,} images and takes a while.")
-    statuses = ui.run_statuses(store, run_id)
-    points = maps.point_table(emb.items, units, attribute, statuses)
-    with st.spinner(f"Projecting {len(points):,} images ({method})…"):
-        xy = _coordinates(emb, str(store.path), int(run_id), similar_views._stamp(store, run_id), method)
-    rows = maps.sample(points)
+    stamp = similar_views._stamp(store, run_id)
+    with st.spinner(f"Projecting {len(emb.items):,} images ({method})…"):
+        xy = _coordinates(emb, str(store.path), int(run_id), stamp, method)
+    points, rows, fig, traces = _drawing(emb, units, ui.run_statuses(store, run_id), xy, str(store.path), int(run_id),
+                                         stamp, method, attribute, store.version())
     top[2].caption(f"{len(points):,} images of score run #{run_id} ({similar_views.embeddings.KIND_NAMES[emb.kind]}, "
                    f"{emb.vectors.shape[1]} dims)" + (f"; {len(rows):,} drawn (every marked one)" if len(rows) <
                                                        len(points) else "") +
                    ". Draw a box or lasso (toolbar) to select images, or click a point to see its thumbnail below; hover a "
                    "point for its file and labels.")
-    fig, traces = figure(points, xy, rows)
-    event = st.plotly_chart(ui.safe_figure(fig), key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
+    event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"),
                             width="stretch", config={"displaylogo": False})
     selected = maps.selected_items(event.get("selection") if isinstance(event, dict) else
                                    getattr(event, "selection", None), traces)
