@@ -28,6 +28,13 @@ def _scan(db: str, run: int, ingest: int | None) -> tuple[list[Any], int]:
     return found, len(tests)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _progress(_pattern: Any, db: str, key: str, version: tuple[int, ...]) -> tuple[set[str], dict[str, Any]]:
+    """(units decided through the pattern, suspected targets changed since): read again only after a store write,
+    not on each tick of a radio (every tick reruns the page)."""
+    return pattern_actions.decided_units(store, _pattern), pattern_actions.changed_since(store, _pattern)
+
+
 def _key(*parts: Any) -> str:
     return "pat_" + hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
@@ -96,8 +103,7 @@ if not pattern.units:
     bulk_history()
     st.stop()
 
-decided = pattern_actions.decided_units(store, pattern)
-changed = pattern_actions.changed_since(store, pattern)
+decided, changed = _progress(pattern, str(store.path), pattern.key, store.version())
 moved = {u for u, t in zip(pattern.suspected["unit"], pattern.suspected["target"]) if str(t) in changed} - decided
 pending = [u for u in pattern.units if u not in decided and u not in moved]
 st.caption(f"{len(pattern.units)} suspected unit(s), most confident first; {len(decided)} decided through this pattern "
