@@ -32,6 +32,16 @@ def plain(text: Any) -> str:
     return _MARKDOWN.sub(r"\\\1", unlinked)
 
 
+_BREAK_AFTER = re.compile(r"([_\-./])")
+
+
+def breakable(text: Any) -> str:
+    """``text`` with an invisible break opportunity (ZERO WIDTH SPACE) after each ``_ - . /``, so a file name in a
+    narrow column wraps at its parts (``incorrect_`` / ``mask``), not mid-word (``incorrect_m`` / ``ask``). Pass
+    the result through ``plain``/``caption`` as any data text."""
+    return _BREAK_AFTER.sub("\\1\u200b", str(text))
+
+
 def button(label: Any, *, container: Any = None, **kwargs: Any) -> bool:
     """``st.button`` (or ``container.button``) whose label renders literally, whatever data it holds."""
     return (container if container is not None else st).button(plain(label), **kwargs)

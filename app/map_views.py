@@ -125,4 +125,4 @@ def map_page(store: LabelStore, run_id: int | None) -> None:
     for i, row in enumerate(preview.itertuples(index=False)):
         with grid[i % 6]:
             st.image(ui.thumb(store, row.path, None, 160), width="stretch")
-            st.caption(ui.plain(f"{row.path.rsplit('/', 1)[-1]} · {row.given} · {MARK_NAMES[row.mark]}"))
+            st.caption(ui.plain(ui.breakable(f"{row.path.rsplit('/', 1)[-1]} · {row.given} · {MARK_NAMES[row.mark]}")))

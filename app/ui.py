@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from app.boundary import button, caption, chart_text, metric, plain, safe_figure
+from app.boundary import breakable, button, caption, chart_text, metric, plain, safe_figure
 from app.cached import predictions, queue, queue_facts, run_statuses, statuses
 from app.session import (
     Flash,
@@ -42,7 +42,7 @@ __all__ = ["PAGE_SIZE", "STRIP_PER_ROW", "STRIP_SIZE", "Flash", "annotator", "an
            "compact_page", "scroll_to_top", "tab_id", "button",
            "caption", "chart_text", "favicon", "flash", "gallery", "get_store", "has_groups", "label_table", "metric",
            "model_said", "page_start", "pager", "person_strip", "photo_row", "placeholder", "plain", "predictions", "queue", "queue_facts",
-           "require_data", "run_statuses", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
+           "require_data", "breakable", "run_statuses", "safe_figure", "show_flash", "statuses", "switch_page", "thumb", "thumbnail_grid"]
 
 PAGE_SIZE = 24
 @st.cache_resource(show_spinner=False)
@@ -123,7 +123,7 @@ def photo_row(store: LabelStore, photos: pd.DataFrame, *, key: str = "person_str
                 st.image(thumb(store, row.path, getattr(row, "hash", None), STRIP_SIZE), width="stretch")
                 marker = "▶ " if getattr(row, "highlight", False) else ""
                 opinion = getattr(row, "opinion", "")
-                st.caption(plain(f"{marker}{row.caption}") + (f"  \n{plain(opinion)}" if opinion else ""))
+                st.caption(plain(breakable(f"{marker}{row.caption}")) + (f"  \n{plain(opinion)}" if opinion else ""))
 
 
 def person_strip(store: LabelStore, person: str, highlight: str | None = None,

@@ -220,7 +220,7 @@ def _predictions(store: LabelStore, item: dict[str, Any]) -> None:
 # The change first (attribute, old -> new, revert links), then who, what and when: the new value is visible
 # without scrolling sideways even beside long paths.
 HISTORY_COLUMNS = ["id", "attribute", "old_value", "new_value", "entry", "target", "annotator", "created_at",
-                   "reason", "source", "target_kind"]
+                   "reason", "source"]  # target_kind left out: a path or a person key says it (and it fits at 1280)
 REVERT_ROW, REVERTED_ROW = "background-color: #fdecea", "color: #8a8a8a"
 
 

@@ -319,7 +319,8 @@ def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[s
                 print(seed, option, {k: round(v[2], 3) for k, v in results[(seed, option)][1].items()
                                      if k[1] == DEMO_METHODS[0]}, flush=True)
     lines = ["| option | noise kind | wrong people (per seed) | " + " | ".join(DEMO_METHODS) +
-             " | ours − best baseline (mean; per seed) |", "|" + "---|" * (4 + len(DEMO_METHODS))]
+             " | ours − best baseline (mean; per seed) | 95 % paired interval |", "|" + "---|" * (5 + len(DEMO_METHODS))]
+    from bench.cleaning_loop import paired_interval
     verdicts = []
     for option in options:
         runs = {seed: r for (seed, o), r in results.items() if o == option}
@@ -331,15 +332,18 @@ def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[s
             best = max(DEMO_METHODS[2:], key=lambda name: f1[name].mean())
             diff = f1[DEMO_METHODS[0]] - f1[best]
             if sum(wrong) == 0:  # no person of this kind in the people scored: F1 is undefined, not 0
-                lines.append(f"| {option} | {kind} | {', '.join(map(str, wrong))} |" + " — |" * (len(DEMO_METHODS) + 1))
+                lines.append(f"| {option} | {kind} | {', '.join(map(str, wrong))} |" + " — |" * (len(DEMO_METHODS) + 2))
                 continue
             met = f1[DEMO_METHODS[0]].mean() >= f1[best].mean() - 0.005
             cells = " | ".join(f"{f1[name].mean():.3f}" for name in DEMO_METHODS)
             per_seed = ", ".join(f"{d:+.3f}" for d in diff)
+            _, low, high = paired_interval(diff)
+            # below by the mean, but the seeds' spread covers 0: no evidence of a real loss (nor of parity)
+            spread = "" if met or np.isnan(high) else (" (no evidence: covers 0)" if high >= 0 else " (below 0)")
             lines.append(f"| {option} | {kind} | {', '.join(map(str, wrong))} | {cells} | {diff.mean():+.3f}"
-                         f"{'' if met else ' **miss**'} ({per_seed}) |")
+                         f"{'' if met else ' **miss**'} ({per_seed}) | [{low:+.3f}, {high:+.3f}]{spread} |")
             if not met:
-                verdicts.append(f"{option} / {kind}")
+                verdicts.append(f"{option} / {kind}{spread}")
     seeds_people = sorted({(seed, r[0]) for (seed, _), r in results.items()})
     text = f"""`PYTHONPATH=. .venv/bin/python bench/demo_options.py table` on the score runs of `bench/demo_options.py run`:
 demo seeds and people {', '.join(f'{s} ({p} people)' for s, p in seeds_people)}, random noise 0.1, one score run

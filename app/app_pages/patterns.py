@@ -169,5 +169,5 @@ else:
                 with cell:
                     st.image(ui.thumb(store, image.path, getattr(image, "hash", None), 160), width="stretch")
                     mark = "▶ " if image.path in flagged else ""
-                    st.caption(ui.plain(mark + image.path.rsplit("/", 1)[-1]))
+                    st.caption(ui.plain(ui.breakable(mark + image.path.rsplit("/", 1)[-1])))
 bulk_history()
