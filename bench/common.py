@@ -18,6 +18,7 @@ import argparse
 import math
 import re
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,13 @@ def pooled_sd(groups: Sequence[Sequence[float]]) -> float:
     ``train.compare.pooled_spread``'s, as a number."""
     spread = pooled_spread([[float(v) for v in g] for g in groups])
     return math.nan if spread is None else spread[0]
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Terminate a dashboard process a bench started; kill it when it has not stopped within 10 s."""
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import add_write_flag, demo_store, write_section
+from bench.common import add_write_flag, demo_store, stop_server, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -65,12 +65,7 @@ def time_page(browser, repo: Path, db: Path, page: str, timeout_s: float = 120.0
         return time.perf_counter() - started
     finally:
         tab.close()
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
 
 
 def imports_torch(repo: Path) -> dict[str, bool]:
