@@ -6,7 +6,9 @@ their order and their metadata. ``find_patterns`` scans a dataset for three fami
 ``Pattern`` per finding:
 
 * ``run`` -- a stretch of the upload order (ingest order: ids, CSV rows, file and folder order) where one
-  target's disagreement between given and model-suggested labels, or one specific confusion
+  target's disagreement between given and model-suggested labels (a *confident* one: the suggestion's
+  probability at least the average the model gives that class on the rows labelled with it, confident
+  learning's per-class threshold; a unit the model is merely unsure of is no event), or one specific confusion
   (``incorrect -> not_wear``, ``female -> male``), is far above the rest. The stretch is found by a
   scan statistic (Kulldorff's Bernoulli likelihood ratio maximised over every start and a geometric
   ladder of lengths, then refined to exact ends), not a fixed window; its p-value comes from
@@ -280,7 +282,8 @@ def _normal_less(z: float) -> float:
 # ---- units -------------------------------------------------------------------------------------------------------
 @dataclass
 class Units:
-    """One target's review units: events E[u, a, b] (some image or the person given a, suggested b),
+    """One target's review units: events E[u, a, b] (some image or the person given a, suggested b with at least
+    confident learning's per-class threshold of probability when b != a),
     eligibility G[u, a] (given a somewhere), upload order, and the image rows behind each unit."""
 
     target: str
@@ -297,6 +300,14 @@ class Units:
     confidence: np.ndarray  # (n,) probability of the suggestion
     probs: np.ndarray  # (n, k) per row (person scope: the person's combined)
     first_row: np.ndarray  # (U,) a representative row per unit
+
+    def any_disagreement(self, pair: tuple[int, int] | None) -> np.ndarray:
+        """(U,) bool: units with a row whose suggestion differs from its label (``pair``: given a, suggested b),
+        confident or not: whom a pattern, once found on confident events, suspects."""
+        rows = self.given != self.suggested
+        if pair is not None:
+            rows &= (self.given == pair[0]) & (self.suggested == pair[1])
+        return np.bincount(self.unit_of_row[rows], minlength=len(self.keys)) > 0
 
     @cached_property
     def disagree(self) -> np.ndarray:
@@ -339,8 +350,14 @@ def build_units(labels: pd.DataFrame, probs: np.ndarray, schema: Schema, target:
         row_probs = probs
     suggested = row_probs.argmax(axis=1)
     confidence = row_probs[np.arange(len(row_probs)), suggested]
+    # A disagreement is an event only when it is confident, as confident learning counts one: the suggestion's
+    # probability at least the class's threshold (its mean probability over the rows labelled with it). A slice of
+    # units the model is merely unsure of (ages next to a group boundary) then holds no more events than the rest.
+    # Once a run or slice is found this way, it suspects every disagreement inside it (``any_disagreement``).
+    threshold = np.array([row_probs[given == j, j].mean() if (given == j).any() else 0.0 for j in range(k)])
+    counted = (given == suggested) | (confidence >= threshold[suggested])
     events = np.zeros((n_units, k, k), dtype=bool)
-    events[codes, given, suggested] = True
+    events[codes[counted], given[counted], suggested[counted]] = True
     eligible = np.zeros((n_units, k), dtype=bool)
     eligible[codes, given] = True
     unit_order = np.full(n_units, np.iinfo(np.int64).max, dtype=np.int64)
@@ -451,7 +468,8 @@ def run_candidates(units: Units, labels: pd.DataFrame, schema: Schema, *, seed: 
 
         def build(pair=pair, eligible=eligible, x=x, start=start, end=end, inside=inside, rate_in=rate_in,
                   rate_out=rate_out, llr=llr, p=p) -> Pattern:
-            chosen = eligible[start:end][x[start:end] == 1]
+            window = eligible[start:end]
+            chosen = window[units.any_disagreement(pair)[window]]
             suspected = _suspects(units, labels, schema, chosen, None if pair is None else [pair])
             first, last = units.keys[eligible[start]], units.keys[eligible[end - 1]]
             name = _pair_name(units, pair)
@@ -517,7 +535,7 @@ def slice_candidates(units: Units, labels: pd.DataFrame, schema: Schema, meta: p
 
             def build(pair=pair, column=column, value=value, inside_units=inside_units, a=a, n_in=n_in, c=c,
                       n_out=n_out, rate_in=rate_in, rate_out=rate_out, p=p, x=x, elig=elig) -> Pattern:
-                chosen = np.flatnonzero(x & elig & inside_units)
+                chosen = np.flatnonzero(units.any_disagreement(pair) & elig & inside_units)
                 suspected = _suspects(units, labels, schema, chosen, None if pair is None else [pair])
                 name = _pair_name(units, pair)
                 summary = (f"Slice {column} = {value}: {name} on {a} of {n_in} {_unit_word(units)} "
