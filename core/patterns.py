@@ -887,6 +887,9 @@ def _explain_away(found: list[Pattern]) -> list[Pattern]:
                 strongest.suspected = pd.concat([strongest.suspected, extra], ignore_index=True)
                 for k in zip(extra["unit"].astype(str), extra["attribute"].astype(str)):
                     owner[k] = strongest
+                # the summary counts its own suspects; say where the others come from
+                added = extra["unit"].astype(str).nunique()
+                strongest.summary += f" (also seen as: {pattern.summary}; {added} more suspected from it)"
             continue
         if covered:
             pattern.suspected = pattern.suspected[[k not in owner for k in keys]].reset_index(drop=True)
