@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -297,27 +298,32 @@ def demo_person_f1(images: pd.DataFrame, methods: dict[str, dict[str, np.ndarray
     return out
 
 
-def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[str], write: bool = True) -> str:
-    """The demo table: per option, per noise kind and overall, person F1 per seed and its mean, ours vs the best
-    baseline; rewrites the section "Person verdicts on the demo across score options" of BENCHMARKS.md."""
-    results = {}
+def demo_stores(workdirs: list[tuple[Path, list[int]]], options: list[str]) -> Iterator[tuple[int, str, Path, Path]]:
+    """(seed, option, store, demo root) of every store ``bench/demo_options.py`` made that exists, seed by seed."""
     for workdir, seeds in workdirs:
         for seed in seeds:
             for option in options:
                 db = workdir / f"seed{seed}" / option / "labels.db"
-                if not db.exists():
-                    continue
-                from core.store import LabelStore
-                with LabelStore(db) as store:
-                    runs = store.runs("score")
-                    if not len(runs) or not list((Path(runs["run_dir"].iloc[0] or ".")).glob("fold-*.npy")):
-                        print(f"{db}: no finished score run or fold, left out", flush=True)
-                        continue
-                images, methods = demo_flags(db, workdir / f"seed{seed}" / "demo")
-                people = images["person"].nunique()
-                results[(seed, option)] = (people, demo_person_f1(images, methods))
-                print(seed, option, {k: round(v[2], 3) for k, v in results[(seed, option)][1].items()
-                                     if k[1] == DEMO_METHODS[0]}, flush=True)
+                if db.exists():
+                    yield seed, option, db, workdir / f"seed{seed}" / "demo"
+
+
+def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[str], write: bool = True) -> str:
+    """The demo table: per option, per noise kind and overall, person F1 per seed and its mean, ours vs the best
+    baseline; rewrites the section "Person verdicts on the demo across score options" of BENCHMARKS.md."""
+    results = {}
+    for seed, option, db, root in demo_stores(workdirs, options):
+        from core.store import LabelStore
+        with LabelStore(db) as store:
+            runs = store.runs("score")
+            if not len(runs) or not list((Path(runs["run_dir"].iloc[0] or ".")).glob("fold-*.npy")):
+                print(f"{db}: no finished score run or fold, left out", flush=True)
+                continue
+        images, methods = demo_flags(db, root)
+        people = images["person"].nunique()
+        results[(seed, option)] = (people, demo_person_f1(images, methods))
+        print(seed, option, {k: round(v[2], 3) for k, v in results[(seed, option)][1].items()
+                             if k[1] == DEMO_METHODS[0]}, flush=True)
     lines = ["| option | noise kind | wrong people (per seed) | " + " | ".join(DEMO_METHODS) +
              " | ours − best baseline (mean; per seed) | 95 % paired interval |", "|" + "---|" * (5 + len(DEMO_METHODS))]
     from bench.cleaning_loop import paired_interval

@@ -33,7 +33,7 @@ from cleanlab.filter import find_label_issues
 from scipy.optimize import minimize
 
 import core.scoring as scoring
-from bench.calibration import BASELINES, CALIBRATIONS, HELD_OUT, evaluate, prf, transformed
+from bench.calibration import BASELINES, CALIBRATIONS, HELD_OUT, demo_stores, evaluate, prf, transformed
 from core.calibration import FLOOR, Calibration
 from core.scoring import class_prior, group_scores, image_scores, top_n
 
@@ -226,27 +226,22 @@ def demo(workdirs: list[tuple[Path, list[int]]]) -> dict[str, dict[tuple[str, st
     """{method: {(attribute, option): mean F1 - the best baseline's mean}} over the demo seeds."""
     f1: dict[str, dict[tuple[str, str], list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     best: dict[tuple[str, str], dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
-    for workdir, seeds in workdirs:
-        for seed in seeds:
-            for option in DEMO_OPTIONS:
-                db = workdir / f"seed{seed}" / option / "labels.db"
-                if not db.exists():
-                    continue
-                for attribute, (labels, probs, groups, wrong) in demo_arrays(db, workdir / f"seed{seed}" / "demo").items():
-                    g = len(wrong)
-                    flags = find_label_issues(labels, probs, n_jobs=1)
-                    share = np.bincount(groups, weights=flags, minlength=g) / np.bincount(groups, minlength=g)
-                    mean = np.zeros((g, probs.shape[1]))
-                    np.add.at(mean, groups, probs)
-                    mean /= np.bincount(groups, minlength=g)[:, None]
-                    person_given = np.zeros(g, int)
-                    person_given[groups] = labels
-                    for name, flagged in (("vote", share > 0.5), ("any", share > 0),
-                                          ("means", find_label_issues(person_given, mean, n_jobs=1))):
-                        best[(attribute, option)][name].append(prf(flagged, wrong)[2])
-                    for name, value in methods(labels, probs, groups, wrong).items():
-                        f1[name][(attribute, option)].append(value)
-            print(f"demo: seed {seed}", flush=True)
+    for seed, option, db, root in demo_stores(workdirs, DEMO_OPTIONS):
+        for attribute, (labels, probs, groups, wrong) in demo_arrays(db, root).items():
+            g = len(wrong)
+            flags = find_label_issues(labels, probs, n_jobs=1)
+            share = np.bincount(groups, weights=flags, minlength=g) / np.bincount(groups, minlength=g)
+            mean = np.zeros((g, probs.shape[1]))
+            np.add.at(mean, groups, probs)
+            mean /= np.bincount(groups, minlength=g)[:, None]
+            person_given = np.zeros(g, int)
+            person_given[groups] = labels
+            for name, flagged in (("vote", share > 0.5), ("any", share > 0),
+                                  ("means", find_label_issues(person_given, mean, n_jobs=1))):
+                best[(attribute, option)][name].append(prf(flagged, wrong)[2])
+            for name, value in methods(labels, probs, groups, wrong).items():
+                f1[name][(attribute, option)].append(value)
+        print(f"demo: seed {seed} {option}", flush=True)
     return {name: {k: float(np.mean(v) - max(np.mean(b) for b in best[k].values())) for k, v in cells.items()}
             for name, cells in f1.items()}
 

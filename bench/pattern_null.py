@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.calibration import demo_stores
 from core import pattern_actions
 from core.store import LabelStore
 
@@ -48,23 +49,18 @@ def main(argv: list[str] | None = None) -> None:
     print("| seed | score option | tests | run/slice findings (q) | suspected (share of people) | of them really wrong |")
     print("|---|---|---|---|---|---|")
     runs = with_finding = over = 0
-    for spec in args.table:
-        workdir, seeds = Path(spec.split(":")[0]), [int(s) for s in spec.split(":")[1].split(",")]
-        for seed in seeds:
-            for option in OPTIONS:
-                db = workdir / f"seed{seed}" / option / "labels.db"
-                if not db.exists():
-                    continue
-                result = scan_store(db, workdir / f"seed{seed}" / "demo" / "truth.csv")
-                runs += 1
-                suspected = sum(f["units"] for f in result["findings"])
-                share = suspected / max(result["people"], 1)
-                with_finding += bool(result["findings"])
-                over += share > 0.03
-                names = "; ".join(f"{f['kind']} {f['attribute']} (q {f['q']:.3f}): {f['summary'][:70]}…"
-                                  for f in result["findings"]) or "none"
-                print(f"| {seed} | {option} | {result['tests']} | {names} | {suspected} ({share:.1%}) | "
-                      f"{sum(f['really_wrong'] for f in result['findings'])} |", flush=True)
+    workdirs = [(Path(w.split(":")[0]), [int(s) for s in w.split(":")[1].split(",")]) for w in args.table]
+    for seed, option, db, root in demo_stores(workdirs, OPTIONS):
+        result = scan_store(db, root / "truth.csv")
+        runs += 1
+        suspected = sum(f["units"] for f in result["findings"])
+        share = suspected / max(result["people"], 1)
+        with_finding += bool(result["findings"])
+        over += share > 0.03
+        names = "; ".join(f"{f['kind']} {f['attribute']} (q {f['q']:.3f}): {f['summary'][:70]}…"
+                          for f in result["findings"]) or "none"
+        print(f"| {seed} | {option} | {result['tests']} | {names} | {suspected} ({share:.1%}) | "
+              f"{sum(f['really_wrong'] for f in result['findings'])} |", flush=True)
     print(f"\n{with_finding} of {runs} score runs with a run or slice finding; {over} over 3 % of people suspected.")
 
 
