@@ -67,11 +67,11 @@ def figure(points: pd.DataFrame, xy: np.ndarray, rows: np.ndarray) -> tuple[go.F
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _drawing(_emb: Any, _units: pd.DataFrame, _statuses: dict[str, str], _xy: np.ndarray, db: str, run_id: int,
+def _drawing(_store: LabelStore, _emb: Any, _units: pd.DataFrame, _xy: np.ndarray, db: str, run_id: int,
              stamp: float, method: str, attribute: str, version: tuple[int, ...]) -> tuple[Any, ...]:
     """(points, drawn rows, escaped figure, trace item ids): built once per score run, projection, colouring and
     store version, not again on each selection (a selection reruns the page). The figure is shared: read only."""
-    points = maps.point_table(_emb.items, _units, attribute, _statuses)
+    points = maps.point_table(_emb.items, _units, attribute, ui.run_statuses(_store, run_id))
     rows = maps.sample(points)
     fig, traces = figure(points, _xy, rows)
     return points, rows, ui.safe_figure(fig), traces
@@ -96,8 +96,8 @@ def map_page(store: LabelStore, run_id: int | None) -> None:
     stamp = similar_views._stamp(store, run_id)
     with st.spinner(f"Projecting {len(emb.items):,} images ({method})…"):
         xy = _coordinates(emb, str(store.path), int(run_id), stamp, method)
-    points, rows, fig, traces = _drawing(emb, units, ui.run_statuses(store, run_id), xy, str(store.path), int(run_id),
-                                         stamp, method, attribute, store.version())
+    points, rows, fig, traces = _drawing(store, emb, units, xy, str(store.path), int(run_id), stamp, method, attribute,
+                                         store.version())
     top[2].caption(f"{len(points):,} images of score run #{run_id} ({similar_views.embeddings.KIND_NAMES[emb.kind]}, "
                    f"{emb.vectors.shape[1]} dims)" + (f"; {len(rows):,} drawn (every marked one)" if len(rows) <
                                                        len(points) else "") +

@@ -32,10 +32,9 @@ from cleanlab.count import compute_confident_joint
 from cleanlab.filter import find_label_issues
 from scipy.optimize import minimize
 
-import core.scoring as scoring
 from bench.calibration import BASELINES, CALIBRATIONS, HELD_OUT, demo_stores, evaluate, prf, transformed
 from core.calibration import FLOOR, Calibration
-from core.scoring import class_prior, group_scores, image_scores, top_n
+from core.scoring import class_prior, group_scores, image_scores, top_n, wrong_posterior
 
 DEMO_TARGETS = {"gender": "gender_flip", "age_group": "age"}  # attribute -> the noise kind that corrupts it
 DEMO_OPTIONS = ["defaults", "balanced", "focal", "smooth"]
@@ -81,23 +80,12 @@ def f1_optimal_cut(wrong_posterior: np.ndarray) -> int:
     return int(np.argmax(expected) + 1)
 
 
-def wrong_posterior(table: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
-    """``issue_counts``' posterior that each person's label is wrong (its sum is the ``expected`` count)."""
-    probs, given = np.stack(table["probs"].to_numpy()), table["given"].to_numpy()
-    k = probs.shape[1]
-    joint = compute_confident_joint(given, probs, calibrate=True).astype(np.float64)
-    flips = (joint + 1.0) / (joint.sum(axis=1, keepdims=True) + k)
-    evidence = np.log(np.clip(probs, 1e-300, 1.0)) - np.log(class_prior(labels, k)) + np.log(flips[given])
-    posterior = np.exp(evidence - evidence.max(axis=1, keepdims=True))
-    posterior /= posterior.sum(axis=1, keepdims=True)
-    return 1.0 - posterior[np.arange(len(given)), given]
-
-
 def counts(table: pd.DataFrame, labels: np.ndarray) -> dict[str, int]:
     c = dict(table.attrs["counts"])
     probs, given = np.stack(table["probs"].to_numpy()), table["given"].to_numpy()
     c.update(confident_joint=confident_joint_count(given, probs), unsure=unsure_sum(given, probs),
-             matched=matched_count(given, probs), f1_cut=f1_optimal_cut(wrong_posterior(table, labels)))
+             matched=matched_count(given, probs),
+             f1_cut=f1_optimal_cut(wrong_posterior(given, probs, class_prior(labels, probs.shape[1]))))
     return c
 
 
@@ -158,12 +146,8 @@ def soft_vote(table: pd.DataFrame, labels: np.ndarray, pred_probs: np.ndarray, g
 
 def scored(labels: np.ndarray, pred_probs: np.ndarray, groups: np.ndarray, variant: str) -> pd.DataFrame:
     """``group_scores`` in people order 0..g-1, under a variant's calibration."""
-    if variant == "noise-term calibration":
-        original, scoring.recalibrate = scoring.recalibrate, noise_calibration  # group_scores' one calibration call
-        try:
-            table = group_scores(labels, pred_probs, groups)
-        finally:
-            scoring.recalibrate = original
+    if variant == "noise-term calibration":  # group_scores on the variant's calibration instead of its own
+        table = group_scores(labels, noise_calibration(labels, pred_probs)[0], groups, calibrate=False)
     else:
         table = group_scores(labels, pred_probs, groups)
     return table.set_index("group").loc[np.arange(int(groups.max()) + 1)]

@@ -311,7 +311,7 @@ class Units:
 
     @cached_property
     def disagree(self) -> np.ndarray:
-        """(U,) bool: the unit's label disagrees with the model in any pair of classes (computed once)."""
+        """(U,) bool: the unit holds an event off the diagonal, a confident disagreement (``build_units``; computed once)."""
         off = self.events.copy()
         idx = np.arange(len(self.classes))
         off[:, idx, idx] = False

@@ -350,12 +350,19 @@ def issue_counts(labels: np.ndarray, pred_probs: np.ndarray, codes: np.ndarray, 
     mean = np.zeros((n_groups, k))
     np.add.at(mean, codes, pred_probs)
     share = np.bincount(codes, weights=_count_issues(labels, pred_probs), minlength=n_groups) / sizes
+    return {"person_mean": int(_count_issues(group_labels, mean / sizes[:, None]).sum()),
+            "image_vote": int((share > 0.5).sum()),
+            "expected": int(round(float(wrong_posterior(group_labels, group_probs, prior).sum())))}
+
+
+def wrong_posterior(group_labels: np.ndarray, group_probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """(g,) the posterior that each group's label is wrong, 1 - P(true = given | images, given), with the groups'
+    cleanlab confident joint (add-one smoothed rows) as the noise prior: what ``issue_counts``' ``expected`` sums."""
+    k = group_probs.shape[1]
     joint = compute_confident_joint(group_labels, group_probs, calibrate=True).astype(np.float64)
     flips = (joint + 1.0) / (joint.sum(axis=1, keepdims=True) + k)
     posterior = _softmax(np.log(np.clip(group_probs, 1e-300, 1.0)) - np.log(prior) + np.log(flips[group_labels]))
-    return {"person_mean": int(_count_issues(group_labels, mean / sizes[:, None]).sum()),
-            "image_vote": int((share > 0.5).sum()),
-            "expected": int(round(float((1.0 - posterior[np.arange(n_groups), group_labels]).sum())))}
+    return 1.0 - posterior[np.arange(len(group_labels)), group_labels]
 
 
 def _count_issues(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
