@@ -127,6 +127,13 @@ def cell(setting: Setting, calibration: str, seeds: range) -> dict[str, np.ndarr
     return {name: np.array([run[name] for run in runs]) for name in runs[0]}
 
 
+def evidence(diff: np.ndarray) -> str:
+    """A miss's 95 % paired-t interval over seeds, and whether it is a loss ("below 0") or "no evidence"."""
+    from bench.cleaning_loop import paired_interval
+    _, low, high = paired_interval(diff)
+    return f"[{low:+.3f}, {high:+.3f}] ({'below 0' if high < 0 else 'no evidence: covers 0'})"
+
+
 def verdict(values: dict[str, np.ndarray]) -> tuple[str, bool]:
     """Markdown cells: ours, the best baseline (by mean, per metric), paired difference mean ± SD; met or not."""
     ours = values[OURS]
@@ -138,7 +145,7 @@ def verdict(values: dict[str, np.ndarray]) -> tuple[str, bool]:
         met &= ok
         cells.append(f"{ours[:, m].mean():.3f} ± {ours[:, m].std():.3f} | {values[best][:, m].mean():.3f} "
                      f"({best.split(' (')[0].replace('cleanlab ', '')}) | {diff.mean():+.3f} ± {diff.std():.3f}"
-                     f"{'' if ok else ' **miss**'} | {values[PREVIOUS][:, m].mean():.3f}")
+                     f"{'' if ok else ' **miss** ' + evidence(diff)} | {values[PREVIOUS][:, m].mean():.3f}")
     return " | ".join(cells), met
 
 
@@ -188,10 +195,11 @@ def calibration_text(table: str, misses: list[str], seeds: int, seconds: float) 
 transformed the ways a model's calibration can differ from the label prior (`bench/calibration.py` docstring): as
 they come, prior removed (class-balanced training), temperature 0.5 and 2, label-smoothed 0.1, and drawn directly
 around the true class with no prior. "ours": `group_scores` today (it fits one temperature and a per-class offset
-to the out-of-fold probabilities first, `core.calibration`); "previous round": the same with `calibrate=False`.
-Best baseline: the best by mean of cleanlab per image + majority vote, cleanlab on person-mean probabilities and
-any image flagged, on the same probabilities. Differences are paired by seed (mean ± SD over seeds).
-Target: F1 and AP ≥ best baseline − 0.005 in every cell.
+to the out-of-fold probabilities first, removes each class's floor and fits them again, `core.calibration`);
+"previous round": the same with `calibrate=False`. Best baseline: the best by mean of cleanlab per image + majority
+vote, cleanlab on person-mean probabilities and any image flagged, on the same probabilities. Differences are
+paired by seed (mean ± SD over seeds); a miss also shows the 95 % paired-t interval of the difference ("below 0":
+a loss at these seeds; "covers 0": no evidence either way). Target: F1 and AP ≥ best baseline − 0.005 in every cell.
 
 {table}
 

@@ -20,8 +20,18 @@ Assumptions, and what follows from them:
   raising them to one power and renormalising, changes ``log p`` only by a per-class constant and a
   common scale, which (a, b) absorb. The fitted q — and every verdict computed from it — is the same
   (to the optimiser's tolerance, for probabilities above ``FLOOR``).
-* Not invariant: label smoothing (a mixture with the uniform distribution), or a miscalibration that
-  differs from image to image. Those are met only as well as one temperature and offset fit them.
+* A floor: label smoothing mixes a uniform share into every prediction, and tools that export probabilities
+  often clip them, so no probability goes below some floor, which carries no evidence and which no temperature
+  or offset can remove. ``recalibrate`` removes each class's floor after the first fit and fits (a, b) again
+  (``remove_floor``); read from the calibrated probabilities, the floor is the same whatever rescaling or power
+  came before, so the invariance above holds for the whole. An exact mixture with the uniform is undone up to
+  that refit. With no floor mixed in, a class's smallest calibrated probability is its least likely image's
+  (with a strong prior it can be a few percent): the step sharpens the least likely images a little and the refit
+  takes back what the given labels do not support; the verdicts hardly move (tests/test_calibration.py; measured
+  in BENCHMARKS.md, "Person level across calibrations"). A model trained with smoothing has no hard floor (its
+  smallest probabilities on the demo are 1e-4 to 1e-3).
+* Not invariant: a miscalibration that differs from image to image. It is met only as well as one temperature
+  and offset fit it.
 """
 
 from __future__ import annotations
@@ -38,13 +48,19 @@ FLOOR = 1e-12  # probabilities floored before logs (far below scoring.EPS: no ve
 class Calibration:
     scale: float  # a: the inverse temperature applied to log p
     bias: tuple[float, ...]  # b: per-class log-offsets, summing to 0
+    floor: tuple[float, ...] | None = None  # per class: the floor removed after (a, b) (``remove_floor``), or none
+    refit: Calibration | None = None  # the (a, b) fitted again after the floor was removed
 
     def apply(self, pred_probs: np.ndarray) -> np.ndarray:
-        """(n, k) recalibrated probabilities ``softmax(a log p + b)``; rows sum to 1."""
+        """(n, k) recalibrated probabilities ``softmax(a log p + b)``, then the floor removed and refitted; rows sum
+        to 1."""
         logits = self.scale * np.log(np.clip(pred_probs, FLOOR, 1.0)) + np.asarray(self.bias)
         logits -= logits.max(axis=1, keepdims=True)
         out = np.exp(logits)
-        return out / out.sum(axis=1, keepdims=True)
+        out /= out.sum(axis=1, keepdims=True)
+        if self.floor is None or self.refit is None:
+            return out
+        return self.refit.apply(remove_floor(out, np.asarray(self.floor)))
 
 
 IDENTITY_SCALE = 1.0
@@ -86,8 +102,37 @@ def fit_calibration(labels: np.ndarray, pred_probs: np.ndarray) -> Calibration:
     return Calibration(float(np.exp(fitted.x[0])), tuple(float(b) for b in bias))
 
 
+def remove_floor(probs: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``probs`` (n, k) less a per-class ``floor`` (k,), renormalised: a probability that no image goes below carries
+    no evidence about the class (label smoothing mixes a uniform share into every prediction; tools that export
+    probabilities often clip them). An entry at its class's floor becomes half the class's smallest positive
+    difference (as sure as the model can say, below every entry above the floor, not infinitely sure: the order of
+    every column is kept)."""
+    out = probs - floor
+    for j in range(out.shape[1]):
+        column = out[:, j]
+        positive = column[column > 0]
+        column[column <= 0] = positive.min() / 2 if len(positive) else FLOOR
+    return out / out.sum(axis=1, keepdims=True)
+
+
 def recalibrate(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, Calibration]:
-    """(``fit_calibration(labels, pred_probs).apply(pred_probs)``, the calibration): probabilities read as
-    P(class | image) under the given labels' prior, whatever the model's own calibration."""
-    calibration = fit_calibration(labels, pred_probs)
-    return calibration.apply(np.asarray(pred_probs, dtype=np.float64)), calibration
+    """Probabilities read as P(class | image) under the given labels' prior, whatever the model's own calibration,
+    and the ``Calibration`` that maps them.
+
+    Two steps: ``fit_calibration`` (a, b); then the floor of the result, each class's smallest probability over the
+    images, is removed (``remove_floor``) and (a, b) fitted again. The floor is read from the calibrated
+    probabilities, not the model's, so it is the same whatever per-class rescaling or power the model applied: the
+    invariance of the first step holds for the whole. A model with no floor (plain cross-entropy: its smallest
+    probabilities are around 1e-6) is hardly changed; a mixture with the uniform (label smoothing) loses it.
+    """
+    probs = np.asarray(pred_probs, dtype=np.float64)
+    first = fit_calibration(labels, probs)
+    calibrated = first.apply(probs)
+    if len(calibrated) == 0:
+        return calibrated, first
+    floor = np.minimum(calibrated.min(axis=0), 0.999 / calibrated.shape[1])
+    unfloored = remove_floor(calibrated, floor)
+    refit = fit_calibration(labels, unfloored)
+    calibration = Calibration(first.scale, first.bias, tuple(float(f) for f in floor), refit)
+    return refit.apply(unfloored), calibration

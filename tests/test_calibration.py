@@ -76,9 +76,33 @@ def test_calibration_recovers_a_removed_prior_and_temperature() -> None:
     # probabilities drawn with no prior: the fit puts the label prior back (the common class gains)
     assert fit.bias[0] > fit.bias[1] > fit.bias[2]
     assert calibrated.mean(axis=0) == pytest.approx(np.bincount(labels) / len(labels), abs=0.01)
-    twice, again = recalibrate(labels, calibrated)  # calibrating calibrated probabilities changes nothing
+    twice, again = recalibrate(labels, calibrated)  # calibrating calibrated probabilities changes (almost) nothing
     assert again.scale == pytest.approx(1.0, abs=1e-4) and np.abs(again.bias).max() < 1e-4
-    np.testing.assert_allclose(twice, calibrated, atol=1e-5)
+    # the floor step removes what is left of a floor each time: the smallest entries move, by far less than 1e-3
+    np.testing.assert_allclose(twice, calibrated, atol=1e-3)
+
+
+def test_a_floor_mixed_in_is_removed_and_a_model_without_one_is_hardly_changed() -> None:
+    """Label smoothing (a mixture with the uniform) after a rescaling gives the verdicts of no smoothing, and data with
+    no floor keeps its verdicts."""
+    labels, probs, groups, _ = grouped(seed=2, k=2, balance=(0.9, 0.1), flip=0.05)
+    plain = recalibrate(labels, probs)[0]
+    for factors in ([1.0, 1.0], [5.0, 1.0]):
+        smoothed = 0.8 * rescaled(probs, factors) + 0.1
+        fit = recalibrate(labels, smoothed)[1]
+        assert fit.floor is not None and min(fit.floor) > 0.01  # the floor was found
+        error = np.abs(fit.apply(smoothed) - plain).max()
+        without = np.abs(fit_calibration(labels, smoothed).apply(smoothed) - plain).max()  # (a, b) alone
+        assert error < 0.03 and error < without / 4, (error, without)
+        a, b = group_scores(labels, probs, groups), group_scores(labels, smoothed, groups)
+        assert a["is_issue"].sum() > 5 and (a["is_issue"] != b["is_issue"]).sum() <= 1
+    # no floor mixed in: the least likely images are sharpened a little (the prior's share at them is trimmed, the
+    # refit takes back what the labels do not support), and the verdicts hardly move
+    first_only = fit_calibration(labels, probs).apply(probs)
+    people = group_scores(labels, first_only, groups, calibrate=False)
+    assert (people["is_issue"] != group_scores(labels, probs, groups)["is_issue"]).sum() == 0
+    images = image_scores(labels, first_only, calibrate=False)
+    assert (images["is_issue"] != image_scores(labels, probs)["is_issue"]).sum() <= 3
 
 
 def test_calibration_of_one_class_or_no_rows_is_the_identity() -> None:
