@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/demo_options.py prepare --seeds 7 8 9      # demos, one store per option
     PYTHONPATH=. .venv/bin/python bench/demo_options.py run --option focal          # its score runs, seed by seed
+    PYTHONPATH=. .venv/bin/python bench/demo_options.py run --model test_byobnet --workdir W   # another model
     PYTHONPATH=. .venv/bin/python bench/demo_options.py table                       # verdicts vs truth.csv
 
 ``prepare`` generates the demo of each seed once (``<workdir>/seed<s>/demo``) and ingests it into one fresh
@@ -47,7 +48,7 @@ def prepare(workdir: Path, seeds: list[int], persons: int, noise: float) -> None
                 print(seed, option, ingest(root, store).summary(), flush=True)
 
 
-def run(workdir: Path, seeds: list[int], option: str) -> None:
+def run(workdir: Path, seeds: list[int], option: str, model: str | None = None) -> None:
     from train.score import score  # torch only here
     for seed in seeds:
         db = workdir / f"seed{seed}" / option / "labels.db"
@@ -64,7 +65,7 @@ def run(workdir: Path, seeds: list[int], option: str) -> None:
         if stopped is not None:  # a killed run (SIGTERM: cancelled) goes on from its finished folds
             result = score(db=str(db), echo=False, resume=stopped)
         else:
-            result = score(db=str(db), echo=False, **OPTIONS[option])
+            result = score(db=str(db), echo=False, **OPTIONS[option], **({"model": model} if model else {}))
         print(f"seed {seed} {option}: run {result['run_id']} {result['status']} in "
               f"{time.perf_counter() - started:.0f} s (load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
 
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("step", choices=["prepare", "run", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
     parser.add_argument("--option", choices=list(OPTIONS), default="defaults")
+    parser.add_argument("--model", default=None, help="run: another score model (default: the score job's); use its own "
+                        "--workdir")
     parser.add_argument("--persons", type=int, default=480)
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--workdir", default=str(WORKDIR))
@@ -85,7 +88,7 @@ def main() -> None:
     if args.step == "prepare":
         prepare(workdir, args.seeds, args.persons, args.noise)
     elif args.step == "run":
-        run(workdir, args.seeds, args.option)
+        run(workdir, args.seeds, args.option, args.model)
     else:
         from bench.calibration import demo_options_section
         workdirs = [(Path(w.split(":")[0]), [int(x) for x in w.split(":")[1].split(",")]) for w in args.table] \

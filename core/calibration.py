@@ -22,14 +22,15 @@ Assumptions, and what follows from them:
   (to the optimiser's tolerance, for probabilities above ``FLOOR``).
 * A floor: label smoothing mixes a uniform share into every prediction, and tools that export probabilities
   often clip them, so no probability goes below some floor, which carries no evidence and which no temperature
-  or offset can remove. ``recalibrate`` removes each class's floor after the first fit and fits (a, b) again
+  or offset can remove. ``recalibrate`` estimates each class's floor after the first fit (``floor_of``: the
+  lower end of the class's probabilities, from the two smallest), removes it and fits (a, b) again
   (``remove_floor``); read from the calibrated probabilities, the floor is the same whatever rescaling or power
-  came before, so the invariance above holds for the whole. An exact mixture with the uniform is undone up to
-  that refit. With no floor mixed in, a class's smallest calibrated probability is its least likely image's
-  (with a strong prior it can be a few percent): the step sharpens the least likely images a little and the refit
-  takes back what the given labels do not support; the verdicts hardly move (tests/test_calibration.py; measured
-  in BENCHMARKS.md, "Person level across calibrations"). A model trained with smoothing has no hard floor (its
-  smallest probabilities on the demo are 1e-4 to 1e-3).
+  came before, so the invariance above holds for the whole. A mixture with the uniform is undone up to that
+  estimate and refit. With no floor mixed in, a class's lower end is its least likely images' (with a strong
+  prior it can be a few percent): the step sharpens them a little and the refit takes back what the given labels
+  do not support; the verdicts hardly move (tests/test_calibration.py; measured in BENCHMARKS.md, "Person level
+  across calibrations"). On a handful of images the gap between the two smallest is wide and nothing is removed.
+  A model trained with smoothing has no hard floor (its smallest probabilities on the demo are 1e-4 to 1e-3).
 * Not invariant: a miscalibration that differs from image to image. It is met only as well as one temperature
   and offset fit it.
 """
@@ -106,8 +107,8 @@ def remove_floor(probs: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """``probs`` (n, k) less a per-class ``floor`` (k,), renormalised: a probability that no image goes below carries
     no evidence about the class (label smoothing mixes a uniform share into every prediction; tools that export
     probabilities often clip them). An entry at its class's floor becomes half the class's smallest positive
-    difference (as sure as the model can say, below every entry above the floor, not infinitely sure: the order of
-    every column is kept)."""
+    difference (a tie at the floor: as sure as the model can say, below every entry above the floor, not infinitely
+    sure; the order of every column is kept)."""
     out = probs - floor
     for j in range(out.shape[1]):
         column = out[:, j]
@@ -116,23 +117,33 @@ def remove_floor(probs: np.ndarray, floor: np.ndarray) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
+def floor_of(probs: np.ndarray) -> np.ndarray:
+    """(k,) each class's floor: the lower end of its probabilities over the images, estimated from the two smallest
+    (``2 x(1) - x(2)``, the textbook endpoint estimate: the minimum less the gap to the next), at least 0 and below
+    1 / k. Where the smallest probabilities pile up at a bound (a mixture with the uniform) it is that bound; on a
+    handful of images, where the smallest is just one image's, the gap is wide and the floor is 0 (nothing removed)."""
+    n, k = probs.shape
+    if n < 2:
+        return np.zeros(k)
+    lowest = np.partition(probs, 1, axis=0)[:2]
+    return np.clip(2 * lowest[0] - lowest[1], 0.0, 0.999 / k)
+
+
 def recalibrate(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, Calibration]:
     """Probabilities read as P(class | image) under the given labels' prior, whatever the model's own calibration,
     and the ``Calibration`` that maps them.
 
-    Two steps: ``fit_calibration`` (a, b); then the floor of the result, each class's smallest probability over the
-    images, is removed (``remove_floor``) and (a, b) fitted again. The floor is read from the calibrated
-    probabilities, not the model's, so it is the same whatever per-class rescaling or power the model applied: the
-    invariance of the first step holds for the whole. A model with no floor (plain cross-entropy: its smallest
-    probabilities are around 1e-6) is hardly changed; a mixture with the uniform (label smoothing) loses it.
+    ``fit_calibration`` (a, b) first; then each class's floor of the result (``floor_of``) is removed
+    (``remove_floor``) and (a, b) fitted again. The floor is read from the calibrated probabilities, not the
+    model's, so the whole is as invariant to a per-class rescaling or a power of the probabilities as the first step.
     """
+    given = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(pred_probs, dtype=np.float64)
-    first = fit_calibration(labels, probs)
+    first = fit_calibration(given, probs)
     calibrated = first.apply(probs)
-    if len(calibrated) == 0:
+    floor = floor_of(calibrated)
+    if len(np.unique(given)) < 2 or not (floor > 0).any():
         return calibrated, first
-    floor = np.minimum(calibrated.min(axis=0), 0.999 / calibrated.shape[1])
     unfloored = remove_floor(calibrated, floor)
-    refit = fit_calibration(labels, unfloored)
-    calibration = Calibration(first.scale, first.bias, tuple(float(f) for f in floor), refit)
-    return refit.apply(unfloored), calibration
+    refit = fit_calibration(given, unfloored)
+    return refit.apply(unfloored), Calibration(first.scale, first.bias, tuple(float(f) for f in floor), refit)
