@@ -16,8 +16,9 @@ margin); this module adds what it lacks for datasets with several images per per
   per (image, attribute) for storage; ``array_issues`` is the array CLI's table.
 
 Every verdict first reads the probabilities through ``core.calibration.recalibrate`` (one temperature and a
-per-class offset fitted to the given labels), so a class-balanced, focal-loss, over- or under-confident model
-gets the verdicts of one calibrated to the label prior (``calibrate=False`` reads them as given).
+per-class offset fitted to the given labels, a floor removed, fitted again), so a class-balanced, focal-loss,
+label-smoothed, over- or under-confident model gets the verdicts of one calibrated to the label prior
+(``calibrate=False`` reads them as given).
 
 The score, everywhere: the posterior probability that the given label (for a swap: the given
 assignment of the pair) is wrong, given the model's out-of-sample probabilities and cleanlab's
@@ -273,7 +274,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     rho : float in [0, 1] to override the estimate (0: images independent, 1: one view per person).
     calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default; it says what it
         assumes). Every flag, score, suggestion, ``rho`` and count is then unchanged by a per-class rescaling or
-        a power of the probabilities; label smoothing only approximately ("Person level across calibrations").
+        a power of the probabilities; label smoothing (its floor removed) approximately ("Person level across
+        calibrations").
 
     Returns
     -------
