@@ -127,11 +127,17 @@ def cell(setting: Setting, calibration: str, seeds: range) -> dict[str, np.ndarr
     return {name: np.array([run[name] for run in runs]) for name in runs[0]}
 
 
-def evidence(diff: np.ndarray) -> str:
-    """A miss's 95 % paired-t interval over seeds, and whether it is a loss ("below 0") or "no evidence"."""
+def evidence(diff: np.ndarray) -> tuple[float, float, str]:
+    """(low, high, reading) of the 95 % paired-t interval of per-seed differences: reading " (below 0)" (a loss at
+    these seeds), " (no evidence: covers 0)", or "" with under two seeds."""
     from bench.cleaning_loop import paired_interval
     _, low, high = paired_interval(diff)
-    return f"[{low:+.3f}, {high:+.3f}] ({'below 0' if high < 0 else 'no evidence: covers 0'})"
+    return low, high, "" if np.isnan(high) else (" (no evidence: covers 0)" if high >= 0 else " (below 0)")
+
+
+def interval_text(diff: np.ndarray) -> str:
+    low, high, reading = evidence(diff)
+    return f"[{low:+.3f}, {high:+.3f}]{reading}"
 
 
 def verdict(values: dict[str, np.ndarray]) -> tuple[str, bool]:
@@ -145,7 +151,7 @@ def verdict(values: dict[str, np.ndarray]) -> tuple[str, bool]:
         met &= ok
         cells.append(f"{ours[:, m].mean():.3f} ± {ours[:, m].std():.3f} | {values[best][:, m].mean():.3f} "
                      f"({best.split(' (')[0].replace('cleanlab ', '')}) | {diff.mean():+.3f} ± {diff.std():.3f}"
-                     f"{'' if ok else ' **miss** ' + evidence(diff)} | {values[PREVIOUS][:, m].mean():.3f}")
+                     f"{'' if ok else ' **miss** ' + interval_text(diff)} | {values[PREVIOUS][:, m].mean():.3f}")
     return " | ".join(cells), met
 
 
@@ -334,7 +340,6 @@ def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[s
                              if k[1] == DEMO_METHODS[0]}, flush=True)
     lines = ["| option | noise kind | wrong people (per seed) | " + " | ".join(DEMO_METHODS) +
              " | ours − best baseline (mean; per seed) | 95 % paired interval |", "|" + "---|" * (5 + len(DEMO_METHODS))]
-    from bench.cleaning_loop import paired_interval
     verdicts = []
     for option in options:
         runs = {seed: r for (seed, o), r in results.items() if o == option}
@@ -351,9 +356,9 @@ def demo_options_section(workdirs: list[tuple[Path, list[int]]], options: list[s
             met = f1[DEMO_METHODS[0]].mean() >= f1[best].mean() - 0.005
             cells = " | ".join(f"{f1[name].mean():.3f}" for name in DEMO_METHODS)
             per_seed = ", ".join(f"{d:+.3f}" for d in diff)
-            _, low, high = paired_interval(diff)
+            low, high, reading = evidence(diff)
             # below by the mean, but the seeds' spread covers 0: no evidence of a real loss (nor of parity)
-            spread = "" if met or np.isnan(high) else (" (no evidence: covers 0)" if high >= 0 else " (below 0)")
+            spread = "" if met else reading
             lines.append(f"| {option} | {kind} | {', '.join(map(str, wrong))} | {cells} | {diff.mean():+.3f}"
                          f"{'' if met else ' **miss**'} ({per_seed}) | [{low:+.3f}, {high:+.3f}]{spread} |")
             if not met:

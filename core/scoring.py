@@ -359,10 +359,8 @@ def issue_counts(labels: np.ndarray, pred_probs: np.ndarray, codes: np.ndarray, 
 
 def wrong_posterior(group_labels: np.ndarray, group_probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """(g,) the posterior that each group's label is wrong, 1 - P(true = given | images, given), with the groups'
-    cleanlab confident joint (add-one smoothed rows) as the noise prior: what ``issue_counts``' ``expected`` sums."""
-    k = group_probs.shape[1]
-    joint = compute_confident_joint(group_labels, group_probs, calibrate=True).astype(np.float64)
-    flips = (joint + 1.0) / (joint.sum(axis=1, keepdims=True) + k)
+    ``noise_prior`` (their cleanlab confident joint) as the prior: what ``issue_counts``' ``expected`` sums."""
+    flips = noise_prior(group_labels, group_probs)
     posterior = _softmax(np.log(np.clip(group_probs, 1e-300, 1.0)) - np.log(prior) + np.log(flips[group_labels]))
     return 1.0 - posterior[np.arange(len(group_labels)), group_labels]
 
