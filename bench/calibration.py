@@ -129,10 +129,12 @@ def cell(setting: Setting, calibration: str, seeds: range) -> dict[str, np.ndarr
 
 def evidence(diff: np.ndarray) -> tuple[float, float, str]:
     """(low, high, reading) of the 95 % paired-t interval of per-seed differences: reading " (below 0)" (a loss at
-    these seeds), " (no evidence: covers 0)", or "" with under two seeds."""
+    these seeds), " (above 0)" (a gain), " (no evidence: covers 0)", or "" with under two seeds."""
     from bench.cleaning_loop import paired_interval
     _, low, high = paired_interval(diff)
-    return low, high, "" if np.isnan(high) else (" (no evidence: covers 0)" if high >= 0 else " (below 0)")
+    if np.isnan(high):
+        return low, high, ""
+    return low, high, " (below 0)" if high < 0 else " (above 0)" if low > 0 else " (no evidence: covers 0)"
 
 
 def interval_text(diff: np.ndarray) -> str:

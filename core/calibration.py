@@ -31,8 +31,14 @@ Assumptions, and what follows from them:
   do not support; the verdicts hardly move (tests/test_calibration.py; measured in BENCHMARKS.md, "Person level
   across calibrations"). On a handful of images the gap between the two smallest is wide and nothing is removed.
   A model trained with smoothing has no hard floor (its smallest probabilities on the demo are 1e-4 to 1e-3).
+* Exact zeros: a model that says 0 (k nearest neighbours: no neighbour of the class; a float32 export that
+  underflowed) says "less than the least I can say", not "impossible". Before the first fit each zero is read as
+  half the least the model ever says of that class beside the image's other classes (``fill_zeros``: from the
+  least log-ratios, ``zero_gaps``; "half" is ``remove_floor``'s tie rule), so one zero neither rules a class out
+  nor drags the temperature fit. Probabilities without zeros are untouched; with zeros a per-class rescaling still
+  changes nothing (the fill is built from ratios), a power only approximately (the half).
 * Not invariant: a miscalibration that differs from image to image. It is met only as well as one temperature
-  and offset fit it.
+  and offset fit it (``core.scoring.group_scores`` bounds how much one image can say, see ``outlier_share``).
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ class Calibration:
     bias: tuple[float, ...]  # b: per-class log-offsets, summing to 0
     floor: tuple[float, ...] | None = None  # per class: the floor removed after (a, b) (``remove_floor``), or none
     refit: Calibration | None = None  # the (a, b) fitted again after the floor was removed
+    zeros: tuple[tuple[float, ...], ...] | None = None  # ``zero_gaps`` read off the data (``fill_zeros``), or none
 
     def apply(self, pred_probs: np.ndarray) -> np.ndarray:
-        """(n, k) recalibrated probabilities ``softmax(a log p + b)``, then the floor removed and refitted; rows sum
-        to 1."""
+        """(n, k) recalibrated probabilities: zeros filled, ``softmax(a log p + b)``, then the floor removed and
+        refitted; rows sum to 1."""
+        if self.zeros is not None:
+            pred_probs = fill_zeros(pred_probs, np.asarray(self.zeros, dtype=np.float64))
         logits = self.scale * np.log(np.clip(pred_probs, FLOOR, 1.0)) + np.asarray(self.bias)
         logits -= logits.max(axis=1, keepdims=True)
         out = np.exp(logits)
@@ -117,6 +126,38 @@ def remove_floor(probs: np.ndarray, floor: np.ndarray) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
+def zero_gaps(probs: np.ndarray) -> np.ndarray | None:
+    """(k, k) ``G[j, c]``: the least log-ratio ``log p_j - log p_c`` any image gives with both positive (the least the
+    model says of class j next to class c; inf where no image has both); None when no probability is 0."""
+    if not (probs <= 0).any():
+        return None
+    logs = np.log(np.where(probs > 0, probs, 1.0))
+    positive = probs > 0
+    k = probs.shape[1]
+    gaps = np.full((k, k), np.inf)
+    for j in range(k):
+        for c in range(k):
+            both = positive[:, j] & positive[:, c]
+            if both.any():
+                gaps[j, c] = (logs[both, j] - logs[both, c]).min()
+    return gaps
+
+
+def fill_zeros(probs: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """``probs`` (n, k) with each exact 0 read as half the least the model says of its class (``zero_gaps``): for an
+    image's zero in class j, the mean over the image's positive classes c of ``log p_c + G[j, c]``, less log 2; rows
+    renormalised. Built from ratios, so a per-class rescaling of the probabilities rescales the filled values alike."""
+    positive = probs > 0
+    if positive.all():
+        return probs
+    logs = np.log(np.where(positive, probs, 1.0)) * positive
+    finite = np.where(np.isfinite(gaps), gaps, np.log(FLOOR))  # a class never seen beside another: as unlikely as can be
+    count = positive.sum(axis=1, keepdims=True)
+    filled = (logs.sum(axis=1, keepdims=True) + positive.astype(np.float64) @ finite.T) / np.maximum(count, 1)
+    out = np.where(positive, probs, np.exp(filled - np.log(2.0)))
+    return out / out.sum(axis=1, keepdims=True)
+
+
 def floor_of(probs: np.ndarray) -> np.ndarray:
     """(k,) each class's floor: the lower end of its probabilities over the images, estimated from the two smallest
     (``2 x(1) - x(2)``, the textbook endpoint estimate: the minimum less the gap to the next), at least 0 and below
@@ -133,17 +174,22 @@ def recalibrate(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray,
     """Probabilities read as P(class | image) under the given labels' prior, whatever the model's own calibration,
     and the ``Calibration`` that maps them.
 
-    ``fit_calibration`` (a, b) first; then each class's floor of the result (``floor_of``) is removed
+    Exact zeros are first read as half the least the model says of their class (``fill_zeros``); then
+    ``fit_calibration`` (a, b); then each class's floor of the result (``floor_of``) is removed
     (``remove_floor``) and (a, b) fitted again. The floor is read from the calibrated probabilities, not the
     model's, so the whole is as invariant to a per-class rescaling or a power of the probabilities as the first step.
     """
     given = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(pred_probs, dtype=np.float64)
+    gaps = zero_gaps(probs)
+    zeros = None if gaps is None else tuple(tuple(float(v) for v in row) for row in gaps)
+    if gaps is not None:
+        probs = fill_zeros(probs, gaps)
     first = fit_calibration(given, probs)
     calibrated = first.apply(probs)
     floor = floor_of(calibrated)
     if len(np.unique(given)) < 2 or not (floor > 0).any():
-        return calibrated, first
+        return calibrated, Calibration(first.scale, first.bias, zeros=zeros)
     unfloored = remove_floor(calibrated, floor)
     refit = fit_calibration(given, unfloored)
-    return refit.apply(unfloored), Calibration(first.scale, first.bias, tuple(float(f) for f in floor), refit)
+    return refit.apply(unfloored), Calibration(first.scale, first.bias, tuple(float(f) for f in floor), refit, zeros)

@@ -164,17 +164,22 @@ def _shared_evidence(given: np.ndarray, logs: np.ndarray, codes: np.ndarray, n_g
     return float(np.clip((between - within) / denominator, 0.0, 1.0)) if denominator > 0 else 0.0
 
 
-def person_probs(pred_probs: Any, codes: np.ndarray, prior: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
+def person_probs(pred_probs: Any, codes: np.ndarray, prior: np.ndarray, rho: float,
+                 outliers: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Each group's class probabilities from its images, counted as ``m / (1 + (m - 1) rho)`` independent views.
 
     An out-of-sample p(j | x) divided by the class prior is proportional to the likelihood p(x | j);
     a group's log-likelihood is the sum over its m images, scaled by the design effect ``1 / (1 + (m - 1)
     rho)`` (``rho`` = ``shared_evidence``: 0 counts m independent views, 1 one view, the normalised
     mean of logs); times the prior, renormalised. A group of one image gets its own ``pred_probs``.
+    ``outliers`` (``outlier_share``) is the share of images whose probabilities say nothing about their
+    group: each image's likelihood (normalised over classes) is read as ``(1 - outliers) L + outliers / k``,
+    so no single image can rule a class out (0: the plain likelihood).
 
     Parameters
     ----------
-    pred_probs : (n, k) float; codes : (n,) int group index in [0, g); prior : (k,) class prior; rho : float.
+    pred_probs : (n, k) float; codes : (n,) int group index in [0, g); prior : (k,) class prior; rho : float;
+    outliers : float in [0, 1).
 
     Returns
     -------
@@ -182,11 +187,50 @@ def person_probs(pred_probs: Any, codes: np.ndarray, prior: np.ndarray, rho: flo
     """
     probs = np.asarray(pred_probs, dtype=np.float64)
     n_groups = int(codes.max()) + 1 if len(codes) else 0
+    likelihood = np.clip(probs, EPS, 1.0) / prior
+    likelihood /= likelihood.sum(axis=1, keepdims=True)
+    if outliers > 0:
+        likelihood = (1.0 - outliers) * likelihood + outliers / probs.shape[1]
     logs = np.zeros((n_groups, probs.shape[1]))
-    np.add.at(logs, codes, np.log(np.clip(probs, EPS, 1.0)) - np.log(prior))
+    np.add.at(logs, codes, np.log(likelihood))
     sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
     weight = 1.0 / (1.0 + (sizes - 1.0) * rho)
     return _softmax(logs * weight[:, None] + np.log(prior)), sizes * weight
+
+
+OUTLIER_GRID = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)  # the search grid of ``outlier_share`` (log-spaced)
+
+
+def outlier_share(group_labels: np.ndarray, pred_probs: np.ndarray, codes: np.ndarray, prior: np.ndarray,
+                  rho: float) -> float:
+    """How much one image's probabilities may be trusted within its group: the ``outliers`` of ``person_probs``.
+
+    The product of the images' likelihoods is right when each image's probabilities are calibrated; a model whose
+    confidence is wrong for some images (heavy-tailed features, over-confident naive Bayes, folds trained to
+    different temperatures) lets one far-off image overrule the rest of a person. The share is chosen from
+    ``OUTLIER_GRID`` by the likelihood of the groups' given labels, each right with probability 1 - eta and else
+    any other class, eta = the share of groups cleanlab flags on their mean probabilities (at least one group):
+    the value under which the people's probabilities best predict their own labels (the principle
+    ``core.calibration`` fits (a, b) by, one level up). The share is one more parameter, so it must earn its place
+    by the Bayesian information criterion: a share above 0 is kept only when it raises the log-likelihood by more
+    than ``log(g) / 2`` (g groups), else 0 (every image read as it is: a calibrated model keeps its verdicts).
+    Ties go to the smaller share. Read from recalibrated probabilities it is as invariant as they are.
+
+    Parameters
+    ----------
+    group_labels : (g,) int; pred_probs : (n, k); codes : (n,) group index; prior : (k,); rho : float.
+    """
+    n_groups, k = len(group_labels), pred_probs.shape[1]
+    mean = np.zeros((n_groups, k))
+    np.add.at(mean, codes, pred_probs)
+    mean /= np.bincount(codes, minlength=n_groups)[:, None]
+    eta = max(float(_count_issues(group_labels, mean).mean()), 1.0 / n_groups)
+    values = []
+    for share in OUTLIER_GRID:
+        given = person_probs(pred_probs, codes, prior, rho, share)[0][np.arange(n_groups), group_labels]
+        values.append(float(np.log((1.0 - eta) * given + eta * (1.0 - given) / max(k - 1, 1)).sum()))
+    best = int(np.argmax(values))  # the first of equals: the smaller share
+    return OUTLIER_GRID[best] if values[best] - values[0] > 0.5 * np.log(n_groups) else 0.0
 
 
 def top_n(score: np.ndarray, n: int) -> np.ndarray:
@@ -248,7 +292,7 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
 
 
 def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None = None,
-                 calibrate: bool = True) -> pd.DataFrame:
+                 outliers: float | None = None, calibrate: bool = True) -> pd.DataFrame:
     """Person-level verdicts for a person-scope attribute: one row per group, in order of first appearance.
 
     One true class per person, one given label (the mode of its images' labels); every parameter is
@@ -257,6 +301,9 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     * how much a person's images share their evidence, ``rho`` (``shared_evidence``, unless given);
     * the person's class probabilities ``person_probs``: its images counted as ``m / (1 + (m - 1) rho)``
       independent views (the design effect), so near-identical photos are not m opinions;
+    * how far one image may be trusted, ``outliers`` (``outlier_share``, unless given): the share of images read
+      as saying nothing, chosen by how well the people's probabilities predict their own labels, so one
+      over-confident photo cannot overrule the rest of its person (0 on well-calibrated models);
     * how many people to flag, N: the median of three estimates (``issue_counts``): cleanlab's
       ``find_label_issues`` on the people's mean probabilities (confident learning at person level,
       per-class thresholds, so a hard majority-class person is not a flag just for being hard),
@@ -272,8 +319,10 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     ----------
     labels : (n,) int; pred_probs : (n, k) float; groups : (n,) any hashable ids (person keys).
     rho : float in [0, 1] to override the estimate (0: images independent, 1: one view per person).
+    outliers : float in [0, 1) to override ``outlier_share`` (0: every image's likelihood as it is).
     calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default; it says what it
-        assumes). Every flag, score, suggestion, ``rho`` and count is then unchanged by a per-class rescaling or
+        assumes). Every flag, score, suggestion, ``rho``, ``outliers`` and count is then unchanged by a per-class
+        rescaling or
         a power of the probabilities; label smoothing (its floor removed) approximately ("Person level across
         calibrations").
 
@@ -283,8 +332,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     (effective independent views), ``given``, ``inconsistent``, ``self_confidence`` (P(given) of the
     person's probabilities), ``suggested`` and ``suggested_prob`` (their argmax), ``n_against`` (images
     whose own argmax differs from ``given``), ``score`` in [0, 1], ``is_issue``, ``probs`` ((k,) the
-    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["counts"]`` the three counts,
-    ``attrs["calibration"]`` the ``core.calibration.Calibration`` fitted (None with ``calibrate=False``).
+    person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["outliers"]`` the share,
+    ``attrs["counts"]`` the three counts, ``attrs["calibration"]`` the ``core.calibration.Calibration`` fitted (None with ``calibrate=False``).
     """
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
@@ -302,6 +351,12 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     votes = np.zeros((n_groups, k))
     np.add.at(votes, (codes, given), 1.0)
     group_given = (votes + 1e-6 * combined).argmax(axis=1)  # the mode; ties go to the more probable class
+    if outliers is None:
+        outliers = outlier_share(group_given, probs, codes, prior, rho) if (sizes > 1).any() else 0.0
+    if not 0.0 <= outliers < 1.0:
+        raise ValueError(f"outliers must be in [0, 1), got {outliers}")
+    if outliers > 0:
+        combined, views = person_probs(probs, codes, prior, rho, outliers)
     inconsistent = (votes > 0).sum(axis=1) > 1
     if (sizes == 1).all():  # one image a group: the per-image verdict
         images = image_scores(given, probs, calibrate=False).iloc[np.argsort(codes)]
@@ -322,6 +377,7 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
         "probs": list(combined),
     })
     table.attrs["rho"] = float(rho)
+    table.attrs["outliers"] = float(outliers)
     table.attrs["counts"] = {} if (sizes == 1).all() else counts
     table.attrs["calibration"] = calibration
     return table

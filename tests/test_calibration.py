@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.calibration import fit_calibration, recalibrate
+from core.calibration import fill_zeros, fit_calibration, recalibrate
 from core.scoring import group_scores, image_scores, mask_swap_scores
 
 
@@ -60,6 +60,7 @@ def test_per_class_rescaling_and_temperature_change_no_verdict(factors: list[flo
     assert a["suggested"].tolist() == b["suggested"].tolist()
     np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
     assert a.attrs["rho"] == pytest.approx(b.attrs["rho"], abs=1e-6)
+    assert a.attrs["outliers"] == b.attrs["outliers"]
     images_a, images_b = image_scores(labels, probs), image_scores(labels, other)
     assert images_a["is_issue"].tolist() == images_b["is_issue"].tolist()
     np.testing.assert_allclose(images_a["score"], images_b["score"], atol=1e-6)
@@ -118,6 +119,71 @@ def test_a_handful_of_images_has_no_floor() -> None:
         calibrated, fit = recalibrate(labels[:n], probs[:n])
         assert fit.floor is None
         np.testing.assert_allclose(calibrated, fit_calibration(labels[:n], probs[:n]).apply(probs[:n]))
+
+
+def f1(flags: np.ndarray, wrong: np.ndarray) -> float:
+    return 2 * float((flags & wrong).sum()) / max(int(flags.sum() + wrong.sum()), 1)
+
+
+def test_exact_zeros_are_read_as_less_than_the_least_the_model_says() -> None:
+    """A coarse model (probabilities in steps of 1/25, many exact zeros, as k nearest neighbours give): a zero is read
+    as half the least the model says of the class, so it neither rules a person out nor drags the temperature;
+    reading zeros as 1e-12 (what clipping did) loses people; a per-class rescaling still changes no verdict."""
+    with_fill, as_tiny = [], []
+    for seed in range(4):
+        labels, probs, groups, wrong = grouped(seed=seed)
+        coarse = np.round(probs * 25) / 25
+        coarse /= coarse.sum(axis=1, keepdims=True)
+        assert (coarse == 0).mean() > 0.1
+        fit = recalibrate(labels, coarse)[1]
+        filled = fill_zeros(coarse, np.asarray(fit.zeros))
+        assert fit.zeros is not None and (filled > 0).all() and (filled[coarse == 0] < 1 / 25).all()
+        tiny = np.where(coarse == 0, 1e-12, coarse)
+        with_fill.append(f1(group_scores(labels, coarse, groups)["is_issue"].to_numpy(), wrong))
+        as_tiny.append(f1(group_scores(labels, tiny / tiny.sum(axis=1, keepdims=True), groups)["is_issue"].to_numpy(),
+                          wrong))
+        a = group_scores(labels, coarse, groups)
+        for factors in ([4.0, 1.0, 0.2], [0.1, 1.0, 10.0]):
+            b = group_scores(labels, rescaled(coarse, factors), groups)
+            assert a["is_issue"].tolist() == b["is_issue"].tolist() and a.attrs["outliers"] == b.attrs["outliers"]
+            np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)
+    assert np.mean(with_fill) > np.mean(as_tiny) + 0.03, (with_fill, as_tiny)
+    no_zeros = recalibrate(*grouped(seed=0)[:2])[1]
+    assert no_zeros.zeros is None
+
+
+def test_outlier_share_is_the_likeliest_on_the_grid_and_helps_an_over_confident_model() -> None:
+    """``outliers`` is the grid value under which the people's probabilities best predict their own labels, kept when
+    it is worth one parameter by BIC; 0 reads every image's likelihood as it is. Naive Bayes on heavy-tailed photos
+    (``bench.independent``: over-confident on the far-off ones) gets a share, and it ranks the wrong people better
+    than trusting every image; probabilities drawn around the true class (``grouped``) keep 0."""
+    from sklearn.metrics import average_precision_score
+
+    from bench.independent import REGIMES, make
+    from core.scoring import OUTLIER_GRID, class_prior, person_probs
+    for seed in range(3):
+        data = make(REGIMES[-1], "naive Bayes", seed)
+        table = group_scores(data.labels, data.pred_probs, data.groups)
+        trusting = group_scores(data.labels, data.pred_probs, data.groups, outliers=0.0)
+        assert table.attrs["outliers"] in OUTLIER_GRID and table.attrs["outliers"] > 0
+        assert average_precision_score(data.wrong, table["score"]) > \
+            average_precision_score(data.wrong, trusting["score"]) + 0.05
+    # the choice is the likeliest, and worth its parameter: the criterion recomputed by hand for every grid value
+    calibrated, codes = recalibrate(data.labels, data.pred_probs)[0], data.groups
+    prior, rho, given = class_prior(data.labels, 2), table.attrs["rho"], table["given"].to_numpy()
+    eta = max(table.attrs["counts"]["person_mean"] / len(given), 1 / len(given))
+    values = []
+    for share in OUTLIER_GRID:
+        p = person_probs(calibrated, codes, prior, rho, share)[0][np.arange(len(given)), given]
+        values.append(float(np.log((1 - eta) * p + eta * (1 - p)).sum()))
+    best = int(np.argmax(values))
+    assert values[best] - values[0] > np.log(len(given)) / 2 and table.attrs["outliers"] == OUTLIER_GRID[best]
+    np.testing.assert_allclose(table["probs"].tolist(),
+                               person_probs(calibrated, codes, prior, rho, table.attrs["outliers"])[0])
+    for seed in range(4):
+        assert group_scores(*grouped(seed=seed)[:3]).attrs["outliers"] == 0.0
+    with pytest.raises(ValueError, match="outliers"):
+        group_scores(*grouped()[:3], outliers=1.0)
 
 
 def test_calibration_of_one_class_or_no_rows_is_the_identity() -> None:
