@@ -1,7 +1,7 @@
 """Person verdicts across model calibrations: the calibration axis of "Person level across regimes", and the demo
 table across the trainer's score options.
 
-    PYTHONPATH=. .venv/bin/python bench/calibration.py [--seeds 5] [--no-write] [--only design|held-out]
+    PYTHONPATH=. .venv/bin/python bench/calibration.py [--seeds 5] [--write] [--only design|held-out]
     PYTHONPATH=. .venv/bin/python bench/demo_options.py table       # the demo part (needs its score runs)
 
 Every regime of ``bench.label_issues.REGIMES`` (and three held-out regimes below) is scored with its
@@ -178,7 +178,7 @@ def main() -> None:
     from bench.label_issues import REGIMES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true")
+    common.add_write_flag(parser, "Person level across calibrations")
     parser.add_argument("--only", choices=["design", "held-out", "all"], default="all")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="May not flag all label issues")
@@ -191,7 +191,7 @@ def main() -> None:
     started = time.perf_counter()
     table, misses = section(range(args.seeds), settings)
     print("\n".join(misses))
-    if not args.no_write:
+    if args.write:
         text = calibration_text(table, misses, args.seeds, time.perf_counter() - started)
         common.write_section("Person level across calibrations", text)
 

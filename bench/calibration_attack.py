@@ -8,7 +8,7 @@ clipped 3-decimal export, over-confident then smoothed, and "prior pushed" (the 
 per-class rescaling, so ours must not move). Written by a helper as an attack, run first on the code before the
 outlier share, then after it. Per cell: ours vs the best baseline, paired 95 % intervals, 5 seeds.
 
-    PYTHONPATH=. .venv/bin/python -m bench.calibration_attack [--seeds 5] [--reference] [--no-write]
+    PYTHONPATH=. .venv/bin/python -m bench.calibration_attack [--seeds 5] [--reference] [--write]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--time-one", action="store_true")
     parser.add_argument("--reference", action="store_true", help="also run the as-is cell for comparison")
-    parser.add_argument("--no-write", action="store_true")
+    common.add_write_flag(parser, "Person level under calibrations it was not designed on")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="May not flag all label issues")
     threadpool_limits(1)
@@ -127,7 +127,7 @@ def main() -> None:
                   for n, _, t, _ in rows if t == REFERENCE), default=float("nan"))
     text = report(rows, transforms, args.seeds, elapsed, sanity)
     print(text)
-    if not args.no_write:
+    if args.write:
         common.write_section("Person level under calibrations it was not designed on", text)
 
 

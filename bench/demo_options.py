@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/demo_options.py prepare --seeds 7 8 9      # demos, one store per option
     PYTHONPATH=. .venv/bin/python bench/demo_options.py run --option focal          # its score runs, seed by seed
     PYTHONPATH=. .venv/bin/python bench/demo_options.py run --model test_byobnet --workdir W   # another model
-    PYTHONPATH=. .venv/bin/python bench/demo_options.py table                       # verdicts vs truth.csv
+    PYTHONPATH=. .venv/bin/python bench/demo_options.py table [--write]             # verdicts vs truth.csv
 
 ``prepare`` generates the demo of each seed once (``<workdir>/seed<s>/demo``) and ingests it into one fresh
 store per option (``<workdir>/seed<s>/<option>/labels.db``); ``run`` scores every seed's store of one option
@@ -23,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+from bench import common
 from core.demo import generate
 from core.ingest import ingest
 from core.store import LabelStore
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(WORKDIR))
     parser.add_argument("--table", nargs="+", default=None, metavar="WORKDIR:SEEDS",
                         help="table: workdirs with their seeds, e.g. .cache/a:7 .cache/b:8,9 (default: --workdir, --seeds)")
-    parser.add_argument("--no-write", action="store_true", help="table: print only, leave BENCHMARKS.md alone")
+    common.add_write_flag(parser, "Person verdicts on the demo across score options")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     if args.step == "prepare":
@@ -93,7 +94,7 @@ def main() -> None:
         from bench.calibration import demo_options_section
         workdirs = [(Path(w.split(":")[0]), [int(x) for x in w.split(":")[1].split(",")]) for w in args.table] \
             if args.table else [(workdir, args.seeds)]
-        demo_options_section(workdirs, list(OPTIONS), write=not args.no_write)
+        demo_options_section(workdirs, list(OPTIONS), write=args.write)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ look-alikes). Per cell: person-level F1 and average precision of ``group_scores`
 ``bench/calibration.py`` (same ``evaluate``), mean over seeds, and the paired 95 % interval of ours − the best
 baseline.
 
-    PYTHONPATH=. .venv/bin/python -m bench.independent [--seeds 5] [--no-write]
+    PYTHONPATH=. .venv/bin/python -m bench.independent [--seeds 5] [--only design|held-out] [--write]
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def run(seeds: int, models: list[tuple[str, bool]]) -> tuple[str, list[str], int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true")
+    common.add_write_flag(parser, "Person level on an independent generator")
     parser.add_argument("--only", choices=["design", "held-out", "all"], default="all")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="May not flag all label issues")
@@ -164,7 +164,7 @@ def main() -> None:
     table, misses, total = run(args.seeds, models)
     summary = f"{total - len(misses)} of {total} cells met" + (f"; misses: {'; '.join(misses)}" if misses else "")
     print(summary)
-    if not args.no_write:
+    if args.write:
         common.write_section("Person level on an independent generator", f"""\
 `PYTHONPATH=. .venv/bin/python -m bench.independent --seeds {args.seeds}` ({time.perf_counter() - started:.0f} s on
 this machine). A second generator written separately from `bench/person_regimes.py` (random class means, heavy-tailed
