@@ -346,18 +346,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
         rho = _shared_evidence(given, np.log(np.clip(probs, EPS, 1.0)), codes, n_groups)
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be in [0, 1], got {rho}")
-    combined, views = person_probs(probs, codes, prior, rho)
     sizes = np.bincount(codes, minlength=n_groups)
-    votes = np.zeros((n_groups, k))
-    np.add.at(votes, (codes, given), 1.0)
-    group_given = (votes + 1e-6 * combined).argmax(axis=1)  # the mode; ties go to the more probable class
-    if outliers is None:
-        outliers = outlier_share(group_given, probs, codes, prior, rho) if (sizes > 1).any() else 0.0
-    if not 0.0 <= outliers < 1.0:
-        raise ValueError(f"outliers must be in [0, 1), got {outliers}")
-    if outliers > 0:
-        combined, views = person_probs(probs, codes, prior, rho, outliers)
-    inconsistent = (votes > 0).sum(axis=1) > 1
+    combined, views, group_given, inconsistent, outliers = _pool(given, probs, codes, prior, rho, outliers)
     if (sizes == 1).all():  # one image a group: the per-image verdict
         images = image_scores(given, probs, calibrate=False).iloc[np.argsort(codes)]
         score, flagged = images["score"].to_numpy(), images["is_issue"].to_numpy()
@@ -381,6 +371,25 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     table.attrs["counts"] = {} if (sizes == 1).all() else counts
     table.attrs["calibration"] = calibration
     return table
+
+
+def _pool(given: np.ndarray, probs: np.ndarray, codes: np.ndarray, prior: np.ndarray, rho: float,
+          outliers: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """``group_scores``' pooling: (person probabilities, views, given label per group (the mode of its images'; ties to
+    the more probable class), inconsistent per group, the outlier share used (``outlier_share`` unless given))."""
+    n_groups, k = (int(codes.max()) + 1 if len(codes) else 0), probs.shape[1]
+    combined, views = person_probs(probs, codes, prior, rho)
+    votes = np.zeros((n_groups, k))
+    np.add.at(votes, (codes, given), 1.0)
+    group_given = (votes + 1e-6 * combined).argmax(axis=1)
+    if outliers is None:
+        several = (np.bincount(codes, minlength=n_groups) > 1).any()
+        outliers = outlier_share(group_given, probs, codes, prior, rho) if several else 0.0
+    if not 0.0 <= outliers < 1.0:
+        raise ValueError(f"outliers must be in [0, 1), got {outliers}")
+    if outliers > 0:
+        combined, views = person_probs(probs, codes, prior, rho, outliers)
+    return combined, views, group_given, (votes > 0).sum(axis=1) > 1, float(outliers)
 
 
 def issue_counts(labels: np.ndarray, pred_probs: np.ndarray, codes: np.ndarray, group_labels: np.ndarray,
