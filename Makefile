@@ -28,7 +28,7 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-# Every bench's quick version (tiny data, one seed): checks they run; writes nothing (benches write BENCHMARKS.md
+# Every bench's quick version (tiny data, one or two seeds): checks they run; writes nothing (benches write BENCHMARKS.md
 # only with --write). Full runs and their commands: BENCHMARKS.md. bench.reliability re-runs test files: see make test.
 BENCH_TMP ?= /tmp/labelfix-bench
 bench: setup
@@ -40,6 +40,9 @@ bench: setup
 	$(PY) -m bench.stress_store --workers 2 --per-worker 20 --persons 20
 	$(PY) -m bench.train_throughput --persons 12 --loader-batches 2 --train-batches 2 --batch-size 8 --img-size 32 40
 	$(PY) -m bench.startup --repeats 1
+	$(PY) -m bench.calibration --seeds 2 --only held-out
+	$(PY) -m bench.calibration_attack --seeds 2
+	$(PY) -m bench.independent --seeds 2 --only design
 
 clean:
 	rm -rf $(VENV) .pytest_cache
