@@ -322,9 +322,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     outliers : float in [0, 1) to override ``outlier_share`` (0: every image's likelihood as it is).
     calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default; it says what it
         assumes). Every flag, score, suggestion, ``rho``, ``outliers`` and count is then unchanged by a per-class
-        rescaling or
-        a power of the probabilities; label smoothing (its floor removed) approximately ("Person level across
-        calibrations").
+        rescaling or a power of the probabilities; label smoothing (its floor removed) approximately ("Person level
+        across calibrations").
 
     Returns
     -------
@@ -333,7 +332,8 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     person's probabilities), ``suggested`` and ``suggested_prob`` (their argmax), ``n_against`` (images
     whose own argmax differs from ``given``), ``score`` in [0, 1], ``is_issue``, ``probs`` ((k,) the
     person's probabilities). ``attrs["rho"]`` holds the ``rho`` used, ``attrs["outliers"]`` the share,
-    ``attrs["counts"]`` the three counts, ``attrs["calibration"]`` the ``core.calibration.Calibration`` fitted (None with ``calibrate=False``).
+    ``attrs["counts"]`` the three counts, ``attrs["calibration"]`` the ``core.calibration.Calibration`` fitted
+    (None with ``calibrate=False``).
     """
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
