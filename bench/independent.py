@@ -21,7 +21,7 @@ look-alikes). Per cell: person-level F1 and average precision of ``group_scores`
 ``bench/calibration.py`` (same ``evaluate``), mean over seeds, and the paired 95 % interval of ours − the best
 baseline.
 
-    PYTHONPATH=. .venv/bin/python -m bench.independent [--seeds 5] [--only design|held-out] [--write]
+    PYTHONPATH=. .venv/bin/python -m bench.independent [--seeds 5] [--only design|held-out] [--models M ...] [--write]
 """
 
 from __future__ import annotations
