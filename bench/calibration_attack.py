@@ -1,12 +1,13 @@
 """Person verdicts under calibrations the method was not designed on (a held-out attack on ``bench/calibration.py``).
 
-The regimes of ``bench/calibration.py`` with their as-is probabilities transformed five more ways, none of which
+The regimes of ``bench/calibration.py`` with their as-is probabilities transformed six more ways, none of which
 one temperature and a per-class offset can undo exactly (except the sanity check): per-class powers (a temperature
 per class, as focal loss can give), fold calibrations (each person in one of 5 folds, each fold its own
 temperature from {0.5, 0.75, 1, 1.5, 2}: out-of-fold probabilities from five differently trained models), a
-clipped 3-decimal export, over-confident then smoothed, and "prior pushed" (the prior multiplied in once more: a
-per-class rescaling, so ours must not move). Written by a helper as an attack, run first on the code before the
-outlier share, then after it. Per cell: ours vs the best baseline, paired 95 % intervals, 5 seeds.
+clipped 3-decimal export, over-confident then smoothed, "prior pushed" (the prior multiplied in once more: a
+per-class rescaling, so ours must not move), and a 2-decimal export that keeps its exact zeros. Written by a
+helper as an attack, run first on the code before the outlier share, then after it; the last transform was added
+after the zero reading and run once. Per cell: ours vs the best baseline, paired 95 % intervals, 5 seeds.
 
     PYTHONPATH=. .venv/bin/python -m bench.calibration_attack [--seeds 5] [--reference] [--write]
 """
@@ -29,7 +30,8 @@ from bench.label_issues import REGIMES
 from bench.person_regimes import Regime
 
 OUT = Path(__file__).resolve().parent.parent / ".cache" / "bench-calibration-attack"
-TRANSFORMS = ["per-class powers", "fold calibrations", "clipped export", "overconfident + smoothed", "prior pushed"]
+TRANSFORMS = ["per-class powers", "fold calibrations", "clipped export", "overconfident + smoothed", "prior pushed",
+              "rounded export, zeros kept"]
 REFERENCE = "as-is"
 
 
@@ -52,6 +54,9 @@ def attacked(setting, seed: int, transform: str) -> Regime:
         p = np.clip(p, 1e-300, 1.0) ** (1.0 / temps[fold[base.groups]])[:, None]
     elif transform == "clipped export":
         p = np.clip(np.round(p, 3), 1e-3, 1.0)
+    elif transform == "rounded export, zeros kept":  # 2 decimals, no clipping: exact zeros, as a CSV export gives
+        p = np.round(p, 2)
+        p[p.sum(axis=1) == 0] = 1.0 / k
     elif transform == "overconfident + smoothed":
         p = np.clip(p, 1e-300, 1.0) ** 2
         p = p / p.sum(axis=1, keepdims=True)
