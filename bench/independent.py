@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench import common
-from bench.calibration import BASELINES, OURS, evaluate, interval_text
+from bench.calibration import OURS, against_best, interval_text, judged, short
 from bench.person_regimes import Regime
 
 DIMENSIONS = 6
@@ -135,16 +135,13 @@ def run(seeds: int, models: list[tuple[str, bool]]) -> tuple[str, list[str], int
     lines, misses, total = [head, "|" + "---|" * 8], [], 0
     for regime in REGIMES:
         for model, held_out in models:
-            runs = [evaluate(make(regime, model, seed)) for seed in range(seeds)]
-            values = {name: np.array([r[name] for r in runs]) for name in runs[0]}
+            values = judged(make(regime, model, seed) for seed in range(seeds))
             cells, met = [], True
             for m in range(2):
-                best = max(BASELINES, key=lambda name: values[name][:, m].mean())
-                diff = values[OURS][:, m] - values[best][:, m]
-                ok = values[OURS][:, m].mean() >= values[best][:, m].mean() - 0.005
+                best, diff, ok = against_best(values, m)
                 met &= ok
                 cells.append(f"{values[OURS][:, m].mean():.3f} | {values[best][:, m].mean():.3f} "
-                             f"({best.split(' (')[0].replace('cleanlab ', '')}) | {diff.mean():+.3f} "
+                             f"({short(best)}) | {diff.mean():+.3f} "
                              f"{interval_text(diff)}{'' if ok else ' **miss**'}")
             total += 1
             if not met:
