@@ -111,7 +111,8 @@ def evaluate(data: Regime) -> dict[str, tuple[float, float]]:
     mean /= sizes[:, None]
     methods = {}
     for name, calibrate in ((OURS, True), (PREVIOUS, False)):
-        table = group_scores(labels, probs, groups, calibrate=calibrate).set_index("group").loc[np.arange(n_people)]
+        table = group_scores(labels, probs, groups, calibrate=calibrate,
+                             folds=data.folds if calibrate else None).set_index("group").loc[np.arange(n_people)]
         methods[name] = (table["is_issue"].to_numpy(), table["score"].to_numpy())
     methods[BASELINES[0]] = (share > 0.5, share + 1e-3 * np.bincount(groups, weights=unsure) / sizes)
     methods[BASELINES[1]] = (find_label_issues(person_labels, mean, n_jobs=1), 1 - mean[np.arange(n_people),
@@ -278,7 +279,7 @@ def demo_flags(db: Path, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, 
     true = schema.codes(images.rename(columns={"true_mask": "mask", "true_gender": "gender", "true_age": "age"}))
     person = images["person"].to_numpy()
     methods: dict[str, dict[str, np.ndarray]] = {name: {} for name in DEMO_METHODS}
-    ours = score_rows(schema, labels, probs)
+    ours = score_rows(schema, labels, probs, folds=order["fold"].to_numpy())  # as the score job
     previous = score_rows(schema, labels, probs, calibrate=False)
     for target in DEMO_KINDS.values():
         images[f"wrong_{target}"] = given[target] != true[target]

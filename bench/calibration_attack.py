@@ -44,6 +44,7 @@ def attacked(setting, seed: int, transform: str) -> Regime:
     base = transformed(setting, seed, "as-is")
     p, k = base.pred_probs.copy(), base.pred_probs.shape[1]
     rng = rng_for(setting, seed, transform)
+    folds = None
     if transform == "per-class powers":
         a = rng.uniform(0.5, 2.0, k)
         p = np.clip(p, 1e-300, 1.0) ** a[None, :]
@@ -52,6 +53,7 @@ def attacked(setting, seed: int, transform: str) -> Regime:
         fold = rng.integers(0, 5, n_people)  # each person to one of 5 folds
         temps = rng.choice([0.5, 0.75, 1.0, 1.5, 2.0], 5)  # one temperature per fold
         p = np.clip(p, 1e-300, 1.0) ** (1.0 / temps[fold[base.groups]])[:, None]
+        folds = fold[base.groups]  # known to the verdict, as the score job knows its folds
     elif transform == "clipped export":
         p = np.clip(np.round(p, 3), 1e-3, 1.0)
     elif transform == "rounded export, zeros kept":  # 2 decimals, no clipping: exact zeros, as a CSV export gives
@@ -65,7 +67,7 @@ def attacked(setting, seed: int, transform: str) -> Regime:
         p = p * class_prior(base.labels, k)[None, :]
     elif transform != "as-is":
         raise ValueError(transform)
-    return Regime(base.labels, p / p.sum(axis=1, keepdims=True), base.groups, base.wrong)
+    return Regime(base.labels, p / p.sum(axis=1, keepdims=True), base.groups, base.wrong, folds)
 
 
 def summarise(values: dict[str, np.ndarray]) -> dict:
@@ -163,7 +165,8 @@ def report(rows, transforms, n_seeds: int, elapsed: float, sanity: float) -> str
         "Command: `PYTHONPATH=. .venv/bin/python -m bench.calibration_attack --reference` "
         "(5 seeds 0..4 a cell; transform randomness seeded per (setting, seed, transform); "
         "\"prior\" = (label count + 1) / (n + k) as in bench/calibration.py; "
-        "fold calibrations: each person to one of 5 folds, T per fold drawn from {0.5, 0.75, 1, 1.5, 2})", "",
+        "fold calibrations: each person to one of 5 folds, T per fold drawn from {0.5, 0.75, 1, 1.5, 2}, the folds "
+        "given to the verdict as the score job gives them)", "",
         "Met per transform:", "", *count_lines, "", "Misses (sorted by F1 difference):", "",
         *(miss_lines or ["none"]), "", *lines, ""])
 

@@ -107,7 +107,7 @@ def generate(regime: Independent, seed: int) -> tuple[np.ndarray, np.ndarray, np
 def out_of_fold(model: str, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
     from sklearn.naive_bayes import GaussianNB
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
@@ -119,14 +119,28 @@ def out_of_fold(model: str, features: np.ndarray, labels: np.ndarray, groups: np
                  "gradient boosting": HistGradientBoostingClassifier(max_iter=100, random_state=seed),
                  "logistic regression": LogisticRegression(max_iter=1000),
                  "decision tree": DecisionTreeClassifier(min_samples_leaf=10, random_state=seed)}[model]
-    folds = GroupKFold(n_splits=5, shuffle=True, random_state=seed)
-    return cross_val_predict(estimator, features, labels, groups=groups, cv=folds, method="predict_proba")
+    return cross_val_predict(estimator, features, labels, groups=groups, cv=splitter(seed), method="predict_proba")
+
+
+def splitter(seed: int):
+    from sklearn.model_selection import GroupKFold
+
+    return GroupKFold(n_splits=5, shuffle=True, random_state=seed)
+
+
+def fold_of(labels: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """(n,) the fold each image was predicted in by ``out_of_fold`` (the verdict is told, as the score job tells it)."""
+    folds = np.zeros(len(labels), dtype=int)
+    for fold, (_, held_out) in enumerate(splitter(seed).split(labels, labels, groups)):
+        folds[held_out] = fold
+    return folds
 
 
 def make(regime: Independent, model: str, seed: int) -> Regime:
     features, true, given, groups = generate(regime, seed)
     labels = given[groups]
-    return Regime(labels, out_of_fold(model, features, labels, groups, seed), groups, given != true)
+    return Regime(labels, out_of_fold(model, features, labels, groups, seed), groups, given != true,
+                  fold_of(labels, groups, seed))
 
 
 def run(seeds: int, models: list[tuple[str, bool]]) -> tuple[str, list[str], int]:

@@ -35,6 +35,7 @@ class Regime:
     pred_probs: np.ndarray  # (n, k) out-of-fold probabilities
     groups: np.ndarray  # (n,) int person ids 0..g-1
     wrong: np.ndarray  # (g,) bool: the person's given label is not its true class
+    folds: np.ndarray | None = None  # (n,) the cross-validation fold of each image, where the set has them
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ def top_n(score: np.ndarray, n: int) -> np.ndarray:
 
 
 def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noise_rate",
-                 calibrate: bool = True) -> pd.DataFrame:
+                 calibrate: bool = True, folds: Any = None) -> pd.DataFrame:
     """Per-image label quality, one row per input row in order.
 
     ``score`` is the posterior probability that the given label is wrong: the image's likelihoods
@@ -261,6 +261,8 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
         per-class offset fitted to the given labels), so the verdict does not depend on the model's
         calibration (see that module for what it assumes); every column below is then computed on the
         recalibrated probabilities, and ``attrs["calibration"]`` holds the fit (None with ``calibrate=False``).
+    folds : (n,) the cross-validation fold each image was scored in (optional): each fold's spread is evened first
+        (``core.calibration.fold_evening``), for folds whose models differ in temperature.
 
     Returns
     -------
@@ -271,7 +273,7 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
     given, probs = check_inputs(labels, pred_probs)
     calibration = None
     if calibrate:
-        probs, calibration = recalibrate(given, probs)
+        probs, calibration = recalibrate(given, probs, folds)
     n, k = probs.shape
     evidence = np.log(np.clip(probs, EPS, 1.0)) - np.log(class_prior(given, k))  # log p(x | j) + const
     posterior = _softmax(evidence + np.log(noise_prior(given, probs)[given]))
@@ -292,7 +294,7 @@ def image_scores(labels: Any, pred_probs: Any, *, filter_by: str = "prune_by_noi
 
 
 def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None = None,
-                 outliers: float | None = None, calibrate: bool = True) -> pd.DataFrame:
+                 outliers: float | None = None, calibrate: bool = True, folds: Any = None) -> pd.DataFrame:
     """Person-level verdicts for a person-scope attribute: one row per group, in order of first appearance.
 
     One true class per person, one given label (the mode of its images' labels); every parameter is
@@ -324,6 +326,7 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
         assumes). Every flag, score, suggestion, ``rho``, ``outliers`` and count is then unchanged by a per-class
         rescaling or a power of the probabilities; label smoothing (its floor removed) approximately ("Person level
         across calibrations").
+    folds : (n,) the cross-validation fold each image was scored in (optional; ``image_scores``).
 
     Returns
     -------
@@ -340,7 +343,7 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     n_groups, k = len(ids), probs.shape[1]
     calibration = None
     if calibrate:
-        probs, calibration = recalibrate(given, probs)
+        probs, calibration = recalibrate(given, probs, folds, codes)
     prior = class_prior(given, k)
     if rho is None:
         rho = _shared_evidence(given, np.log(np.clip(probs, EPS, 1.0)), codes, n_groups)
@@ -440,7 +443,8 @@ def _count_issues(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[int, int] = (1, 2),
-                     prior_log_odds: float | None = None, calibrate: bool = True) -> pd.DataFrame:
+                     prior_log_odds: float | None = None, calibrate: bool = True,
+                     folds: Any = None) -> pd.DataFrame:
     """Swapped pairs within a person: were classes ``pair`` (incorrect, not_wear) exchanged?
 
     For a group with images A given ``pair[0]`` and images B given ``pair[1]``::
@@ -455,7 +459,7 @@ def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[i
     sigmoid(log_ratio + prior_log_odds)`` = P(swapped | images), and ``is_issue = swap_prob > 0.5``.
     With ``calibrate`` (default) the probabilities are first read through ``core.calibration.recalibrate``
     (as ``group_scores``): a per-class rescaling or a power of the probabilities (focal loss flattens them,
-    which left the log ratio too small to outweigh the prior) changes no swap verdict.
+    which left the log ratio too small to outweigh the prior) changes no swap verdict; ``folds`` as ``image_scores``.
 
     Returns one row per group holding both classes (first appearance order): ``group``,
     ``rows_first`` and ``rows_second`` (tuples of row indices), ``log_ratio``, ``swap_prob``, ``is_issue``.
@@ -463,7 +467,7 @@ def mask_swap_scores(labels: Any, pred_probs: Any, groups: Any, *, pair: tuple[i
     given, probs = check_inputs(labels, pred_probs)
     codes, ids = check_groups(groups, len(given))
     if calibrate:
-        probs, _ = recalibrate(given, probs)
+        probs, _ = recalibrate(given, probs, folds, codes)
     first, second = pair
     logs = np.log(np.clip(probs, EPS, 1.0))
     sign = np.where(given == first, 1.0, np.where(given == second, -1.0, 0.0))
@@ -545,10 +549,11 @@ QUEUE_COLUMNS = ["kind", "attribute", "target", "rows", "given", "suggested", "s
 
 def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], groups: Any = None, *,
                  person_scope: Collection[str] = (), swap: tuple[str, int, int] | None = None,
-                 calibrate: bool = True) -> pd.DataFrame:
+                 calibrate: bool = True, folds: Any = None) -> pd.DataFrame:
     """One ranked queue over attributes: flagged first, then by ``score`` (P(given label is wrong)), descending.
     With ``calibrate`` each attribute's probabilities are recalibrated once (``core.calibration``) and every
-    verdict reads those; ``calibrate=False`` when the caller already did it.
+    verdict reads those (``folds``: each image's cross-validation fold, optional, see ``image_scores``);
+    ``calibrate=False`` when the caller already did it.
 
     Parameters
     ----------
@@ -577,7 +582,7 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
         probs = np.mean([check_pred_probs(m, len(np.asarray(given))) for m in models], axis=0)
         spread = model_disagreement(models) if len(models) > 1 else np.full(len(probs), np.nan)
         if calibrate:  # one fit an attribute: the verdicts below read the same recalibrated probabilities
-            probs, _ = recalibrate(*check_inputs(given, probs))
+            probs, _ = recalibrate(*check_inputs(given, probs), folds, groups)
         if attribute in person_scope:
             table = group_scores(given, probs, groups, calibrate=False)
             counts, flagged = {k: int(v) for k, v in table.attrs["counts"].items()}, int(table["is_issue"].sum())

@@ -244,3 +244,64 @@ def test_groups_of_one_give_the_per_image_verdict_under_any_calibration() -> Non
     images = image_scores(labels, other)
     assert table["is_issue"].tolist() == images["is_issue"].tolist()
     np.testing.assert_allclose(table["score"], images["score"])
+
+
+def fold_temperatures(probs: np.ndarray, folds: np.ndarray, temperatures: list[float]) -> np.ndarray:
+    """Each fold's probabilities at its own temperature, as folds trained apart can come out."""
+    out = probs ** (1.0 / np.asarray(temperatures)[folds])[:, None]
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def person_folds(groups: np.ndarray, k: int = 5) -> np.ndarray:
+    return pd.factorize(groups, sort=True)[0] % k
+
+
+def test_a_temperature_per_fold_is_evened_when_the_folds_are_given() -> None:
+    from bench.calibration import prf
+
+    labels, probs, groups, wrong = grouped(seed=3, people=500)
+    folds = person_folds(groups)
+    temperatures = [0.4, 1.0, 2.5, 1.0, 1.6]
+    other = fold_temperatures(probs, folds, temperatures)
+    truth = group_scores(labels, probs, groups).set_index("group").sort_index()
+    blind = group_scores(labels, other, groups).set_index("group").sort_index()
+    evened = group_scores(labels, other, groups, folds=folds)
+    scales = {f: factor for f, factor, _ in evened.attrs["calibration"].folds}
+    factor = np.log([scales[f] for f in range(5)])  # a fold at temperature t needs its log-probabilities times t
+    assert np.corrcoef(factor, np.log(temperatures))[0, 1] > 0.95
+    evened = evened.set_index("group").sort_index()
+    # evened, the verdicts are those of the folds before their temperatures (not so without the folds)
+    agree = {name: float((t["is_issue"] == truth["is_issue"]).mean()) for name, t in (("blind", blind),
+                                                                                       ("evened", evened))}
+    assert agree["evened"] > 0.97 and agree["evened"] > agree["blind"]
+    assert abs(prf(evened["is_issue"].to_numpy(), wrong)[2] - prf(truth["is_issue"].to_numpy(), wrong)[2]) < 0.03
+    # a per-class rescaling and a power on top change nothing more, folds given as well
+    again = group_scores(labels, rescaled(other, [3.0, 0.5, 1.0], 0.7), groups, folds=folds).set_index("group")
+    assert again.sort_index()["is_issue"].tolist() == evened["is_issue"].tolist()
+    np.testing.assert_allclose(again.sort_index()["score"], evened["score"], atol=1e-6)
+    images = image_scores(labels, other, folds=folds)
+    assert (images["is_issue"] == image_scores(labels, probs)["is_issue"]).mean() > 0.97
+
+
+def test_folds_of_one_temperature_are_left_as_they_are() -> None:
+    labels, probs, groups, _ = grouped(seed=4)
+    folds = person_folds(groups, 3)
+    with_folds, without = group_scores(labels, probs, groups, folds=folds), group_scores(labels, probs, groups)
+    assert with_folds.attrs["calibration"].folds is None  # nothing to even: the plain fit
+    assert with_folds["is_issue"].tolist() == without["is_issue"].tolist()
+    np.testing.assert_allclose(with_folds["score"], without["score"], atol=1e-12)
+    order = np.random.default_rng(1).permutation(len(labels))  # rows reordered, folds with them: the same
+    shuffled = group_scores(labels[order], probs[order], groups[order], folds=folds[order])
+    assert shuffled.set_index("group").sort_index()["is_issue"].tolist() == \
+        with_folds.set_index("group").sort_index()["is_issue"].tolist()
+
+
+def test_folds_that_do_not_fit_are_refused_in_one_line() -> None:
+    labels, probs, groups, _ = grouped(seed=5, people=100)
+    with pytest.raises(ValueError, match="folds has 3 rows but pred_probs has"):
+        recalibrate(labels, probs, folds=np.array([0, 1, 2]))
+    folds = person_folds(groups)
+    _, fit = recalibrate(labels, fold_temperatures(probs, folds, [0.3, 1.0, 3.0, 1.0, 1.0]), folds, groups)
+    assert fit.folds is not None
+    with pytest.raises(ValueError, match="fitted with folds"):
+        fit.apply(probs)

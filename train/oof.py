@@ -75,11 +75,13 @@ def previous_probs(store: LabelStore, run_id: int, paths: pd.Series) -> tuple[in
 
 
 def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray],
-               previous: dict[str, np.ndarray] | None = None, calibrate: bool = True) -> pd.DataFrame:
+               previous: dict[str, np.ndarray] | None = None, calibrate: bool = True,
+               folds: np.ndarray | None = None) -> pd.DataFrame:
     """Rows for ``LabelStore.save_scores``: one per image (``labels`` row) and scored target.
 
     ``calibrate`` (default): each target's probabilities are recalibrated once (``core.calibration``) and every
-    verdict reads those; ``False`` reads them as given (the previous round's verdicts, for a benchmark).
+    verdict reads those; ``False`` reads them as given (the previous round's verdicts, for a benchmark). ``folds``
+    (n,): the fold each image was scored in; each fold's spread is evened first (``core.calibration.fold_evening``).
 
     ``labels`` has ``item_id``, ``path``, ``person`` and the stored attributes; ``probs`` maps a
     target to its (n, k) out-of-fold probabilities; ``previous`` (optional) another model's (n, k)
@@ -107,7 +109,8 @@ def score_rows(schema: Schema, labels: pd.DataFrame, probs: dict[str, np.ndarray
     person_scope = {t for t in targets if schema.scope(schema.target_source(t)) == "person"}
     pairs = [(t, *pair) for t in targets if t not in person_scope and (pair := schema.swap_codes(t))]
     checked = {t: check_inputs(codes[t], probs[t]) for t in targets}
-    calibrated = {t: recalibrate(*checked[t])[0] if calibrate else checked[t][1] for t in targets}  # one fit a target
+    calibrated = {t: recalibrate(*checked[t], folds, groups)[0] if calibrate else checked[t][1]
+                  for t in targets}  # one fit a target
     queue = review_queue({t: codes[t] for t in targets}, calibrated, groups, person_scope=person_scope,
                          swap=pairs[0] if pairs else None, calibrate=False)
     queue = edge_step(schema, queue, labels.reset_index(drop=True))  # near a group edge: below clear errors

@@ -179,7 +179,7 @@ def _score(plan: dict[str, Any], store: LabelStore, run_dir: Path, log: Any, sto
     for target, target_probs in oof.items():
         save_npy(run_dir / f"oof_{target}.npy", target_probs)
     embed.finish(run_dir, folds, labels[["item_id", "path"]], config, heads, cache, device, log)  # embeddings.npy
-    rows, previous_id = store_verdicts(store, run_id, schema, labels, oof)
+    rows, previous_id = store_verdicts(store, run_id, schema, labels, oof, folds)
     flagged = flagged_counts(store, run_id)  # the Review queue's flagged units: one definition everywhere
     phases["scoring"] = time.monotonic() - mark
     summary = {"folds": k, "n_items": len(labels), "flagged_units": flagged, "compared_with": previous_id,
@@ -223,11 +223,12 @@ def _labels_and_folds(store: LabelStore, config: TrainConfig, run_dir: Path,
 
 
 def store_verdicts(store: LabelStore, run_id: int, schema: Schema, labels: Any,
-                   oof: dict[str, np.ndarray]) -> tuple[Any, int | None]:
-    """``score_rows`` of the out-of-fold probabilities (beside the newest other score run's), saved as the run's
-    scores and ranked queue. Returns (rows, id of the run compared with or None)."""
+                   oof: dict[str, np.ndarray], folds: np.ndarray | None = None) -> tuple[Any, int | None]:
+    """``score_rows`` of the out-of-fold probabilities (beside the newest other score run's; ``folds``: the fold each
+    image was scored in), saved as the run's scores and ranked queue. Returns (rows, id of the run compared with or
+    None)."""
     previous_id, previous = previous_probs(store, run_id, labels["path"])
-    rows = score_rows(schema, labels, oof, previous)
+    rows = score_rows(schema, labels, oof, previous, folds=folds)
     if previous_id is not None:
         rows["detail"] = [{**d, "compared_with": previous_id} for d in rows["detail"]]
     store.save_scores(run_id, rows)
@@ -247,7 +248,7 @@ def rescore(store: LabelStore, run_id: int) -> dict[str, Any]:
     if list(items["path"]) != list(labels["path"]):
         raise StoreError(f"{run['run_dir']}/items.csv does not match the run's snapshot")
     labels["item_id"] = labels["item_id"].astype("int64")
-    store_verdicts(store, run_id, Schema.from_dict(snap["schema"]), labels, oof)
+    store_verdicts(store, run_id, Schema.from_dict(snap["schema"]), labels, oof, items["fold"].to_numpy())
     return {"run_id": int(run_id), "flagged": flagged_counts(store, run_id)}
 
 
