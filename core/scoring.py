@@ -325,8 +325,7 @@ def group_scores(labels: Any, pred_probs: Any, groups: Any, *, rho: float | None
     calibrate : first read ``pred_probs`` through ``core.calibration.recalibrate`` (default; it says what it
         assumes). Every flag, score, suggestion, ``rho``, ``outliers`` and count is then unchanged by a per-class
         rescaling or a power of the probabilities; label smoothing (its floor removed) approximately ("Person level
-        across calibrations").
-    folds : (n,) the cross-validation fold each image was scored in (optional; ``image_scores``).
+        across calibrations"). ``folds`` : (n,) each image's cross-validation fold (optional; ``image_scores``).
 
     Returns
     -------
@@ -552,8 +551,7 @@ def review_queue(labels: Mapping[str, Any], pred_probs: Mapping[str, Any], group
                  calibrate: bool = True, folds: Any = None) -> pd.DataFrame:
     """One ranked queue over attributes: flagged first, then by ``score`` (P(given label is wrong)), descending.
     With ``calibrate`` each attribute's probabilities are recalibrated once (``core.calibration``) and every
-    verdict reads those (``folds``: each image's cross-validation fold, optional, see ``image_scores``);
-    ``calibrate=False`` when the caller already did it.
+    verdict reads those (``folds``: see ``image_scores``); ``calibrate=False`` when the caller already did it.
 
     Parameters
     ----------
