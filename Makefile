@@ -43,6 +43,7 @@ bench: setup
 	$(PY) -m bench.calibration --seeds 2 --only held-out
 	$(PY) -m bench.calibration_attack --seeds 2
 	$(PY) -m bench.independent --seeds 2 --only design
+	$(PY) -m bench.independent --seeds 2 --fold-attack --models "logistic regression" "decision tree"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
