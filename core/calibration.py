@@ -40,14 +40,14 @@ Assumptions, and what follows from them:
 * Folds: out-of-fold probabilities come from one model per cross-validation fold, and the folds' models need not
   share a temperature. With ``folds`` given, each fold's log-probabilities are first rescaled to a common spread
   (``fold_evening``: the median absolute deviation of the fold's centred log-probabilities, read without the labels)
-  and each fold's per-class medians shifted onto the pooled ones, before the one fit. Not from the labels on purpose: a fold's noise rate moves the likelihood fit of its own
-  temperature (on the demo's score runs a fold's fitted scale falls as its share of wrong labels rises, Spearman
-  -0.88), so a temperature fitted per fold would flatten the very fold whose errors most need finding. The spreads
-  are shrunk towards equal by how much they differ beyond their own sampling noise (estimated from quarters of each
-  fold's people), so folds of one temperature are left as they are, and the evened probabilities are used only when
-  they predict the given labels better by more than the BIC penalty (fold models that differ otherwise than by a
-  temperature, a single tree's leaves, keep theirs). A per-class rescaling or a power of all the probabilities changes
-  no spread ratio.
+  and each fold's per-class medians shifted onto the pooled ones, before the one fit. Not from the labels on
+  purpose: a fold's noise rate moves the likelihood fit of its own temperature (on the demo's score runs a fold's
+  fitted scale falls as its share of wrong labels rises, Spearman -0.88), so a temperature fitted per fold would
+  flatten the very fold whose errors most need finding. The spreads are shrunk towards equal by how much they differ
+  beyond their own sampling noise (estimated from quarters of each fold's people), so folds of one temperature are
+  left as they are, and the evened probabilities are used only when they predict the given labels better by more
+  than the BIC penalty (fold models that differ otherwise than by a temperature, a single tree's leaves, keep
+  theirs). A per-class rescaling or a power of all the probabilities changes no spread ratio.
 * Not invariant: a miscalibration that differs from image to image. It is met only as well as one temperature
   and offset fit it (``core.scoring.group_scores`` bounds how much one image can say, see ``outlier_share``).
 """
@@ -248,6 +248,7 @@ def fold_evening(probs: np.ndarray, folds: Any, groups: Any = None) -> dict[Any,
     shift = np.median(scaled, axis=0) - np.array([np.median(scaled[codes == f], axis=0) for f in range(len(names))])
     return {name: (float(factor[f]), tuple(float(v) for v in shift[f])) for f, name in enumerate(names.tolist())}
 
+
 def _given_log_likelihood(given: np.ndarray, probs: np.ndarray) -> float:
     """The given labels' log-likelihood under ``fit_calibration``'s (a, b) of ``probs``."""
     calibrated = fit_calibration(given, probs).apply(probs)
@@ -265,10 +266,10 @@ def recalibrate(labels: np.ndarray, pred_probs: np.ndarray, folds: Any = None,
     model's, so the whole is as invariant to a per-class rescaling or a power of the probabilities as the first step.
     With ``folds`` ((n,) the cross-validation fold each image was scored in) each fold's spread is first evened
     (``fold_evening``, ``groups`` (n,) the people, for its noise estimate), kept only when the evened probabilities
-    predict the given labels better by more than the Bayesian information criterion's ``log(n) / 2`` a fold past the
-    first (the factors are read without the labels; the labels only decide whether the folds differ by a temperature
-    at all: models whose folds differ otherwise, a tree's leaves, keep their probabilities). Kept, the result is
-    invariant to one temperature per fold too.
+    predict the given labels better by more than the Bayesian information criterion's ``k log(n) / 2`` a fold past
+    the first (a factor and k - 1 shifts; the factors are read without the labels, the labels only decide whether the
+    folds differ by a temperature at all: models whose folds differ otherwise, a tree's leaves, keep their
+    probabilities). Kept, the result is invariant to one temperature per fold too.
     """
     given = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(pred_probs, dtype=np.float64)
