@@ -134,7 +134,10 @@ def cmd_issues(args: argparse.Namespace) -> int:
     labels = np.load(args.labels)
     pred_probs = np.load(args.pred_probs)
     groups = np.load(args.groups, allow_pickle=False) if args.groups else None
-    table = array_issues(labels, pred_probs, groups=groups)
+    folds = np.load(args.folds, allow_pickle=False) if args.folds else None
+    if folds is not None and len(folds) != len(labels):
+        raise ValueError(f"{args.folds}: {len(folds)} folds but {args.labels} has {len(labels)} labels")
+    table = array_issues(labels, pred_probs, groups=groups, folds=folds)
     csv_safe(table).to_csv(args.out, index=False)
     print(f"wrote {args.out}: {len(table)} rows, {int(table['is_issue'].sum())} flagged")
     return 0
@@ -261,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help=".npy of int labels, shape (n,)")
     p.add_argument("--pred-probs", required=True, help=".npy of out-of-sample probabilities, shape (n, k)")
     p.add_argument("--groups", default=None, help=".npy of group ids, shape (n,): one verdict per group")
+    p.add_argument("--folds", default=None, help=".npy of the cross-validation fold each row was predicted in, "
+                   "shape (n,): folds whose models differ in temperature are evened first")
     p.add_argument("--out", required=True, help="output CSV: index,score,is_issue,suggested[,group]")
     p.set_defaults(func=cmd_issues)
 

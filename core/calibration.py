@@ -280,6 +280,8 @@ def recalibrate(labels: np.ndarray, pred_probs: np.ndarray, folds: Any = None,
     if folds is not None:
         if len(np.asarray(folds)) != len(probs):
             raise ValueError(f"folds has {len(np.asarray(folds))} rows but pred_probs has {len(probs)}")
+        if pd.isna(np.asarray(folds, dtype=object)).any():
+            raise ValueError(f"folds[{int(np.flatnonzero(pd.isna(np.asarray(folds, dtype=object)))[0])}] is missing")
         evening = fold_evening(probs, folds, groups)
         if evening is not None:
             evened = even_folds(probs, folds, evening)

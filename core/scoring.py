@@ -649,21 +649,24 @@ def queue_items(queue: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns).sort_values(["attribute", "row"], kind="stable").reset_index(drop=True)
 
 
-def array_issues(labels: Any, pred_probs: Any, groups: Any = None) -> pd.DataFrame:
+def array_issues(labels: Any, pred_probs: Any, groups: Any = None, folds: Any = None) -> pd.DataFrame:
     """The array CLI's table: one row per input row, in order.
 
     Without groups (``image_scores``): ``index``, ``score`` (posterior probability that the label is
     wrong), ``is_issue``, ``suggested`` (argmax class). With groups (``group_scores``), also
     ``group``, and every row of a group carries the group's verdict: its ``score``, ``is_issue``
     (identical within the group) and ``suggested`` (the argmax of the group's images combined).
+    ``folds`` (n,): the cross-validation fold each row was predicted in (``core.calibration.fold_evening``).
     """
+    if folds is not None and len(np.asarray(folds)) != len(np.asarray(labels)):
+        raise ValueError(f"folds has {len(np.asarray(folds))} rows but labels has {len(np.asarray(labels))}")
     if groups is None:
-        table = image_scores(labels, pred_probs)
+        table = image_scores(labels, pred_probs, folds=folds)
         return pd.DataFrame({"index": np.arange(len(table)), "score": table["score"].to_numpy(),
                              "is_issue": table["is_issue"].to_numpy(), "suggested": table["suggested"].to_numpy()})
     given, probs = check_inputs(labels, pred_probs)
     codes, _ = check_groups(groups, len(given))
-    table = group_scores(given, probs, groups)
+    table = group_scores(given, probs, groups, folds=folds)
     return pd.DataFrame({"index": np.arange(len(given)), "score": table["score"].to_numpy()[codes],
                          "is_issue": table["is_issue"].to_numpy()[codes],
                          "suggested": table["suggested"].to_numpy()[codes], "group": np.asarray(groups)})

@@ -327,7 +327,8 @@ def test_array_issues_gives_each_row_its_groups_verdict():
     assert table.loc[table["is_issue"], "group"].unique().tolist() == ["p02"]
 
 
-def run_cli(tmp_path: Path, labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None):
+def run_cli(tmp_path: Path, labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None,
+            folds: np.ndarray | None = None):
     np.save(tmp_path / "labels.npy", labels)
     np.save(tmp_path / "probs.npy", probs)
     command = [sys.executable, "-m", "core", "issues", "--labels", str(tmp_path / "labels.npy"),
@@ -335,6 +336,9 @@ def run_cli(tmp_path: Path, labels: np.ndarray, probs: np.ndarray, groups: np.nd
     if groups is not None:
         np.save(tmp_path / "groups.npy", groups)
         command += ["--groups", str(tmp_path / "groups.npy")]
+    if folds is not None:
+        np.save(tmp_path / "folds.npy", folds)
+        command += ["--folds", str(tmp_path / "folds.npy")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -374,3 +378,21 @@ def test_cli_reports_bad_arrays_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: pred_probs row 1 is not a probability distribution")
     assert not (tmp_path / "issues.csv").exists()
+
+
+def test_cli_with_folds_evens_them_and_refuses_folds_that_do_not_fit(tmp_path):
+    """``--folds``: each row's cross-validation fold; folds at different temperatures get the verdicts of folds at
+    one; a folds file of the wrong length or with a missing fold is one line naming the problem."""
+    from tests.test_calibration import fold_temperatures, grouped, person_folds
+
+    labels, probs, groups, _ = grouped(seed=3, people=500)
+    folds = person_folds(groups)
+    plain = array_issues(labels, probs, groups)
+    done = run_cli(tmp_path, labels, fold_temperatures(probs, folds, [0.4, 1.0, 2.5, 1.0, 1.6]), groups, folds)
+    assert done.returncode == 0, done.stderr
+    evened = pd.read_csv(tmp_path / "issues.csv")
+    assert (evened["is_issue"] == plain["is_issue"]).mean() > 0.97
+    for bad, message in ((folds[:-1], "folds.npy: "), (np.where(np.arange(len(folds)) == 5, np.nan, folds), "folds[5]")):
+        failed = run_cli(tmp_path, labels, probs, groups, bad)
+        assert failed.returncode != 0 and message in failed.stderr and "Traceback" not in failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
