@@ -15,10 +15,10 @@ margin); this module adds what it lacks for datasets with several images per per
 * ``review_queue``   all of the above in one ranked table; ``queue_items`` expands it to one row
   per (image, attribute) for storage; ``array_issues`` is the array CLI's table.
 
-Every verdict first reads the probabilities through ``core.calibration.recalibrate`` (one temperature and a
-per-class offset fitted to the given labels, a floor removed, fitted again), so a class-balanced, focal-loss,
-label-smoothed, over- or under-confident model gets the verdicts of one calibrated to the label prior
-(``calibrate=False`` reads them as given).
+Every verdict first reads the probabilities through ``core.calibration.recalibrate`` (given the folds, each fold's
+spread evened first; one temperature and a per-class offset fitted to the given labels, a floor removed, fitted
+again), so a class-balanced, focal-loss, label-smoothed, over- or under-confident model gets the verdicts of one
+calibrated to the label prior (``calibrate=False`` reads them as given).
 
 The score, everywhere: the posterior probability that the given label (for a swap: the given
 assignment of the pair) is wrong, given the model's out-of-sample probabilities and cleanlab's
