@@ -194,10 +194,14 @@ FOLD_PARTS = 4  # each fold's people split in this many parts to measure the sam
 
 def even_folds(probs: np.ndarray, folds: Any, evening: Mapping[Any, tuple[float, tuple[float, ...]]]) -> np.ndarray:
     """``softmax(factor_f * centred log p + shift_f)`` for each row of fold f (``evening``: ``fold_evening``'s)."""
+    keys = list(evening)
+    index = pd.Index(keys).get_indexer(np.asarray(folds))
+    if (index < 0).any():
+        raise ValueError(f"fold {np.asarray(folds)[index < 0][0]!r} is not one of the fitted folds {keys}")
+    factor = np.array([evening[key][0] for key in keys])[index]
+    shift = np.array([evening[key][1] for key in keys])[index]
     logs = np.log(np.clip(probs, FLOOR, 1.0))
-    logs -= logs.mean(axis=1, keepdims=True)
-    rows = [evening[f] for f in np.asarray(folds).tolist()]
-    logits = logs * np.array([r[0] for r in rows])[:, None] + np.array([r[1] for r in rows])
+    logits = (logs - logs.mean(axis=1, keepdims=True)) * factor[:, None] + shift
     logits -= logits.max(axis=1, keepdims=True)
     out = np.exp(logits)
     return out / out.sum(axis=1, keepdims=True)
@@ -249,9 +253,8 @@ def fold_evening(probs: np.ndarray, folds: Any, groups: Any = None) -> dict[Any,
     return {name: (float(factor[f]), tuple(float(v) for v in shift[f])) for f, name in enumerate(names.tolist())}
 
 
-def _given_log_likelihood(given: np.ndarray, probs: np.ndarray) -> float:
-    """The given labels' log-likelihood under ``fit_calibration``'s (a, b) of ``probs``."""
-    calibrated = fit_calibration(given, probs).apply(probs)
+def _given_log_likelihood(given: np.ndarray, calibrated: np.ndarray) -> float:
+    """The given labels' log-likelihood under ``calibrated`` probabilities."""
     return float(np.log(np.clip(calibrated[np.arange(len(given)), given], FLOOR, 1.0)).sum())
 
 
@@ -277,20 +280,30 @@ def recalibrate(labels: np.ndarray, pred_probs: np.ndarray, folds: Any = None,
     zeros = None if gaps is None else tuple(tuple(float(v) for v in row) for row in gaps)
     if gaps is not None:
         probs = fill_zeros(probs, gaps)
+    first = fit_calibration(given, probs)
+    calibrated = first.apply(probs)
     if folds is not None:
-        if len(np.asarray(folds)) != len(probs):
-            raise ValueError(f"folds has {len(np.asarray(folds))} rows but pred_probs has {len(probs)}")
-        if pd.isna(np.asarray(folds, dtype=object)).any():
-            raise ValueError(f"folds[{int(np.flatnonzero(pd.isna(np.asarray(folds, dtype=object)))[0])}] is missing")
+        folds = np.asarray(folds)
+        if len(folds) != len(probs):
+            raise ValueError(f"folds has {len(folds)} rows but pred_probs has {len(probs)}")
+        if (missing := np.flatnonzero(pd.isna(folds.astype(object)))).size:
+            raise ValueError(f"folds[{int(missing[0])}] is missing")
         evening = fold_evening(probs, folds, groups)
         if evening is not None:
             evened = even_folds(probs, folds, evening)
-            gain = _given_log_likelihood(given, evened) - _given_log_likelihood(given, probs)
+            first_evened = fit_calibration(given, evened)
+            evened_calibrated = first_evened.apply(evened)
+            gain = _given_log_likelihood(given, evened_calibrated) - _given_log_likelihood(given, calibrated)
             if gain > 0.5 * (len(evening) - 1) * probs.shape[1] * np.log(len(given)):  # BIC: a factor, k-1 shifts a fold
-                calibrated, fit = recalibrate(given, evened)
-                return calibrated, replace(fit, zeros=zeros, folds=tuple((f, a, b) for f, (a, b) in evening.items()))
-    first = fit_calibration(given, probs)
-    calibrated = first.apply(probs)
+                result, fit = _floor_step(given, evened_calibrated, first_evened, None)
+                return result, replace(fit, zeros=zeros, folds=tuple((f, a, b) for f, (a, b) in evening.items()))
+    return _floor_step(given, calibrated, first, zeros)
+
+
+def _floor_step(given: np.ndarray, calibrated: np.ndarray, first: Calibration,
+                zeros: tuple[tuple[float, ...], ...] | None) -> tuple[np.ndarray, Calibration]:
+    """``recalibrate`` after its first fit ``first`` (``calibrated``: its output): each class's floor removed and
+    (a, b) fitted again."""
     floor = floor_of(calibrated)
     if len(np.unique(given)) < 2 or not (floor > 0).any():
         return calibrated, Calibration(first.scale, first.bias, zeros=zeros)

@@ -658,8 +658,6 @@ def array_issues(labels: Any, pred_probs: Any, groups: Any = None, folds: Any = 
     (identical within the group) and ``suggested`` (the argmax of the group's images combined).
     ``folds`` (n,): the cross-validation fold each row was predicted in (``core.calibration.fold_evening``).
     """
-    if folds is not None and len(np.asarray(folds)) != len(np.asarray(labels)):
-        raise ValueError(f"folds has {len(np.asarray(folds))} rows but labels has {len(np.asarray(labels))}")
     if groups is None:
         table = image_scores(labels, pred_probs, folds=folds)
         return pd.DataFrame({"index": np.arange(len(table)), "score": table["score"].to_numpy(),
